@@ -1,0 +1,74 @@
+package mfa
+
+import (
+	"fmt"
+	"time"
+)
+
+// ErrorKind says what a caller (the challenge page) can do about an error.
+type ErrorKind int
+
+const (
+	KindInvalid      ErrorKind = iota // PingOne refused the request (4xx); see Code/DetailCode
+	KindWrongOTP                      // otp.check failed; AttemptsRemaining may be known
+	KindFlowExpired                   // 404: unknown or idle-expired flow; start again
+	KindRateLimited                   // 429 (or the local cap); RetryAfter set
+	KindUnavailable                   // timeout, transport error, 5xx, malformed response
+	KindTokenInvalid                  // the ID token failed verification
+	KindFlowFailed                    // flow reached FAILED
+)
+
+func (k ErrorKind) String() string {
+	switch k {
+	case KindInvalid:
+		return "invalid"
+	case KindWrongOTP:
+		return "wrong_otp"
+	case KindFlowExpired:
+		return "flow_expired"
+	case KindRateLimited:
+		return "rate_limited"
+	case KindUnavailable:
+		return "unavailable"
+	case KindTokenInvalid:
+		return "token_invalid"
+	case KindFlowFailed:
+		return "flow_failed"
+	}
+	return fmt.Sprintf("kind(%d)", int(k))
+}
+
+// Error is every error the Client returns. Message and CorrelationID come
+// from PingOne and are for logs only, never for the page.
+type Error struct {
+	Kind              ErrorKind
+	Op                string // the operation, as in Config.Observe
+	HTTPStatus        int    // 0 when no response
+	Code              string // PingOne top-level code, e.g. INVALID_DATA
+	DetailCode        string // details[0].code, e.g. INVALID_OTP
+	Message           string
+	CorrelationID     string // PingOne error id
+	RetryAfter        time.Duration
+	AttemptsRemaining int // -1 when PingOne did not say
+	Err               error
+}
+
+func (e *Error) Error() string {
+	s := fmt.Sprintf("pingone: %s: %s", e.Op, e.Kind)
+	if e.HTTPStatus != 0 {
+		s += fmt.Sprintf(" (HTTP %d", e.HTTPStatus)
+		if e.Code != "" {
+			s += " " + e.Code
+		}
+		if e.DetailCode != "" {
+			s += "/" + e.DetailCode
+		}
+		s += ")"
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+func (e *Error) Unwrap() error { return e.Err }

@@ -1,0 +1,139 @@
+// Package mfa is stepgate's client for PingOne's MFA-only, non-redirect flow
+// (response_mode=pi.flow): it mints the login_hint_token and request JWTs,
+// calls /as/authorize, drives the flows API, completes the flow and verifies
+// the resulting ID token.
+//
+// It never renders anything and never knows about the gateway's HTTP
+// handlers. All state needed to continue a flow lives in Pending, which the
+// caller seals into a browser cookie, so any replica can continue any flow.
+package mfa
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Secret is a string that must never be logged (client secret, OTP, token).
+type Secret string
+
+// LogValue redacts the secret.
+func (Secret) LogValue() slog.Value { return slog.StringValue("[redacted]") }
+
+// String redacts the secret so that fmt cannot print it by mistake.
+func (Secret) String() string { return "[redacted]" }
+
+// Reveal returns the secret itself, for the one place that must send it.
+func (s Secret) Reveal() string { return string(s) }
+
+// Config configures a Client. Zero values get the documented defaults.
+type Config struct {
+	AuthBase     string // e.g. https://auth.pingone.com or a custom domain; no trailing slash
+	EnvID        string
+	ClientID     string
+	ClientSecret Secret
+	Scopes       string // default "openid profile email"
+	ResponseType string // "token id_token" (default), "id_token" or "code"
+	Timeout      time.Duration // per call, default 10s
+	HTTPClient   *http.Client  // default: own transport; redirects are never followed
+	Now          func() time.Time
+	Logger       *slog.Logger
+	// Limiter caps calls to PingOne from this process (SPEC §8); nil means no cap.
+	Limiter *rate.Limiter
+	// Observe, if set, is called once per PingOne call: op is one of
+	// authorize, flow_read, device_select, otp_check, assertion_check,
+	// session_reset, resume, token, jwks; code is the HTTP status or 0 on a
+	// transport error.
+	Observe func(op string, code int, d time.Duration)
+}
+
+// Status is a PingOne flow status.
+type Status string
+
+const (
+	StatusDeviceSelectionRequired  Status = "DEVICE_SELECTION_REQUIRED"
+	StatusOTPRequired              Status = "OTP_REQUIRED"
+	StatusPushConfirmationRequired Status = "PUSH_CONFIRMATION_REQUIRED"
+	StatusPushConfirmationTimedOut Status = "PUSH_CONFIRMATION_TIMED_OUT"
+	StatusAssertionRequired        Status = "ASSERTION_REQUIRED"
+	StatusCompleted                Status = "COMPLETED"
+	StatusFailed                   Status = "FAILED"
+)
+
+// Cookie is one cookie PingOne set on a flow (ST and any other).
+type Cookie struct {
+	Name, Value string
+}
+
+// Pending is the complete client-side state of one flow. The gateway seals it
+// into the browser's flow cookie and restores it on any replica.
+type Pending struct {
+	FlowID       string
+	Cookies      []Cookie
+	Nonce        string
+	State        string
+	CodeVerifier string // PKCE verifier, response_type=code only
+	ACR          string // acr_values requested, checked against the ID token
+	// Challenged is set once the flow has been seen in a state that asks the
+	// user for a factor (OTP, push, assertion). A flow that completes without
+	// it is a PingOne "bypass".
+	Challenged bool
+}
+
+// Device is one MFA device offered by a flow.
+type Device struct {
+	ID       string
+	Type     string // SMS, VOICE, EMAIL, TOTP, MOBILE, FIDO2, ...
+	Target   string // masked phone or e-mail as PingOne sent it; may be empty
+	Nickname string
+}
+
+// Flow is a typed view of a PingOne flow object.
+type Flow struct {
+	ID               string
+	Status           Status
+	Devices          []Device
+	SelectedDeviceID string
+	Links            map[string]string // link name -> href
+	// AssertionOptions is publicKeyCredentialRequestOptions as a JSON
+	// object, normalised from PingOne's string or object form.
+	AssertionOptions  json.RawMessage
+	ExpiresAt         time.Time // zero when PingOne did not say
+	ResumeURL         string
+	AuthorizeResponse *AuthorizeResponse
+	UserID            string
+}
+
+// AuthorizeResponse is the pi.flow authorizeResponse object.
+type AuthorizeResponse struct {
+	Code        Secret
+	AccessToken Secret
+	IDToken     Secret
+	TokenType   string
+	Scope       string
+	State       string
+	ExpiresIn   int
+}
+
+// StartRequest starts a step-up for one user.
+type StartRequest struct {
+	User     string        // login_hint_token sub: PingOne user id or username
+	RemoteIP string        // pi.remoteIp in the request JWT
+	ACR      string        // acr_values; "" sends none
+	MaxAge   time.Duration // max_age; 0 sends none
+}
+
+// Result is a verified completion.
+type Result struct {
+	Subject  string // ID token sub (PingOne user id)
+	ACR      string
+	AMR      []string
+	AuthTime time.Time // auth_time claim (PingOne's clock); zero if absent
+	Expiry   time.Time // ID token exp
+	IDToken  Secret
+	// MFA reports whether the user passed an MFA step (not a bypass).
+	MFA bool
+}

@@ -1,0 +1,2 @@
+// Package pingonesim is a PingOne simulator for tests and demo mode.
+package pingonesim
