@@ -1,0 +1,253 @@
+// Package reqpath turns a raw HTTP request target (r.RequestURI) into the one
+// path that policy rules match and the exact bytes forwarded upstream
+// (SPEC §2).
+//
+// It fails closed: any target whose meaning could differ between stepgate and
+// the upstream (encoded separators, dot segments, empty segments, invalid or
+// ambiguous escapes, non-origin forms) is refused, so that every decision is
+// made on the path the upstream will actually serve. It must never repair,
+// re-encode or "clean" a path: a path that needs cleaning is refused.
+//
+// Choices where the spec is silent:
+//   - Decoded bytes must form valid UTF-8 (overlong or truncated sequences such
+//     as %C0%AF are the classic way to smuggle a '/').
+//   - Raw bytes outside RFC 3986 pchar (plus '[' and ']', which browsers leave
+//     alone) are refused, including raw non-ASCII, '"', '<', '>', '{', '}',
+//     '|', '^' and '`'. Browsers percent-encode these; refusing them means
+//     Go's url.URL{Path: Match, RawPath: Escaped}.EscapedPath() returns
+//     Escaped unchanged, so the upstream receives exactly the matched bytes.
+//   - The 8 KiB limit applies to the whole request target, query included.
+//   - The query is split off at the first '?', never matched, and forwarded
+//     as is; it may not contain '#', space, control characters or DEL.
+package reqpath
+
+import (
+	"errors"
+	"unicode/utf8"
+)
+
+// MaxLen is the longest request target accepted, query included.
+const MaxLen = 8 << 10
+
+// Path is a request target that passed every check.
+type Path struct {
+	// Match is the path decoded once: what rules see. Case is untouched;
+	// rules fold it when configured to.
+	Match string
+	// Escaped is the path exactly as the client sent it (no query): the
+	// bytes to forward upstream. Decoding it once gives Match.
+	Escaped string
+	// Query is the raw query without the '?', forwarded as is and never
+	// matched. Empty when there was none.
+	Query string
+}
+
+// ErrBadPath is matched (errors.Is) by every error Parse returns.
+var ErrBadPath = errors.New("reqpath: bad request path")
+
+// Error says why a target was refused. Reason is a fixed phrase that never
+// echoes the input, so it is safe to log and to count.
+type Error struct {
+	Reason string
+}
+
+func (e *Error) Error() string { return "reqpath: " + e.Reason }
+
+// Is makes every *Error match ErrBadPath.
+func (e *Error) Is(target error) bool { return target == ErrBadPath }
+
+// The refusal reasons. They are values, not state: nothing ever assigns them.
+var (
+	errTooLong        = &Error{"request target too long"}
+	errEmpty          = &Error{"empty request target"}
+	errAsterisk       = &Error{"asterisk-form only allowed for OPTIONS"}
+	errNotOriginForm  = &Error{"request target is not origin-form"}
+	errFragment       = &Error{"fragment in request target"}
+	errBadEscape      = &Error{"invalid percent-escape"}
+	errEncodedSep     = &Error{"encoded separator or reserved character"}
+	errEncodedControl = &Error{"encoded control character"}
+	errRawBackslash   = &Error{"raw backslash"}
+	errRawSemicolon   = &Error{"raw semicolon"}
+	errRawControl     = &Error{"raw control character or space"}
+	errRawByte        = &Error{"character not allowed in a path"}
+	errDotSegment     = &Error{"dot segment"}
+	errEmptySegment   = &Error{"empty path segment"}
+	errInvalidUTF8    = &Error{"decoded path is not valid UTF-8"}
+	errQueryByte      = &Error{"character not allowed in the query"}
+)
+
+// Parse checks requestURI (the raw request target, r.RequestURI) for the
+// request method and returns the path to match and to forward. Every error
+// is an *Error and matches ErrBadPath; the gateway answers 400.
+//
+// "OPTIONS *" gives Path{Match: "*", Escaped: "*"}; no rule path can match
+// it.
+func Parse(method, requestURI string) (Path, error) {
+	if len(requestURI) > MaxLen {
+		return Path{}, errTooLong
+	}
+	if requestURI == "" {
+		return Path{}, errEmpty
+	}
+	if requestURI == "*" {
+		if method != "OPTIONS" {
+			return Path{}, errAsterisk
+		}
+		return Path{Match: "*", Escaped: "*"}, nil
+	}
+	// Absolute-form (http://h/p), authority-form (h:443) and anything else
+	// that is not origin-form: a proxy in front of us would route these by
+	// the authority, not by our rules.
+	if requestURI[0] != '/' {
+		return Path{}, errNotOriginForm
+	}
+
+	raw, query := requestURI, ""
+	hasQuery := false
+	for i := 0; i < len(requestURI); i++ {
+		if requestURI[i] == '?' {
+			raw, query, hasQuery = requestURI[:i], requestURI[i+1:], true
+			break
+		}
+	}
+	if hasQuery {
+		if err := checkQuery(query); err != nil {
+			return Path{}, err
+		}
+	}
+
+	escapes, high, err := check(raw)
+	if err != nil {
+		return Path{}, err
+	}
+	p := Path{Match: raw, Escaped: raw, Query: query}
+	if escapes {
+		p.Match = decode(raw)
+		if high && !utf8.ValidString(p.Match) {
+			return Path{}, errInvalidUTF8
+		}
+	}
+	return p, nil
+}
+
+// check validates the raw path in one pass without allocating. It reports
+// whether the path has any percent-escape and whether any decodes to a byte
+// >= 0x80 (so the UTF-8 check is needed).
+func check(raw string) (escapes, high bool, err error) {
+	// Per segment: decoded length and whether every decoded byte is '.'.
+	segLen, segDots := 0, true
+	for i := 1; i <= len(raw); i++ {
+		if i == len(raw) || raw[i] == '/' {
+			if segLen == 0 {
+				// An empty segment: "//" anywhere, but a single trailing '/'
+				// (which includes the root "/") is fine.
+				if i < len(raw) {
+					return false, false, errEmptySegment
+				}
+			} else if segDots && segLen <= 2 {
+				return false, false, errDotSegment
+			}
+			segLen, segDots = 0, true
+			continue
+		}
+		c := raw[i]
+		if c == '%' {
+			if i+2 >= len(raw) {
+				return false, false, errBadEscape
+			}
+			hi, ok1 := unhex(raw[i+1])
+			lo, ok2 := unhex(raw[i+2])
+			if !ok1 || !ok2 {
+				return false, false, errBadEscape
+			}
+			c = hi<<4 | lo
+			switch {
+			case c < 0x20 || c == 0x7f:
+				return false, false, errEncodedControl
+			case c == '/' || c == '\\' || c == ';' || c == '#' || c == '?' || c == '%':
+				return false, false, errEncodedSep
+			case c >= 0x80:
+				high = true
+			}
+			escapes = true
+			i += 2
+		} else {
+			switch {
+			case c <= 0x20 || c == 0x7f:
+				return false, false, errRawControl
+			case c == '\\':
+				return false, false, errRawBackslash
+			case c == ';':
+				return false, false, errRawSemicolon
+			case c == '#':
+				return false, false, errFragment
+			case !pchar(c):
+				return false, false, errRawByte
+			}
+		}
+		segLen++
+		if c != '.' {
+			segDots = false
+		}
+	}
+	return escapes, high, nil
+}
+
+// checkQuery refuses what cannot appear in a request target's query: a
+// fragment, whitespace and control characters.
+func checkQuery(q string) error {
+	for i := 0; i < len(q); i++ {
+		switch c := q[i]; {
+		case c == '#':
+			return errFragment
+		case c <= 0x20 || c == 0x7f:
+			return errQueryByte
+		}
+	}
+	return nil
+}
+
+// decode percent-decodes a path that check accepted.
+func decode(raw string) string {
+	b := make([]byte, 0, len(raw))
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c == '%' {
+			hi, _ := unhex(raw[i+1])
+			lo, _ := unhex(raw[i+2])
+			c = hi<<4 | lo
+			i += 2
+		}
+		b = append(b, c)
+	}
+	return string(b)
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+// pchar reports whether c may appear raw in a path segment: RFC 3986
+// unreserved, sub-delims (';' is refused earlier), ':' and '@', plus '[' and
+// ']', which Go's url package and browsers leave unescaped.
+func pchar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	switch c {
+	case '-', '.', '_', '~', // unreserved
+		'!', '$', '&', '\'', '(', ')', '*', '+', ',', '=', // sub-delims
+		':', '@', '[', ']':
+		return true
+	}
+	return false
+}
