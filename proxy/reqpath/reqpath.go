@@ -23,6 +23,7 @@ package reqpath
 
 import (
 	"errors"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -209,7 +210,9 @@ func checkQuery(q string) error {
 
 // decode percent-decodes a path that check accepted.
 func decode(raw string) string {
-	b := make([]byte, 0, len(raw))
+	// A Builder hands over its buffer without a copy: one allocation.
+	var b strings.Builder
+	b.Grow(len(raw))
 	for i := 0; i < len(raw); i++ {
 		c := raw[i]
 		if c == '%' {
@@ -218,9 +221,9 @@ func decode(raw string) string {
 			c = hi<<4 | lo
 			i += 2
 		}
-		b = append(b, c)
+		b.WriteByte(c)
 	}
-	return string(b)
+	return b.String()
 }
 
 func unhex(c byte) (byte, bool) {

@@ -1,0 +1,473 @@
+// Package rules parses stepgate's path policy (SPEC §3) and decides, for a
+// method and a normalised path, whether a request is allowed, denied or needs
+// step-up MFA.
+//
+// It must never see a raw request path: callers pass reqpath.Path.Match. It
+// must never guess: a rule that could be read two ways (a path that is not
+// normalised, a wildcard, overlapping methods on one path, an option on the
+// wrong action) is a parse error, so a typo cannot silently open a path.
+//
+// Choices where the spec is silent:
+//   - HEAD is not implied by GET: "GET /admin/ mfa" does not cover HEAD,
+//     which then falls to another rule or the default. Rule.String says so
+//     in a trailing comment. List HEAD explicitly, or leave methods out.
+//   - max_age must be > 0 and at most MaxMaxAge (24h): a step-up older than a
+//     day is not a step-up.
+//   - "*" in a rule path is refused: it reads like a wildcard but would be
+//     matched literally. A trailing "/" is the subtree form.
+//   - Two rules on the same path whose method sets overlap (or that both
+//     list no methods) are an error, not "last one wins".
+//   - With CaseInsensitive, only ASCII letters fold, on both sides; non-ASCII
+//     bytes compare exactly.
+//   - '#' starts a comment anywhere on a line (it cannot occur in a rule).
+package rules
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/stepgate/stepgate/proxy/reqpath"
+)
+
+// Action is what a rule does with a request.
+type Action uint8
+
+const (
+	Allow Action = iota // pass through
+	Deny                // 403
+	MFA                 // step-up required
+)
+
+func (a Action) String() string {
+	switch a {
+	case Allow:
+		return "allow"
+	case Deny:
+		return "deny"
+	case MFA:
+		return "mfa"
+	}
+	return fmt.Sprintf("action(%d)", uint8(a))
+}
+
+// ParseAction reads "allow", "deny" or "mfa" (ASCII case-insensitive).
+func ParseAction(s string) (Action, error) {
+	switch {
+	case strings.EqualFold(s, "allow"):
+		return Allow, nil
+	case strings.EqualFold(s, "deny"):
+		return Deny, nil
+	case strings.EqualFold(s, "mfa"):
+		return MFA, nil
+	}
+	return 0, fmt.Errorf("unknown action %q", s)
+}
+
+// MaxMaxAge caps max_age (and Defaults.MaxAge).
+const MaxMaxAge = 24 * time.Hour
+
+// DefaultMaxAge is used when Defaults.MaxAge is zero (SPEC §3).
+const DefaultMaxAge = time.Hour
+
+// Rule is one policy line, with MFA defaults filled in.
+type Rule struct {
+	Methods []string      // upper-case; empty = any (HEAD is never implied by GET)
+	Path    string        // as written
+	Action  Action        //
+	MaxAge  time.Duration // MFA only: the freshness a step-up needs
+	ACR     string        // MFA only: PingOne sign-on policy name, "" for none
+	Line    int           // 1-based source line; 0 for the default rule
+	Source  string        // "STEPGATE_RULES" or the file name
+}
+
+// String is the canonical, re-parseable one-line form, for example
+// "GET,POST /admin/ mfa max_age=1h0m0s acr=MFA-Only". When the methods list
+// GET but not HEAD it ends with a comment saying HEAD is not covered. The
+// default rule prints as "default ACTION ..." and is not re-parseable.
+func (r Rule) String() string {
+	var b strings.Builder
+	if r.Line == 0 && r.Path == "" {
+		b.WriteString("default ")
+		b.WriteString(r.Action.String())
+		r.writeOptions(&b)
+		return b.String()
+	}
+	if len(r.Methods) > 0 {
+		b.WriteString(strings.Join(r.Methods, ","))
+		b.WriteByte(' ')
+	}
+	b.WriteString(r.Path)
+	b.WriteByte(' ')
+	b.WriteString(r.Action.String())
+	r.writeOptions(&b)
+	if slices.Contains(r.Methods, "GET") && !slices.Contains(r.Methods, "HEAD") {
+		b.WriteString(" # HEAD not included")
+	}
+	return b.String()
+}
+
+func (r Rule) writeOptions(b *strings.Builder) {
+	if r.Action != MFA {
+		return
+	}
+	b.WriteString(" max_age=")
+	b.WriteString(r.MaxAge.String())
+	if r.ACR != "" {
+		b.WriteString(" acr=")
+		b.WriteString(r.ACR)
+	}
+}
+
+// Defaults fill in what rules leave out.
+type Defaults struct {
+	Action          Action        // where no rule matches (STEPGATE_DEFAULT_ACTION)
+	MaxAge          time.Duration // mfa max_age (STEPGATE_MFA_MAX_AGE); 0 = DefaultMaxAge
+	ACR             string        // mfa acr (STEPGATE_PINGONE_ACR_VALUES)
+	CaseInsensitive bool          // fold ASCII case of rule and request paths
+}
+
+// Set is a parsed policy. It is immutable and safe for concurrent use.
+type Set struct {
+	rules []compiled // most specific first
+	def   Rule
+	fold  bool
+}
+
+type compiled struct {
+	rule    Rule
+	path    string // what is compared: Path, ASCII-lower-cased when folding
+	subtree bool   // path ends in '/': matches path, path without '/', and below
+}
+
+// Parse reads rules from text. Lines are split on '\n' and on ';', '#'
+// starts a comment to the end of the line, blank lines are ignored. source
+// names the text in errors ("STEPGATE_RULES" or a file name). When the text
+// has newlines, errors count newline lines; otherwise they count the
+// ';'-separated entries.
+func Parse(source, text string, d Defaults) (*Set, error) {
+	if d.MaxAge == 0 {
+		d.MaxAge = DefaultMaxAge
+	}
+	if d.MaxAge < 0 || d.MaxAge > MaxMaxAge {
+		return nil, fmt.Errorf("%s: default max_age %s: must be > 0 and <= %s", source, d.MaxAge, MaxMaxAge)
+	}
+	if d.Action > MFA {
+		return nil, fmt.Errorf("%s: default action %s: unknown", source, d.Action)
+	}
+	if d.ACR != "" {
+		if err := checkACR(d.ACR); err != nil {
+			return nil, fmt.Errorf("%s: default acr: %w", source, err)
+		}
+	}
+	s := &Set{fold: d.CaseInsensitive, def: Rule{Action: d.Action, Source: source}}
+	if d.Action == MFA {
+		s.def.MaxAge, s.def.ACR = d.MaxAge, d.ACR
+	}
+
+	byNewline := strings.Contains(text, "\n")
+	entry := 0
+	for lineNo, line := range splitKeep(text, '\n') {
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		for _, part := range splitKeep(line, ';') {
+			entry++
+			n := entry
+			if byNewline {
+				n = lineNo + 1
+			}
+			if strings.TrimSpace(part) == "" {
+				continue
+			}
+			r, err := parseRule(part, d)
+			if err != nil {
+				return nil, fmt.Errorf("%s line %d: %w", source, n, err)
+			}
+			r.Line, r.Source = n, source
+			c := compiled{rule: r, path: r.Path, subtree: strings.HasSuffix(r.Path, "/")}
+			if s.fold {
+				c.path = lowerASCII(r.Path)
+			}
+			for _, o := range s.rules {
+				if o.path == c.path && methodsOverlap(o.rule.Methods, r.Methods) {
+					return nil, fmt.Errorf("%s line %d: %q overlaps line %d for the same path and methods", source, n, r.Path, o.rule.Line)
+				}
+			}
+			s.rules = append(s.rules, c)
+		}
+	}
+	// Most specific first: longer paths, then rules that name methods, then
+	// source order (only for rules that can never match the same request).
+	slices.SortStableFunc(s.rules, func(a, b compiled) int {
+		if len(a.path) != len(b.path) {
+			return len(b.path) - len(a.path)
+		}
+		am, bm := len(a.rule.Methods) > 0, len(b.rule.Methods) > 0
+		if am != bm {
+			if am {
+				return -1
+			}
+			return 1
+		}
+		return a.rule.Line - b.rule.Line
+	})
+	return s, nil
+}
+
+// splitKeep splits s on sep, keeping empty pieces so that counting works.
+func splitKeep(s string, sep byte) []string {
+	return strings.Split(s, string(sep))
+}
+
+func parseRule(line string, d Defaults) (Rule, error) {
+	f := strings.Fields(line)
+	var r Rule
+	if len(f) > 0 && !strings.HasPrefix(f[0], "/") {
+		ms, err := parseMethods(f[0])
+		if err != nil {
+			return Rule{}, err
+		}
+		r.Methods = ms
+		f = f[1:]
+	}
+	if len(f) == 0 {
+		return Rule{}, errors.New("missing path")
+	}
+	if err := checkPath(f[0]); err != nil {
+		return Rule{}, err
+	}
+	r.Path = f[0]
+	if len(f) < 2 {
+		return Rule{}, fmt.Errorf("missing action after %q", r.Path)
+	}
+	a, err := ParseAction(f[1])
+	if err != nil {
+		return Rule{}, err
+	}
+	r.Action = a
+	opts := f[2:]
+	if a != MFA {
+		if len(opts) > 0 {
+			return Rule{}, fmt.Errorf("option %q: options are only allowed on mfa rules", opts[0])
+		}
+		return r, nil
+	}
+	r.MaxAge, r.ACR = d.MaxAge, d.ACR
+	seen := map[string]bool{}
+	for _, o := range opts {
+		k, v, ok := strings.Cut(o, "=")
+		if !ok {
+			return Rule{}, fmt.Errorf("option %q: want key=value", o)
+		}
+		if seen[k] {
+			return Rule{}, fmt.Errorf("option %q: duplicate %s", o, k)
+		}
+		seen[k] = true
+		switch k {
+		case "max_age":
+			dur, err := time.ParseDuration(v)
+			if err != nil {
+				return Rule{}, fmt.Errorf("option %q: not a duration", o)
+			}
+			if dur <= 0 || dur > MaxMaxAge {
+				return Rule{}, fmt.Errorf("option %q: must be > 0 and <= %s", o, MaxMaxAge)
+			}
+			r.MaxAge = dur
+		case "acr":
+			if err := checkACR(v); err != nil {
+				return Rule{}, fmt.Errorf("option %q: %w", o, err)
+			}
+			r.ACR = v
+		default:
+			return Rule{}, fmt.Errorf("option %q: unknown key %q", o, k)
+		}
+	}
+	return r, nil
+}
+
+// parseMethods reads "GET,POST": RFC 9110 tokens, upper-cased, no empties
+// and no duplicates.
+func parseMethods(s string) ([]string, error) {
+	parts := strings.Split(s, ",")
+	ms := make([]string, 0, len(parts))
+	for _, p := range parts {
+		if p == "" {
+			return nil, fmt.Errorf("method list %q: empty method", s)
+		}
+		for i := 0; i < len(p); i++ {
+			if !tchar(p[i]) {
+				return nil, fmt.Errorf("method %q: not a method token", p)
+			}
+		}
+		m := strings.ToUpper(p)
+		if slices.Contains(ms, m) {
+			return nil, fmt.Errorf("method %q: listed twice", p)
+		}
+		ms = append(ms, m)
+	}
+	return ms, nil
+}
+
+// checkPath accepts only a path that reqpath would pass through unchanged:
+// no escapes, no query, no dot or empty segments, no wildcard.
+func checkPath(p string) error {
+	if !strings.HasPrefix(p, "/") {
+		return fmt.Errorf("path %q: must start with /", p)
+	}
+	if strings.ContainsAny(p, "%?") {
+		return fmt.Errorf("path %q: percent-escapes and '?' are not allowed in rules", p)
+	}
+	if strings.Contains(p, "*") {
+		return fmt.Errorf("path %q: wildcards are not supported; end the path with / for a subtree", p)
+	}
+	got, err := reqpath.Parse("GET", p)
+	if err != nil {
+		var e *reqpath.Error
+		if errors.As(err, &e) {
+			return fmt.Errorf("path %q: %s", p, e.Reason)
+		}
+		return fmt.Errorf("path %q: %w", p, err)
+	}
+	if got.Match != p {
+		return fmt.Errorf("path %q: not normalised", p)
+	}
+	return nil
+}
+
+func checkACR(v string) error {
+	if v == "" || len(v) > 128 {
+		return fmt.Errorf("acr %q: must be 1 to 128 characters", v)
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c <= ' ' || c >= 0x7f || c == ';' || c == '#' || c == '"' || c == '\\' || c == ',' {
+			return fmt.Errorf("acr %q: only visible ASCII without ; # \" \\ ,", v)
+		}
+	}
+	return nil
+}
+
+func tchar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+func methodsOverlap(a, b []string) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return len(a) == len(b)
+	}
+	for _, m := range a {
+		if slices.Contains(b, m) {
+			return true
+		}
+	}
+	return false
+}
+
+func lowerASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + ('a' - 'A')
+		}
+	}
+	return string(b)
+}
+
+// Match returns the rule for a request: path is reqpath.Path.Match, method
+// as sent. The longest matching rule path wins; for equal paths a rule that
+// lists methods wins over one that does not. With no match it returns the
+// default rule (Line 0). It does not allocate; the returned Methods slice
+// is shared and must not be modified.
+func (s *Set) Match(method, path string) Rule {
+	for i := range s.rules {
+		c := &s.rules[i]
+		if len(c.rule.Methods) > 0 && !slices.Contains(c.rule.Methods, method) {
+			continue
+		}
+		if s.pathMatches(c, path) {
+			return c.rule
+		}
+	}
+	return s.def
+}
+
+func (s *Set) pathMatches(c *compiled, path string) bool {
+	if !s.fold {
+		if !c.subtree {
+			return path == c.path
+		}
+		// "/admin/" matches "/admin", "/admin/" and "/admin/...", not
+		// "/administrator".
+		return strings.HasPrefix(path, c.path) || path == c.path[:len(c.path)-1]
+	}
+	if n, ok := foldPrefix(path, c.path); ok && (c.subtree || n == len(path)) {
+		return true
+	}
+	if c.subtree {
+		n, ok := foldPrefix(path, c.path[:len(c.path)-1])
+		return ok && n == len(path)
+	}
+	return false
+}
+
+// foldPrefix reports whether a prefix of the request path equals the rule
+// path (already ASCII lower case) under case folding, and how many request
+// bytes that prefix has.
+//
+// Besides ASCII letters it folds the four non-ASCII characters whose
+// Unicode case mappings land on an ASCII letter: U+0130 İ (lower: i),
+// U+0131 ı (upper: I), U+017F ſ (upper: S) and U+212A Kelvin sign (lower: k).
+// A case-insensitive upstream (NTFS's upcase table, .NET's ToUpperInvariant)
+// may treat "/admın" as "/ADMIN"; so must we, or that spelling would skip
+// the /admin/ rule.
+func foldPrefix(req, rule string) (int, bool) {
+	i := 0
+	for j := 0; j < len(rule); j++ {
+		if i >= len(req) {
+			return 0, false
+		}
+		c := req[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+			i++
+		case c < 0x80:
+			i++
+		case strings.HasPrefix(req[i:], "\u0130"), strings.HasPrefix(req[i:], "\u0131"):
+			c = 'i'
+			i += 2
+		case strings.HasPrefix(req[i:], "\u017f"):
+			c = 's'
+			i += 2
+		case strings.HasPrefix(req[i:], "\u212a"):
+			c = 'k'
+			i += 3
+		default:
+			i++
+		}
+		if c != rule[j] {
+			return 0, false
+		}
+	}
+	return i, true
+}
+
+// Rules returns the rules in the order Match tries them (most specific
+// first), for -check-config. The default rule is not included; see Default.
+func (s *Set) Rules() []Rule {
+	out := make([]Rule, len(s.rules))
+	for i, c := range s.rules {
+		out[i] = c.rule
+		out[i].Methods = slices.Clone(c.rule.Methods)
+	}
+	return out
+}
+
+// Default returns the rule used when nothing matches (Line 0, empty Path).
+func (s *Set) Default() Rule { return s.def }
