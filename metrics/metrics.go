@@ -1,3 +1,87 @@
-// Package metrics defines stepgate's Prometheus metrics (SPEC §10). Labels
-// never carry raw paths, users or client addresses.
+// Package metrics defines stepgate's Prometheus metrics (SPEC §10) on a
+// registry the caller owns. Labels carry only small fixed vocabularies
+// (decisions, status codes, event names): never a raw path, user or client
+// address, so cardinality stays bounded whatever clients send.
 package metrics
+
+import (
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds every stepgate metric.
+type Metrics struct {
+	Requests        *prometheus.CounterVec   // decision, code
+	RequestDuration *prometheus.HistogramVec // decision
+	Challenges      *prometheus.CounterVec   // event: started, completed, failed, expired
+	OTPChecks       *prometheus.CounterVec   // result: ok, wrong, error
+	PingOneRequests *prometheus.CounterVec   // op, code
+	PingOneDuration *prometheus.HistogramVec // op
+	RateLimited     *prometheus.CounterVec   // limit
+}
+
+// New registers stepgate's metrics, build info and the Go and process
+// collectors on reg.
+func New(reg *prometheus.Registry, version string) *Metrics {
+	m := &Metrics{
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stepgate_requests_total",
+			Help: "Requests handled on the proxy listener, by decision and HTTP status code.",
+		}, []string{"decision", "code"}),
+		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "stepgate_request_duration_seconds",
+			Help:    "Time to answer a request on the proxy listener, upstream time included.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"decision"}),
+		Challenges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stepgate_challenges_total",
+			Help: "Step-up challenges by event: started, completed, failed, expired.",
+		}, []string{"event"}),
+		OTPChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stepgate_otp_checks_total",
+			Help: "One-time passcode checks by result: ok, wrong, error.",
+		}, []string{"result"}),
+		PingOneRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stepgate_pingone_requests_total",
+			Help: "Calls to PingOne by operation and HTTP status code (0 = no response).",
+		}, []string{"op", "code"}),
+		PingOneDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "stepgate_pingone_request_duration_seconds",
+			Help:    "Latency of calls to PingOne by operation.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"op"}),
+		RateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stepgate_rate_limited_total",
+			Help: "Requests refused by an abuse limit, by limit name.",
+		}, []string{"limit"}),
+	}
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "stepgate_build_info",
+		Help:        "Build information; the value is always 1.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	buildInfo.Set(1)
+	reg.MustRegister(m.Requests, m.RequestDuration, m.Challenges, m.OTPChecks,
+		m.PingOneRequests, m.PingOneDuration, m.RateLimited, buildInfo,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Pre-create the fixed label values so every family is visible (at
+	// zero) from the first scrape, which alerting rules rely on.
+	for _, e := range []string{"started", "completed", "failed", "expired"} {
+		m.Challenges.WithLabelValues(e)
+	}
+	for _, r := range []string{"ok", "wrong", "error"} {
+		m.OTPChecks.WithLabelValues(r)
+	}
+	return m
+}
+
+// ObservePingOne records one PingOne call; it matches mfa.Config.Observe.
+func (m *Metrics) ObservePingOne(op string, code int, d time.Duration) {
+	m.PingOneRequests.WithLabelValues(op, strconv.Itoa(code)).Inc()
+	m.PingOneDuration.WithLabelValues(op).Observe(d.Seconds())
+}

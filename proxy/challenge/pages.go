@@ -1,0 +1,287 @@
+package challenge
+
+import (
+	"bytes"
+	"embed"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"mime"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/stepgate/stepgate/mfa"
+	"github.com/stepgate/stepgate/session"
+)
+
+//go:embed templates/*.html assets/* messages/*.json
+var builtin embed.FS
+
+// Pages renders stepgate's HTML (challenge and error pages) and serves its
+// embedded assets. Operators brand it with STEPGATE_TEMPLATES_DIR: a
+// page.html there replaces the built-in one, and messages/<lang>.json files
+// add or override message catalogues.
+type Pages struct {
+	tmpl     *template.Template
+	catalogs map[string]map[string]string // language -> key -> text
+	langs    []string                     // sorted, for matching
+	assets   fs.FS
+}
+
+// NewPages loads the built-in templates and catalogues, then the operator's
+// from dir (optional).
+func NewPages(dir string) (*Pages, error) {
+	p := &Pages{catalogs: map[string]map[string]string{}}
+	assets, err := fs.Sub(builtin, "assets")
+	if err != nil {
+		return nil, fmt.Errorf("pages: assets: %w", err)
+	}
+	p.assets = assets
+	if err := p.loadCatalogs(builtin, "messages"); err != nil {
+		return nil, err
+	}
+	src, err := builtin.ReadFile("templates/page.html")
+	if err != nil {
+		return nil, fmt.Errorf("pages: %w", err)
+	}
+	if dir != "" {
+		if custom, err := os.ReadFile(filepath.Join(dir, "page.html")); err == nil {
+			src = custom
+		} else if !os.IsNotExist(err) {
+			return nil, fmt.Errorf("pages: templates dir: %w", err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "messages")); err == nil {
+			if err := p.loadCatalogs(os.DirFS(dir), "messages"); err != nil {
+				return nil, err
+			}
+		}
+	}
+	p.tmpl, err = template.New("page").Parse(string(src))
+	if err != nil {
+		return nil, fmt.Errorf("pages: parse template: %w", err)
+	}
+	for l := range p.catalogs {
+		p.langs = append(p.langs, l)
+	}
+	sort.Strings(p.langs)
+	return p, nil
+}
+
+func (p *Pages) loadCatalogs(fsys fs.FS, dir string) error {
+	entries, err := fs.ReadDir(fsys, dir)
+	if err != nil {
+		return fmt.Errorf("pages: messages: %w", err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || path.Ext(name) != ".json" {
+			continue
+		}
+		b, err := fs.ReadFile(fsys, path.Join(dir, name))
+		if err != nil {
+			return fmt.Errorf("pages: messages %s: %w", name, err)
+		}
+		var m map[string]string
+		dec := json.NewDecoder(bytes.NewReader(b))
+		if err := dec.Decode(&m); err != nil {
+			return fmt.Errorf("pages: messages %s: %w", name, err)
+		}
+		lang := strings.ToLower(strings.TrimSuffix(name, ".json"))
+		if p.catalogs[lang] == nil {
+			p.catalogs[lang] = map[string]string{}
+		}
+		for k, v := range m {
+			p.catalogs[lang][k] = v
+		}
+	}
+	return nil
+}
+
+// language picks the best catalogue for an Accept-Language header; English
+// is the fallback and fills any key a catalogue lacks.
+func (p *Pages) language(header string) string {
+	best, bestQ := "en", -1.0
+	for _, part := range strings.Split(header, ",") {
+		tag, q := strings.TrimSpace(part), 1.0
+		if i := strings.IndexByte(tag, ';'); i >= 0 {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(tag[i+1:]), "q="); ok {
+				if f, err := strconv.ParseFloat(v, 64); err == nil {
+					q = f
+				}
+			}
+			tag = tag[:i]
+		}
+		tag = strings.ToLower(tag)
+		for _, cand := range []string{tag, strings.SplitN(tag, "-", 2)[0]} {
+			if _, ok := p.catalogs[cand]; ok && q > bestQ {
+				best, bestQ = cand, q
+				break
+			}
+		}
+	}
+	return best
+}
+
+// view is what the page template sees.
+type view struct {
+	State        string // start, devices, otp, push, push_timeout, assertion, error
+	Message      string // message key for an error or notice
+	AttemptsLeft int
+	Devices      []deviceView
+	Selected     deviceView
+	Options      string // WebAuthn request options, JSON
+	Restart      bool   // offer a fresh start
+	Back         bool   // offer a way back to the challenge
+	Status       int
+	CSRF         string
+	Nonce        string
+	Lang         string
+
+	flow    *session.Flow
+	catalog map[string]string
+	english map[string]string
+}
+
+type deviceView struct {
+	ID, Type, Target, Nickname string
+	Selected                   bool
+}
+
+// T returns the message for key in the page's language, formatted with args.
+func (v *view) T(key string, args ...any) string {
+	s, ok := v.catalog[key]
+	if !ok {
+		s, ok = v.english[key]
+	}
+	if !ok {
+		return key
+	}
+	if len(args) > 0 {
+		return fmt.Sprintf(s, args...)
+	}
+	return s
+}
+
+// flowView builds the view for a flow status.
+func (h *Handler) flowView(f *session.Flow, flow *mfa.Flow) *view {
+	v := &view{flow: f, AttemptsLeft: -1}
+	for _, d := range flow.Devices {
+		dv := deviceView{ID: d.ID, Type: d.Type, Target: d.Target, Nickname: d.Nickname, Selected: d.ID == flow.SelectedDeviceID}
+		v.Devices = append(v.Devices, dv)
+		if dv.Selected {
+			v.Selected = dv
+		}
+	}
+	switch {
+	case f.Status == statusPick && len(flow.Devices) > 0:
+		v.State = "devices"
+	case flow.Status == mfa.StatusDeviceSelectionRequired:
+		v.State = "devices"
+	case flow.Status == mfa.StatusOTPRequired:
+		v.State = "otp"
+	case flow.Status == mfa.StatusPushConfirmationRequired:
+		v.State = "push"
+	case flow.Status == mfa.StatusPushConfirmationTimedOut:
+		v.State = "push_timeout"
+	case flow.Status == mfa.StatusAssertionRequired:
+		v.State = "assertion"
+		v.Options = string(flow.AssertionOptions)
+	case flow.Status == mfa.StatusFailed:
+		v.State, v.Message, v.Restart = "error", "flow_failed", true
+	default:
+		v.State, v.Message, v.Restart = "error", "unknown_status", true
+	}
+	return v
+}
+
+func (h *Handler) renderFlow(w http.ResponseWriter, r *http.Request, status int, f *session.Flow, flow *mfa.Flow, msg string) {
+	v := h.flowView(f, flow)
+	if msg != "" {
+		v.Message = msg
+	}
+	if v.State == "error" && v.Message == "unknown_status" {
+		h.log.Warn("unknown pingone flow status", "status", string(flow.Status), "flow_id", f.FlowID)
+		status = http.StatusBadGateway
+	}
+	h.render(w, r, status, v)
+}
+
+func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, v *view) {
+	if v.flow != nil {
+		v.CSRF = base64.RawURLEncoding.EncodeToString(v.flow.CSRF)
+	}
+	if v.AttemptsLeft == 0 && v.Message == "" {
+		v.AttemptsLeft = -1
+	}
+	h.pages.write(w, r, status, v)
+}
+
+// Error renders an error page, or JSON for API clients.
+func (h *Handler) Error(w http.ResponseWriter, r *http.Request, status int, key string) {
+	if clientKind(r) == kindAPI && !acceptsHTML(r) {
+		setNoStore(w.Header())
+		writeJSON(w, status, map[string]string{"error": key, "message": h.pages.english(key)})
+		return
+	}
+	h.pages.write(w, r, status, &view{State: "error", Message: key, AttemptsLeft: -1})
+}
+
+func (p *Pages) english(key string) string {
+	if s, ok := p.catalogs["en"][key]; ok {
+		return s
+	}
+	return key
+}
+
+// write sets the hardening headers and executes the template.
+func (p *Pages) write(w http.ResponseWriter, r *http.Request, status int, v *view) {
+	v.Status = status
+	v.Lang = p.language(r.Header.Get("Accept-Language"))
+	v.catalog, v.english = p.catalogs[v.Lang], p.catalogs["en"]
+	v.Nonce = base64.RawStdEncoding.EncodeToString(randomBytes(16))
+	var buf bytes.Buffer
+	if err := p.tmpl.Execute(&buf, v); err != nil {
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'nonce-"+v.Nonce+"'; style-src 'self'; "+
+		"img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(buf.Bytes())
+	}
+}
+
+func (p *Pages) serveAsset(w http.ResponseWriter, r *http.Request, name string) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	b, err := fs.ReadFile(p.assets, name)
+	if err != nil || strings.Contains(name, "/") {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", mime.TypeByExtension(path.Ext(name)))
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "public, max-age=3600")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(b)
+	}
+}

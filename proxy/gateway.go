@@ -1,0 +1,393 @@
+// Package proxy is stepgate's request pipeline: it decides, once per request
+// and on the same normalised path it forwards, whether a request is refused,
+// passed through, or needs a fresh step-up, and forwards it upstream with the
+// verified identity headers.
+//
+// It must never forward a request it could not parse unambiguously, never let
+// a client-supplied X-Stepgate-* header reach the upstream, and never serve an
+// mfa path without a valid step-up bound to the current upstream user.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/stepgate/stepgate/metrics"
+	"github.com/stepgate/stepgate/proxy/clientip"
+	"github.com/stepgate/stepgate/proxy/identity"
+	"github.com/stepgate/stepgate/proxy/reqpath"
+	"github.com/stepgate/stepgate/proxy/rules"
+	"github.com/stepgate/stepgate/session"
+)
+
+// ReservedPrefix is the path prefix stepgate serves itself; it is never
+// proxied, in any letter case.
+const ReservedPrefix = "/.stepgate/"
+
+// StepUps is what the gateway needs from the session store.
+type StepUps interface {
+	StepUp(r *http.Request) (session.StepUp, bool)
+	StripCookies(h http.Header)
+}
+
+// Challenger serves the challenge endpoints and answers requests that need a
+// step-up.
+type Challenger interface {
+	// Serve answers a request under ReservedPrefix for an identified user
+	// (user may be "" when the upstream IdP sent none).
+	Serve(w http.ResponseWriter, r *http.Request, user string, client netip.Addr)
+	// Require answers a request to an mfa path that has no valid step-up.
+	Require(w http.ResponseWriter, r *http.Request, rule rules.Rule)
+	// Error renders a user-facing error page (HTML or JSON by Accept).
+	Error(w http.ResponseWriter, r *http.Request, status int, message string)
+}
+
+// Config wires a Gateway. Every field is required unless marked optional.
+type Config struct {
+	Upstream        *url.URL
+	Transport       http.RoundTripper
+	Rules           *rules.Set
+	ClientIP        *clientip.Resolver
+	Identity        identity.Source
+	StepUps         StepUps
+	Challenge       Challenger
+	IDTokenHeader   string // default X-Stepgate-Id-Token; "Authorization" sends "Bearer <token>"
+	Logger          *slog.Logger
+	Metrics         *metrics.Metrics
+	Now             func() time.Time
+	FlushInterval   time.Duration // optional; -1 flushes every write
+	ForwardedTrusts bool          // optional; keep X-Forwarded-* chains from trusted peers (default true via New)
+}
+
+// Gateway is the proxy listener's handler.
+type Gateway struct {
+	cfg         Config
+	proxy       *httputil.ReverseProxy
+	log         *slog.Logger
+	m           *metrics.Metrics
+	now         func() time.Time
+	tokenHeader string
+	bearer      bool
+}
+
+// New builds a Gateway.
+func New(cfg Config) (*Gateway, error) {
+	switch {
+	case cfg.Upstream == nil || cfg.Upstream.Scheme == "" || cfg.Upstream.Host == "":
+		return nil, errors.New("proxy: upstream must be an absolute URL")
+	case cfg.Rules == nil, cfg.ClientIP == nil, cfg.Identity == nil, cfg.StepUps == nil,
+		cfg.Challenge == nil, cfg.Logger == nil, cfg.Metrics == nil, cfg.Transport == nil:
+		return nil, errors.New("proxy: incomplete configuration")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.IDTokenHeader == "" {
+		cfg.IDTokenHeader = HeaderIDToken
+	}
+	g := &Gateway{
+		cfg:         cfg,
+		log:         cfg.Logger,
+		m:           cfg.Metrics,
+		now:         cfg.Now,
+		tokenHeader: http.CanonicalHeaderKey(cfg.IDTokenHeader),
+	}
+	g.bearer = g.tokenHeader == "Authorization"
+	g.proxy = &httputil.ReverseProxy{
+		Rewrite:       g.rewrite,
+		Transport:     cfg.Transport,
+		FlushInterval: cfg.FlushInterval,
+		ErrorHandler:  g.upstreamError,
+		ErrorLog:      slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	return g, nil
+}
+
+// decision labels for metrics and logs.
+const (
+	decisionAllow    = "allow"
+	decisionDeny     = "deny"
+	decisionStepUp   = "stepped_up"
+	decisionRequired = "mfa_required"
+	decisionRejected = "rejected"
+	decisionNoIdent  = "no_identity"
+	decisionInternal = "stepgate"
+)
+
+// forward carries the per-request facts that Rewrite needs.
+type forward struct {
+	path    reqpath.Path
+	client  netip.Addr
+	trusted bool
+	stepUp  *session.StepUp
+}
+
+type forwardKey struct{}
+
+// ServeHTTP is the whole request pipeline, top to bottom.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := g.now()
+	rec := &recorder{ResponseWriter: w, code: http.StatusOK}
+	decision, user, client := g.serve(rec, r)
+	d := g.now().Sub(start)
+	g.m.Requests.WithLabelValues(decision, statusLabel(rec.code)).Inc()
+	g.m.RequestDuration.WithLabelValues(decision).Observe(d.Seconds())
+	if g.log.Enabled(r.Context(), slog.LevelInfo) {
+		g.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			slog.String("method", r.Method),
+			slog.String("path", logPath(r)),
+			slog.Int("status", rec.code),
+			slog.String("decision", decision),
+			slog.String("user", user),
+			slog.String("client_ip", addrString(client)),
+			slog.Duration("duration", d))
+	}
+}
+
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user string, client netip.Addr) {
+	// 1. Normalise: one decoded path that both the rules and the upstream see.
+	p, err := reqpath.Parse(r.Method, r.RequestURI)
+	if err != nil {
+		client, _ = g.cfg.ClientIP.Resolve(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
+		g.audit(r, "request.rejected", "", client, slog.String("reason", err.Error()))
+		g.cfg.Challenge.Error(w, r, http.StatusBadRequest, "bad_request")
+		return decisionRejected, "", client
+	}
+	if p.Match == "*" { // OPTIONS * asks about the server, not a resource.
+		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		w.WriteHeader(http.StatusNoContent)
+		return decisionInternal, "", client
+	}
+
+	// 2. Strip every header a client could use to impersonate stepgate or
+	// to steer the upstream's routing.
+	stripSpoofable(r.Header, g.tokenHeader)
+
+	// 3. Resolve the client address once, for logs, limits and pi.remoteIp.
+	client, trusted := g.cfg.ClientIP.Resolve(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
+	if !trusted {
+		stripForwarded(r.Header)
+	}
+
+	// 4. stepgate's own endpoints are never proxied.
+	if hasReservedPrefix(p.Match) {
+		user, _ = g.cfg.Identity.User(r, trusted)
+		g.cfg.Challenge.Serve(w, r, user, client)
+		return decisionInternal, user, client
+	}
+
+	// 5. Decide.
+	rule := g.cfg.Rules.Match(r.Method, p.Match)
+	fw := &forward{path: p, client: client, trusted: trusted}
+	switch rule.Action {
+	case rules.Deny:
+		g.cfg.Challenge.Error(w, r, http.StatusForbidden, "forbidden")
+		return decisionDeny, "", client
+	case rules.Allow:
+		// Headers describe a valid step-up on every path that has one; the
+		// identity is only worked out when a step-up cookie is present.
+		if su, ok := g.cfg.StepUps.StepUp(r); ok {
+			if user, err = g.cfg.Identity.User(r, trusted); err == nil && g.fresh(su, user, rules.Rule{}) {
+				fw.stepUp = &su
+			}
+		}
+		g.forward(w, r, fw)
+		return decisionAllow, user, client
+	}
+
+	// 6. mfa: an identity is a precondition, not something to prompt for.
+	user, err = g.cfg.Identity.User(r, trusted)
+	if err != nil || user == "" {
+		g.audit(r, "identity.rejected", "", client, slog.String("reason", errString(err)))
+		g.cfg.Challenge.Error(w, r, http.StatusUnauthorized, "no_identity")
+		return decisionNoIdent, "", client
+	}
+	su, ok := g.cfg.StepUps.StepUp(r)
+	if !ok || !g.fresh(su, user, rule) {
+		g.cfg.Challenge.Require(w, r, rule)
+		return decisionRequired, user, client
+	}
+	fw.stepUp = &su
+	g.forward(w, r, fw)
+	return decisionStepUp, user, client
+}
+
+// fresh reports whether a step-up is valid for this user and rule (SPEC §5).
+// A zero rule (allow path) asks only that the step-up is still valid at all.
+func (g *Gateway) fresh(su session.StepUp, user string, rule rules.Rule) bool {
+	now := g.now()
+	if su.User != user || !now.Before(su.TokenExpiry) {
+		return false
+	}
+	if rule.MaxAge > 0 && now.Sub(su.AuthTime) > rule.MaxAge {
+		return false
+	}
+	if now.Before(su.AuthTime.Add(-time.Minute)) { // a step-up from the future is not ours
+		return false
+	}
+	return rule.ACR == "" || su.ACR == rule.ACR
+}
+
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, fw *forward) {
+	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
+}
+
+// rewrite runs after ReverseProxy removed hop-by-hop headers (including any
+// named in Connection), so the headers set here always reach the upstream.
+func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
+	fw := pr.In.Context().Value(forwardKey{}).(*forward)
+	u := g.cfg.Upstream
+	pr.Out.URL.Scheme = u.Scheme
+	pr.Out.URL.Host = u.Host
+	pr.Out.URL.Path = joinPath(u.Path, fw.path.Match)
+	pr.Out.URL.RawPath = joinPath(u.EscapedPath(), fw.path.Escaped)
+	pr.Out.URL.RawQuery = pr.In.URL.RawQuery
+	pr.Out.Host = pr.In.Host
+
+	// Rewrite starts with X-Forwarded-* removed; keep a trusted chain.
+	if fw.trusted {
+		if v := pr.In.Header["X-Forwarded-For"]; len(v) > 0 {
+			pr.Out.Header["X-Forwarded-For"] = v
+		}
+	}
+	pr.SetXForwarded()
+	if fw.client.IsValid() {
+		// SetXForwarded appended the TCP peer; the resolved client is what
+		// the upstream should log, so say it explicitly as well.
+		pr.Out.Header.Set("X-Real-Ip", fw.client.String())
+	}
+
+	g.cfg.StepUps.StripCookies(pr.Out.Header)
+	if su := fw.stepUp; su != nil {
+		h := pr.Out.Header
+		if g.bearer {
+			h.Set("Authorization", "Bearer "+su.IDToken)
+		} else {
+			h.Set(g.tokenHeader, su.IDToken)
+		}
+		h.Set(HeaderSubject, su.Subject)
+		h.Set(HeaderUser, su.User)
+		h.Set(HeaderAuthTime, fmt.Sprint(su.AuthTime.Unix()))
+		h.Set(HeaderACR, su.ACR)
+		h.Set(HeaderAMR, strings.Join(su.AMR, ","))
+	}
+}
+
+func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	status, msg := http.StatusBadGateway, "upstream_unavailable"
+	var ne interface{ Timeout() bool }
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		status, msg = http.StatusGatewayTimeout, "upstream_timeout"
+	}
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		// The client went away; nobody reads this answer.
+		status = 499
+	}
+	g.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream error",
+		slog.String("path", logPath(r)), slog.Int("status", status), slog.String("error", err.Error()))
+	if status == 499 {
+		w.WriteHeader(http.StatusBadGateway)
+		return
+	}
+	g.cfg.Challenge.Error(w, r, status, msg)
+}
+
+func (g *Gateway) audit(r *http.Request, event, user string, client netip.Addr, attrs ...slog.Attr) {
+	attrs = append(attrs,
+		slog.String("event", event),
+		slog.String("user", user),
+		slog.String("client_ip", addrString(client)),
+		slog.String("path", logPath(r)))
+	g.log.LogAttrs(r.Context(), slog.LevelInfo, "audit", attrs...)
+}
+
+func hasReservedPrefix(p string) bool {
+	return len(p) >= len(ReservedPrefix) && strings.EqualFold(p[:len(ReservedPrefix)], ReservedPrefix) ||
+		strings.EqualFold(p, strings.TrimSuffix(ReservedPrefix, "/"))
+}
+
+func joinPath(base, p string) string {
+	if base == "" || base == "/" {
+		return p
+	}
+	return strings.TrimSuffix(base, "/") + p
+}
+
+// logPath is the request path without its query: queries can carry secrets.
+func logPath(r *http.Request) string {
+	s := r.RequestURI
+	if i := strings.IndexByte(s, '?'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 512 {
+		s = s[:512] + "…"
+	}
+	return s
+}
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "empty identity"
+	}
+	return err.Error()
+}
+
+// recorder captures the status for the access log and metrics. It unwraps
+// for http.ResponseController, so flushing (SSE) and hijacking (WebSocket)
+// reach the real connection.
+type recorder struct {
+	http.ResponseWriter
+	code        int
+	wroteHeader bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wroteHeader {
+		r.code = code
+		if code >= 200 {
+			r.wroteHeader = true
+		}
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	r.wroteHeader = true
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// Flush lets ReverseProxy stream without a type assertion miss.
+func (r *recorder) Flush() {
+	_ = http.NewResponseController(r.ResponseWriter).Flush()
+}
+
+var statusLabels = func() (s [600]string) {
+	for i := range s {
+		s[i] = fmt.Sprint(i)
+	}
+	return s
+}()
+
+func statusLabel(code int) string {
+	if code >= 0 && code < len(statusLabels) {
+		return statusLabels[code]
+	}
+	return "other"
+}
