@@ -1,2 +1,325 @@
-// Package pingonesim is a PingOne simulator for tests and demo mode.
+// Package pingonesim is an in-process PingOne simulator: a real net/http
+// handler that speaks the MFA-only, non-redirect (response_mode=pi.flow)
+// surface of a PingOne environment — /as/authorize, the flows API, /as/resume,
+// /as/token, /as/jwks and discovery — well enough that a client passing
+// against it works against PingOne (see ../../../shared/pingone/PROTOCOL.md
+// and README.md in this directory for every inferred choice).
+//
+// It exists for tests, `stepgate demo` and `stepgate simulate`. It must never
+// be used as an identity provider for real traffic: its keys live in memory,
+// its test API under /_sim/ hands out one-time passcodes and approves pushes
+// for anyone who asks, and it has no notion of passwords.
 package pingonesim
+
+import (
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for Options and Policy zero values.
+const (
+	DefaultTokenTTL        = time.Hour
+	DefaultCodeTTL         = 60 * time.Second
+	DefaultFlowIdle        = 15 * time.Minute
+	DefaultOTPFailureCount = 3
+	DefaultPushTimeout     = 2 * time.Minute
+	// OTPLifetime is how long a delivered SMS/VOICE/EMAIL code stays valid.
+	OTPLifetime = 5 * time.Minute
+	// maxBody bounds every request body the simulator reads.
+	maxBody = 64 << 10
+	// maxInbox bounds the delivered-message log so a long demo stays flat.
+	maxInbox = 1000
+)
+
+// Device selection modes and no-device behaviours of a Policy.
+const (
+	DefaultToFirst       = "DEFAULT_TO_FIRST"
+	PromptToSelect       = "PROMPT_TO_SELECT"
+	AlwaysDisplayDevices = "ALWAYS_DISPLAY_DEVICES"
+	NoDeviceBypass       = "BYPASS"
+	NoDeviceBlock        = "BLOCK"
+)
+
+// Options configures a Server. Zero values get the documented defaults.
+type Options struct {
+	Tenant Tenant
+	Now    func() time.Time // nil = time.Now (or Clock.Now when Clock is set)
+	// Clock, when set, supplies Now and enables POST /_sim/clock.
+	Clock  *Clock
+	Logger *slog.Logger // nil = discard
+
+	IDTokenTTL     time.Duration // default 1h
+	AccessTokenTTL time.Duration // default 1h
+	CodeTTL        time.Duration // authorization code lifetime, default 60s
+	FlowIdle       time.Duration // sliding idle expiry of a flow, default 15m
+}
+
+// Tenant is one PingOne environment: its applications, sign-on policies and users.
+type Tenant struct {
+	EnvID    string
+	RPID     string   // WebAuthn relying-party id, e.g. "localhost"
+	Origins  []string // allowed WebAuthn origins; empty = any origin whose host is RPID
+	Apps     []App
+	Policies []Policy
+	Users    []User
+}
+
+// App is an OIDC application of the environment.
+type App struct {
+	ClientID, Secret string
+	RedirectURIs     []string // optional; when set, a sent redirect_uri must be one of them
+	PKCERequired     bool     // pkceEnforcement S256_REQUIRED
+	Policies         []string // sign-on policy names assigned (acr_values must name one)
+	AllowNoExp       bool     // accept a login_hint_token / request JWT without exp
+}
+
+// Policy is an MFA-only sign-on policy.
+type Policy struct {
+	Name            string
+	DeviceSelection string        // DEFAULT_TO_FIRST (default) | PROMPT_TO_SELECT | ALWAYS_DISPLAY_DEVICES
+	NoDevice        string        // BYPASS | BLOCK (default BLOCK)
+	OTPFailureCount int           // wrong OTPs per flow before FAILED; default 3
+	PushTimeout     time.Duration // default 2m
+}
+
+// User is a PingOne user with ordered MFA devices (the first is the default).
+type User struct {
+	ID, Username    string
+	DeviceSelection string // optional override of the policy's mode
+	Devices         []Device
+}
+
+// Device is one paired MFA device.
+type Device struct {
+	ID, Type, Nickname string           // Type: SMS, VOICE, EMAIL, TOTP, MOBILE, FIDO2
+	Phone, Email       string           // real values; flows show them masked
+	TOTPSecret         []byte           // TOTP: RFC 6238 SHA1, 6 digits, 30 s step
+	CredentialID       []byte           // FIDO2
+	PublicKey          *ecdsa.PublicKey // FIDO2 (P-256, ES256)
+}
+
+// Message is an OTP (or push notification) the simulator "delivered".
+type Message struct {
+	DeviceID string    `json:"device_id"`
+	Type     string    `json:"type"`
+	OTP      string    `json:"otp"`
+	FlowID   string    `json:"flow_id"`
+	User     string    `json:"user"`
+	SentAt   time.Time `json:"sent_at"`
+}
+
+// FlowInfo is what the simulator recorded about a flow, for assertions.
+type FlowInfo struct {
+	ID         string
+	User       string // username
+	Status     string
+	RemoteIP   string // pi.remoteIp from the request JWT
+	ACR        string // the policy that ran
+	ClientID   string
+	Challenged bool // a factor was asked for (OTP, push or assertion)
+}
+
+// Server is the simulator. It is an http.Handler and safe for concurrent use.
+type Server struct {
+	tenant   Tenant
+	now      func() time.Time
+	clock    *Clock
+	log      *slog.Logger
+	idTTL    time.Duration
+	atTTL    time.Duration
+	codeTTL  time.Duration
+	flowIdle time.Duration
+	requests atomic.Int64
+
+	mu         sync.Mutex
+	flows      map[string]*flow
+	codes      map[string]*authCode
+	inbox      []Message
+	keys       []signingKey // last is current
+	faults     map[string]*Fault
+	signCounts map[string]uint32 // FIDO2 device id -> last signature counter
+}
+
+type signingKey struct {
+	kid string
+	key *rsa.PrivateKey
+}
+
+// New builds a Server with a fresh RSA signing key.
+func New(opts Options) *Server {
+	s := &Server{
+		tenant:     cloneTenant(opts.Tenant),
+		now:        opts.Now,
+		clock:      opts.Clock,
+		log:        opts.Logger,
+		idTTL:      orDuration(opts.IDTokenTTL, DefaultTokenTTL),
+		atTTL:      orDuration(opts.AccessTokenTTL, DefaultTokenTTL),
+		codeTTL:    orDuration(opts.CodeTTL, DefaultCodeTTL),
+		flowIdle:   orDuration(opts.FlowIdle, DefaultFlowIdle),
+		flows:      map[string]*flow{},
+		codes:      map[string]*authCode{},
+		faults:     map[string]*Fault{},
+		signCounts: map[string]uint32{},
+	}
+	if s.clock != nil {
+		s.now = s.clock.Now
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	for i := range s.tenant.Policies {
+		p := &s.tenant.Policies[i]
+		if p.DeviceSelection == "" {
+			p.DeviceSelection = DefaultToFirst
+		}
+		if p.NoDevice == "" {
+			p.NoDevice = NoDeviceBlock
+		}
+		if p.OTPFailureCount <= 0 {
+			p.OTPFailureCount = DefaultOTPFailureCount
+		}
+		if p.PushTimeout <= 0 {
+			p.PushTimeout = DefaultPushTimeout
+		}
+	}
+	s.keys = []signingKey{newSigningKey()}
+	return s
+}
+
+func orDuration(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// cloneTenant copies the slices so the caller cannot change a running server.
+func cloneTenant(t Tenant) Tenant {
+	t.Origins = append([]string(nil), t.Origins...)
+	t.Apps = append([]App(nil), t.Apps...)
+	for i := range t.Apps {
+		t.Apps[i].RedirectURIs = append([]string(nil), t.Apps[i].RedirectURIs...)
+		t.Apps[i].Policies = append([]string(nil), t.Apps[i].Policies...)
+	}
+	t.Policies = append([]Policy(nil), t.Policies...)
+	t.Users = append([]User(nil), t.Users...)
+	for i := range t.Users {
+		t.Users[i].Devices = append([]Device(nil), t.Users[i].Devices...)
+	}
+	return t
+}
+
+// Issuer is the issuer the simulator uses when reached at baseURL.
+func (s *Server) Issuer(baseURL string) string {
+	return strings.TrimSuffix(baseURL, "/") + "/" + s.tenant.EnvID + "/as"
+}
+
+// Requests is the number of PingOne-surface requests served (not /_sim/).
+func (s *Server) Requests() int64 { return s.requests.Load() }
+
+// ServeHTTP routes /{env}/… to the PingOne surface and /_sim/… to the test API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/_sim" || strings.HasPrefix(r.URL.Path, "/_sim/") {
+		s.serveSim(w, r)
+		return
+	}
+	s.requests.Add(1)
+	w.Header().Set("Correlation-Id", newUUID())
+	env, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	if env != s.tenant.EnvID {
+		writeError(w, http.StatusNotFound, codeNotFound, "The requested resource was not found.")
+		return
+	}
+	op, h := s.route(rest)
+	if h == nil {
+		writeError(w, http.StatusNotFound, codeNotFound, "The requested resource was not found.")
+		return
+	}
+	if !s.applyFault(w, r, op) {
+		return
+	}
+	h(w, r)
+}
+
+// route maps the path below /{env}/ to a fault op and a handler.
+func (s *Server) route(rest string) (string, http.HandlerFunc) {
+	switch rest {
+	case "as/authorize":
+		return "authorize", s.handleAuthorize
+	case "as/resume":
+		return "resume", s.handleResume
+	case "as/token":
+		return "token", s.handleToken
+	case "as/jwks":
+		return "jwks", s.handleJWKS
+	case "as/.well-known/openid-configuration":
+		return "discovery", s.handleDiscovery
+	}
+	if id, ok := strings.CutPrefix(rest, "flows/"); ok && id != "" && !strings.Contains(id, "/") {
+		return "flows", func(w http.ResponseWriter, r *http.Request) { s.handleFlow(w, r, id) }
+	}
+	return "", nil
+}
+
+// baseURL is scheme://Host of the request, so the issuer follows however the
+// simulator was reached (httptest port, demo address).
+func baseURL(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+func (s *Server) issuerFor(r *http.Request) string { return s.Issuer(baseURL(r)) }
+
+func (s *Server) findApp(clientID string) *App {
+	for i := range s.tenant.Apps {
+		if s.tenant.Apps[i].ClientID == clientID {
+			return &s.tenant.Apps[i]
+		}
+	}
+	return nil
+}
+
+func (s *Server) findPolicy(name string) *Policy {
+	for i := range s.tenant.Policies {
+		if s.tenant.Policies[i].Name == name {
+			return &s.tenant.Policies[i]
+		}
+	}
+	return nil
+}
+
+// findUser matches a PingOne user id or username exactly.
+func (s *Server) findUser(idOrName string) *User {
+	for i := range s.tenant.Users {
+		u := &s.tenant.Users[i]
+		if u.ID == idOrName || u.Username == idOrName {
+			return u
+		}
+	}
+	return nil
+}
+
+func (s *Server) findDevice(id string) (*User, *Device) {
+	for i := range s.tenant.Users {
+		u := &s.tenant.Users[i]
+		for j := range u.Devices {
+			if u.Devices[j].ID == id {
+				return u, &u.Devices[j]
+			}
+		}
+	}
+	return nil, nil
+}

@@ -1,0 +1,271 @@
+package pingonesim
+
+import (
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// jwtSkew is the clock skew tolerated on exp/nbf of inbound JWTs (PROTOCOL §3, INFERRED).
+const jwtSkew = 60 * time.Second
+
+// authorizeParams are the single-valued parameters /as/authorize reads.
+var authorizeParams = []string{
+	"client_id", "response_type", "response_mode", "redirect_uri", "scope", "state", "nonce",
+	"code_challenge", "code_challenge_method", "acr_values", "login_hint_token", "request",
+	"max_age", "prompt", "login_hint",
+}
+
+func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		methodNotAllowed(w, "GET, POST")
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	if err := r.ParseForm(); err != nil {
+		writeError(w, http.StatusBadRequest, codeInvalidData, msgInvalidData,
+			errDetail{Code: "INVALID_VALUE", Message: "The request body could not be parsed."})
+		return
+	}
+	// OAuth parameters must not repeat (RFC 6749 §3.1): a second client_id or
+	// login_hint_token is an attack on whichever one a server happens to read.
+	for _, p := range authorizeParams {
+		if len(r.Form[p]) > 1 {
+			invalidValue(w, p, p+" must not be repeated")
+			return
+		}
+	}
+	get := r.Form.Get
+	issuer := s.issuerFor(r)
+	now := s.now()
+
+	app := s.findApp(get("client_id"))
+	if app == nil {
+		invalidValue(w, "client_id", "Unknown client_id")
+		return
+	}
+	if m := get("response_mode"); m != "pi.flow" {
+		invalidValue(w, "response_mode", "The simulator only supports response_mode=pi.flow")
+		return
+	}
+	rt, err := parseResponseType(get("response_type"))
+	if err != nil {
+		invalidValue(w, "response_type", err.Error())
+		return
+	}
+	if (rt["token"] || rt["id_token"]) && get("nonce") == "" {
+		invalidValue(w, "nonce", "nonce is required when response_type includes token or id_token")
+		return
+	}
+	redirectURI := get("redirect_uri")
+	if redirectURI != "" && len(app.RedirectURIs) > 0 && !slices.Contains(app.RedirectURIs, redirectURI) {
+		invalidValue(w, "redirect_uri", "Redirect URI mismatch")
+		return
+	}
+	scope := strings.Join(strings.Fields(get("scope")), " ")
+	if !slices.Contains(strings.Fields(scope), "openid") {
+		invalidValue(w, "scope", "scope must include openid")
+		return
+	}
+	challenge, method := get("code_challenge"), get("code_challenge_method")
+	if challenge == "" && method != "" {
+		invalidValue(w, "code_challenge", "code_challenge_method without code_challenge")
+		return
+	}
+	if challenge != "" {
+		if method == "" {
+			method = "plain" // RFC 7636 §4.3
+		}
+		if method != "S256" && method != "plain" {
+			invalidValue(w, "code_challenge_method", "Unsupported code_challenge_method")
+			return
+		}
+		if len(challenge) < 43 || len(challenge) > 128 {
+			invalidValue(w, "code_challenge", "code_challenge must be 43 to 128 characters")
+			return
+		}
+	}
+	if app.PKCERequired && (challenge == "" || method != "S256") {
+		invalidValue(w, "code_challenge", "PKCE with S256 is required for this application")
+		return
+	}
+	policy, ok := s.pickPolicy(app, get("acr_values"))
+	if !ok {
+		invalidValue(w, "acr_values", "None of the acr_values is a sign-on policy assigned to the application")
+		return
+	}
+	maxAge := int64(-1)
+	if v := get("max_age"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			invalidValue(w, "max_age", "max_age must be a non-negative integer")
+			return
+		}
+		maxAge = n
+	}
+	lht := get("login_hint_token")
+	if lht == "" {
+		invalidValue(w, "login_hint_token", "login_hint_token is required")
+		return
+	}
+	claims, err := s.verifyClientJWT(lht, app, issuer, now)
+	if err != nil {
+		invalidValue(w, "login_hint_token", "Invalid login_hint_token: "+err.Error())
+		return
+	}
+	sub, _ := claims["sub"].(string)
+	user := s.findUser(sub)
+	if user == nil {
+		invalidValue(w, "login_hint_token", "The user in login_hint_token was not found")
+		return
+	}
+	remoteIP := ""
+	if req := get("request"); req != "" {
+		rc, err := s.verifyClientJWT(req, app, issuer, now)
+		if err != nil {
+			invalidValue(w, "request", "Invalid request JWT: "+err.Error())
+			return
+		}
+		if ip, ok := rc["pi.remoteIp"]; ok {
+			str, isStr := ip.(string)
+			if !isStr {
+				invalidValue(w, "request", "pi.remoteIp must be a string")
+				return
+			}
+			remoteIP = str
+		}
+	}
+
+	f := &flow{
+		id:            newUUID(),
+		st:            newUUID(),
+		sid:           newUUID(),
+		app:           app,
+		policy:        policy,
+		user:          user,
+		issuer:        issuer,
+		responseTypes: rt,
+		scope:         scope,
+		state:         get("state"),
+		nonce:         get("nonce"),
+		redirectURI:   redirectURI,
+		codeChallenge: challenge,
+		codeMethod:    method,
+		remoteIP:      remoteIP,
+		maxAge:        maxAge,
+		createdAt:     now,
+		lastUsed:      now,
+	}
+	s.mu.Lock()
+	s.sweepLocked(now)
+	s.flows[f.id] = f
+	s.beginLocked(f, now)
+	body := s.flowJSONLocked(f, baseURL(r))
+	s.mu.Unlock()
+	s.log.Info("pingonesim: authorize", "flow", f.id, "user", user.Username, "acr", policy.Name, "status", f.status)
+
+	http.SetCookie(w, &http.Cookie{
+		Name: "ST", Value: f.st, Path: "/" + s.tenant.EnvID + "/",
+		HttpOnly: true, Secure: true, SameSite: http.SameSiteNoneMode,
+	})
+	writeJSON(w, http.StatusOK, body)
+}
+
+// parseResponseType accepts any non-empty combination of code, token and id_token.
+func parseResponseType(v string) (map[string]bool, error) {
+	set := map[string]bool{}
+	for _, t := range strings.Fields(v) {
+		switch t {
+		case "code", "token", "id_token":
+		default:
+			return nil, fmt.Errorf("unsupported response_type %q", t)
+		}
+		if set[t] {
+			return nil, fmt.Errorf("response_type repeats %q", t)
+		}
+		set[t] = true
+	}
+	if len(set) == 0 {
+		return nil, errors.New("response_type is required")
+	}
+	return set, nil
+}
+
+// pickPolicy returns the first listed acr_values name assigned to the app
+// (PingOne reads them in order of preference), or the app's first policy when
+// none is asked for.
+func (s *Server) pickPolicy(app *App, acrValues string) (*Policy, bool) {
+	names := strings.Fields(acrValues)
+	if len(names) == 0 {
+		if len(app.Policies) == 0 {
+			return nil, false
+		}
+		names = app.Policies[:1]
+	}
+	for _, n := range names {
+		if slices.Contains(app.Policies, n) {
+			if p := s.findPolicy(n); p != nil {
+				return p, true
+			}
+		}
+	}
+	return nil, false
+}
+
+// verifyClientJWT checks a login_hint_token or request JWT: HMAC-signed with
+// the secret of the app named by iss (which must be the authorizing client),
+// aud = issuer, exp required unless the app allows its absence, 60 s skew,
+// and no cty/enc header (no nesting or encryption).
+func (s *Server) verifyClientJWT(raw string, app *App, issuer string, now time.Time) (jwt.MapClaims, error) {
+	head, _, ok := strings.Cut(raw, ".")
+	if !ok {
+		return nil, errors.New("not a JWT")
+	}
+	hb, err := base64.RawURLEncoding.DecodeString(head)
+	if err != nil {
+		return nil, errors.New("malformed header")
+	}
+	var h map[string]any
+	if err := json.Unmarshal(hb, &h); err != nil {
+		return nil, errors.New("malformed header")
+	}
+	if _, ok := h["cty"]; ok {
+		return nil, errors.New("cty header is not allowed")
+	}
+	if _, ok := h["enc"]; ok {
+		return nil, errors.New("enc header is not allowed")
+	}
+	popts := []jwt.ParserOption{
+		jwt.WithValidMethods([]string{"HS256", "HS384", "HS512"}),
+		jwt.WithTimeFunc(func() time.Time { return now }),
+		jwt.WithLeeway(jwtSkew),
+		jwt.WithAudience(issuer),
+		jwt.WithIssuer(app.ClientID),
+	}
+	if !app.AllowNoExp {
+		popts = append(popts, jwt.WithExpirationRequired())
+	}
+	claims := jwt.MapClaims{}
+	_, err = jwt.NewParser(popts...).ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
+		iss, _ := t.Claims.(jwt.MapClaims)["iss"].(string)
+		// The key is the secret of the client named by iss; only the
+		// authorizing client itself is accepted (PROTOCOL §3, INFERRED).
+		if subtle.ConstantTimeCompare([]byte(iss), []byte(app.ClientID)) != 1 {
+			return nil, errors.New("iss is not the client_id")
+		}
+		return []byte(app.Secret), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return claims, nil
+}
