@@ -35,8 +35,8 @@ type Config struct {
 	EnvID        string
 	ClientID     string
 	ClientSecret Secret
-	Scopes       string // default "openid profile email"
-	ResponseType string // "token id_token" (default), "id_token" or "code"
+	Scopes       string        // default "openid profile email"
+	ResponseType string        // "token id_token" (default), "id_token" or "code"
 	Timeout      time.Duration // per call, default 10s
 	HTTPClient   *http.Client  // default: own transport; redirects are never followed
 	Now          func() time.Time
