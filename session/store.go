@@ -1,0 +1,406 @@
+package session
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gorilla/sessions"
+)
+
+const (
+	// DefaultCookieName is the step-up cookie's name over https. The
+	// __Host- prefix makes browsers refuse it unless it is Secure, Path=/
+	// and has no Domain, so no sibling subdomain can plant or shadow it.
+	DefaultCookieName = "__Host-stepgate"
+	// DefaultInsecureCookieName is the default when Secure is false (local
+	// http), where a __Host- cookie would be refused by the browser.
+	DefaultInsecureCookieName = "stepgate"
+	// DefaultFlowTTL is how long a pending challenge lives: PingOne expires
+	// an idle flow after 15 minutes.
+	DefaultFlowTTL = 15 * time.Minute
+
+	// FlowSuffix is appended to the step-up cookie name for the flow cookie.
+	FlowSuffix = "-flow"
+
+	// Keys of sessions.Session.Values used by the gorilla/sessions API.
+	ValueStepUp = "stepup"
+	ValueFlow   = "flow"
+)
+
+// Options configures a Store.
+type Options struct {
+	Keys       [][]byte // keys[0] seals, all open; see ParseKeys
+	CookieName string   // default DefaultCookieName (DefaultInsecureCookieName if !Secure)
+	Secure     bool     // false only for local http
+	FlowTTL    time.Duration
+	Now        func() time.Time // nil means time.Now
+}
+
+// Store reads and writes stepgate's two sealed cookies. The typed methods
+// (StepUp, SaveStepUp, Flow, SaveFlow) are the hot path; Get, New and Save
+// make it a gorilla sessions.Store as well.
+//
+// Cookies are always HttpOnly, SameSite=Lax, Path=/, without Domain, and
+// Secure as configured; the gorilla API cannot weaken that.
+type Store struct {
+	codec    *Codec
+	name     string
+	flowName string
+	aad      []byte // name as additional data, converted once
+	flowAAD  []byte
+	secure   bool
+	flowTTL  time.Duration
+	now      func() time.Time
+}
+
+var _ sessions.Store = (*Store)(nil)
+
+// NewStore returns a Store. It refuses a __Host- or __Secure- name without
+// Secure, because browsers would silently drop such a cookie.
+func NewStore(o Options) (*Store, error) {
+	c, err := NewCodec(o.Keys)
+	if err != nil {
+		return nil, err
+	}
+	name := o.CookieName
+	if name == "" {
+		name = DefaultInsecureCookieName
+		if o.Secure {
+			name = DefaultCookieName
+		}
+	}
+	if !isToken(name) {
+		return nil, fmt.Errorf("session: cookie name %q is not a valid cookie name", name)
+	}
+	if !o.Secure && (strings.HasPrefix(name, "__Host-") || strings.HasPrefix(name, "__Secure-")) {
+		return nil, fmt.Errorf("session: cookie name %q requires Secure (https); use another name for local http", name)
+	}
+	if o.FlowTTL < 0 {
+		return nil, fmt.Errorf("session: negative flow TTL %v", o.FlowTTL)
+	}
+	if o.FlowTTL == 0 {
+		o.FlowTTL = DefaultFlowTTL
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Store{
+		codec:    c,
+		name:     name,
+		flowName: name + FlowSuffix,
+		aad:      []byte(name),
+		flowAAD:  []byte(name + FlowSuffix),
+		secure:   o.Secure,
+		flowTTL:  o.FlowTTL,
+		now:      o.Now,
+	}, nil
+}
+
+// CookieName is the step-up cookie's name.
+func (s *Store) CookieName() string { return s.name }
+
+// FlowCookieName is the pending-flow cookie's name.
+func (s *Store) FlowCookieName() string { return s.flowName }
+
+// StepUp returns the request's step-up, if it has exactly one step-up cookie
+// that opens, decodes and whose ID token has not expired. Every other case
+// is "no step-up": there is no error that a caller could mistake for valid.
+// Checking the user, max_age and acr against the rule is the caller's job.
+func (s *Store) StepUp(r *http.Request) (StepUp, bool) {
+	value, ok := cookieValue(r.Header, s.name)
+	if !ok {
+		return StepUp{}, false
+	}
+	bp := s.codec.bufs.Get().(*[]byte)
+	defer s.codec.bufs.Put(bp)
+	pt, err := s.codec.open(s.aad, value, *bp)
+	if err != nil {
+		return StepUp{}, false
+	}
+	v, err := unmarshalStepUp(pt) // copies out of the pooled buffer
+	if err != nil {
+		return StepUp{}, false
+	}
+	if !s.now().Before(v.TokenExpiry) {
+		return StepUp{}, false
+	}
+	return v, true
+}
+
+// SaveStepUp sets the step-up cookie; the browser keeps it until the ID
+// token expires (the expiry is also sealed inside and enforced on open).
+func (s *Store) SaveStepUp(w http.ResponseWriter, v StepUp) error {
+	now := s.now()
+	if !v.TokenExpiry.After(now) {
+		return errors.New("session: save step-up: ID token already expired")
+	}
+	pt, err := marshalStepUp(v)
+	if err != nil {
+		return err
+	}
+	value := s.codec.seal(s.aad, pt)
+	if err := s.setCookie(w, s.name, value, v.TokenExpiry.Sub(now)); err != nil {
+		return fmt.Errorf("session: save step-up: %w", err)
+	}
+	return nil
+}
+
+// ClearStepUp deletes the step-up cookie (logout).
+func (s *Store) ClearStepUp(w http.ResponseWriter) { s.clear(w, s.name) }
+
+// Flow returns the request's pending flow, if it has exactly one flow
+// cookie that opens, decodes and is younger than the flow TTL.
+func (s *Store) Flow(r *http.Request) (Flow, bool) {
+	value, ok := cookieValue(r.Header, s.flowName)
+	if !ok {
+		return Flow{}, false
+	}
+	bp := s.codec.bufs.Get().(*[]byte)
+	defer s.codec.bufs.Put(bp)
+	pt, err := s.codec.open(s.flowAAD, value, *bp)
+	if err != nil {
+		return Flow{}, false
+	}
+	f, err := unmarshalFlow(pt)
+	if err != nil {
+		return Flow{}, false
+	}
+	if f.Created.IsZero() || !s.now().Before(f.Created.Add(s.flowTTL)) {
+		return Flow{}, false
+	}
+	return f, true
+}
+
+// SaveFlow sets the pending-flow cookie. A zero Created is set to now. The
+// flow expires FlowTTL after Created, however often it is saved again.
+func (s *Store) SaveFlow(w http.ResponseWriter, f Flow) error {
+	now := s.now()
+	if f.Created.IsZero() {
+		f.Created = now
+	}
+	left := min(f.Created.Add(s.flowTTL).Sub(now), s.flowTTL)
+	if left < time.Second {
+		return errors.New("session: save flow: flow already expired")
+	}
+	pt, err := marshalFlow(f)
+	if err != nil {
+		return err
+	}
+	value := s.codec.seal(s.flowAAD, pt)
+	if err := s.setCookie(w, s.flowName, value, left); err != nil {
+		return fmt.Errorf("session: save flow: %w", err)
+	}
+	return nil
+}
+
+// ClearFlow deletes the pending-flow cookie.
+func (s *Store) ClearFlow(w http.ResponseWriter) { s.clear(w, s.flowName) }
+
+func (s *Store) setCookie(w http.ResponseWriter, name, value string, maxAge time.Duration) error {
+	if n := len(name) + 1 + len(value); n > MaxCookieSize {
+		return fmt.Errorf("sealed cookie is %d bytes, more than %d", n, MaxCookieSize)
+	}
+	secs := max(int(maxAge/time.Second), 1)
+	http.SetCookie(w, s.cookie(name, value, secs))
+	return nil
+}
+
+func (s *Store) clear(w http.ResponseWriter, name string) {
+	http.SetCookie(w, s.cookie(name, "", -1))
+}
+
+// cookie builds the cookie itself rather than through sessions.NewCookie,
+// which reads the wall clock for Expires; Max-Age alone is enough for
+// every current browser.
+func (s *Store) cookie(name, value string, maxAge int) *http.Cookie {
+	return &http.Cookie{
+		Name:     name,
+		Value:    value,
+		Path:     "/",
+		MaxAge:   maxAge,
+		Secure:   s.secure,
+		HttpOnly: true,
+		SameSite: http.SameSiteLaxMode,
+	}
+}
+
+// options are the cookie attributes, in gorilla's terms.
+func (s *Store) options(maxAge int) *sessions.Options {
+	return &sessions.Options{
+		Path:     "/",
+		MaxAge:   maxAge,
+		Secure:   s.secure,
+		HttpOnly: true,
+		SameSite: http.SameSiteLaxMode,
+	}
+}
+
+// Get returns the named session, cached for the request in gorilla's
+// registry. name must be CookieName or FlowCookieName.
+func (s *Store) Get(r *http.Request, name string) (*sessions.Session, error) {
+	return sessions.GetRegistry(r).Get(s, name)
+}
+
+// New returns the named session: for CookieName, Values[ValueStepUp] holds
+// a StepUp; for FlowCookieName, Values[ValueFlow] holds a Flow. A missing or
+// invalid cookie gives an empty session with IsNew set and no error (it is
+// simply absent); an unknown name is an error.
+func (s *Store) New(r *http.Request, name string) (*sessions.Session, error) {
+	sess := sessions.NewSession(s, name)
+	sess.IsNew = true
+	switch name {
+	case s.name:
+		sess.Options = s.options(0)
+		if v, ok := s.StepUp(r); ok {
+			sess.Values[ValueStepUp] = v
+			sess.ID = v.ID
+			sess.IsNew = false
+		}
+	case s.flowName:
+		sess.Options = s.options(int(s.flowTTL / time.Second))
+		if f, ok := s.Flow(r); ok {
+			sess.Values[ValueFlow] = f
+			sess.ID = f.FlowID
+			sess.IsNew = false
+		}
+	default:
+		sess.Options = s.options(0)
+		return sess, fmt.Errorf("session: unknown cookie %q (want %q or %q)", name, s.name, s.flowName)
+	}
+	return sess, nil
+}
+
+// Save writes the session's cookie. Options.MaxAge < 0 or empty Values
+// delete it; otherwise Values must hold exactly one entry, ValueStepUp with
+// a StepUp (CookieName) or ValueFlow with a Flow (FlowCookieName), values or
+// pointers. Other Options are ignored: the attributes are fixed.
+func (s *Store) Save(r *http.Request, w http.ResponseWriter, sess *sessions.Session) error {
+	name := sess.Name()
+	if name != s.name && name != s.flowName {
+		return fmt.Errorf("session: save: unknown cookie %q", name)
+	}
+	if (sess.Options != nil && sess.Options.MaxAge < 0) || len(sess.Values) == 0 {
+		s.clear(w, name)
+		return nil
+	}
+	if len(sess.Values) != 1 {
+		return fmt.Errorf("session: save %q: %d values, want exactly one", name, len(sess.Values))
+	}
+	if name == s.name {
+		switch v := sess.Values[ValueStepUp].(type) {
+		case StepUp:
+			return s.SaveStepUp(w, v)
+		case *StepUp:
+			if v != nil {
+				return s.SaveStepUp(w, *v)
+			}
+		}
+		return fmt.Errorf("session: save %q: want Values[%q] of type session.StepUp", name, ValueStepUp)
+	}
+	switch f := sess.Values[ValueFlow].(type) {
+	case Flow:
+		return s.SaveFlow(w, f)
+	case *Flow:
+		if f != nil {
+			return s.SaveFlow(w, *f)
+		}
+	}
+	return fmt.Errorf("session: save %q: want Values[%q] of type session.Flow", name, ValueFlow)
+}
+
+// StripCookies removes both stepgate cookies from every Cookie header, so
+// the upstream never sees them. Other cookies are kept byte for byte (only
+// the separators between them are normalised to "; "); a header left empty
+// is removed.
+func (s *Store) StripCookies(h http.Header) {
+	lines := h["Cookie"]
+	// Nothing to do (and nothing allocated) unless some line may hold one
+	// of ours: the flow cookie's name starts with the step-up cookie's.
+	if !slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, s.name) }) {
+		return
+	}
+	out := make([]string, 0, len(lines))
+	for _, line := range lines {
+		if !strings.Contains(line, s.name) {
+			out = append(out, line)
+			continue
+		}
+		var b strings.Builder
+		for part := range strings.SplitSeq(line, ";") {
+			pair := trimOWS(part)
+			if pair == "" {
+				continue
+			}
+			name, _, _ := strings.Cut(pair, "=")
+			if n := trimOWS(name); n == s.name || n == s.flowName {
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteString("; ")
+			}
+			b.WriteString(pair)
+		}
+		if b.Len() > 0 {
+			out = append(out, b.String())
+		}
+	}
+	if len(out) == 0 {
+		delete(h, "Cookie")
+		return
+	}
+	h["Cookie"] = out
+}
+
+// cookieValue finds the value of the cookie called name in h's Cookie
+// headers without allocating. Zero or several cookies of that name are
+// "absent": with two, we cannot tell which one the browser meant (a
+// related domain may have planted one), so we trust neither.
+func cookieValue(h http.Header, name string) (string, bool) {
+	var value string
+	found := 0
+	for _, line := range h["Cookie"] {
+		for len(line) > 0 {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			n, v, ok := strings.Cut(part, "=")
+			if !ok || trimOWS(n) != name {
+				continue
+			}
+			found++
+			value = trimOWS(v)
+		}
+	}
+	if found != 1 {
+		return "", false
+	}
+	return value, true
+}
+
+// trimOWS trims spaces and tabs, as cookie parsers do around pairs.
+func trimOWS(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// isToken reports whether s is an RFC 6265 cookie-name (an RFC 7230 token).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`()<>@,;:\"/[]?={}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
