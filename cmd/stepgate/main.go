@@ -1,11 +1,21 @@
+// Command stepgate is a reverse proxy that demands step-up MFA through
+// PingOne on the paths an operator marks. main only wires signals to run.
 package main
 
 import (
-	_ "github.com/caarlos0/env/v11"
-	_ "github.com/golang-jwt/jwt/v5"
-	_ "github.com/gorilla/sessions"
-	_ "github.com/prometheus/client_golang/prometheus"
-	_ "golang.org/x/time/rate"
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
 )
 
-func main() {}
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "stepgate:", err)
+		stop()
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,254 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+
+	"github.com/stepgate/stepgate/proxy/clientip"
+	"github.com/stepgate/stepgate/proxy/rules"
+	"github.com/stepgate/stepgate/session"
+)
+
+// config is every STEPGATE_ environment variable (SPEC §9). Loading (this
+// struct) is kept apart from validation (validate), which builds the typed
+// values the program runs on.
+type config struct {
+	Upstream            string        `env:"UPSTREAM,required"`
+	PingOneEnvID        string        `env:"PINGONE_ENV_ID,required"`
+	PingOneClientID     string        `env:"PINGONE_CLIENT_ID,required"`
+	PingOneClientSecret string        `env:"PINGONE_CLIENT_SECRET,required" secret:"true"`
+	CookieKeys          string        `env:"COOKIE_KEYS,required" secret:"true"`
+	Listen              string        `env:"LISTEN" envDefault:":8080"`
+	AdminListen         string        `env:"ADMIN_LISTEN" envDefault:":9090"`
+	PingOneAuthBase     string        `env:"PINGONE_AUTH_BASE" envDefault:"https://auth.pingone.com"`
+	PingOneACRValues    string        `env:"PINGONE_ACR_VALUES"`
+	PingOneScopes       string        `env:"PINGONE_SCOPES" envDefault:"openid profile email"`
+	PingOneResponseType string        `env:"PINGONE_RESPONSE_TYPE" envDefault:"token id_token"`
+	PingOneTimeout      time.Duration `env:"PINGONE_TIMEOUT" envDefault:"10s"`
+	PingOneRateLimit    float64       `env:"PINGONE_RATE_LIMIT" envDefault:"50"`
+	Rules               string        `env:"RULES"`
+	RulesFile           string        `env:"RULES_FILE"`
+	DefaultAction       string        `env:"DEFAULT_ACTION" envDefault:"allow"`
+	MFAMaxAge           time.Duration `env:"MFA_MAX_AGE" envDefault:"1h"`
+	CaseInsensitive     bool          `env:"CASE_INSENSITIVE_PATHS" envDefault:"false"`
+	Identity            string        `env:"IDENTITY" envDefault:"header"`
+	IdentityHeader      string        `env:"IDENTITY_HEADER" envDefault:"X-Forwarded-User"`
+	TrustedProxies      string        `env:"TRUSTED_PROXIES" envDefault:"127.0.0.1/32,::1/128"`
+	IdentityJWTHeader   string        `env:"IDENTITY_JWT_HEADER" envDefault:"Authorization"`
+	IdentityJWKSURL     string        `env:"IDENTITY_JWKS_URL"`
+	IdentityIssuer      string        `env:"IDENTITY_ISSUER"`
+	IdentityAudience    string        `env:"IDENTITY_AUDIENCE"`
+	IdentityClaim       string        `env:"IDENTITY_CLAIM" envDefault:"sub"`
+	CookieName          string        `env:"COOKIE_NAME"`
+	CookieSecure        bool          `env:"COOKIE_SECURE" envDefault:"true"`
+	IDTokenHeader       string        `env:"ID_TOKEN_HEADER" envDefault:"X-Stepgate-Id-Token"`
+	AllowMFABypass      bool          `env:"ALLOW_MFA_BYPASS" envDefault:"false"`
+	TemplatesDir        string        `env:"TEMPLATES_DIR"`
+	TLSCertFile         string        `env:"TLS_CERT_FILE"`
+	TLSKeyFile          string        `env:"TLS_KEY_FILE"`
+	UpstreamCAFile      string        `env:"UPSTREAM_CA_FILE"`
+	UpstreamTimeout     time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"60s"`
+	LogLevel            string        `env:"LOG_LEVEL" envDefault:"info"`
+	ShutdownDrain       time.Duration `env:"SHUTDOWN_DRAIN" envDefault:"5s"`
+	ShutdownTimeout     time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s"`
+	Pprof               bool          `env:"PPROF" envDefault:"false"`
+}
+
+const envPrefix = "STEPGATE_"
+
+// secretVars may be given as NAME or NAME_FILE (a path whose content,
+// without a trailing newline, is the value).
+var secretVars = []string{"PINGONE_CLIENT_SECRET", "COOKIE_KEYS"}
+
+// loadConfig reads the environment through getenv.
+func loadConfig(getenv func(string) string) (config, error) {
+	var c config
+	params, err := env.GetFieldParamsWithOptions(&c, env.Options{Prefix: envPrefix})
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	vars := map[string]string{}
+	for _, p := range params {
+		if v := getenv(p.Key); v != "" {
+			vars[p.Key] = v
+		}
+	}
+	for _, name := range secretVars {
+		key := envPrefix + name
+		path := getenv(key + "_FILE")
+		if path == "" {
+			continue
+		}
+		if _, both := vars[key]; both {
+			return c, fmt.Errorf("config: set %s or %s_FILE, not both", key, key)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return c, fmt.Errorf("config: %s_FILE: %w", key, err)
+		}
+		vars[key] = strings.TrimRight(string(b), "\r\n")
+	}
+	if err := env.ParseWithOptions(&c, env.Options{Prefix: envPrefix, Environment: vars}); err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
+// settings are the validated, typed values.
+type settings struct {
+	upstream   *url.URL
+	authBase   string
+	rules      *rules.Set
+	trusted    *clientip.Resolver
+	cookieKeys [][]byte
+	cookieName string
+}
+
+// validate checks every value and names the variable at fault.
+func (c config) validate(readFile func(string) ([]byte, error)) (settings, error) {
+	var s settings
+	var errs []error
+	bad := func(name, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s%s: %s", envPrefix, name, fmt.Sprintf(format, args...)))
+	}
+
+	u, err := url.Parse(c.Upstream)
+	switch {
+	case err != nil:
+		bad("UPSTREAM", "%v", err)
+	case u.Scheme != "http" && u.Scheme != "https", u.Host == "", u.RawQuery != "", u.Fragment != "", u.User != nil:
+		bad("UPSTREAM", "want an absolute http(s) URL without query, fragment or credentials")
+	default:
+		s.upstream = u
+	}
+	base, err := url.Parse(c.PingOneAuthBase)
+	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" || base.RawQuery != "" {
+		bad("PINGONE_AUTH_BASE", "want an absolute https URL such as https://auth.pingone.eu")
+	} else {
+		s.authBase = strings.TrimSuffix(c.PingOneAuthBase, "/")
+	}
+	if !validUUIDish(c.PingOneEnvID) {
+		bad("PINGONE_ENV_ID", "want the environment's UUID")
+	}
+	if !validUUIDish(c.PingOneClientID) {
+		bad("PINGONE_CLIENT_ID", "want the application's client id (a UUID)")
+	}
+	if len(c.PingOneClientSecret) < 8 {
+		bad("PINGONE_CLIENT_SECRET", "too short")
+	}
+	switch c.PingOneResponseType {
+	case "token id_token", "id_token", "code":
+	default:
+		bad("PINGONE_RESPONSE_TYPE", "want \"token id_token\", \"id_token\" or \"code\"")
+	}
+	if c.PingOneTimeout <= 0 || c.PingOneTimeout > 2*time.Minute {
+		bad("PINGONE_TIMEOUT", "want a duration between 1ms and 2m")
+	}
+	if c.PingOneRateLimit <= 0 {
+		bad("PINGONE_RATE_LIMIT", "want calls per second > 0")
+	}
+	if c.UpstreamTimeout <= 0 {
+		bad("UPSTREAM_TIMEOUT", "want a positive duration")
+	}
+	if c.MFAMaxAge <= 0 {
+		bad("MFA_MAX_AGE", "want a positive duration")
+	}
+	if c.ShutdownDrain < 0 {
+		bad("SHUTDOWN_DRAIN", "want a duration ≥ 0")
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("SHUTDOWN_TIMEOUT", "want a positive duration")
+	}
+
+	if keys, err := session.ParseKeys(c.CookieKeys); err != nil {
+		bad("COOKIE_KEYS", "%v", err)
+	} else {
+		s.cookieKeys = keys
+	}
+	s.cookieName = c.CookieName
+	if s.cookieName == "" {
+		s.cookieName = "__Host-stepgate"
+		if !c.CookieSecure {
+			s.cookieName = "stepgate"
+		}
+	}
+	if strings.HasPrefix(s.cookieName, "__Host-") && !c.CookieSecure {
+		bad("COOKIE_NAME", "a __Host- cookie needs STEPGATE_COOKIE_SECURE=true")
+	}
+
+	if prefixes, err := clientip.ParseCIDRs(c.TrustedProxies); err != nil {
+		bad("TRUSTED_PROXIES", "%v", err)
+	} else {
+		s.trusted = clientip.New(prefixes)
+	}
+
+	defAction, err := rules.ParseAction(c.DefaultAction)
+	if err != nil {
+		bad("DEFAULT_ACTION", "%v", err)
+	}
+	ruleText, source := c.Rules, "STEPGATE_RULES"
+	switch {
+	case c.Rules != "" && c.RulesFile != "":
+		bad("RULES_FILE", "set STEPGATE_RULES or STEPGATE_RULES_FILE, not both")
+	case c.RulesFile != "":
+		b, err := readFile(c.RulesFile)
+		if err != nil {
+			bad("RULES_FILE", "%v", err)
+		}
+		ruleText, source = string(b), c.RulesFile
+	}
+	if err == nil {
+		set, err := rules.Parse(source, ruleText, rules.Defaults{
+			Action: defAction, MaxAge: c.MFAMaxAge, ACR: c.PingOneACRValues, CaseInsensitive: c.CaseInsensitive,
+		})
+		if err != nil {
+			errs = append(errs, err)
+		}
+		s.rules = set
+	}
+
+	switch c.Identity {
+	case "header":
+		if c.IdentityHeader == "" {
+			bad("IDENTITY_HEADER", "must not be empty")
+		}
+	case "jwt":
+		if c.IdentityJWKSURL == "" || c.IdentityIssuer == "" || c.IdentityAudience == "" {
+			bad("IDENTITY", "jwt needs STEPGATE_IDENTITY_JWKS_URL, _ISSUER and _AUDIENCE")
+		}
+		if strings.EqualFold(c.IdentityJWTHeader, c.IDTokenHeader) {
+			bad("ID_TOKEN_HEADER", "must differ from STEPGATE_IDENTITY_JWT_HEADER (stepgate strips it from every request)")
+		}
+	default:
+		bad("IDENTITY", "want header or jwt")
+	}
+	if strings.EqualFold(c.IDTokenHeader, c.IdentityHeader) && c.Identity == "header" {
+		bad("ID_TOKEN_HEADER", "must differ from STEPGATE_IDENTITY_HEADER")
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		bad("TLS_CERT_FILE", "set both STEPGATE_TLS_CERT_FILE and STEPGATE_TLS_KEY_FILE, or neither")
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		bad("LOG_LEVEL", "%v", err)
+	}
+	return s, errors.Join(errs...)
+}
+
+func validUUIDish(s string) bool {
+	if len(s) < 8 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' || c == '-') {
+			return false
+		}
+	}
+	return true
+}

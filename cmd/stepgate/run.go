@@ -1,0 +1,386 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
+
+	"github.com/stepgate/stepgate/metrics"
+	"github.com/stepgate/stepgate/mfa"
+	"github.com/stepgate/stepgate/mfa/jwks"
+	"github.com/stepgate/stepgate/proxy"
+	"github.com/stepgate/stepgate/proxy/challenge"
+	"github.com/stepgate/stepgate/proxy/identity"
+	"github.com/stepgate/stepgate/proxy/ratelimit"
+	"github.com/stepgate/stepgate/proxy/reqpath"
+	"github.com/stepgate/stepgate/proxy/rules"
+	"github.com/stepgate/stepgate/session"
+)
+
+// version is stamped at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// run is the whole program; main only calls it. Tests call it with their
+// own environment, arguments and a context they cancel (standing in for
+// SIGTERM).
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "demo":
+			return runDemo(ctx, args[1:], stdout, stderr)
+		case "simulate":
+			return runSimulate(ctx, args[1:], stdout, stderr)
+		}
+	}
+	fs := flag.NewFlagSet("stepgate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	checkConfig := fs.Bool("check-config", false, "validate the configuration, print the effective rules, and exit")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unknown argument %q (commands: demo, simulate)", fs.Arg(0))
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "stepgate", version)
+		return nil
+	}
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	s, err := cfg.validate(os.ReadFile)
+	if err != nil {
+		return err
+	}
+	if *checkConfig {
+		fmt.Fprintf(stdout, "configuration ok\nupstream: %s\npingone: %s/%s/as\nrules (first match wins):\n",
+			s.upstream.Redacted(), s.authBase, cfg.PingOneEnvID)
+		for _, r := range s.rules.Rules() {
+			fmt.Fprintf(stdout, "  %s\n", r)
+		}
+		return nil
+	}
+	return serve(ctx, cfg, s, stdout, nil)
+}
+
+// gateway is a built, not yet serving, stepgate.
+type gateway struct {
+	proxy    http.Handler
+	admin    http.Handler
+	client   *mfa.Client
+	idKeys   *jwks.Cache // upstream IdP keys, jwt identity only
+	draining atomic.Bool
+	log      *slog.Logger
+}
+
+// build wires every piece from validated settings.
+func build(cfg config, s settings, log *slog.Logger, reg *prometheus.Registry, now func() time.Time) (*gateway, error) {
+	m := metrics.New(reg, version)
+	g := &gateway{log: log}
+
+	pingoneHTTP := &http.Client{
+		Timeout:   cfg.PingOneTimeout,
+		Transport: newTransport(nil, cfg.PingOneTimeout, 16),
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+	client, err := mfa.New(mfa.Config{
+		AuthBase:     s.authBase,
+		EnvID:        cfg.PingOneEnvID,
+		ClientID:     cfg.PingOneClientID,
+		ClientSecret: mfa.Secret(cfg.PingOneClientSecret),
+		Scopes:       cfg.PingOneScopes,
+		ResponseType: cfg.PingOneResponseType,
+		Timeout:      cfg.PingOneTimeout,
+		HTTPClient:   pingoneHTTP,
+		Now:          now,
+		Logger:       log,
+		Limiter:      rate.NewLimiter(rate.Limit(cfg.PingOneRateLimit), int(2*cfg.PingOneRateLimit)+1),
+		Observe:      m.ObservePingOne,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pingone client: %w", err)
+	}
+	g.client = client
+
+	store, err := session.NewStore(session.Options{
+		Keys: s.cookieKeys, CookieName: s.cookieName, Secure: cfg.CookieSecure, Now: now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("session store: %w", err)
+	}
+
+	var ident identity.Source
+	switch cfg.Identity {
+	case "jwt":
+		g.idKeys = jwks.New(jwks.Options{URL: cfg.IdentityJWKSURL, Client: pingoneHTTP, Now: now})
+		ident, err = identity.NewJWT(identity.JWTOptions{
+			Header: cfg.IdentityJWTHeader, Issuer: cfg.IdentityIssuer, Audience: cfg.IdentityAudience,
+			Claim: cfg.IdentityClaim, Keyfunc: g.idKeys.Keyfunc, Now: now,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("identity: %w", err)
+		}
+	default:
+		ident = identity.NewHeader(cfg.IdentityHeader)
+	}
+
+	pages, err := challenge.NewPages(cfg.TemplatesDir)
+	if err != nil {
+		return nil, err
+	}
+	const maxKeys = 100_000
+	limiter := func(n int, per time.Duration) *ratelimit.Limiter {
+		l, b := ratelimit.Every(n, per)
+		return ratelimit.New(ratelimit.Options{Limit: l, Burst: b, MaxKeys: maxKeys, Now: now})
+	}
+	ruleFor := func(ret string) rules.Rule {
+		if i := strings.IndexByte(ret, '?'); i >= 0 {
+			ret = ret[:i]
+		}
+		p, err := reqpath.Parse(http.MethodGet, ret)
+		if err != nil {
+			return s.rules.Match(http.MethodGet, "/")
+		}
+		return s.rules.Match(http.MethodGet, p.Match)
+	}
+	chal, err := challenge.New(challenge.Config{
+		PingOne: client,
+		Store:   store,
+		RuleFor: ruleFor,
+		Limits: challenge.Limits{
+			StartPerUser: limiter(5, 10*time.Minute),
+			StartPerIP:   limiter(20, 10*time.Minute),
+			OTPPerUser:   limiter(10, 10*time.Minute),
+			PollPerFlow:  ratelimit.New(ratelimit.Options{Limit: 1, Burst: 3, MaxKeys: maxKeys, Now: now}),
+		},
+		AllowBypass: cfg.AllowMFABypass,
+		Pages:       pages,
+		Logger:      log,
+		Metrics:     m,
+		Now:         now,
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	var upstreamTLS *tls.Config
+	if cfg.UpstreamCAFile != "" {
+		pem, err := os.ReadFile(cfg.UpstreamCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("STEPGATE_UPSTREAM_CA_FILE: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, errors.New("STEPGATE_UPSTREAM_CA_FILE: no certificate found")
+		}
+		upstreamTLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	gw, err := proxy.New(proxy.Config{
+		Upstream:      s.upstream,
+		Transport:     newTransport(upstreamTLS, cfg.UpstreamTimeout, 512),
+		Rules:         s.rules,
+		ClientIP:      s.trusted,
+		Identity:      ident,
+		StepUps:       store,
+		Challenge:     chal,
+		IDTokenHeader: cfg.IDTokenHeader,
+		Logger:        log,
+		Metrics:       m,
+		Now:           now,
+		FlushInterval: -1,
+	})
+	if err != nil {
+		return nil, err
+	}
+	g.proxy = gw
+
+	admin := http.NewServeMux()
+	admin.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	admin.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	admin.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if reason := g.notReady(); reason != "" {
+			http.Error(w, "not ready: "+reason, http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	if cfg.Pprof {
+		admin.HandleFunc("GET /debug/pprof/", pprof.Index)
+		admin.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		admin.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		admin.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		admin.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
+	g.admin = admin
+	return g, nil
+}
+
+func (g *gateway) notReady() string {
+	switch {
+	case g.draining.Load():
+		return "shutting down"
+	case !g.client.Ready():
+		return "pingone signing keys not loaded"
+	case g.idKeys != nil && !g.idKeys.Ready():
+		return "identity provider keys not loaded"
+	}
+	return ""
+}
+
+// loadKeys fetches the signing keys until they load or ctx ends, backing off.
+func (g *gateway) loadKeys(ctx context.Context) {
+	delay := time.Second
+	for {
+		err := g.client.LoadKeys(ctx)
+		if err == nil && g.idKeys != nil {
+			err = g.idKeys.Refresh(ctx)
+		}
+		if err == nil {
+			g.log.Info("signing keys loaded")
+			return
+		}
+		g.log.Warn("signing keys not loaded yet", "error", err.Error(), "retry_in", delay.String())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 30*time.Second)
+	}
+}
+
+// newTransport is tuned for one busy upstream: Go's default keeps two idle
+// connections per host, which under load churns connections into TIME_WAIT.
+func newTransport(tlsConfig *tls.Config, responseTimeout time.Duration, idle int) *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       tlsConfig,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ResponseHeaderTimeout: responseTimeout,
+		ExpectContinueTimeout: time.Second,
+		MaxIdleConns:          idle * 2,
+		MaxIdleConnsPerHost:   idle,
+		IdleConnTimeout:       90 * time.Second,
+		ForceAttemptHTTP2:     tlsConfig != nil,
+	}
+}
+
+// listeners can be handed in by tests and demo mode; nil means listen on the
+// configured addresses.
+type listeners struct {
+	proxy, admin net.Listener
+}
+
+// serve runs the proxy and admin listeners until ctx ends, then drains and
+// shuts down gracefully (SPEC §10).
+func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *listeners) error {
+	level, _ := parseLevel(cfg.LogLevel)
+	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
+	g, err := build(cfg, s, log, prometheus.NewRegistry(), time.Now)
+	if err != nil {
+		return err
+	}
+	if ls == nil {
+		ls = &listeners{}
+	}
+	if ls.proxy == nil {
+		if ls.proxy, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return fmt.Errorf("STEPGATE_LISTEN: %w", err)
+		}
+	}
+	if ls.admin == nil {
+		if ls.admin, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+			ls.proxy.Close()
+			return fmt.Errorf("STEPGATE_ADMIN_LISTEN: %w", err)
+		}
+	}
+	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	proxySrv := &http.Server{
+		Handler:           g.proxy,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          errLog,
+	}
+	adminSrv := &http.Server{
+		Handler:           g.admin,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       time.Minute,
+		ErrorLog:          errLog,
+	}
+	keysCtx, stopKeys := context.WithCancel(context.Background())
+	defer stopKeys()
+	go g.loadKeys(keysCtx)
+
+	errc := make(chan error, 2)
+	go func() {
+		var err error
+		if cfg.TLSCertFile != "" {
+			err = proxySrv.ServeTLS(ls.proxy, cfg.TLSCertFile, cfg.TLSKeyFile)
+		} else {
+			err = proxySrv.Serve(ls.proxy)
+		}
+		errc <- err
+	}()
+	go func() { errc <- adminSrv.Serve(ls.admin) }()
+	log.Info("listening", "proxy_addr", ls.proxy.Addr().String(), "admin_addr", ls.admin.Addr().String(),
+		"upstream", s.upstream.Redacted(), "version", version)
+
+	select {
+	case err := <-errc:
+		proxySrv.Close()
+		adminSrv.Close()
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+
+	// Fail readiness first so the load balancer stops sending new traffic,
+	// keep serving while it notices, then finish in-flight requests.
+	g.draining.Store(true)
+	log.Info("shutting down: draining", "drain", cfg.ShutdownDrain.String())
+	time.Sleep(cfg.ShutdownDrain)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	proxyErr := proxySrv.Shutdown(sctx)
+	adminErr := adminSrv.Shutdown(sctx)
+	if err := errors.Join(proxyErr, adminErr); err != nil {
+		proxySrv.Close()
+		adminSrv.Close()
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("want debug, info, warn or error")
+	}
+	return l, nil
+}
