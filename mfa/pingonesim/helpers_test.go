@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -159,12 +160,10 @@ func str(m map[string]any, path ...string) string {
 	case string:
 		return v
 	case float64:
-		return strings.TrimSuffix(strings.TrimRight(strings.TrimRight(jsonNum(v), "0"), "."), ".")
+		return strconv.FormatFloat(v, 'f', -1, 64)
 	}
 	return ""
 }
-
-func jsonNum(v float64) string { b, _ := json.Marshal(v); return string(b) }
 
 func detail(r resp) map[string]any {
 	ds, _ := r.body["details"].([]any)
