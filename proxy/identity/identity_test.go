@@ -251,7 +251,9 @@ func TestJWTSource(t *testing.T) {
 		{name: "alg none is refused", header: bearer(unsigned), wantErr: ErrInvalidIdentity},
 		{name: "HS256 signed with the RSA public key PEM is refused", header: bearer(sign(t, jwt.SigningMethodHS256, "rsa", pubPEM, goodClaims())), wantErr: ErrInvalidIdentity},
 		{name: "HS256 is refused even by a keyfunc that would hand out the PEM",
-			opts:   func(o *JWTOptions) { o.Keyfunc = func(context.Context) jwt.Keyfunc { return func(*jwt.Token) (any, error) { return pubPEM, nil } } },
+			opts: func(o *JWTOptions) {
+				o.Keyfunc = func(context.Context) jwt.Keyfunc { return func(*jwt.Token) (any, error) { return pubPEM, nil } }
+			},
 			header: bearer(sign(t, jwt.SigningMethodHS256, "rsa", pubPEM, goodClaims())), wantErr: ErrInvalidIdentity},
 		{name: "an RSA signature claimed as ES256 is refused", header: bearer(swapAlg(t, rs(goodClaims()), "ES256")), wantErr: ErrInvalidIdentity},
 		{name: "a token signed by another key is refused", header: bearer(sign(t, jwt.SigningMethodRS256, "rsa", newKeys(t).rsa, goodClaims())), wantErr: ErrInvalidIdentity},
