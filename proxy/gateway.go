@@ -52,14 +52,17 @@ type Challenger interface {
 
 // Config wires a Gateway. Every field is required unless marked optional.
 type Config struct {
-	Upstream        *url.URL
-	Transport       http.RoundTripper
-	Rules           *rules.Set
-	ClientIP        *clientip.Resolver
-	Identity        identity.Source
-	StepUps         StepUps
-	Challenge       Challenger
-	IDTokenHeader   string // default X-Stepgate-Id-Token; "Authorization" sends "Bearer <token>"
+	Upstream      *url.URL
+	Transport     http.RoundTripper
+	Rules         *rules.Set
+	ClientIP      *clientip.Resolver
+	Identity      identity.Source
+	StepUps       StepUps
+	Challenge     Challenger
+	IDTokenHeader string // default X-Stepgate-Id-Token; "Authorization" sends "Bearer <token>"
+	// IdentityHeader, with header identity, is removed in every spelling
+	// from requests whose peer is not a trusted proxy.
+	IdentityHeader  string
 	Logger          *slog.Logger
 	Metrics         *metrics.Metrics
 	Now             func() time.Time
@@ -174,7 +177,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 	// 3. Resolve the client address once, for logs, limits and pi.remoteIp.
 	client, trusted := g.cfg.ClientIP.Resolve(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
 	if !trusted {
-		stripForwarded(r.Header)
+		stripForwarded(r.Header, g.cfg.IdentityHeader)
 	}
 
 	// 4. stepgate's own endpoints are never proxied.

@@ -37,10 +37,15 @@ var forwardedHeaders = []string{
 	"X-Real-Ip", "X-Client-Ip", "True-Client-Ip", "Cf-Connecting-Ip",
 }
 
-// stripForwarded removes forwarding headers sent by an untrusted peer, in
-// every spelling, so they cannot change what the upstream believes.
-func stripForwarded(h http.Header) {
+// stripForwarded removes forwarding headers sent by an untrusted peer, and
+// the identity header if one is configured, in every spelling, so they
+// cannot change what the upstream believes.
+func stripForwarded(h http.Header, identityHeader string) {
 	for name := range h {
+		if identityHeader != "" && foldedEqual(name, identityHeader) {
+			delete(h, name)
+			continue
+		}
 		for _, f := range forwardedHeaders {
 			if foldedEqual(name, f) {
 				delete(h, name)

@@ -78,7 +78,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return nil
 	}
-	return serve(ctx, cfg, s, stdout, nil)
+	return serve(ctx, cfg, s, stdout, nil, time.Now)
 }
 
 // gateway is a built, not yet serving, stepgate.
@@ -204,6 +204,12 @@ func build(cfg config, s settings, log *slog.Logger, reg *prometheus.Registry, n
 		StepUps:       store,
 		Challenge:     chal,
 		IDTokenHeader: cfg.IDTokenHeader,
+		IdentityHeader: func() string {
+			if cfg.Identity == "header" {
+				return cfg.IdentityHeader
+			}
+			return ""
+		}(),
 		Logger:        log,
 		Metrics:       m,
 		Now:           now,
@@ -296,10 +302,10 @@ type listeners struct {
 
 // serve runs the proxy and admin listeners until ctx ends, then drains and
 // shuts down gracefully (SPEC §10).
-func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *listeners) error {
+func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *listeners, now func() time.Time) error {
 	level, _ := parseLevel(cfg.LogLevel)
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
-	g, err := build(cfg, s, log, prometheus.NewRegistry(), time.Now)
+	g, err := build(cfg, s, log, prometheus.NewRegistry(), now)
 	if err != nil {
 		return err
 	}

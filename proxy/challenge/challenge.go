@@ -248,8 +248,12 @@ func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 		h.pingOneError(w, r, c, &f, err)
 		return
 	}
-	if flow.Status == mfa.StatusCompleted {
+	switch flow.Status {
+	case mfa.StatusCompleted:
 		h.complete(w, r, c, &f, flow)
+		return
+	case mfa.StatusFailed:
+		h.failed(w, r, c, &f, "flow_failed")
 		return
 	}
 	if err := h.cfg.Store.SaveFlow(w, f); err != nil {

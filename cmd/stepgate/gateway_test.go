@@ -1,0 +1,607 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/stepgate/stepgate/mfa/jwks"
+)
+
+func TestAllowPathIsProxiedUntouched(t *testing.T) {
+	s := newStack(t)
+	b := s.browser("alice")
+	req, _ := http.NewRequest(http.MethodGet, s.Proxy+"/public/page%41?q=1&r=%2F", nil)
+	req.Header.Set("X-App-Header", "kept")
+	req.AddCookie(&http.Cookie{Name: "app_session", Value: "abc"})
+	r := b.do(req)
+	if r.StatusCode != http.StatusOK {
+		t.Fatalf("got %d, want 200: %s", r.StatusCode, r.Body)
+	}
+	got := s.LastRequest()
+	if got.RequestURI != "/public/page%41?q=1&r=%2F" {
+		t.Errorf("upstream request URI = %q, want the bytes the client sent", got.RequestURI)
+	}
+	if got.Header.Get("X-App-Header") != "kept" || got.Header.Get("Cookie") != "app_session=abc" {
+		t.Errorf("application headers changed: %v", got.Header)
+	}
+	for name := range got.Header {
+		if strings.HasPrefix(strings.ToLower(name), "x-stepgate-") {
+			t.Errorf("upstream got %s without a step-up", name)
+		}
+	}
+}
+
+func TestMFAPathAnswersByClientKind(t *testing.T) {
+	s := newStack(t)
+	tests := []struct {
+		name, method, path string
+		header             map[string]string
+		wantStatus         int
+		wantLocation       string
+	}{
+		{"a browser navigation is redirected to the challenge", "GET", "/admin/users?page=2",
+			map[string]string{"Accept": "text/html"}, 302, "/.stepgate/challenge?return=%2Fadmin%2Fusers%3Fpage%3D2"},
+		{"a browser form post is sent to the challenge with 303", "POST", "/forms/save",
+			map[string]string{"Accept": "text/html", "Content-Type": "application/x-www-form-urlencoded", "Sec-Fetch-Mode": "navigate"},
+			303, "/.stepgate/challenge?return=%2Fforms%2Fsave"},
+		{"an API call gets 401", "GET", "/api/v1/items",
+			map[string]string{"Accept": "application/json"}, 401, ""},
+		{"an XHR from a page gets 401", "GET", "/admin/data",
+			map[string]string{"Accept": "text/html", "X-Requested-With": "XMLHttpRequest"}, 401, ""},
+		{"a fetch() (Sec-Fetch-Mode cors) gets 401", "GET", "/admin/data",
+			map[string]string{"Accept": "*/*, text/html", "Sec-Fetch-Mode": "cors"}, 401, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := s.browser("alice")
+			req, _ := http.NewRequest(tt.method, s.Proxy+tt.path, strings.NewReader("secret=body"))
+			for k, v := range tt.header {
+				req.Header.Set(k, v)
+			}
+			r := b.do(req)
+			if r.StatusCode != tt.wantStatus {
+				t.Fatalf("got %d, want %d: %s", r.StatusCode, tt.wantStatus, r.Body)
+			}
+			if tt.wantLocation != "" && r.Header.Get("Location") != tt.wantLocation {
+				t.Errorf("Location = %q, want %q", r.Header.Get("Location"), tt.wantLocation)
+			}
+			if tt.wantStatus == 401 {
+				wa := r.Header.Get("WWW-Authenticate")
+				for _, want := range []string{`Bearer error="insufficient_user_authentication"`, `acr_values="MFA-Only"`} {
+					if !strings.Contains(wa, want) {
+						t.Errorf("WWW-Authenticate %q lacks %q", wa, want)
+					}
+				}
+				if !strings.Contains(r.Body, `"error":"step_up_required"`) || !strings.Contains(r.Body, `"challenge_url"`) {
+					t.Errorf("body %s lacks the step_up_required error", r.Body)
+				}
+			}
+		})
+	}
+	if n := len(s.Requests()); n != 0 {
+		t.Errorf("upstream received %d requests for paths without a step-up", n)
+	}
+	// max_age from the rule reaches the API challenge.
+	b := s.browser("alice")
+	req, _ := http.NewRequest("GET", s.Proxy+"/admin/x", nil)
+	req.Header.Set("Accept", "application/json")
+	if wa := b.do(req).Header.Get("WWW-Authenticate"); !strings.Contains(wa, "max_age=900") {
+		t.Errorf("WWW-Authenticate %q lacks max_age=900", wa)
+	}
+}
+
+func TestStepUpByOTPForwardsVerifiedHeaders(t *testing.T) {
+	s := newStack(t)
+	b := s.stepUpAlice("/admin/panel?tab=1")
+	r := b.get("/admin/panel?tab=1")
+	if r.StatusCode != http.StatusOK {
+		t.Fatalf("after step-up got %d: %s", r.StatusCode, r.Body)
+	}
+	h := s.LastRequest().Header
+	tok := h.Get("X-Stepgate-Id-Token")
+	claims := verifyWithSimJWKS(t, s, tok)
+	if got := h.Get("X-Stepgate-Subject"); got == "" || got != claims["sub"] {
+		t.Errorf("X-Stepgate-Subject = %q, want the token's sub %v", got, claims["sub"])
+	}
+	if got := h.Get("X-Stepgate-User"); got != "alice" {
+		t.Errorf("X-Stepgate-User = %q, want alice", got)
+	}
+	if got := h.Get("X-Stepgate-Acr"); got != "MFA-Only" {
+		t.Errorf("X-Stepgate-Acr = %q, want MFA-Only", got)
+	}
+	if got := h.Get("X-Stepgate-Amr"); !strings.Contains(got, "otp") {
+		t.Errorf("X-Stepgate-Amr = %q, want otp in it", got)
+	}
+	if got, want := h.Get("X-Stepgate-Auth-Time"), s.Clock.Now().Unix(); got != itoa(want) {
+		t.Errorf("X-Stepgate-Auth-Time = %q, want %d", got, want)
+	}
+	if c := h.Get("Cookie"); strings.Contains(c, "stepgate") {
+		t.Errorf("stepgate cookies reached the upstream: %q", c)
+	}
+	if ev := s.Logs.Events("mfa.completed"); len(ev) != 1 || ev[0]["user"] != "alice" {
+		t.Errorf("mfa.completed audit events = %v", ev)
+	}
+	// pi.remoteIp carried the resolved client address.
+	started := s.Logs.Events("mfa.started")
+	if len(started) != 1 {
+		t.Fatalf("mfa.started events = %v", started)
+	}
+	info, ok := s.Sim.Flow(started[0]["flow_id"].(string))
+	if !ok || info.RemoteIP != "127.0.0.1" {
+		t.Errorf("simulator recorded remote IP %q (found %v), want 127.0.0.1", info.RemoteIP, ok)
+	}
+}
+
+func TestStepUpByPush(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		outcome string
+		want    string
+	}{
+		{"approved push completes", "approve", "completed"},
+		{"denied push fails", "deny", "failed"},
+		{"timed-out push offers a retry", "timeout", "push_timeout"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStack(t)
+			b := s.browser("bob")
+			b.get("/.stepgate/challenge?return=/admin/")
+			r := b.follow(b.post("action", "start"))
+			if !strings.Contains(r.Body, `data-state="push"`) {
+				t.Fatalf("not on the push page: %s", r.Body)
+			}
+			flowID := s.Logs.Events("mfa.started")[0]["flow_id"].(string)
+			if err := s.Sim.Push(flowID, pingonePush(tt.outcome)); err != nil {
+				t.Fatal(err)
+			}
+			status := statusJSON(t, b)
+			switch tt.want {
+			case "completed":
+				if status["status"] != "COMPLETED" || status["next"] != "/admin/" {
+					t.Fatalf("status = %v", status)
+				}
+				if r := b.get("/admin/"); r.StatusCode != 200 {
+					t.Errorf("after approval got %d", r.StatusCode)
+				}
+			case "failed":
+				if status["next"] != "/.stepgate/challenge" {
+					t.Fatalf("status = %v", status)
+				}
+				if r := b.get("/.stepgate/challenge"); r.StatusCode != http.StatusForbidden || !strings.Contains(r.Body, "role=\"alert\"") {
+					t.Errorf("denied push page: %d %s", r.StatusCode, r.Body)
+				}
+			case "push_timeout":
+				r := b.get("/.stepgate/challenge")
+				if !strings.Contains(r.Body, `data-state="push_timeout"`) {
+					t.Fatalf("not on timed-out page: %s", r.Body)
+				}
+				r = b.follow(b.post("action", "resend"))
+				if !strings.Contains(r.Body, `data-state="push"`) {
+					t.Fatalf("retry did not send a new push: %s", r.Body)
+				}
+				if err := s.Sim.Push(flowID, pingonePush("approve")); err != nil {
+					t.Fatal(err)
+				}
+				if st := statusJSON(t, b); st["status"] != "COMPLETED" {
+					t.Errorf("after retry and approval status = %v", st)
+				}
+			}
+		})
+	}
+}
+
+func TestStepUpAfterSwitchingDevice(t *testing.T) {
+	s := newStack(t)
+	b := s.browser("alice")
+	b.get("/.stepgate/challenge?return=/admin/")
+	ids := deviceIDs(b.follow(b.post("action", "start")).Body)
+	if len(ids) != 2 {
+		t.Fatalf("alice should be offered 2 devices, got %v", ids)
+	}
+	b.follow(b.post("action", "select", "device", ids[0]))
+	r := b.follow(b.post("action", "switch"))
+	if !strings.Contains(r.Body, `data-state="devices"`) {
+		t.Fatalf("switch did not list devices: %s", r.Body)
+	}
+	r = b.follow(b.post("action", "select", "device", ids[1]))
+	if !strings.Contains(r.Body, "a****@example.com") && !strings.Contains(r.Body, "@") {
+		t.Errorf("OTP page does not name the e-mail target: %s", r.Body)
+	}
+	msg := s.Sim.Inbox("alice")[0]
+	if msg.Type != "EMAIL" {
+		t.Fatalf("newest message is %s, want EMAIL", msg.Type)
+	}
+	if r := b.post("action", "otp", "otp", msg.OTP); r.StatusCode != 303 || r.Header.Get("Location") != "/admin/" {
+		t.Fatalf("OTP by e-mail: %d %q", r.StatusCode, r.Header.Get("Location"))
+	}
+}
+
+func TestWrongOTPThenRightOTP(t *testing.T) {
+	s := newStack(t)
+	b := s.browser("alice")
+	b.get("/.stepgate/challenge?return=/admin/")
+	ids := deviceIDs(b.follow(b.post("action", "start")).Body)
+	b.follow(b.post("action", "select", "device", ids[0]))
+	r := b.post("action", "otp", "otp", wrongCode(s.latestOTP("alice")))
+	if r.StatusCode != http.StatusUnauthorized || !strings.Contains(r.Body, "Attempts left: 2") {
+		t.Fatalf("wrong code: %d %s", r.StatusCode, r.Body)
+	}
+	if ev := s.Logs.Events("mfa.otp_failed"); len(ev) != 1 {
+		t.Errorf("mfa.otp_failed events = %d, want 1", len(ev))
+	}
+	if r := b.post("action", "otp", "otp", s.latestOTP("alice")); r.StatusCode != 303 {
+		t.Fatalf("right code after a wrong one: %d %s", r.StatusCode, r.Body)
+	}
+}
+
+func TestFreshnessWindowExpires(t *testing.T) {
+	s := newStack(t)
+	b := s.stepUpAlice("/admin/")
+	if r := b.get("/admin/"); r.StatusCode != 200 {
+		t.Fatalf("fresh step-up: %d", r.StatusCode)
+	}
+	s.Clock.Advance(14 * time.Minute)
+	if r := b.get("/admin/"); r.StatusCode != 200 {
+		t.Fatalf("14 min later (max_age 15m): %d", r.StatusCode)
+	}
+	s.Clock.Advance(2 * time.Minute)
+	if r := b.get("/admin/"); r.StatusCode != http.StatusFound {
+		t.Fatalf("16 min later: got %d, want 302 to a new challenge", r.StatusCode)
+	}
+	// /api/ uses the default max_age (1h): still fresh.
+	req, _ := http.NewRequest("GET", s.Proxy+"/api/x", nil)
+	req.Header.Set("Accept", "application/json")
+	if r := b.do(req); r.StatusCode != 200 {
+		t.Errorf("/api/ with default max_age 1h after 16 min: %d", r.StatusCode)
+	}
+}
+
+func TestStepUpIsBoundToTheUpstreamUser(t *testing.T) {
+	s := newStack(t)
+	b := s.stepUpAlice("/admin/")
+	b.user = "bob" // same browser cookies, another identity from the IdP
+	if r := b.get("/admin/"); r.StatusCode != http.StatusFound {
+		t.Fatalf("bob with alice's step-up: got %d, want 302", r.StatusCode)
+	}
+	b.user = "alice"
+	if r := b.get("/admin/"); r.StatusCode != 200 {
+		t.Fatalf("alice again: %d", r.StatusCode)
+	}
+}
+
+func TestBadStepUpCookiesMeanChallenge(t *testing.T) {
+	s := newStack(t)
+	b := s.stepUpAlice("/admin/")
+	u, _ := url.Parse(s.Proxy)
+	var value string
+	for _, c := range b.Client.Jar.Cookies(u) {
+		if c.Name == "stepgate" {
+			value = c.Value
+		}
+	}
+	if value == "" {
+		t.Fatal("no step-up cookie")
+	}
+	flip := []byte(value)
+	flip[len(flip)/2] ^= 0x01
+	if flip[len(flip)/2] == '.' || flip[len(flip)/2] == ' ' {
+		flip[len(flip)/2] = 'A'
+	}
+	oldKeyStack := newStack(t, withSim(s), withEnv("STEPGATE_COOKIE_KEYS", testKey2))
+	for _, tt := range []struct {
+		name, value, base string
+	}{
+		{"a tampered cookie", string(flip), s.Proxy},
+		{"a truncated cookie", value[:len(value)-10], s.Proxy},
+		{"an oversized cookie", value + strings.Repeat("A", 4096), s.Proxy},
+		{"an empty cookie", "", s.Proxy},
+		{"a cookie sealed by a key the gateway no longer has", value, oldKeyStack.Proxy},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", tt.base+"/admin/", nil)
+			req.Header.Set("X-Forwarded-User", "alice")
+			req.Header.Set("Accept", "text/html")
+			req.Header.Set("Cookie", "stepgate="+tt.value)
+			resp, err := http.DefaultTransport.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusFound {
+				t.Fatalf("got %d, want 302 (challenge)", resp.StatusCode)
+			}
+		})
+	}
+}
+
+func TestKeyRotationKeepsUsersSteppedUp(t *testing.T) {
+	s := newStack(t)
+	b := s.stepUpAlice("/admin/")
+	rotated := newStack(t, withSim(s), withEnv("STEPGATE_COOKIE_KEYS", testKey2+","+testKey))
+	b.base = rotated.Proxy
+	if r := b.get("/admin/"); r.StatusCode != 200 {
+		t.Fatalf("cookie sealed by the old first key, opened after rotation: %d", r.StatusCode)
+	}
+	// A new step-up on the rotated gateway is sealed with the new key, so a
+	// gateway that has only the new key accepts it.
+	b2 := rotated.stepUpAlice("/admin/")
+	onlyNew := newStack(t, withSim(s), withEnv("STEPGATE_COOKIE_KEYS", testKey2))
+	b2.base = onlyNew.Proxy
+	if r := b2.get("/admin/"); r.StatusCode != 200 {
+		t.Fatalf("cookie sealed by the new key on a new-key-only gateway: %d", r.StatusCode)
+	}
+}
+
+func TestFlowStartedOnOneGatewayFinishesOnAnother(t *testing.T) {
+	a := newStack(t)
+	b2 := newStack(t, withSim(a))
+	br := a.browser("alice")
+	br.get("/.stepgate/challenge?return=/admin/")
+	ids := deviceIDs(br.follow(br.post("action", "start")).Body)
+	br.base = b2.Proxy // the next request lands on the other replica
+	r := br.follow(br.post("action", "select", "device", ids[0]))
+	if !strings.Contains(r.Body, `data-state="otp"`) {
+		t.Fatalf("other replica did not continue the flow: %s", r.Body)
+	}
+	br.base = a.Proxy
+	if r := br.post("action", "otp", "otp", a.latestOTP("alice")); r.StatusCode != 303 {
+		t.Fatalf("OTP on the first replica: %d %s", r.StatusCode, r.Body)
+	}
+	br.base = b2.Proxy
+	if r := br.get("/admin/"); r.StatusCode != 200 {
+		t.Fatalf("protected page on the second replica: %d", r.StatusCode)
+	}
+}
+
+func TestSpoofedStepgateHeadersNeverReachUpstream(t *testing.T) {
+	s := newStack(t)
+	spoofs := []string{
+		"X-Stepgate-Id-Token", "x-stepgate-id-token", "X_Stepgate_Id_Token", "X.Stepgate.Id.Token",
+		"X-Stepgate-User", "X_STEPGATE_USER", "x-stepgate_subject", "X-Stepgate-Auth.Time",
+		"X-Stepgate-Acr", "X-Stepgate-Amr", "X-Stepgate-Anything",
+	}
+	check := func(t *testing.T, b *browser, path string, wantUser string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", s.Proxy+path, nil)
+		for _, name := range spoofs {
+			req.Header[name] = []string{"mallory"}
+		}
+		req.Header.Add("Connection", "X-Stepgate-Id-Token, X-Stepgate-User")
+		if r := b.do(req); r.StatusCode != 200 {
+			t.Fatalf("GET %s: %d", path, r.StatusCode)
+		}
+		h := s.LastRequest().Header
+		for name, v := range h {
+			n := strings.NewReplacer("_", "-", ".", "-").Replace(strings.ToLower(name))
+			if strings.HasPrefix(n, "x-stepgate-") && strings.Contains(strings.Join(v, ","), "mallory") {
+				t.Errorf("spoofed %s: %v reached the upstream", name, v)
+			}
+		}
+		if got := h.Get("X-Stepgate-User"); got != wantUser {
+			t.Errorf("X-Stepgate-User = %q, want %q", got, wantUser)
+		}
+	}
+	t.Run("on an allow path without a step-up", func(t *testing.T) {
+		check(t, s.browser("alice"), "/public", "")
+	})
+	t.Run("on an mfa path with a step-up", func(t *testing.T) {
+		check(t, s.stepUpAlice("/admin/"), "/admin/", "alice")
+	})
+}
+
+func TestIdentityFromUntrustedPeerIsIgnored(t *testing.T) {
+	s := newStack(t, withEnv("STEPGATE_TRUSTED_PROXIES", "10.9.9.9/32"))
+	b := s.browser("alice")
+	req, _ := http.NewRequest("GET", s.Proxy+"/admin/", nil)
+	req.Header.Set("X-Forwarded-For", "10.9.9.9")
+	if r := b.do(req); r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("mfa path with an identity from an untrusted peer: %d, want 401", r.StatusCode)
+	}
+	if ev := s.Logs.Events("identity.rejected"); len(ev) != 1 {
+		t.Errorf("identity.rejected events = %d, want 1", len(ev))
+	}
+	b.get("/public")
+	h := s.LastRequest().Header
+	if h.Get("X-Forwarded-User") != "" {
+		t.Errorf("upstream received X-Forwarded-User %q from an untrusted peer", h.Get("X-Forwarded-User"))
+	}
+	if xff := h.Get("X-Forwarded-For"); xff != "127.0.0.1" {
+		t.Errorf("X-Forwarded-For = %q, want only the peer", xff)
+	}
+}
+
+func TestRefusedPathFormsAnswer400(t *testing.T) {
+	s := newStack(t)
+	for _, target := range []string{
+		"/admin/..", "/admin/%2e%2e/x", "/public/%2e/admin/", "/public/../admin/", "/admin%2fx", "/admin%2Fx",
+		"/admin%5cx", "/admin\\x", "/admin;x=1", "/admin%3bx", "/public/%23/admin", "/public%3f",
+		"/public%25", "/public%00", "/public%0a", "//admin/", "/admin//x", "/bad%zz", "/bad%4",
+		"http://evil.example/admin/", "*",
+	} {
+		t.Run(target, func(t *testing.T) {
+			status := rawRequest(t, s.Proxy, "GET "+target+" HTTP/1.1\r\nHost: x\r\nX-Forwarded-User: alice\r\n\r\n")
+			if status != 400 {
+				t.Errorf("GET %s: got %d, want 400", target, status)
+			}
+		})
+	}
+	if n := len(s.Requests()); n != 0 {
+		t.Errorf("upstream received %d refused requests", n)
+	}
+	// net/http answers OPTIONS * itself; it never reaches a rule or the upstream.
+	if status := rawRequest(t, s.Proxy, "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"); status != 200 {
+		t.Errorf("OPTIONS *: %d, want 200", status)
+	}
+	if n := len(s.Requests()); n != 0 {
+		t.Errorf("upstream received OPTIONS *")
+	}
+}
+
+func TestReturnPathsStayOnThisOrigin(t *testing.T) {
+	s := newStack(t)
+	for _, ret := range []string{"//evil.example", "/\\evil.example", "/%09/evil.example", "https:evil.example",
+		"https://good@evil.example", "%2F%2Fevil.example", "/%2F/evil.example", "/%5Cevil.example", "\x01/x",
+		"/" + strings.Repeat("a", 3000)} {
+		t.Run(ret[:min(len(ret), 24)], func(t *testing.T) {
+			s.Clock.Advance(2 * time.Minute) // stay under the flow-start limit (5 per 10 min)
+			b := s.browser("alice")
+			b.get("/.stepgate/challenge?return=" + url.QueryEscape(ret))
+			ids := deviceIDs(b.follow(b.post("action", "start")).Body)
+			b.follow(b.post("action", "select", "device", ids[0]))
+			r := b.post("action", "otp", "otp", s.latestOTP("alice"))
+			if r.StatusCode != 303 || r.Header.Get("Location") != "/" {
+				t.Fatalf("return %q ended at %d %q, want 303 /", ret, r.StatusCode, r.Header.Get("Location"))
+			}
+		})
+	}
+}
+
+func TestBypassIsRefused(t *testing.T) {
+	s := newStack(t)
+	b := s.browser("dave")
+	b.get("/.stepgate/challenge?return=/admin/")
+	r := b.post("action", "start")
+	if r.StatusCode != http.StatusForbidden || !strings.Contains(r.Body, "No MFA method is available") {
+		t.Fatalf("dave (bypass): %d %s", r.StatusCode, r.Body)
+	}
+	if r := b.get("/admin/"); r.StatusCode != http.StatusFound {
+		t.Errorf("dave reached /admin/ after a bypass: %d", r.StatusCode)
+	}
+}
+
+func TestFlowStartsOnlyOnCSRFCheckedPost(t *testing.T) {
+	s := newStack(t)
+	b := s.browser("alice")
+	b.get("/.stepgate/challenge?return=/admin/")
+	good := b.csrf
+	for _, tt := range []struct {
+		name   string
+		mutate func(*http.Request)
+	}{
+		{"missing token", func(r *http.Request) { r.Body = nil; r.ContentLength = 0 }},
+		{"wrong token", func(r *http.Request) { setForm(r, "csrf", strings.Repeat("A", len(good))) }},
+		{"cross-site Origin", func(r *http.Request) { r.Header.Set("Origin", "https://evil.example") }},
+		{"Sec-Fetch-Site cross-site", func(r *http.Request) { r.Header.Set("Sec-Fetch-Site", "cross-site") }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest("POST", s.Proxy+"/.stepgate/challenge", nil)
+			setForm(req, "csrf", good)
+			req.Header.Set("Origin", s.Proxy)
+			tt.mutate(req)
+			if r := b.do(req); r.StatusCode != http.StatusForbidden {
+				t.Fatalf("got %d, want 403", r.StatusCode)
+			}
+		})
+	}
+	// A GET never starts a flow, whatever it carries.
+	b.get("/.stepgate/challenge?action=start&csrf=" + good)
+	if n := len(s.Logs.Events("mfa.started")); n != 0 {
+		t.Fatalf("%d flows started without a valid POST", n)
+	}
+	if n := len(s.Sim.Inbox("alice")); n != 0 {
+		t.Fatalf("%d messages sent without a valid POST", n)
+	}
+}
+
+func TestLogoutClearsStepUp(t *testing.T) {
+	s := newStack(t)
+	b := s.stepUpAlice("/admin/")
+	r := b.postForm("/.stepgate/logout", url.Values{})
+	if r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("logout: %d", r.StatusCode)
+	}
+	if r := b.get("/admin/"); r.StatusCode != http.StatusFound {
+		t.Fatalf("after logout: %d, want 302", r.StatusCode)
+	}
+}
+
+func TestNoIdentityOnMFAPathIs401(t *testing.T) {
+	s := newStack(t)
+	b := s.browser("")
+	if r := b.get("/admin/"); r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("got %d, want 401", r.StatusCode)
+	}
+	if r := b.get("/public"); r.StatusCode != 200 {
+		t.Fatalf("allow path without identity: %d", r.StatusCode)
+	}
+	if r := b.get("/blocked"); r.StatusCode != http.StatusForbidden {
+		t.Fatalf("deny path: %d", r.StatusCode)
+	}
+}
+
+// helpers
+
+func verifyWithSimJWKS(t *testing.T, s *stack, tok string) jwt.MapClaims {
+	t.Helper()
+	if tok == "" {
+		t.Fatal("no ID token forwarded")
+	}
+	env := s.Env["STEPGATE_PINGONE_ENV_ID"]
+	keys := jwks.New(jwks.Options{URL: s.SimURL + "/" + env + "/as/jwks", Client: http.DefaultClient, Now: s.Clock.Now})
+	claims := jwt.MapClaims{}
+	_, err := jwt.NewParser(jwt.WithValidMethods([]string{"RS256"}), jwt.WithTimeFunc(s.Clock.Now),
+		jwt.WithIssuer(s.SimURL+"/"+env+"/as"), jwt.WithAudience(s.Env["STEPGATE_PINGONE_CLIENT_ID"])).
+		ParseWithClaims(tok, claims, keys.Keyfunc(context.Background()))
+	if err != nil {
+		t.Fatalf("forwarded ID token does not verify against the simulator's JWKS: %v", err)
+	}
+	return claims
+}
+
+func statusJSON(t *testing.T, b *browser) map[string]any {
+	t.Helper()
+	req, _ := http.NewRequest("GET", b.base+"/.stepgate/challenge/status", nil)
+	req.Header.Set("Accept", "application/json")
+	r := b.do(req)
+	var m map[string]any
+	if err := jsonUnmarshal(r.Body, &m); err != nil {
+		t.Fatalf("status: %d %s", r.StatusCode, r.Body)
+	}
+	return m
+}
+
+func rawRequest(t *testing.T, base, raw string) int {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write([]byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func setForm(r *http.Request, k, v string) {
+	body := url.Values{k: {v}}.Encode()
+	r.Body = http.NoBody
+	r.Body = nopCloser{strings.NewReader(body)}
+	r.ContentLength = int64(len(body))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+}
+
+type nopCloser struct{ *strings.Reader }
+
+func (nopCloser) Close() error { return nil }
+
+func wrongCode(c string) string {
+	if c == "000000" {
+		return "111111"
+	}
+	return "000000"
+}
