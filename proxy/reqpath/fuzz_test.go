@@ -85,5 +85,23 @@ func FuzzParsePath(f *testing.F) {
 				t.Fatalf("%q (case-insensitive) matched %s, want mfa", p.Match, got)
 			}
 		}
+		// What Win32 would open: trailing dots and spaces stripped per
+		// segment, case folded. Whatever CheckWindows lets through must
+		// reach the /admin/ rule if Windows would serve it from /admin.
+		if reqpath.CheckWindows(p.Match) == nil {
+			if w := winName(p.Match); w == "/admin" || strings.HasPrefix(w, "/admin/") {
+				if got := folded.Match(method, p.Match).Action; got != rules.MFA {
+					t.Fatalf("%q (Windows %q) matched %s, want mfa", p.Match, w, got)
+				}
+			}
+		}
 	})
+}
+
+func winName(p string) string {
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		segs[i] = strings.ToLower(strings.TrimRight(s, ". "))
+	}
+	return strings.Join(segs, "/")
 }

@@ -254,3 +254,45 @@ func pchar(c byte) bool {
 	}
 	return false
 }
+
+var (
+	errWinTrailing  = &Error{"segment ends in a dot or space (Windows strips it)"}
+	errWinColon     = &Error{"colon in path (NTFS stream or drive)"}
+	errWinShortName = &Error{"8.3 short-name form (~digit)"}
+	errWinWildcard  = &Error{"Windows wildcard or reserved character"}
+)
+
+// CheckWindows refuses a Match (from Parse) that a Windows upstream (IIS,
+// anything on NTFS) could map onto a different file than its spelling
+// suggests, which would let it skip a rule: a segment ending in '.' or ' '
+// ("/admin./x" is "/admin/x" to Win32), a ':' ("/admin::$DATA"), an 8.3
+// short name ("/ADMINI~1/" for "/administrator/"), or one of * " < > | that
+// Win32 treats as wildcards. The gateway calls it when case-insensitive
+// (IIS-style) matching is on; rules fold case, this refuses the rest. It
+// does not allocate.
+func CheckWindows(match string) error {
+	if match == "*" {
+		return nil
+	}
+	for i := 0; i < len(match); i++ {
+		c := match[i]
+		switch c {
+		case '/':
+			if i > 0 && (match[i-1] == '.' || match[i-1] == ' ') {
+				return errWinTrailing
+			}
+		case ':':
+			return errWinColon
+		case '~':
+			if i+1 < len(match) && '0' <= match[i+1] && match[i+1] <= '9' {
+				return errWinShortName
+			}
+		case '*', '"', '<', '>', '|':
+			return errWinWildcard
+		}
+	}
+	if n := len(match); n > 1 && (match[n-1] == '.' || match[n-1] == ' ') {
+		return errWinTrailing
+	}
+	return nil
+}

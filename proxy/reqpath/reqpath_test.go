@@ -175,3 +175,43 @@ func BenchmarkParse(b *testing.B) {
 		})
 	}
 }
+
+func TestCheckWindows(t *testing.T) {
+	tests := []struct {
+		name, target string
+		want         *Error
+	}{
+		{"a plain path is fine", "/admin/users/x.aspx", nil},
+		{"a tilde without a digit is fine", "/~alice/x", nil},
+		{"the root is fine", "/", nil},
+		{"a trailing slash is fine", "/admin/", nil},
+		{"a trailing dot on a segment is stripped by Win32", "/admin./x", errWinTrailing},
+		{"an encoded trailing dot is refused", "/admin%2E/x", errWinTrailing},
+		{"a trailing dot on the last segment is refused", "/admin/secret.aspx.", errWinTrailing},
+		{"three dots are refused", "/.../x", errWinTrailing},
+		{"an encoded trailing space is stripped by Win32", "/admin%20/x", errWinTrailing},
+		{"an NTFS alternate data stream is refused", "/admin/web.config::$DATA", errWinColon},
+		{"an 8.3 short name is refused", "/ADMINI~1/x", errWinShortName},
+		{"an encoded wildcard is refused", "/admin/%3C%3E", errWinWildcard},
+		{"a raw asterisk is refused", "/adm*", errWinWildcard},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := Parse("GET", tt.target)
+			if err != nil {
+				t.Fatalf("Parse(%q): %v", tt.target, err)
+			}
+			err = CheckWindows(p.Match)
+			if tt.want == nil {
+				if err != nil {
+					t.Errorf("CheckWindows(%q) = %v, want nil", p.Match, err)
+				}
+				return
+			}
+			var e *Error
+			if !errors.As(err, &e) || e != tt.want || !errors.Is(err, ErrBadPath) {
+				t.Errorf("CheckWindows(%q) = %v, want %v", p.Match, err, tt.want)
+			}
+		})
+	}
+}
