@@ -1,6 +1,8 @@
 package pingonesim
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -8,11 +10,22 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 )
+
+// testKey is one RSA key shared by every test server: key generation under
+// -race dominates the suite's run time otherwise.
+var testKey = sync.OnceValue(func() *rsa.PrivateKey {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(err)
+	}
+	return k
+})
 
 var t0 = time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
 
@@ -31,7 +44,7 @@ func newHarness(t *testing.T, mutate func(*Tenant)) *harness {
 		mutate(&ten)
 	}
 	c := NewClock(t0)
-	sim := New(Options{Tenant: ten, Clock: c})
+	sim := New(Options{Tenant: ten, Clock: c, SigningKey: testKey()})
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
 	return &harness{t: t, sim: sim, srv: srv, clock: c}
@@ -187,4 +200,10 @@ func (h *harness) parseIDToken(raw string) jwt.MapClaims {
 		h.t.Fatalf("id token: %v", err)
 	}
 	return c
+}
+
+func httptestServer(t *testing.T, h http.Handler) string {
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
 }

@@ -59,6 +59,11 @@ type Options struct {
 	AccessTokenTTL time.Duration // default 1h
 	CodeTTL        time.Duration // authorization code lifetime, default 60s
 	FlowIdle       time.Duration // sliding idle expiry of a flow, default 15m
+
+	// SigningKey, when set, is the first RSA signing key instead of a freshly
+	// generated one. Generating 2048-bit keys costs 50 ms–1 s (more under
+	// -race), so test suites that build many servers can share one key.
+	SigningKey *rsa.PrivateKey
 }
 
 // Tenant is one PingOne environment: its applications, sign-on policies and users.
@@ -192,7 +197,11 @@ func New(opts Options) *Server {
 			p.PushTimeout = DefaultPushTimeout
 		}
 	}
-	s.keys = []signingKey{newSigningKey()}
+	if opts.SigningKey != nil {
+		s.keys = []signingKey{{kid: newUUID(), key: opts.SigningKey}}
+	} else {
+		s.keys = []signingKey{newSigningKey()}
+	}
 	return s
 }
 
