@@ -13,7 +13,7 @@ func FuzzParseRules(f *testing.F) {
 	f.Add(benchPolicy, false)
 	f.Add(benchPolicy, true)
 	f.Add("GET,HEAD /admin/ mfa max_age=15m acr=MFA-Only # c\r\n/x deny;/y allow", true)
-	for _, s := range []string{"/a mfa max_age=1h1m1s", "post /a/ MFA", "/a/b/c/ deny", "/ allow", "/a mfa acr=a:b/c"} {
+	for _, s := range []string{"/a mfa max_age=1h1m1s", "post /a/ MFA", "/a/b/c/ deny", "/ allow", "/a mfa acr=a:b/c", "/a mfa acr=A,B", "get /a mfa"} {
 		f.Add(s, false)
 	}
 	f.Fuzz(func(t *testing.T, text string, fold bool) {

@@ -8,6 +8,9 @@
 // wrong action) is a parse error, so a typo cannot silently open a path.
 //
 // Choices where the spec is silent:
+//   - Request methods match rule methods ignoring ASCII case (some
+//     upstreams upper-case the method; folding can only make a listed rule
+//     apply more often).
 //   - HEAD is not implied by GET: "GET /admin/ mfa" does not cover HEAD,
 //     which then falls to another rule or the default. Rule.String says so
 //     in a trailing comment. List HEAD explicitly, or leave methods out.
@@ -78,7 +81,7 @@ type Rule struct {
 	Path    string        // as written
 	Action  Action        //
 	MaxAge  time.Duration // MFA only: the freshness a step-up needs
-	ACR     string        // MFA only: PingOne sign-on policy name, "" for none
+	ACR     string        // MFA only: acr_values, space-separated sign-on policy names in order of preference; "" for none
 	Line    int           // 1-based source line; 0 for the default rule
 	Source  string        // "STEPGATE_RULES" or the file name
 }
@@ -117,7 +120,7 @@ func (r Rule) writeOptions(b *strings.Builder) {
 	b.WriteString(r.MaxAge.String())
 	if r.ACR != "" {
 		b.WriteString(" acr=")
-		b.WriteString(r.ACR)
+		b.WriteString(strings.ReplaceAll(r.ACR, " ", ","))
 	}
 }
 
@@ -125,7 +128,7 @@ func (r Rule) writeOptions(b *strings.Builder) {
 type Defaults struct {
 	Action          Action        // where no rule matches (STEPGATE_DEFAULT_ACTION)
 	MaxAge          time.Duration // mfa max_age (STEPGATE_MFA_MAX_AGE); 0 = DefaultMaxAge
-	ACR             string        // mfa acr (STEPGATE_PINGONE_ACR_VALUES)
+	ACR             string        // mfa acr_values, space-separated (STEPGATE_PINGONE_ACR_VALUES)
 	CaseInsensitive bool          // fold ASCII case of rule and request paths
 }
 
@@ -158,9 +161,11 @@ func Parse(source, text string, d Defaults) (*Set, error) {
 		return nil, fmt.Errorf("%s: default action %s: unknown", source, d.Action)
 	}
 	if d.ACR != "" {
-		if err := checkACR(d.ACR); err != nil {
+		acr, err := acrList(strings.Fields(d.ACR))
+		if err != nil {
 			return nil, fmt.Errorf("%s: default acr: %w", source, err)
 		}
+		d.ACR = acr
 	}
 	s := &Set{fold: d.CaseInsensitive, def: Rule{Action: d.Action, Source: source}}
 	if d.Action == MFA {
@@ -277,10 +282,11 @@ func parseRule(line string, d Defaults) (Rule, error) {
 			}
 			r.MaxAge = dur
 		case "acr":
-			if err := checkACR(v); err != nil {
+			acr, err := acrList(strings.Split(v, ","))
+			if err != nil {
 				return Rule{}, fmt.Errorf("option %q: %w", o, err)
 			}
-			r.ACR = v
+			r.ACR = acr
 		default:
 			return Rule{}, fmt.Errorf("option %q: unknown key %q", o, k)
 		}
@@ -337,16 +343,27 @@ func checkPath(p string) error {
 	return nil
 }
 
-func checkACR(v string) error {
-	if v == "" || len(v) > 128 {
-		return fmt.Errorf("acr %q: must be 1 to 128 characters", v)
+// acrList validates sign-on policy names and joins them with spaces, the
+// form acr_values takes (PingOne: space-separated, in order of preference).
+// In a rule they are written acr=A,B.
+func acrList(names []string) (string, error) {
+	if len(names) == 0 {
+		return "", errors.New("acr: no policy name")
 	}
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; c <= ' ' || c >= 0x7f || c == ';' || c == '#' || c == '"' || c == '\\' || c == ',' {
-			return fmt.Errorf("acr %q: only visible ASCII without ; # \" \\ ,", v)
+	for i, v := range names {
+		if slices.Contains(names[:i], v) {
+			return "", fmt.Errorf("acr %q: listed twice", v)
+		}
+		if v == "" || len(v) > 128 {
+			return "", fmt.Errorf("acr %q: a policy name must be 1 to 128 characters", v)
+		}
+		for i := 0; i < len(v); i++ {
+			if c := v[i]; c <= ' ' || c >= 0x7f || c == ';' || c == '#' || c == '"' || c == '\\' || c == ',' {
+				return "", fmt.Errorf("acr %q: only visible ASCII without ; # \" \\ ,", v)
+			}
 		}
 	}
-	return nil
+	return strings.Join(names, " "), nil
 }
 
 func tchar(c byte) bool {
@@ -387,7 +404,7 @@ func lowerASCII(s string) string {
 func (s *Set) Match(method, path string) Rule {
 	for i := range s.rules {
 		c := &s.rules[i]
-		if len(c.rule.Methods) > 0 && !slices.Contains(c.rule.Methods, method) {
+		if len(c.rule.Methods) > 0 && !hasMethod(c.rule.Methods, method) {
 			continue
 		}
 		if s.pathMatches(c, path) {
@@ -395,6 +412,18 @@ func (s *Set) Match(method, path string) Rule {
 		}
 	}
 	return s.def
+}
+
+// hasMethod compares methods ignoring ASCII case. HTTP methods are
+// case-sensitive, but some upstreams upper-case them; "get /admin" must not
+// slip past a "GET /admin/ mfa" rule to reach one of those as a GET.
+func hasMethod(ms []string, method string) bool {
+	for _, m := range ms {
+		if strings.EqualFold(m, method) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Set) pathMatches(c *compiled, path string) bool {

@@ -51,6 +51,7 @@ GET,HEAD /reports/ mfa
 		{"a rule with methods wins over the same path without", "POST", "/admin/public", decision{MFA, "/admin/public", 5}},
 		{"a method rule applies to its listed methods", "HEAD", "/reports/q1", decision{MFA, "/reports/", 6}},
 		{"other methods fall to the methodless rule", "DELETE", "/reports/q1", decision{Deny, "/reports/", 7}},
+		{"a lower-case method cannot skip a method rule", "post", "/admin/public", decision{MFA, "/admin/public", 5}},
 		{"an exact rule matches exactly", "GET", "/exact", decision{Allow, "/exact", 8}},
 		{"an exact rule does not match with a trailing slash", "GET", "/exact/", decision{Deny, "/", 9}},
 		{"the root subtree catches the rest", "GET", "/anything", decision{Deny, "/", 9}},
@@ -83,6 +84,24 @@ func TestMatchFillsMFAOptions(t *testing.T) {
 			r := s.Match("GET", tt.path)
 			if r.MaxAge != tt.wantMaxAge || r.ACR != tt.wantACR {
 				t.Errorf("Match(%q) max_age=%s acr=%q, want %s %q", tt.path, r.MaxAge, r.ACR, tt.wantMaxAge, tt.wantACR)
+			}
+		})
+	}
+}
+
+func TestACRLists(t *testing.T) {
+	d := defaults
+	d.ACR = "Multi_Factor  MFA-Only"
+	s := mustParse(t, "/a/ mfa acr=Strong,Multi_Factor\n/b/ mfa", d)
+	tests := []struct{ name, path, wantACR, wantString string }{
+		{"a rule's comma list becomes acr_values", "/a/x", "Strong Multi_Factor", "/a/ mfa max_age=1h0m0s acr=Strong,Multi_Factor"},
+		{"a space-separated default list is normalised", "/b/x", "Multi_Factor MFA-Only", "/b/ mfa max_age=1h0m0s acr=Multi_Factor,MFA-Only"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := s.Match("GET", tt.path)
+			if r.ACR != tt.wantACR || r.String() != tt.wantString {
+				t.Errorf("Match(%q) acr=%q String()=%q, want %q %q", tt.path, r.ACR, r.String(), tt.wantACR, tt.wantString)
 			}
 		})
 	}
@@ -161,6 +180,8 @@ func TestParseErrors(t *testing.T) {
 		{"a max_age over a day is refused", "/a mfa max_age=25h", `<= 24h0m0s`},
 		{"an empty acr is refused", "/a mfa acr=", `must be 1 to 128`},
 		{"an acr with a quote is refused", `/a mfa acr=a"b`, `only visible ASCII`},
+		{"an empty name in an acr list is refused", "/a mfa acr=A,,B", `must be 1 to 128`},
+		{"a repeated name in an acr list is refused", "/a mfa acr=A,A", `listed twice`},
 		{"an invalid method token is refused", "GE(T /a mfa", `method "GE(T": not a method token`},
 		{"an empty method is refused", "GET,,POST /a mfa", `empty method`},
 		{"a duplicated method is refused", "GET,get /a mfa", `listed twice`},
