@@ -134,19 +134,30 @@ func (s *Store) StepUp(r *http.Request) (StepUp, bool) {
 // SaveStepUp sets the step-up cookie; the browser keeps it until the ID
 // token expires (the expiry is also sealed inside and enforced on open).
 func (s *Store) SaveStepUp(w http.ResponseWriter, v StepUp) error {
-	now := s.now()
-	if !v.TokenExpiry.After(now) {
-		return errors.New("session: save step-up: ID token already expired")
-	}
-	pt, err := marshalStepUp(v)
+	c, err := s.StepUpCookie(v)
 	if err != nil {
 		return err
 	}
-	value := s.codec.seal(s.aad, pt)
-	if err := s.setCookie(w, s.name, value, v.TokenExpiry.Sub(now)); err != nil {
-		return fmt.Errorf("session: save step-up: %w", err)
-	}
+	http.SetCookie(w, c)
 	return nil
+}
+
+// StepUpCookie returns the cookie SaveStepUp would set. Tests that are not
+// about MFA use it to mint a real step-up and skip the challenge.
+func (s *Store) StepUpCookie(v StepUp) (*http.Cookie, error) {
+	now := s.now()
+	if !v.TokenExpiry.After(now) {
+		return nil, errors.New("session: save step-up: ID token already expired")
+	}
+	pt, err := marshalStepUp(v)
+	if err != nil {
+		return nil, err
+	}
+	c, err := s.sealedCookie(s.name, s.aad, pt, v.TokenExpiry.Sub(now))
+	if err != nil {
+		return nil, fmt.Errorf("session: save step-up: %w", err)
+	}
+	return c, nil
 }
 
 // ClearStepUp deletes the step-up cookie (logout).
@@ -176,37 +187,47 @@ func (s *Store) Flow(r *http.Request) (Flow, bool) {
 }
 
 // SaveFlow sets the pending-flow cookie. A zero Created is set to now. The
-// flow expires FlowTTL after Created, however often it is saved again.
+// flow expires FlowTTL after Created, however often it is saved again, so
+// the cookie's Max-Age is the time left (FlowTTL for a new flow).
 func (s *Store) SaveFlow(w http.ResponseWriter, f Flow) error {
+	c, err := s.FlowCookie(f)
+	if err != nil {
+		return err
+	}
+	http.SetCookie(w, c)
+	return nil
+}
+
+// FlowCookie returns the cookie SaveFlow would set.
+func (s *Store) FlowCookie(f Flow) (*http.Cookie, error) {
 	now := s.now()
 	if f.Created.IsZero() {
 		f.Created = now
 	}
 	left := min(f.Created.Add(s.flowTTL).Sub(now), s.flowTTL)
 	if left < time.Second {
-		return errors.New("session: save flow: flow already expired")
+		return nil, errors.New("session: save flow: flow already expired")
 	}
 	pt, err := marshalFlow(f)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	value := s.codec.seal(s.flowAAD, pt)
-	if err := s.setCookie(w, s.flowName, value, left); err != nil {
-		return fmt.Errorf("session: save flow: %w", err)
+	c, err := s.sealedCookie(s.flowName, s.flowAAD, pt, left)
+	if err != nil {
+		return nil, fmt.Errorf("session: save flow: %w", err)
 	}
-	return nil
+	return c, nil
 }
 
 // ClearFlow deletes the pending-flow cookie.
 func (s *Store) ClearFlow(w http.ResponseWriter) { s.clear(w, s.flowName) }
 
-func (s *Store) setCookie(w http.ResponseWriter, name, value string, maxAge time.Duration) error {
+func (s *Store) sealedCookie(name string, aad, plaintext []byte, maxAge time.Duration) (*http.Cookie, error) {
+	value := s.codec.seal(aad, plaintext)
 	if n := len(name) + 1 + len(value); n > MaxCookieSize {
-		return fmt.Errorf("sealed cookie is %d bytes, more than %d", n, MaxCookieSize)
+		return nil, fmt.Errorf("sealed cookie is %d bytes, more than %d", n, MaxCookieSize)
 	}
-	secs := max(int(maxAge/time.Second), 1)
-	http.SetCookie(w, s.cookie(name, value, secs))
-	return nil
+	return s.cookie(name, value, max(int(maxAge/time.Second), 1)), nil
 }
 
 func (s *Store) clear(w http.ResponseWriter, name string) {

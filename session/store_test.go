@@ -649,3 +649,25 @@ func TestLogValueRedacts(t *testing.T) {
 		}
 	}
 }
+
+func TestMintedCookiesOpen(t *testing.T) {
+	s, c := newTestStore(t, Options{Secure: true})
+	want := testStepUp(c.Now())
+	ck, err := s.StepUpCookie(want)
+	if err != nil {
+		t.Fatalf("StepUpCookie: %v", err)
+	}
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.AddCookie(ck)
+	if got, ok := s.StepUp(r); !ok || !reflect.DeepEqual(got, want) {
+		t.Errorf("StepUp() of a minted cookie = %+v, %v; want %+v, true", got, ok, want)
+	}
+	fc, err := s.FlowCookie(testFlow(c.Now()))
+	if err != nil {
+		t.Fatalf("FlowCookie: %v", err)
+	}
+	r.AddCookie(fc)
+	if _, ok := s.Flow(r); !ok {
+		t.Error("Flow() of a minted flow cookie = false")
+	}
+}
