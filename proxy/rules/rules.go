@@ -419,7 +419,7 @@ func (s *Set) Match(method, path string) Rule {
 // slip past a "GET /admin/ mfa" rule to reach one of those as a GET.
 func hasMethod(ms []string, method string) bool {
 	for _, m := range ms {
-		if strings.EqualFold(m, method) {
+		if m == method || strings.EqualFold(m, method) {
 			return true
 		}
 	}
