@@ -174,11 +174,11 @@ func Parse(source, text string, d Defaults) (*Set, error) {
 
 	byNewline := strings.Contains(text, "\n")
 	entry := 0
-	for lineNo, line := range splitKeep(text, '\n') {
+	for lineNo, line := range strings.Split(text, "\n") {
 		if i := strings.IndexByte(line, '#'); i >= 0 {
 			line = line[:i]
 		}
-		for _, part := range splitKeep(line, ';') {
+		for _, part := range strings.Split(line, ";") {
 			entry++
 			n := entry
 			if byNewline {
@@ -220,11 +220,6 @@ func Parse(source, text string, d Defaults) (*Set, error) {
 		return a.rule.Line - b.rule.Line
 	})
 	return s, nil
-}
-
-// splitKeep splits s on sep, keeping empty pieces so that counting works.
-func splitKeep(s string, sep byte) []string {
-	return strings.Split(s, string(sep))
 }
 
 func parseRule(line string, d Defaults) (Rule, error) {
