@@ -20,8 +20,15 @@
 //     matched literally. A trailing "/" is the subtree form.
 //   - Two rules on the same path whose method sets overlap (or that both
 //     list no methods) are an error, not "last one wins".
-//   - With CaseInsensitive, only ASCII letters fold, on both sides; non-ASCII
-//     bytes compare exactly.
+//   - With CaseInsensitive, ASCII letters fold on both sides, and so do the
+//     four non-ASCII letters whose case mappings are ASCII (İ ı ſ and the
+//     Kelvin sign), which Windows would otherwise treat as I, S or K; other
+//     non-ASCII bytes compare exactly. Pair it with reqpath.CheckWindows.
+//   - "Longest" is the length of the rule path as written, so for the
+//     request "/admin" the rule "/admin/" (7 bytes) beats "/admin" (6).
+//   - acr=A,B lists several sign-on policies in order of preference; Rule.ACR
+//     holds them space-separated, as acr_values wants. Defaults.ACR may be
+//     space-separated.
 //   - '#' starts a comment anywhere on a line (it cannot occur in a rule).
 package rules
 
