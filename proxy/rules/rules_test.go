@@ -302,3 +302,10 @@ func BenchmarkMatch(b *testing.B) {
 		})
 	}
 }
+
+func TestSubtreeRuleIsLongerThanItsRootExactRule(t *testing.T) {
+	s := mustParse(t, "/admin allow\n/admin/ mfa", defaults)
+	if got := s.Match("GET", "/admin").Action; got != MFA {
+		t.Errorf(`Match("/admin") = %s, want mfa: "/admin/" is the longer rule path`, got)
+	}
+}
