@@ -605,3 +605,41 @@ func wrongCode(c string) string {
 	}
 	return "000000"
 }
+
+func TestReplayedFlowCookieAfterCompletionDoesNotRefreshStepUp(t *testing.T) {
+	s := newStack(t)
+	b := s.browser("alice")
+	b.get("/.stepgate/challenge?return=/admin/")
+	ids := deviceIDs(b.follow(b.post("action", "start")).Body)
+	b.follow(b.post("action", "select", "device", ids[0]))
+	u, _ := url.Parse(s.Proxy)
+	var flowCookie string
+	for _, c := range b.Client.Jar.Cookies(u) {
+		if c.Name == "stepgate-flow" {
+			flowCookie = c.Value
+		}
+	}
+	if r := b.post("action", "otp", "otp", s.latestOTP("alice")); r.StatusCode != 303 {
+		t.Fatalf("step-up: %d", r.StatusCode)
+	}
+	// Ten minutes later an attacker (or a stale tab) replays the flow cookie
+	// of the completed flow, hoping for a fresh step-up.
+	s.Clock.Advance(10 * time.Minute)
+	req, _ := http.NewRequest("GET", s.Proxy+"/.stepgate/challenge", nil)
+	req.Header.Set("X-Forwarded-User", "alice")
+	req.Header.Set("Accept", "text/html")
+	req.Header.Set("Cookie", "stepgate-flow="+flowCookie)
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	for _, c := range resp.Cookies() {
+		if c.Name == "stepgate" && c.Value != "" {
+			t.Fatalf("replayed flow cookie minted a new step-up cookie (status %d)", resp.StatusCode)
+		}
+	}
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("replayed completion: got %d, want 403", resp.StatusCode)
+	}
+}

@@ -314,6 +314,10 @@ func (h *Handler) act(w http.ResponseWriter, r *http.Request, c caller) {
 	}
 }
 
+// maxCompletionAge bounds how long after the user authenticated at PingOne
+// (the ID token's auth_time) a completion may still issue a step-up.
+const maxCompletionAge = 5 * time.Minute
+
 // statusPick is the flow cookie's marker for "the user asked to switch
 // device": the page lists devices whatever PingOne's status is.
 const statusPick = "pick"
@@ -483,6 +487,16 @@ func (h *Handler) finish(w http.ResponseWriter, r *http.Request, c caller, f *se
 		h.pingOneError(w, r, c, f, err)
 		return ""
 	}
+	// A completed flow keeps answering with the same tokens until PingOne
+	// forgets it, so a replayed flow cookie could mint a new step-up with a
+	// new AuthTime. The ID token says when the user really authenticated.
+	if res.AuthTime.IsZero() || h.now().Sub(res.AuthTime) > maxCompletionAge {
+		h.m.Challenges.WithLabelValues("failed").Inc()
+		h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", "id token auth_time missing or too old (replayed completion?)"))
+		h.cfg.Store.ClearFlow(w)
+		h.render(w, r, http.StatusForbidden, &view{State: "error", Message: "verification_failed"})
+		return ""
+	}
 	if !res.MFA && !h.cfg.AllowBypass {
 		h.m.Challenges.WithLabelValues("failed").Inc()
 		h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", "pingone completed without an mfa step (bypass)"))
@@ -490,11 +504,20 @@ func (h *Handler) finish(w http.ResponseWriter, r *http.Request, c caller, f *se
 		h.render(w, r, http.StatusForbidden, &view{State: "error", Message: "no_mfa_method"})
 		return ""
 	}
+	// Freshness counts from the MFA itself. A completed flow can be read
+	// again with a kept copy of its flow cookie (for the cookie's 15
+	// minutes), and PingOne answers with the same ID token; taking the
+	// token's auth_time when it is earlier than our clock stops such a
+	// replay from renewing max_age.
+	authTime := h.now()
+	if !res.AuthTime.IsZero() && res.AuthTime.Before(authTime) {
+		authTime = res.AuthTime
+	}
 	su := session.StepUp{
 		ID:          base64.RawURLEncoding.EncodeToString(randomBytes(16)),
 		User:        f.User,
 		Subject:     res.Subject,
-		AuthTime:    h.now(),
+		AuthTime:    authTime,
 		ACR:         res.ACR,
 		AMR:         res.AMR,
 		IDToken:     res.IDToken.Reveal(),
