@@ -72,13 +72,15 @@ type Config struct {
 
 // Gateway is the proxy listener's handler.
 type Gateway struct {
-	cfg         Config
-	proxy       *httputil.ReverseProxy
-	log         *slog.Logger
-	m           *metrics.Metrics
-	now         func() time.Time
-	tokenHeader string
-	bearer      bool
+	cfg            Config
+	proxy          *httputil.ReverseProxy
+	log            *slog.Logger
+	m              *metrics.Metrics
+	now            func() time.Time
+	tokenHeader    string
+	identityHeader string // canonical form, header identity only
+	bearer         bool
+	windowsPaths   bool
 }
 
 // New builds a Gateway.
@@ -104,6 +106,10 @@ func New(cfg Config) (*Gateway, error) {
 		tokenHeader: http.CanonicalHeaderKey(cfg.IDTokenHeader),
 	}
 	g.bearer = g.tokenHeader == "Authorization"
+	if cfg.IdentityHeader != "" {
+		g.identityHeader = http.CanonicalHeaderKey(cfg.IdentityHeader)
+	}
+	g.windowsPaths = cfg.CaseInsensitivePaths
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:       g.rewrite,
 		Transport:     cfg.Transport,
@@ -158,6 +164,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user string, client netip.Addr) {
 	// 1. Normalise: one decoded path that both the rules and the upstream see.
 	p, err := reqpath.Parse(r.Method, r.RequestURI)
+	if err == nil && g.windowsPaths {
+		err = reqpath.CheckWindows(p.Match)
+	}
 	if err != nil {
 		client, _ = g.cfg.ClientIP.Resolve(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
 		g.audit(r, "request.rejected", "", client, slog.String("reason", err.Error()))
@@ -172,7 +181,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 
 	// 2. Strip every header a client could use to impersonate stepgate or
 	// to steer the upstream's routing.
-	stripSpoofable(r.Header, g.tokenHeader)
+	stripSpoofable(r.Header, g.tokenHeader, g.identityHeader)
 
 	// 3. Resolve the client address once, for logs, limits and pi.remoteIp.
 	client, trusted := g.cfg.ClientIP.Resolve(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))

@@ -21,10 +21,21 @@ const (
 // X-Original-URL and X-Rewrite-URL are removed too, from every peer: IIS and
 // some frameworks route by them, which would let the upstream act on a path
 // other than the one stepgate decided on.
-func stripSpoofable(h http.Header, tokenHeader string) {
+//
+// Method-override headers go as well: rules may name methods, and frameworks
+// that honour X-HTTP-Method-Override would run a GET that stepgate allowed
+// as the POST a rule guards.
+//
+// A spelling variant of the identity header (X_Forwarded_User for
+// X-Forwarded-User) is removed even from trusted peers: the IdP sets the
+// canonical name, and a variant can only come from the client.
+func stripSpoofable(h http.Header, tokenHeader, identityHeader string) {
 	for name := range h {
 		if hasFoldedPrefix(name, "x-stepgate-") || foldedEqual(name, tokenHeader) ||
-			foldedEqual(name, "x-original-url") || foldedEqual(name, "x-rewrite-url") {
+			foldedEqual(name, "x-original-url") || foldedEqual(name, "x-rewrite-url") ||
+			foldedEqual(name, "x-http-method-override") || foldedEqual(name, "x-http-method") ||
+			foldedEqual(name, "x-method-override") ||
+			(identityHeader != "" && name != identityHeader && foldedEqual(name, identityHeader)) {
 			delete(h, name)
 		}
 	}

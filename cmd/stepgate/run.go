@@ -210,10 +210,11 @@ func build(cfg config, s settings, log *slog.Logger, reg *prometheus.Registry, n
 			}
 			return ""
 		}(),
-		Logger:        log,
-		Metrics:       m,
-		Now:           now,
-		FlushInterval: -1,
+		CaseInsensitivePaths: cfg.CaseInsensitive,
+		Logger:               log,
+		Metrics:              m,
+		Now:                  now,
+		FlushInterval:        -1,
 	})
 	if err != nil {
 		return nil, err
