@@ -1,9 +1,12 @@
 package pingonesim
 
 import (
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -423,4 +426,48 @@ func TestBypassCompletesWithoutAMR(t *testing.T) {
 	if info.Challenged {
 		t.Error("bypass flow reports Challenged")
 	}
+}
+
+func TestLogsNeverCarrySecrets(t *testing.T) {
+	t.Parallel()
+	var buf syncBuffer
+	ten := DemoTenant()
+	c := NewClock(t0)
+	sim := New(Options{Tenant: ten, Clock: c, SigningKey: testKey(), Logger: slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	srv := httptest.NewServer(sim)
+	defer srv.Close()
+	h := &harness{t: t, sim: sim, srv: srv, clock: c}
+	id, st := aliceOTP(t, h)
+	otp := sim.Inbox("alice")[0].OTP
+	h.post(id, st, "otp.check", map[string]string{"otp": wrongOTP(otp)})
+	r := h.post(id, st, "otp.check", map[string]string{"otp": otp})
+	logs := buf.String()
+	if !strings.Contains(logs, id) {
+		t.Fatalf("logs do not mention the flow at all: %s", logs)
+	}
+	for name, secret := range map[string]string{
+		"otp": otp, "ST": st, "id_token": str(r.body, "authorizeResponse", "id_token"),
+		"access_token": str(r.body, "authorizeResponse", "access_token"), "client secret": DemoClientSecret,
+	} {
+		if secret != "" && strings.Contains(logs, secret) {
+			t.Errorf("logs contain the %s", name)
+		}
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

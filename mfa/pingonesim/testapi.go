@@ -15,6 +15,8 @@ import (
 func (s *Server) serveSim(w http.ResponseWriter, r *http.Request) {
 	p := strings.TrimPrefix(r.URL.Path, "/_sim")
 	switch {
+	case p == "" || p == "/":
+		http.Redirect(w, r, "/_sim/inbox/page", http.StatusSeeOther)
 	case p == "/inbox":
 		if r.Method != http.MethodGet {
 			methodNotAllowed(w, "GET")

@@ -139,3 +139,18 @@ func TestSimClock(t *testing.T) {
 		t.Errorf("clock on a real-time server = %d, want 409", res.StatusCode)
 	}
 }
+
+func TestSimRootRedirectsToThePage(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	c := *h.srv.Client()
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	res, err := c.Get(h.srv.URL + "/_sim/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/_sim/inbox/page" {
+		t.Errorf("GET /_sim/ = %d %q", res.StatusCode, res.Header.Get("Location"))
+	}
+}
