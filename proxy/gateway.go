@@ -62,12 +62,16 @@ type Config struct {
 	IDTokenHeader string // default X-Stepgate-Id-Token; "Authorization" sends "Bearer <token>"
 	// IdentityHeader, with header identity, is removed in every spelling
 	// from requests whose peer is not a trusted proxy.
-	IdentityHeader  string
-	Logger          *slog.Logger
-	Metrics         *metrics.Metrics
-	Now             func() time.Time
-	FlushInterval   time.Duration // optional; -1 flushes every write
-	ForwardedTrusts bool          // optional; keep X-Forwarded-* chains from trusted peers (default true via New)
+	IdentityHeader string
+	// CaseInsensitivePaths marks an IIS-style upstream: paths that Windows
+	// would read as another name (trailing dots, 8.3 names, streams) are
+	// refused as well.
+	CaseInsensitivePaths bool
+	Logger               *slog.Logger
+	Metrics              *metrics.Metrics
+	Now                  func() time.Time
+	FlushInterval        time.Duration // optional; -1 flushes every write
+	ForwardedTrusts      bool          // optional; keep X-Forwarded-* chains from trusted peers (default true via New)
 }
 
 // Gateway is the proxy listener's handler.
