@@ -34,6 +34,7 @@ func TestParseKeys(t *testing.T) {
 		{"an unpadded url-safe key", rawURL(k2), [][]byte{k2}, ""},
 		{"an unpadded standard key", base64.RawStdEncoding.EncodeToString(k2), [][]byte{k2}, ""},
 		{"a padded url-safe key", base64.URLEncoding.EncodeToString(k2), [][]byte{k2}, ""},
+		{"a trailing newline from a _FILE is ignored", std(k1) + "\n", [][]byte{k1}, ""},
 		{"an empty value is refused", "  ", nil, "no cookie keys"},
 		{"an empty entry names its position", std(k1) + ",," + std(k2), nil, "cookie key 2: empty"},
 		{"a short key names its position and size", std(k1) + "," + std(k1[:16]), nil, "cookie key 2: decodes to 16 bytes, want 32"},

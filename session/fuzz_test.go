@@ -2,6 +2,9 @@ package session
 
 import (
 	"bytes"
+	"net/http"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -64,5 +67,49 @@ func FuzzOpenStepUp(f *testing.F) {
 		// absent or valid, never a panic.
 		sealed := s.codec.Seal(s.CookieName(), plaintext)
 		s.StepUp(requestWithCookie(s.CookieName() + "=" + sealed))
+	})
+}
+
+// FuzzStripCookies checks that whatever a client sends, no stepgate cookie
+// reaches the upstream, and every other cookie pair does, in order and
+// byte for byte.
+func FuzzStripCookies(f *testing.F) {
+	s, _ := newTestStore(f, Options{Secure: true})
+	f.Add("a=1; __Host-stepgate=x; b=2", "__Host-stepgate-flow=y")
+	f.Add(" __Host-stepgate =x;;; ;", "\t__Host-stepgate")
+	f.Add(`q="v;w"; __Host-stepgate=1`, "x__Host-stepgate=2")
+	f.Fuzz(func(t *testing.T, line1, line2 string) {
+		h := http.Header{"Cookie": {line1, line2}}
+		s.StripCookies(h)
+		for _, name := range []string{s.CookieName(), s.FlowCookieName()} {
+			for _, line := range h["Cookie"] {
+				for part := range strings.SplitSeq(line, ";") {
+					n, _, _ := strings.Cut(part, "=")
+					if trimOWS(n) == name {
+						t.Fatalf("cookie %q survived in %q", name, h["Cookie"])
+					}
+				}
+			}
+		}
+		var want, got []string
+		for _, line := range []string{line1, line2} {
+			for part := range strings.SplitSeq(line, ";") {
+				p := trimOWS(part)
+				n, _, _ := strings.Cut(p, "=")
+				if p != "" && trimOWS(n) != s.CookieName() && trimOWS(n) != s.FlowCookieName() {
+					want = append(want, p)
+				}
+			}
+		}
+		for _, line := range h["Cookie"] {
+			for part := range strings.SplitSeq(line, ";") {
+				if p := trimOWS(part); p != "" {
+					got = append(got, p)
+				}
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("other cookies = %q, want %q", got, want)
+		}
 	})
 }
