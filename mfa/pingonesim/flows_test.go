@@ -385,6 +385,10 @@ func TestSessionResetReturnsToTheFirstStatus(t *testing.T) {
 	if got := str(r.body, "selectedDevice", "id"); got != "" {
 		t.Errorf("selectedDevice after reset = %q", got)
 	}
+	done, doneST := h.start("dave", nil) // bypass: COMPLETED at once
+	if r := h.post(str(done.body, "id"), doneST, "session.reset", map[string]any{}); r.status != 400 || str(r.body, "code") != "REQUEST_FAILED" {
+		t.Errorf("reset of a COMPLETED flow = %d %s, want 400 REQUEST_FAILED", r.status, r.raw)
+	}
 }
 
 func TestResume(t *testing.T) {
