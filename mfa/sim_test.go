@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"slices"
 	"sync"
@@ -47,9 +48,20 @@ type simEnv struct {
 
 func newSimEnv(t *testing.T, tenant pingonesim.Tenant, mutate func(*Config)) *simEnv {
 	t.Helper()
+	return newSimEnvWrapped(t, tenant, nil, mutate)
+}
+
+// newSimEnvWrapped puts wrap (if any) in front of the simulator, to make
+// PingOne answer in ways the simulator does not.
+func newSimEnvWrapped(t *testing.T, tenant pingonesim.Tenant, wrap func(http.Handler) http.Handler, mutate func(*Config)) *simEnv {
+	t.Helper()
 	clock := pingonesim.NewClock(simStart)
 	sim := pingonesim.New(pingonesim.Options{Tenant: tenant, Clock: clock})
-	srv := httptest.NewServer(sim)
+	var h http.Handler = sim
+	if wrap != nil {
+		h = wrap(sim)
+	}
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	e := &simEnv{t: t, sim: sim, clock: clock, srv: srv, obs: &observed{}}
 	app := tenant.Apps[0]
