@@ -218,5 +218,3 @@ func TestCompleteFallsBackToResume(t *testing.T) {
 		})
 	}
 }
-
-
