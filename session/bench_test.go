@@ -4,6 +4,7 @@ import (
 	"encoding/gob"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/gorilla/sessions"
@@ -14,7 +15,7 @@ import (
 // BenchmarkStepUp with BenchmarkGorillaCookieStore, which stores the same
 // value the way gorilla's CookieStore does (gob, HMAC, AES-CTR).
 
-func benchStepUpRequest(b *testing.B) (*Store, *http.Request) {
+func benchStepUpRequest(b testing.TB) (*Store, *http.Request) {
 	s, c := newTestStore(b, Options{Secure: true})
 	v := testStepUp(c.Now()) // 1 KiB ID token
 	ck := onlyCookie(b, func(w http.ResponseWriter) error { return s.SaveStepUp(w, v) })
@@ -99,3 +100,18 @@ type discardWriter struct{ h http.Header }
 func (d discardWriter) Header() http.Header         { return d.h }
 func (d discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (d discardWriter) WriteHeader(int)             {}
+
+func TestStepUpAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are not meaningful under the race detector")
+	}
+	s, r := benchStepUpRequest(t)
+	if got := testing.AllocsPerRun(200, func() { s.StepUp(r) }); got > 3 {
+		t.Errorf("StepUp() of a valid cookie allocates %v times, want <= 3 (the per-request budget)", got)
+	}
+	junk := httptest.NewRequest(http.MethodGet, "/", nil)
+	junk.Header.Set("Cookie", s.CookieName()+"=AQ"+strings.Repeat("A", 200))
+	if got := testing.AllocsPerRun(200, func() { s.StepUp(junk) }); got > 0 {
+		t.Errorf("StepUp() of a junk cookie allocates %v times, want 0", got)
+	}
+}

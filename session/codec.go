@@ -148,27 +148,28 @@ func (c *Codec) Open(name, value string) ([]byte, error) {
 	defer c.bufs.Put(bp)
 	pt, err := c.open([]byte(name), value, *bp)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("session: open: %w", err)
 	}
 	return append([]byte(nil), pt...), nil
 }
 
 // open decodes value into buf (of 2*maxSealed bytes) and decrypts it; the
-// plaintext it returns aliases buf.
+// plaintext it returns aliases buf. Its errors are unwrapped sentinels, so
+// that refusing a junk cookie on the hot path allocates nothing.
 func (c *Codec) open(aad []byte, value string, buf []byte) ([]byte, error) {
 	if len(value) > MaxCookieSize {
-		return nil, fmt.Errorf("session: open: %w", errTooLarge)
+		return nil, errTooLarge
 	}
 	n, err := c.b64.Decode(buf[:maxSealed], []byte(value))
 	if err != nil {
-		return nil, fmt.Errorf("session: open: %w", errEncoding)
+		return nil, errEncoding
 	}
 	sealed := buf[:n]
 	if len(sealed) < overhead {
-		return nil, fmt.Errorf("session: open: %w", errShort)
+		return nil, errShort
 	}
 	if sealed[0] != sealVersion {
-		return nil, fmt.Errorf("session: open: %w", errVersion)
+		return nil, errVersion
 	}
 	nonce, ct := sealed[1:1+nonceSize], sealed[1+nonceSize:]
 	// Decrypt into the second half of buf, not in place: a failed Open
@@ -180,5 +181,5 @@ func (c *Codec) open(aad []byte, value string, buf []byte) ([]byte, error) {
 			return pt, nil
 		}
 	}
-	return nil, fmt.Errorf("session: open: %w", errAuth)
+	return nil, errAuth
 }
