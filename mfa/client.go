@@ -46,7 +46,23 @@ var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 
 // Client drives PingOne's MFA-only pi.flow. It is safe for concurrent use;
 // the only state it keeps between calls is the Retry-After block of a 429
-// and the JWKS cache. Everything about one flow lives in Pending.
+// and the JWKS cache. Everything about one flow lives in Pending, so any
+// Client built from the same Config can continue a flow another started.
+//
+// Choices where PingOne's behaviour is only inferred (PROTOCOL.md):
+//   - Every method that receives a flow returns it with a nil error whatever
+//     its status, FAILED and unknown statuses included; the caller renders
+//     Status. Errors are for calls that did not yield a flow.
+//   - Flow actions always go to {AuthBase}/{EnvID}/flows/{id}. Links in a
+//     flow are only kept (in Flow.Links) when they point there, and a
+//     resume URL only when it is under the auth base.
+//   - A 404 is KindFlowExpired on flow and resume calls, but KindInvalid on
+//     authorize and token, where it means a wrong environment.
+//   - A missing state in authorizeResponse is tolerated; a different one is
+//     not (the response arrives on our own back-channel, and the nonce in
+//     the ID token binds it to this flow).
+//   - Calls refused locally (429 block, Limiter) send no request and are
+//     not reported to Observe.
 type Client struct {
 	cfg    Config
 	base   *url.URL // AuthBase, parsed, without trailing slash

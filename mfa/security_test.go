@@ -2,6 +2,9 @@ package mfa
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -213,5 +216,78 @@ func TestCookiesFollowSetCookie(t *testing.T) {
 	}
 	if got := cookieHeader(p.Cookies); strings.Contains(got, "extra") || !strings.Contains(got, "ST=") {
 		t.Fatalf("cookies after deletion = %q, want only ST", got)
+	}
+}
+
+func TestLogsCarryNoSecrets(t *testing.T) {
+	var mu sync.Mutex
+	var buf strings.Builder
+	e := newSimEnv(t, pingonesim.DemoTenant(), func(c *Config) {
+		c.Logger = slog.New(slog.NewJSONHandler(lockedWriter{&mu, &buf}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	ctx := context.Background()
+	_, p := e.start("alice")
+	if _, err := e.client.SelectDevice(ctx, p, pingonesim.DemoAliceSMSID); err != nil {
+		t.Fatal(err)
+	}
+	otp := e.lastOTP("alice", pingonesim.DemoAliceSMSID)
+	f, err := e.client.CheckOTP(ctx, p, otp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := e.complete(p, f)
+	mu.Lock()
+	logs := buf.String()
+	mu.Unlock()
+	if !strings.Contains(logs, "pingone call") {
+		t.Fatalf("no call logs captured: %q", logs)
+	}
+	secrets := map[string]string{"otp": otp.Reveal(), "id token": res.IDToken.Reveal(), "client secret": pingonesim.DemoClientSecret, "nonce": p.Nonce}
+	for _, c := range p.Cookies {
+		secrets["cookie "+c.Name] = c.Value
+	}
+	for what, s := range secrets {
+		if s != "" && strings.Contains(logs, s) {
+			t.Errorf("logs contain the %s", what)
+		}
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
+func TestConcurrentFlowsOnOneClient(t *testing.T) {
+	e := newSimEnv(t, customTenant(), nil)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Go(func() {
+			f, p, err := e.client.Start(ctx, StartRequest{User: "erin"})
+			if err != nil {
+				errs <- err
+				return
+			}
+			if f, err = e.client.Read(ctx, p); err != nil {
+				errs <- err
+				return
+			}
+			if f.Status != StatusOTPRequired {
+				errs <- fmt.Errorf("status %s", f.Status)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
