@@ -7,6 +7,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -32,6 +34,16 @@ var (
 	testKey  = base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, 32))
 	testKey2 = base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{2}, 32))
 )
+
+// simKey is one RSA signing key for every simulator in this test binary:
+// generating a 2048-bit key per stack costs up to a second under -race.
+var simKey = sync.OnceValue(func() *rsa.PrivateKey {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		panic(err)
+	}
+	return k
+})
 
 // upstreamRequest is what the upstream received.
 type upstreamRequest struct {
@@ -114,7 +126,7 @@ func newStack(t testing.TB, opts ...stackOption) *stack {
 		s.Sim, s.Clock, s.SimURL = cfg.sim, cfg.clock, cfg.simURL
 	} else {
 		s.Clock = pingonesim.NewClock(time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC))
-		s.Sim = pingonesim.New(pingonesim.Options{Tenant: cfg.tenant, Clock: s.Clock})
+		s.Sim = pingonesim.New(pingonesim.Options{Tenant: cfg.tenant, Clock: s.Clock, SigningKey: simKey()})
 		simSrv := httptest.NewServer(s.Sim)
 		t.Cleanup(simSrv.Close)
 		s.SimURL = simSrv.URL

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// validEnv is a complete, valid configuration.
+func validEnv() map[string]string {
+	return map[string]string{
+		"STEPGATE_UPSTREAM":              "http://127.0.0.1:3000",
+		"STEPGATE_PINGONE_ENV_ID":        "6f1c2a4e-0d7b-4c1e-9a52-3b8f0e6d2c11",
+		"STEPGATE_PINGONE_CLIENT_ID":     "c0a8e3b2-5d4f-4e6a-8b7c-1d2e3f4a5b6c",
+		"STEPGATE_PINGONE_CLIENT_SECRET": "demo-client-secret",
+		"STEPGATE_COOKIE_KEYS":           testKey,
+		"STEPGATE_RULES":                 "/admin/ mfa max_age=10m; GET,POST /api/ mfa acr=Strong; /internal deny",
+	}
+}
+
+func runWith(t *testing.T, env map[string]string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err = run(context.Background(), args, func(k string) string { return env[k] }, &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+func TestCheckConfigPrintsEffectiveRules(t *testing.T) {
+	out, _, err := runWith(t, validEnv(), "-check-config")
+	if err != nil {
+		t.Fatalf("check-config: %v", err)
+	}
+	for _, want := range []string{"configuration ok", "/admin/ mfa", "max_age=10m", "/api/ mfa", "acr=Strong", "/internal deny"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	// Most specific first: /internal (9 bytes) before /admin/ (7).
+	if strings.Index(out, "/internal") > strings.Index(out, "/admin/") {
+		t.Errorf("rules not printed most specific first:\n%s", out)
+	}
+	if strings.Contains(out, "demo-client-secret") {
+		t.Error("check-config printed the client secret")
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	out, _, err := runWith(t, map[string]string{}, "-version")
+	if err != nil || !strings.HasPrefix(out, "stepgate ") {
+		t.Fatalf("-version: %q, %v", out, err)
+	}
+}
+
+func TestInvalidConfigurationNamesTheVariable(t *testing.T) {
+	for _, tt := range []struct {
+		name, key, value, want string
+	}{
+		{"missing upstream", "STEPGATE_UPSTREAM", "", "STEPGATE_UPSTREAM"},
+		{"relative upstream", "STEPGATE_UPSTREAM", "localhost:3000", "STEPGATE_UPSTREAM"},
+		{"upstream with credentials", "STEPGATE_UPSTREAM", "http://u:p@127.0.0.1", "STEPGATE_UPSTREAM"},
+		{"missing secret", "STEPGATE_PINGONE_CLIENT_SECRET", "", "STEPGATE_PINGONE_CLIENT_SECRET"},
+		{"short cookie key", "STEPGATE_COOKIE_KEYS", "c2hvcnQ=", "STEPGATE_COOKIE_KEYS"},
+		{"not base64 cookie key", "STEPGATE_COOKIE_KEYS", "!!!", "STEPGATE_COOKIE_KEYS"},
+		{"bad duration", "STEPGATE_PINGONE_TIMEOUT", "ten seconds", "STEPGATE_PINGONE_TIMEOUT"},
+		{"negative timeout", "STEPGATE_PINGONE_TIMEOUT", "-1s", "STEPGATE_PINGONE_TIMEOUT"},
+		{"bad response type", "STEPGATE_PINGONE_RESPONSE_TYPE", "token", "STEPGATE_PINGONE_RESPONSE_TYPE"},
+		{"bad auth base", "STEPGATE_PINGONE_AUTH_BASE", "auth.pingone.eu", "STEPGATE_PINGONE_AUTH_BASE"},
+		{"bad env id", "STEPGATE_PINGONE_ENV_ID", "not a uuid!", "STEPGATE_PINGONE_ENV_ID"},
+		{"bad trusted proxy", "STEPGATE_TRUSTED_PROXIES", "10.0.0.0/33", "STEPGATE_TRUSTED_PROXIES"},
+		{"bad default action", "STEPGATE_DEFAULT_ACTION", "maybe", "STEPGATE_DEFAULT_ACTION"},
+		{"bad rule names line and token", "STEPGATE_RULES", "/a allow; /b mfaa", "line 2"},
+		{"bad identity mode", "STEPGATE_IDENTITY", "cookie", "STEPGATE_IDENTITY"},
+		{"jwt identity without JWKS", "STEPGATE_IDENTITY", "jwt", "STEPGATE_IDENTITY"},
+		{"bad log level", "STEPGATE_LOG_LEVEL", "loud", "STEPGATE_LOG_LEVEL"},
+		{"bad boolean", "STEPGATE_COOKIE_SECURE", "yes please", "STEPGATE_COOKIE_SECURE"},
+		{"__Host- cookie without Secure", "STEPGATE_COOKIE_SECURE", "false", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			env := validEnv()
+			env[tt.key] = tt.value
+			if tt.name == "__Host- cookie without Secure" {
+				env["STEPGATE_COOKIE_NAME"] = "__Host-x"
+				tt.want = "STEPGATE_COOKIE_NAME"
+			}
+			_, _, err := runWith(t, env, "-check-config")
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not name %s", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "demo-client-secret") {
+				t.Errorf("error leaks the client secret: %v", err)
+			}
+		})
+	}
+}
+
+func TestSecretsFromFiles(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	keys := filepath.Join(dir, "keys")
+	if err := os.WriteFile(secret, []byte("file-client-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keys, []byte(testKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := validEnv()
+	delete(env, "STEPGATE_PINGONE_CLIENT_SECRET")
+	delete(env, "STEPGATE_COOKIE_KEYS")
+	env["STEPGATE_PINGONE_CLIENT_SECRET_FILE"] = secret
+	env["STEPGATE_COOKIE_KEYS_FILE"] = keys
+	c, err := loadConfig(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.PingOneClientSecret != "file-client-secret" {
+		t.Errorf("secret from file = %q (trailing newline must go)", c.PingOneClientSecret)
+	}
+	if _, err := c.validate(os.ReadFile); err != nil {
+		t.Errorf("validate: %v", err)
+	}
+
+	env["STEPGATE_PINGONE_CLIENT_SECRET"] = "also-inline"
+	if _, err := loadConfig(func(k string) string { return env[k] }); err == nil ||
+		!strings.Contains(err.Error(), "STEPGATE_PINGONE_CLIENT_SECRET") {
+		t.Errorf("both NAME and NAME_FILE: %v, want an error naming the variable", err)
+	}
+	delete(env, "STEPGATE_PINGONE_CLIENT_SECRET")
+	env["STEPGATE_COOKIE_KEYS_FILE"] = filepath.Join(dir, "missing")
+	if _, err := loadConfig(func(k string) string { return env[k] }); err == nil ||
+		!strings.Contains(err.Error(), "STEPGATE_COOKIE_KEYS_FILE") {
+		t.Errorf("missing file: %v, want an error naming the variable", err)
+	}
+}
+
+func TestRulesFromFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rules")
+	if err := os.WriteFile(path, []byte("# admin pages\n/admin/ mfa\n\nDELETE /api/ deny\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := validEnv()
+	delete(env, "STEPGATE_RULES")
+	env["STEPGATE_RULES_FILE"] = path
+	out, _, err := runWith(t, env, "-check-config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "DELETE /api/ deny") || !strings.Contains(out, "/admin/ mfa") {
+		t.Errorf("rules from file not printed:\n%s", out)
+	}
+	env["STEPGATE_RULES"] = "/x mfa"
+	if _, _, err := runWith(t, env, "-check-config"); err == nil {
+		t.Error("STEPGATE_RULES and STEPGATE_RULES_FILE together were accepted")
+	}
+}
+
+func TestUnknownArgumentIsAnError(t *testing.T) {
+	if _, _, err := runWith(t, validEnv(), "serve-please"); err == nil {
+		t.Fatal("unknown argument accepted")
+	}
+}
