@@ -148,7 +148,11 @@ func build(cfg config, s settings, log *slog.Logger, reg *prometheus.Registry, n
 	if err != nil {
 		return nil, err
 	}
-	const maxKeys = 100_000
+	// Each remembered key costs ~390 B; five limiters of 20k keys stay
+	// under ~40 MB at worst, inside a sidecar's memory limit. Eviction is
+	// least-recently-used, so an attacker rotating keys only evicts
+	// themselves and idle users (the per-user limit still binds a user).
+	const maxKeys = 20_000
 	limiter := func(n int, per time.Duration) *ratelimit.Limiter {
 		l, b := ratelimit.Every(n, per)
 		return ratelimit.New(ratelimit.Options{Limit: l, Burst: b, MaxKeys: maxKeys, Now: now})
@@ -172,6 +176,7 @@ func build(cfg config, s settings, log *slog.Logger, reg *prometheus.Registry, n
 			StartPerIP:   limiter(20, 10*time.Minute),
 			OTPPerUser:   limiter(10, 10*time.Minute),
 			PollPerFlow:  ratelimit.New(ratelimit.Options{Limit: 1, Burst: 3, MaxKeys: maxKeys, Now: now}),
+			SendPerUser:  limiter(10, 10*time.Minute),
 		},
 		AllowBypass: cfg.AllowMFABypass,
 		Pages:       pages,
