@@ -1,0 +1,869 @@
+package main
+
+// Real-browser end-to-end tests of the challenge page (issue 6): Debian's
+// Chromium, driven over the DevTools protocol by chromedp, walks the page the
+// way a person does — on a phone-sized screen, by keyboard, with and without
+// JavaScript, with a virtual security key — against the PingOne simulator, a
+// demo upstream and the real gateway, all on loopback.
+//
+// Every tab also watches for what a person would not see but must not happen:
+// console errors, uncaught exceptions, CSP violations and requests to any
+// host but loopback. Screenshots of each state at 390×844 and 1280×800 land
+// in $STEPGATE_ARTIFACTS (default testdata-artifacts/browser at the
+// repository root, which git ignores).
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"fmt"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/cdproto/webauthn"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+
+	"github.com/stepgate/stepgate/mfa/pingonesim"
+)
+
+// chromiumPath finds a browser. Without one the suite skips loudly, except in
+// CI (CI=true), where a missing browser is a failure: .ci/run installs it.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("STEPGATE_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome-stable", "google-chrome", "chrome", "headless-shell"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	msg := "NO CHROMIUM FOUND: the real-browser tests of the challenge page did NOT run. " +
+		"Install it (Debian: apt-get install chromium) or set STEPGATE_CHROMIUM to a Chrome/Chromium binary."
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip("\n\n******** " + msg + " ********\n")
+	return ""
+}
+
+// startChromium runs one headless Chromium with a fresh profile for the whole
+// test; each scenario opens its own browser context (cookies, storage) in it.
+func startChromium(t *testing.T) context.Context {
+	t.Helper()
+	path := chromiumPath(t)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(path),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.Flag("disable-default-apps", true),
+		chromedp.Flag("disable-domain-reliability", true),
+		chromedp.Flag("disable-client-side-phishing-detection", true),
+		chromedp.Flag("metrics-recording-only", true),
+		chromedp.Flag("no-pings", true),
+		chromedp.Flag("password-store", "basic"),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 800),
+	)
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelBrowser(); cancelAlloc() })
+	if err := chromedp.Do(bctx); err != nil {
+		t.Fatalf("start chromium %s: %v", path, err)
+	}
+	return bctx
+}
+
+// artifactDir is where screenshots go; never committed.
+func artifactDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("STEPGATE_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "testdata-artifacts")
+	}
+	dir = filepath.Join(dir, "browser")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("artifacts: %v", err)
+	}
+	return dir
+}
+
+// tab is one browser tab in its own browser context, pointed at a stand-in
+// IdP in front of the stack's gateway.
+type tab struct {
+	t    *testing.T
+	ctx  context.Context
+	s    *stack
+	base string // http://localhost:<idp port>
+	name string // scenario, for screenshot names
+
+	mu       sync.Mutex
+	problems []string
+	statusOK chan struct{} // one per answered push poll
+}
+
+// openTab signs the browser in as user at a stand-in IdP (demo.go's
+// standInIdP: it sets X-Forwarded-User from the demo_user cookie) and
+// starts watching the console and the network. The IdP listens on
+// 127.0.0.1 and is browsed as localhost, because WebAuthn needs a host name
+// and the demo tenant's RP ID is localhost.
+func openTab(t *testing.T, browser context.Context, s *stack, user string) *tab {
+	t.Helper()
+	idp := httptest.NewServer(standInIdP(strings.TrimPrefix(s.Proxy, "http://")))
+	t.Cleanup(idp.Close)
+	u, _ := url.Parse(idp.URL)
+	tb := &tab{
+		t: t, s: s, base: "http://localhost:" + u.Port(),
+		name:     regexp.MustCompile(`[^a-z0-9]+`).ReplaceAllString(strings.ToLower(t.Name()), "-"),
+		statusOK: make(chan struct{}, 64),
+	}
+	tctx, cancelTab := chromedp.NewContext(browser, chromedp.WithNewBrowserContext())
+	ctx, cancel := context.WithTimeout(tctx, 60*time.Second)
+	t.Cleanup(func() { cancel(); cancelTab() })
+	tb.ctx = ctx
+	if err := chromedp.Listen(ctx, tb.watch); err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	tb.call(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		// CSP violations are not always console messages; make each one
+		// an error the watcher sees. CDP-injected scripts are exempt from
+		// the page's CSP, so this does not itself need a nonce.
+		if _, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{
+			Source: `document.addEventListener("securitypolicyviolation", function (e) {
+				console.error("CSP violation: " + e.violatedDirective + " blocked " + (e.blockedURI || "inline") + " at " + e.sourceFile + ":" + e.lineNumber);
+			});`,
+		}); err != nil {
+			return err
+		}
+		// A background tab has no focus, and autofocus only works in a
+		// focused page.
+		if _, err := cdp.Call(ctx, tg, emulation.SetFocusEmulationEnabled, emulation.SetFocusEmulationEnabledParams{Enabled: true}); err != nil {
+			return err
+		}
+		_, err := cdp.Call(ctx, tg, network.SetCookie, network.SetCookieParams{Name: "demo_user", Value: user, URL: tb.base + "/"})
+		return err
+	}))
+	tb.phone()
+	t.Cleanup(tb.assertClean)
+	return tb
+}
+
+// watch runs on chromedp's event loop: it must only record.
+func (tb *tab) watch(ev any) {
+	switch ev := ev.(type) {
+	case *runtime.EventConsoleAPICalled:
+		if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeAssert || ev.Type == runtime.ConsoleAPICalledTypeWarning {
+			var parts []string
+			for _, a := range ev.Args {
+				if len(a.Value) > 0 {
+					parts = append(parts, string(a.Value))
+				} else {
+					parts = append(parts, a.Description)
+				}
+			}
+			tb.problem("console.%s: %s", ev.Type, strings.Join(parts, " "))
+		}
+	case *runtime.EventExceptionThrown:
+		d := ev.ExceptionDetails
+		text := d.Text
+		if d.Exception != nil {
+			text += " " + d.Exception.Description
+		}
+		tb.problem("uncaught exception at %s:%d: %s", d.URL, d.LineNumber, text)
+	case *log.EventEntryAdded:
+		e := ev.Entry
+		// The browser logs every 4xx/5xx document as a failed resource.
+		// The challenge page answers wrong codes, expiry and outages with
+		// such statuses on purpose; each scenario checks those pages.
+		if e.Source == log.EntrySourceNetwork && isChallengeDocument(e.URL) {
+			return
+		}
+		if e.Level == log.EntryLevelError || e.Source == log.EntrySourceSecurity || e.Level == log.EntryLevelWarning {
+			tb.problem("browser log (%s/%s) %s: %s", e.Source, e.Level, e.URL, e.Text)
+		}
+	case *network.EventRequestWillBeSent:
+		if !loopbackURL(ev.Request.URL) {
+			tb.problem("request to a non-loopback host: %s", ev.Request.URL)
+		}
+	case *network.EventResponseReceived:
+		if strings.HasSuffix(stripQuery(ev.Response.URL), "/.stepgate/challenge/status") {
+			select {
+			case tb.statusOK <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+func isChallengeDocument(raw string) bool {
+	u, err := url.Parse(raw)
+	return err == nil && u.Path == "/.stepgate/challenge"
+}
+
+func stripQuery(raw string) string {
+	if i := strings.IndexByte(raw, '?'); i >= 0 {
+		return raw[:i]
+	}
+	return raw
+}
+
+// loopbackURL accepts the browser's own schemes and loopback hosts only.
+func loopbackURL(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false
+	}
+	switch u.Scheme {
+	case "data", "about", "blob", "chrome", "devtools":
+		return true
+	}
+	h := u.Hostname()
+	return h == "localhost" || h == "127.0.0.1" || h == "::1"
+}
+
+func (tb *tab) problem(format string, args ...any) {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	tb.problems = append(tb.problems, fmt.Sprintf(format, args...))
+}
+
+func (tb *tab) assertClean() {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	for _, p := range tb.problems {
+		tb.t.Errorf("browser: %s", p)
+	}
+}
+
+// call runs browser steps or fails the test.
+func (tb *tab) call(steps ...chromedp.Action[chromedp.Void]) {
+	tb.t.Helper()
+	if err := chromedp.Do(tb.ctx, steps...); err != nil {
+		tb.t.Fatalf("browser: %v\npage: %s\nlogs:\n%s", err, tb.describe(), tb.s.Logs.String())
+	}
+}
+
+// eval evaluates a JavaScript expression in the page.
+func eval[T any](tb *tab, expr string) T {
+	tb.t.Helper()
+	v, err := chromedp.Run(tb.ctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		tb.t.Fatalf("evaluate %s: %v\npage: %s", expr, err, tb.describe())
+	}
+	return v
+}
+
+// describe is the page URL and text, for failure messages.
+func (tb *tab) describe() string {
+	ctx, cancel := context.WithTimeout(tb.ctx, 2*time.Second)
+	defer cancel()
+	loc, _ := chromedp.Run(ctx, chromedp.Location())
+	text, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText : ""`))
+	return loc + "\n" + text
+}
+
+// navigate loads path and returns the document's status.
+func (tb *tab) navigate(path string) int64 {
+	tb.t.Helper()
+	resp, err := chromedp.Run(tb.ctx, chromedp.NavigateResponse(tb.base+path))
+	if err != nil {
+		tb.t.Fatalf("navigate %s: %v", path, err)
+	}
+	return resp.Status
+}
+
+// submit runs steps that submit a form and waits for the page they lead to;
+// it returns that document's response.
+func (tb *tab) submit(steps ...chromedp.Action[chromedp.Void]) *network.Response {
+	tb.t.Helper()
+	resp, err := chromedp.RunResponse(tb.ctx, steps...)
+	if err != nil {
+		tb.t.Fatalf("submit: %v\npage: %s\nlogs:\n%s", err, tb.describe(), tb.s.Logs.String())
+	}
+	return resp
+}
+
+// click clicks the element and waits for the resulting page.
+func (tb *tab) click(sel string) *network.Response {
+	tb.t.Helper()
+	return tb.submit(chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
+}
+
+// key presses keys on the focused element and waits for the resulting page.
+func (tb *tab) keyNavigate(keys string) *network.Response {
+	tb.t.Helper()
+	return tb.submit(chromedp.KeyEvent(keys))
+}
+
+// state waits for the challenge page in a state and returns the tab.
+func (tb *tab) state(want string) {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, 15*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`main[data-state="`+want+`"]`))); err != nil {
+		tb.t.Fatalf("page not in state %q: %v\npage: %s\nlogs:\n%s", want, err, tb.describe(), tb.s.Logs.String())
+	}
+	tb.assertAccessible()
+}
+
+// waitPath waits until the page at path has loaded, however it got there
+// (a redirect, the push poll's script or a meta refresh).
+func (tb *tab) waitPath(path string, within time.Duration) {
+	tb.t.Helper()
+	ctx, cancel := context.WithTimeout(tb.ctx, within)
+	defer cancel()
+	var err error
+	for ctx.Err() == nil {
+		// A navigation destroys the page the poll runs in; poll again in
+		// the new one until it is the page we want.
+		_, err = chromedp.Run(ctx, chromedp.Poll[bool](
+			fmt.Sprintf(`location.pathname === %q && document.readyState === "complete"`, path),
+			chromedp.WithPollingInterval(50*time.Millisecond)))
+		if err == nil {
+			break
+		}
+	}
+	if err != nil {
+		tb.t.Fatalf("did not arrive at %s within %v: %v\npage: %s\nlogs:\n%s", path, within, err, tb.describe(), tb.s.Logs.String())
+	}
+}
+
+func (tb *tab) text(sel string) string {
+	tb.t.Helper()
+	v, err := chromedp.Run(tb.ctx, chromedp.Text(chromedp.CSS(sel), chromedp.NodeVisible))
+	if err != nil {
+		tb.t.Fatalf("text of %s: %v\npage: %s", sel, err, tb.describe())
+	}
+	return v
+}
+
+// focused describes the focused element: its id, else its action value,
+// else its name.
+func (tb *tab) focused() string {
+	tb.t.Helper()
+	return eval[string](tb, `(function (e) { return e ? (e.id || e.value || e.name || e.tagName) : ""; })(document.activeElement)`)
+}
+
+// typeInto focuses the field by clicking it, as a person would, and types.
+func (tb *tab) typeInto(sel, text string) {
+	tb.t.Helper()
+	tb.call(chromedp.SendKeys(chromedp.CSS(sel), text, chromedp.NodeVisible))
+}
+
+// phone and desktop set the viewport the issue names.
+func (tb *tab) phone() {
+	tb.call(chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateScale(2)))
+}
+
+func (tb *tab) desktop() {
+	tb.call(chromedp.EmulateViewport(1280, 800))
+}
+
+// screenshot saves the current page at 390×844 and 1280×800 and checks
+// that neither layout overflows sideways. It leaves the tab phone-sized.
+func (tb *tab) screenshot(state string) {
+	tb.t.Helper()
+	dir := artifactDir(tb.t)
+	for _, vp := range []struct {
+		name string
+		set  func()
+	}{{"390x844", tb.phone}, {"1280x800", tb.desktop}} {
+		vp.set()
+		if over := eval[string](tb, `(function () {
+			if (!document.querySelector("main[data-state]")) return ""; // not our page
+			var d = document.documentElement, out = [];
+			if (d.scrollWidth > innerWidth) out.push("page is " + d.scrollWidth + "px wide in a " + innerWidth + "px viewport");
+			var m = document.querySelector("main");
+			if (m && m.getBoundingClientRect().right > innerWidth + 0.5) out.push("main sticks out to " + m.getBoundingClientRect().right);
+			return out.join("; ");
+		})()`); over != "" {
+			tb.t.Errorf("%s at %s: %s", state, vp.name, over)
+		}
+		png, err := chromedp.Run(tb.ctx, chromedp.CaptureScreenshot())
+		if err != nil {
+			tb.t.Fatalf("screenshot: %v", err)
+		}
+		file := filepath.Join(dir, tb.name+"--"+state+"--"+vp.name+".png")
+		if err := os.WriteFile(file, png, 0o644); err != nil {
+			tb.t.Fatalf("screenshot: %v", err)
+		}
+	}
+	tb.phone()
+}
+
+// assertAccessible checks what a person with a screen reader or keyboard
+// needs on every stepgate page: a language, a title, one heading, a visible
+// label for every field, a name for every control, touch-sized targets,
+// errors in an alert or live region, and focus on the page's first control.
+func (tb *tab) assertAccessible() {
+	tb.t.Helper()
+	problems := eval[[]string](tb, `(function () {
+		var p = [], d = document;
+		if (!d.documentElement.lang) p.push("html has no lang");
+		if (!d.title.trim()) p.push("no title");
+		if (d.querySelectorAll("h1").length !== 1) p.push(d.querySelectorAll("h1").length + " h1 elements, want 1");
+		var shown = function (e) { var r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; };
+		d.querySelectorAll("input:not([type=hidden]), select, textarea").forEach(function (e) {
+			var l = e.labels && e.labels[0];
+			if (!l || !l.textContent.trim()) p.push("field " + (e.id || e.name) + " has no label");
+			else if (!shown(l)) p.push("label of " + (e.id || e.name) + " is not visible");
+		});
+		d.querySelectorAll("button, a[href]").forEach(function (e) {
+			if (!shown(e)) return;
+			if (!e.textContent.trim() && !e.getAttribute("aria-label")) p.push("a control has no name");
+			var r = e.getBoundingClientRect();
+			if (r.height < 24 || r.width < 24) p.push("control '" + e.textContent.trim() + "' is " + r.width + "x" + r.height + "px");
+		});
+		d.querySelectorAll(".error, #message").forEach(function (e) {
+			if (e.hidden) return;
+			if (e.getAttribute("role") !== "alert" && !e.closest("[aria-live],[role=alert],[role=status]")) p.push("error '" + e.textContent.trim() + "' is not announced");
+		});
+		var auto = d.querySelector("main [autofocus]"), state = d.querySelector("main").dataset.state;
+		if (auto && d.activeElement !== auto) p.push("autofocus element " + (auto.id || auto.value || auto.name) + " does not have focus; " + (d.activeElement && (d.activeElement.id || d.activeElement.tagName)) + " has");
+		// Where the page asks for one thing, focus is already on it.
+		if (!auto && ["start", "devices", "otp", "push_timeout", "assertion"].indexOf(state) >= 0) p.push("the " + state + " page focuses nothing");
+		return p;
+	})()`)
+	for _, p := range problems {
+		tb.t.Errorf("accessibility (%s): %s", tb.describe(), p)
+	}
+}
+
+// flowID is the id of the n-th started flow (from the audit log).
+func (s *stack) flowID(t *testing.T, n int) string {
+	t.Helper()
+	ev := s.Logs.Events("mfa.started")
+	if len(ev) <= n {
+		t.Fatalf("only %d mfa.started events, want flow %d", len(ev), n)
+	}
+	return ev[n]["flow_id"].(string)
+}
+
+// waitPoll waits until the push page's script has had an answer from the
+// status endpoint: from then on the page is polling.
+func (tb *tab) waitPoll() {
+	tb.t.Helper()
+	select {
+	case <-tb.statusOK:
+	case <-time.After(15 * time.Second):
+		tb.t.Fatalf("the push page did not poll within 15s\npage: %s", tb.describe())
+	}
+}
+
+// startAndPick opens a protected page, starts the challenge and picks the
+// device with the given radio value, returning when the next page is shown.
+func (tb *tab) startAndPick(returnPath, deviceID string) {
+	tb.t.Helper()
+	tb.navigate(returnPath)
+	tb.state("start")
+	tb.click(`main[data-state="start"] button[value="start"]`)
+	tb.state("devices")
+	tb.call(chromedp.Click(chromedp.CSS(`input[name="device"][value="`+deviceID+`"]`), chromedp.NodeVisible))
+	tb.click(`main[data-state="devices"] button[type="submit"]`)
+}
+
+// latestCode is the newest code the simulator delivered to user by type.
+func (s *stack) latestCode(t *testing.T, user, typ string) string {
+	t.Helper()
+	for _, m := range s.Sim.Inbox(user) {
+		if m.Type == typ {
+			return m.OTP
+		}
+	}
+	t.Fatalf("no %s message for %s in %v", typ, user, s.Sim.Inbox(user))
+	return ""
+}
+
+// assertSteppedUp checks the demo app page the browser landed on and the
+// headers the upstream received with it.
+func (tb *tab) assertSteppedUp(path, user, amr string) {
+	tb.t.Helper()
+	tb.waitPath(path, 10*time.Second)
+	body := tb.text("body")
+	for _, want := range []string{"Admin area", "X-Stepgate-User", user, "X-Stepgate-Acr", "MFA-Only", `"sub"`} {
+		if !strings.Contains(body, want) {
+			tb.t.Errorf("the upstream page does not show %q:\n%s", want, body)
+		}
+	}
+	h := tb.s.LastRequest().Header
+	if got := h.Get("X-Stepgate-User"); got != user {
+		tb.t.Errorf("upstream X-Stepgate-User = %q, want %q", got, user)
+	}
+	if got := h.Get("X-Stepgate-Amr"); !strings.Contains(got, amr) {
+		tb.t.Errorf("upstream X-Stepgate-Amr = %q, want it to contain %q", got, amr)
+	}
+	if h.Get("X-Stepgate-Id-Token") == "" || h.Get("X-Stepgate-Subject") == "" {
+		tb.t.Errorf("upstream lacks the ID token or subject: %v", h)
+	}
+}
+
+func TestChallengePageInChromium(t *testing.T) {
+	browser := startChromium(t)
+
+	t.Run("a code by text message gets alice to the page she asked for", func(t *testing.T) {
+		s := newStack(t, withUpstream(demoApp()))
+		tb := openTab(t, browser, s, "alice")
+		if st := tb.navigate("/admin/reports?week=12"); st != 200 {
+			t.Fatalf("challenge page status %d, want 200", st)
+		}
+		tb.state("start")
+		if got := eval[string](tb, "location.pathname + location.search"); got != "/.stepgate/challenge?return=%2Fadmin%2Freports%3Fweek%3D12" {
+			t.Errorf("redirected to %q", got)
+		}
+		tb.screenshot("start")
+		tb.click(`button[value="start"]`)
+		tb.state("devices")
+		tb.screenshot("devices")
+		if got := tb.text("main fieldset"); !strings.Contains(got, "Text message") || !strings.Contains(got, "Email") {
+			t.Errorf("device list does not name both methods: %q", got)
+		}
+		tb.click(`main[data-state="devices"] button[type="submit"]`)
+		tb.state("otp")
+		tb.screenshot("otp")
+		if got := tb.text("#otp-intro"); !strings.Contains(got, "We sent a code to") || !strings.Contains(got, "1234") {
+			t.Errorf("OTP intro %q does not say where the code went", got)
+		}
+		if ac := eval[string](tb, `document.getElementById("otp").autocomplete`); ac != "one-time-code" {
+			t.Errorf("otp autocomplete = %q", ac)
+		}
+		tb.typeInto("#otp", s.latestCode(t, "alice", "SMS"))
+		tb.submit(chromedp.KeyEvent(kb.Enter))
+		tb.assertSteppedUp("/admin/reports", "alice", "otp")
+		if got := eval[string](tb, "location.search"); got != "?week=12" {
+			t.Errorf("query after step-up = %q, want ?week=12", got)
+		}
+		tb.screenshot("app-after-step-up")
+	})
+
+	t.Run("a wrong code is announced with the attempts left, then the right one works", func(t *testing.T) {
+		s := newStack(t, withUpstream(demoApp()))
+		tb := openTab(t, browser, s, "alice")
+		tb.startAndPick("/admin/", pingonesim.DemoAliceSMSID)
+		tb.state("otp")
+		code := s.latestCode(t, "alice", "SMS")
+		tb.typeInto("#otp", wrongCode(code))
+		resp := tb.submit(chromedp.KeyEvent(kb.Enter))
+		if resp.Status != 401 {
+			t.Errorf("wrong code answered %d, want 401", resp.Status)
+		}
+		tb.state("otp")
+		if got := tb.text("#message"); !strings.Contains(got, "not right") || !strings.Contains(got, "Attempts left: 2") {
+			t.Errorf("error message %q", got)
+		}
+		if got := eval[string](tb, `document.getElementById("message").getAttribute("role")`); got != "alert" {
+			t.Errorf("error role = %q, want alert", got)
+		}
+		if got := eval[string](tb, `document.getElementById("otp").getAttribute("aria-invalid") + " " + document.getElementById("otp").getAttribute("aria-describedby")`); !strings.Contains(got, "true") || !strings.Contains(got, "message") {
+			t.Errorf("code field aria-invalid/aria-describedby = %q", got)
+		}
+		if v := eval[string](tb, `document.getElementById("otp").value`); v != "" {
+			t.Errorf("the wrong code is still in the field: %q", v)
+		}
+		tb.screenshot("otp-wrong")
+		tb.typeInto("#otp", code)
+		tb.submit(chromedp.KeyEvent(kb.Enter))
+		tb.assertSteppedUp("/admin/", "alice", "otp")
+	})
+
+	t.Run("resend delivers a new code that works", func(t *testing.T) {
+		s := newStack(t, withUpstream(demoApp()))
+		tb := openTab(t, browser, s, "alice")
+		tb.startAndPick("/admin/", pingonesim.DemoAliceSMSID)
+		tb.state("otp")
+		before := len(s.Sim.Inbox("alice"))
+		tb.click(`button[value="resend"]`)
+		tb.state("otp")
+		if after := len(s.Sim.Inbox("alice")); after != before+1 {
+			t.Fatalf("inbox had %d messages, has %d after resend; want one more", before, after)
+		}
+		tb.typeInto("#otp", s.latestCode(t, "alice", "SMS"))
+		tb.submit(chromedp.KeyEvent(kb.Enter))
+		tb.assertSteppedUp("/admin/", "alice", "otp")
+	})
+
+	t.Run("switching from text message to e-mail uses the e-mailed code", func(t *testing.T) {
+		s := newStack(t, withUpstream(demoApp()))
+		tb := openTab(t, browser, s, "alice")
+		tb.startAndPick("/admin/", pingonesim.DemoAliceSMSID)
+		tb.state("otp")
+		tb.click(`button[value="switch"]`)
+		tb.state("devices")
+		tb.call(chromedp.Click(chromedp.CSS(`input[value="`+pingonesim.DemoAliceEmailID+`"]`), chromedp.NodeVisible))
+		tb.click(`main[data-state="devices"] button[type="submit"]`)
+		tb.state("otp")
+		if got := tb.text("#otp-intro"); !strings.Contains(got, "@example.com") {
+			t.Errorf("OTP intro %q does not name the e-mail address", got)
+		}
+		tb.typeInto("#otp", s.latestCode(t, "alice", "EMAIL"))
+		tb.submit(chromedp.KeyEvent(kb.Enter))
+		tb.assertSteppedUp("/admin/", "alice", "otp")
+	})
+
+	t.Run("keyboard alone completes the challenge in a sensible focus order", func(t *testing.T) {
+		s := newStack(t, withUpstream(demoApp()))
+		tb := openTab(t, browser, s, "alice")
+		tb.navigate("/admin/")
+		tb.state("start")
+		if got := tb.focused(); got != "start" {
+			t.Fatalf("focus on the start page is on %q, want the start button", got)
+		}
+		tb.keyNavigate(kb.Enter)
+		tb.state("devices")
+		if got := tb.focused(); got != pingonesim.DemoAliceSMSID {
+			t.Errorf("focus on the device page is on %q, want the selected method", got)
+		}
+		// Arrow keys move within the radio group; Tab leaves it for the
+		// button; Enter sends.
+		tb.call(chromedp.KeyEvent(kb.ArrowDown))
+		if got := tb.focused(); got != pingonesim.DemoAliceEmailID {
+			t.Errorf("after ArrowDown focus is on %q, want the e-mail method", got)
+		}
+		tb.call(chromedp.KeyEvent(kb.Tab))
+		if got := eval[string](tb, `document.activeElement.type`); got != "submit" {
+			t.Errorf("after Tab focus is on a %q, want the submit button", got)
+		}
+		tb.keyNavigate(kb.Enter)
+		tb.state("otp")
+		var order []string
+		for range 4 {
+			tb.call(chromedp.KeyEvent(kb.Tab))
+			order = append(order, tb.focused())
+		}
+		if got, want := strings.Join(order, ","), "Verify,resend,switch,cancel"; got != want {
+			// The Verify button has no value; its text names it.
+			if got != ",resend,switch,cancel" && got != "BUTTON,resend,switch,cancel" {
+				t.Errorf("Tab order from the code field = %s, want %s", got, want)
+			}
+		}
+		for range 4 {
+			tb.call(chromedp.KeyEvent(kb.Tab, chromedp.KeyModifiers(chromedp.ModifierShift)))
+		}
+		if got := tb.focused(); got != "otp" {
+			t.Fatalf("Shift+Tab back did not return to the code field: %q", got)
+		}
+		tb.call(chromedp.KeyEvent(s.latestCode(t, "alice", "EMAIL")))
+		tb.keyNavigate(kb.Enter)
+		tb.assertSteppedUp("/admin/", "alice", "otp")
+	})
+
+	t.Run("an approved push moves the polling page on by itself", func(t *testing.T) {
+		s := newStack(t, withUpstream(demoApp()))
+		tb := openTab(t, browser, s, "bob")
+		tb.navigate("/admin/")
+		tb.state("start")
+		tb.click(`button[value="start"]`)
+		tb.state("push")
+		if got := eval[string](tb, `document.getElementById("push-status").getAttribute("aria-live") + "/" + document.getElementById("push-status").getAttribute("role")`); got != "polite/status" {
+			t.Errorf("push status region = %q, want polite/status", got)
+		}
+		tb.screenshot("push")
+		tb.waitPoll()
+		if err := s.Sim.Push(s.flowID(t, 0), pingonesim.PushApprove); err != nil {
+			t.Fatal(err)
+		}
+		tb.assertSteppedUp("/admin/", "bob", "swk")
+	})
+
+	t.Run("a timed-out push offers a retry that can be approved", func(t *testing.T) {
+		s := newStack(t, withUpstream(demoApp()))
+		tb := openTab(t, browser, s, "bob")
+		tb.navigate("/admin/")
+		tb.state("start")
+		tb.click(`button[value="start"]`)
+		tb.state("push")
+		tb.waitPoll()
+		flow := s.flowID(t, 0)
+		if err := s.Sim.Push(flow, pingonesim.PushTimeout); err != nil {
+			t.Fatal(err)
+		}
+		tb.state("push_timeout")
+		tb.screenshot("push-timeout")
+		tb.click(`main[data-state="push_timeout"] button[value="resend"]`)
+		tb.state("push")
+		// The poll limit (1/s per flow) runs on the gateway's clock, which
+		// the test holds still: move it on so polls are allowed again.
+		s.Clock.Advance(5 * time.Second)
+		tb.waitPoll()
+		if err := s.Sim.Push(flow, pingonesim.PushApprove); err != nil {
+			t.Fatal(err)
+		}
+		tb.assertSteppedUp("/admin/", "bob", "swk")
+	})
+
+	t.Run("without JavaScript the push page refreshes itself until approved", func(t *testing.T) {
+		s := newStack(t, withUpstream(demoApp()))
+		tb := openTab(t, browser, s, "bob")
+		tb.call(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
+			return err
+		}))
+		tb.navigate("/admin/")
+		tb.state("start")
+		tb.click(`button[value="start"]`)
+		tb.state("push")
+		if got := tb.text("main"); !strings.Contains(got, "refreshes by itself") {
+			t.Errorf("the no-script note is not shown: %q", got)
+		}
+		tb.screenshot("push-nojs")
+		if err := s.Sim.Push(s.flowID(t, 0), pingonesim.PushApprove); err != nil {
+			t.Fatal(err)
+		}
+		tb.assertSteppedUp("/admin/", "bob", "swk")
+		if polled := len(tb.statusOK); polled != 0 {
+			t.Errorf("the page polled %d times with JavaScript disabled", polled)
+		}
+	})
+
+	t.Run("a security key in Chromium's virtual authenticator completes FIDO2", func(t *testing.T) {
+		s := newStack(t, withUpstream(demoApp()))
+		tb := openTab(t, browser, s, "carol")
+		key, err := x509.MarshalPKCS8PrivateKey(pingonesim.DemoFIDO2PrivateKey())
+		if err != nil {
+			t.Fatal(err)
+		}
+		tb.call(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			if _, err := cdp.Call(ctx, tg, webauthn.Enable, webauthn.EnableParams{}); err != nil {
+				return err
+			}
+			auth, err := cdp.Call(ctx, tg, webauthn.AddVirtualAuthenticator, webauthn.AddVirtualAuthenticatorParams{
+				Options: &webauthn.VirtualAuthenticatorOptions{
+					Protocol: webauthn.AuthenticatorProtocolCtap2, Transport: webauthn.AuthenticatorTransportUsb,
+					HasUserVerification: true, IsUserVerified: true, AutomaticPresenceSimulation: true,
+				},
+			})
+			if err != nil {
+				return err
+			}
+			// Sent raw: cdproto's Credential always includes newer fields
+			// (generateCmtgKeyOnNextOperation) that this Chromium rejects.
+			return tg.Call(ctx, webauthn.AddCredential.Method, map[string]any{
+				"authenticatorId": auth.AuthenticatorID,
+				"credential": map[string]any{
+					"credentialId":         base64.StdEncoding.EncodeToString(pingonesim.DemoFIDO2CredentialID),
+					"isResidentCredential": false,
+					"rpId":                 "localhost",
+					"privateKey":           base64.StdEncoding.EncodeToString(key),
+					"signCount":            1,
+				},
+			}, nil)
+		}))
+		tb.startAndPick("/admin/", pingonesim.DemoCarolFIDO2ID)
+		tb.state("assertion")
+		tb.screenshot("assertion")
+		tb.click("#assertion-button")
+		tb.assertSteppedUp("/admin/", "carol", "hwk")
+		if ev := s.Logs.Events("mfa.completed"); len(ev) != 1 {
+			t.Errorf("mfa.completed events = %d, want 1", len(ev))
+		}
+	})
+
+	t.Run("an expired flow says so and starts afresh", func(t *testing.T) {
+		// A simulator that forgets idle flows after 5 minutes, so the
+		// PingOne flow expires while the gateway's flow cookie (15 min)
+		// still holds: the page must explain and offer a fresh start.
+		clock := pingonesim.NewClock(time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC))
+		sim := pingonesim.New(pingonesim.Options{Tenant: pingonesim.DemoTenant(), Clock: clock, FlowIdle: 5 * time.Minute})
+		simSrv := httptest.NewServer(sim)
+		t.Cleanup(simSrv.Close)
+		s := newStack(t, withUpstream(demoApp()), withSim(&stack{Sim: sim, Clock: clock, SimURL: simSrv.URL}))
+		tb := openTab(t, browser, s, "alice")
+		tb.startAndPick("/admin/", pingonesim.DemoAliceSMSID)
+		tb.state("otp")
+		clock.Advance(6 * time.Minute)
+		tb.typeInto("#otp", s.latestCode(t, "alice", "SMS"))
+		resp := tb.submit(chromedp.KeyEvent(kb.Enter))
+		if resp.Status != 410 {
+			t.Errorf("expired flow answered %d, want 410", resp.Status)
+		}
+		tb.state("error")
+		if got := tb.text("#message"); !strings.Contains(got, "expired") {
+			t.Errorf("message %q does not say the flow expired", got)
+		}
+		tb.screenshot("expired")
+		tb.click(`main[data-state="error"] button[value="start"]`)
+		tb.state("devices")
+		tb.click(`main[data-state="devices"] button[type="submit"]`)
+		tb.state("otp")
+		tb.typeInto("#otp", s.latestCode(t, "alice", "SMS"))
+		tb.submit(chromedp.KeyEvent(kb.Enter))
+		tb.assertSteppedUp("/admin/", "alice", "otp")
+	})
+
+	t.Run("PingOne down shows the 503 page and recovers", func(t *testing.T) {
+		s := newStack(t, withUpstream(demoApp()))
+		tb := openTab(t, browser, s, "alice")
+		tb.navigate("/admin/")
+		tb.state("start")
+		s.Sim.SetFault(pingonesim.Fault{Kind: "status", Status: 503})
+		resp := tb.click(`button[value="start"]`)
+		if resp.Status != 503 {
+			t.Errorf("start with PingOne down answered %d, want 503", resp.Status)
+		}
+		if ra := headerValue(resp.Headers, "Retry-After"); ra == "" {
+			t.Errorf("503 page has no Retry-After header: %v", resp.Headers)
+		}
+		tb.state("error")
+		if got := tb.text("#message"); !strings.Contains(got, "not reachable") {
+			t.Errorf("message %q does not say the service is unreachable", got)
+		}
+		tb.screenshot("unavailable")
+		s.Sim.ClearFaults()
+		tb.click(`main[data-state="error"] a.button`)
+		tb.state("start")
+		tb.click(`button[value="start"]`)
+		tb.state("devices")
+	})
+
+	t.Run("logout forgets the step-up", func(t *testing.T) {
+		s := newStack(t, withUpstream(demoApp()))
+		tb := openTab(t, browser, s, "alice")
+		tb.startAndPick("/admin/", pingonesim.DemoAliceSMSID)
+		tb.state("otp")
+		tb.typeInto("#otp", s.latestCode(t, "alice", "SMS"))
+		tb.submit(chromedp.KeyEvent(kb.Enter))
+		tb.assertSteppedUp("/admin/", "alice", "otp")
+		tb.click(`form[action="/.stepgate/logout"] button`)
+		tb.waitPath("/", 10*time.Second)
+		if got := tb.text("body"); !strings.Contains(got, "no step-up on this request") {
+			t.Errorf("after logout the app still sees a step-up: %s", got)
+		}
+		if h := s.LastRequest().Header; h.Get("X-Stepgate-User") != "" {
+			t.Errorf("after logout the upstream got X-Stepgate-User %q", h.Get("X-Stepgate-User"))
+		}
+		tb.navigate("/admin/")
+		tb.state("start")
+	})
+}
+
+// headerValue reads a response header case-insensitively from CDP's map.
+func headerValue(h network.Headers, name string) string {
+	for k, v := range h {
+		if strings.EqualFold(k, name) {
+			return fmt.Sprint(v)
+		}
+	}
+	return ""
+}
