@@ -69,6 +69,9 @@ type Limits struct {
 	StartPerIP   Limiter
 	OTPPerUser   Limiter
 	PollPerFlow  Limiter
+	// SendPerUser bounds device selections and resends, each of which can
+	// make PingOne send an SMS, e-mail or push (SMS pumping within one flow).
+	SendPerUser Limiter
 }
 
 // Config wires a Handler.
@@ -349,6 +352,9 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *ses
 func (h *Handler) selectDevice(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow, id string) {
 	if !validID(id) {
 		h.render(w, r, http.StatusBadRequest, &view{State: "error", Message: "bad_device", Restart: false, Back: true})
+		return
+	}
+	if !h.allow(w, r, c, h.cfg.Limits.SendPerUser, "send_user", "u:"+c.user) {
 		return
 	}
 	flow, err := h.cfg.PingOne.SelectDevice(r.Context(), &f.Pending, id)
