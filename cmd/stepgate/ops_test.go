@@ -103,6 +103,21 @@ func opsScenario(t *testing.T, s *stack) opsRun {
 		t.Fatal("six flow starts for one user were never rate-limited")
 	}
 
+	// A PingOne bypass (dave has no device) is an mfa.failed; a request
+	// without identity on an mfa path and a refused path are audited too.
+	d := s.browser("dave")
+	d.get("/.stepgate/challenge?return=/admin/")
+	if r := d.post("action", "start"); r.StatusCode != http.StatusForbidden {
+		t.Fatalf("dave's bypass: got %d, want 403", r.StatusCode)
+	}
+	keepCookies(d)
+	if r := s.browser("").get("/admin/"); r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("no identity on an mfa path: got %d, want 401", r.StatusCode)
+	}
+	if r := s.browser("alice").get("/a/%2e%2e/admin/"); r.StatusCode != http.StatusBadRequest {
+		t.Fatalf("encoded dot-dot path: got %d, want 400", r.StatusCode)
+	}
+
 	for _, m := range s.Sim.Inbox("alice") {
 		run.otps = append(run.otps, m.OTP)
 	}
@@ -186,6 +201,9 @@ func TestMetricsMoveAfterARealStepUp(t *testing.T) {
 		{"request durations are observed per decision", "stepgate_request_duration_seconds", map[string]string{"decision": "stepped_up"}, 1},
 		{"started challenges are counted", "stepgate_challenges_total", map[string]string{"event": "started"}, 2},
 		{"completed challenges are counted", "stepgate_challenges_total", map[string]string{"event": "completed"}, 1},
+		{"failed challenges (a PingOne bypass) are counted", "stepgate_challenges_total", map[string]string{"event": "failed"}, 1},
+		{"requests without identity are counted", "stepgate_requests_total", map[string]string{"decision": "no_identity", "code": "401"}, 1},
+		{"refused paths are counted", "stepgate_requests_total", map[string]string{"decision": "rejected", "code": "400"}, 1},
 		{"right OTPs are counted", "stepgate_otp_checks_total", map[string]string{"result": "ok"}, 1},
 		{"wrong OTPs are counted", "stepgate_otp_checks_total", map[string]string{"result": "wrong"}, 1},
 		{"PingOne authorize calls are counted with their status", "stepgate_pingone_requests_total", map[string]string{"op": "authorize", "code": "200"}, 2},
@@ -478,7 +496,7 @@ func TestLogsCarryAuditEventsButNoSecrets(t *testing.T) {
 
 	tests := []struct {
 		event string
-		user  string // "" = alice or bob
+		user  string // "" = any of alice, bob, dave
 		extra []string
 	}{
 		{"mfa.started", "", []string{"rule"}},
@@ -486,6 +504,7 @@ func TestLogsCarryAuditEventsButNoSecrets(t *testing.T) {
 		{"mfa.otp_failed", "alice", nil},
 		{"mfa.completed", "alice", []string{"acr", "amr"}},
 		{"mfa.rate_limited", "bob", []string{"limit"}},
+		{"mfa.failed", "dave", []string{"reason"}},
 	}
 	for _, tt := range tests {
 		t.Run("the audit event "+tt.event+" names user, client address and flow", func(t *testing.T) {
@@ -494,7 +513,7 @@ func TestLogsCarryAuditEventsButNoSecrets(t *testing.T) {
 				t.Fatalf("no %s event", tt.event)
 			}
 			for _, ev := range evs {
-				wantUser := ev["user"] == tt.user || tt.user == "" && (ev["user"] == "alice" || ev["user"] == "bob")
+				wantUser := ev["user"] == tt.user || tt.user == "" && (ev["user"] == "alice" || ev["user"] == "bob" || ev["user"] == "dave")
 				if !wantUser || ev["client_ip"] != "127.0.0.1" {
 					t.Errorf("%s: user=%v client_ip=%v, want %s 127.0.0.1", tt.event, ev["user"], ev["client_ip"], tt.user)
 				}
@@ -505,6 +524,21 @@ func TestLogsCarryAuditEventsButNoSecrets(t *testing.T) {
 					if v, ok := ev[k]; !ok || v == "" {
 						t.Errorf("%s without %s: %v", tt.event, k, ev)
 					}
+				}
+			}
+		})
+	}
+	// Refusals before any flow exists carry no flow id, but still say who
+	// (as far as known) and from where.
+	for _, event := range []string{"identity.rejected", "request.rejected"} {
+		t.Run("the audit event "+event+" names the client address and reason", func(t *testing.T) {
+			evs := s.Logs.Events(event)
+			if len(evs) == 0 {
+				t.Fatalf("no %s event", event)
+			}
+			for _, ev := range evs {
+				if _, ok := ev["user"]; !ok || ev["client_ip"] != "127.0.0.1" || ev["reason"] == "" || ev["reason"] == nil {
+					t.Errorf("%s: %v, want user, client_ip 127.0.0.1 and a reason", event, ev)
 				}
 			}
 		})
