@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/stepgate/stepgate/metrics"
@@ -120,8 +121,33 @@ func New(cfg Config) (*Gateway, error) {
 		FlushInterval: cfg.FlushInterval,
 		ErrorHandler:  g.upstreamError,
 		ErrorLog:      slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		// Without a pool ReverseProxy allocates (and the GC then clears
+		// and sweeps) a 32 KiB copy buffer per request: the largest single
+		// cost of a small proxied response.
+		BufferPool: &bufferPool{},
 	}
 	return g, nil
+}
+
+// bufferPool implements httputil.BufferPool. It pools *[]byte, not []byte,
+// so that Put does not allocate a slice header each time.
+type bufferPool struct{ p sync.Pool }
+
+const copyBufferSize = 32 << 10 // ReverseProxy's own default
+
+func (b *bufferPool) Get() []byte {
+	if bp, ok := b.p.Get().(*[]byte); ok {
+		return *bp
+	}
+	return make([]byte, copyBufferSize)
+}
+
+func (b *bufferPool) Put(buf []byte) {
+	if cap(buf) != copyBufferSize {
+		return
+	}
+	buf = buf[:copyBufferSize]
+	b.p.Put(&buf)
 }
 
 // decision labels for metrics and logs.
