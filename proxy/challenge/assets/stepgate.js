@@ -6,10 +6,15 @@
   // Push: poll the status endpoint with back-off until PingOne moves on.
   var status = document.getElementById("push-status");
   if (status) {
-    var delay = 2000;
+    var delay = 1000;
     var poll = function () {
       fetch(status.getAttribute("data-poll"), { credentials: "same-origin", headers: { "Accept": "application/json" } })
-        .then(function (r) { return r.json().catch(function () { return {}; }); })
+        .then(function (r) {
+          // 429 and 503 say when to come back; never ask sooner.
+          var wait = parseInt(r.headers.get("Retry-After"), 10);
+          if (wait > 0) { delay = Math.max(delay, wait * 1000 / 1.5); }
+          return r.json().catch(function () { return {}; });
+        })
         .then(function (s) {
           if (s && s.next) { window.location.assign(s.next); return; }
           delay = Math.min(delay * 1.5, 10000);
