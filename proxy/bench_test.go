@@ -143,7 +143,7 @@ func newBenchEnv(b *testing.B, level slog.Level) *benchEnv {
 		Logger:         log,
 		Metrics:        metrics.New(prometheus.NewRegistry(), "bench"),
 		Now:            now,
-		FlushInterval:  -1,
+		FlushInterval:  0,
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -219,7 +219,9 @@ func build(cfg config, s settings, log *slog.Logger, reg *prometheus.Registry, n
 		Logger:               log,
 		Metrics:              m,
 		Now:                  now,
-		FlushInterval:        -1,
+		// FlushInterval stays 0: ReverseProxy already flushes every write
+		// of a response without Content-Length or of text/event-stream;
+		// -1 would also flush (and arm a timer for) every sized response.
 	})
 	if err != nil {
 		return nil, err
