@@ -6,7 +6,7 @@ package main
 // JavaScript, with a virtual security key — against the PingOne simulator, a
 // demo upstream and the real gateway, all on loopback.
 //
-// Every tab also watches for what a person would not see but must not happen:
+// Every browserTab also watches for what a person would not see but must not happen:
 // console errors, uncaught exceptions, CSP violations and requests to any
 // host but loopback. Screenshots of each state at 390×844 and 1280×800 land
 // in $STEPGATE_ARTIFACTS (default testdata-artifacts/browser at the
@@ -111,9 +111,9 @@ func artifactDir(t *testing.T) string {
 	return dir
 }
 
-// tab is one browser tab in its own browser context, pointed at a stand-in
+// browserTab is one browser browserTab in its own browser context, pointed at a stand-in
 // IdP in front of the stack's gateway.
-type tab struct {
+type browserTab struct {
 	t    *testing.T
 	ctx  context.Context
 	s    *stack
@@ -130,12 +130,12 @@ type tab struct {
 // starts watching the console and the network. The IdP listens on
 // 127.0.0.1 and is browsed as localhost, because WebAuthn needs a host name
 // and the demo tenant's RP ID is localhost.
-func openTab(t *testing.T, browser context.Context, s *stack, user string) *tab {
+func openTab(t *testing.T, browser context.Context, s *stack, user string) *browserTab {
 	t.Helper()
 	idp := httptest.NewServer(standInIdP(strings.TrimPrefix(s.Proxy, "http://")))
 	t.Cleanup(idp.Close)
 	u, _ := url.Parse(idp.URL)
-	tb := &tab{
+	tb := &browserTab{
 		t: t, s: s, base: "http://localhost:" + u.Port(),
 		name:     regexp.MustCompile(`[^a-z0-9]+`).ReplaceAllString(strings.ToLower(strings.TrimPrefix(t.Name(), "TestChallengePageInChromium/")), "-"),
 		statusOK: make(chan struct{}, 64),
@@ -158,7 +158,7 @@ func openTab(t *testing.T, browser context.Context, s *stack, user string) *tab 
 		}); err != nil {
 			return err
 		}
-		// A background tab has no focus, and autofocus only works in a
+		// A background browserTab has no focus, and autofocus only works in a
 		// focused page.
 		if _, err := cdp.Call(ctx, tg, emulation.SetFocusEmulationEnabled, emulation.SetFocusEmulationEnabledParams{Enabled: true}); err != nil {
 			return err
@@ -172,7 +172,7 @@ func openTab(t *testing.T, browser context.Context, s *stack, user string) *tab 
 }
 
 // watch runs on chromedp's event loop: it must only record.
-func (tb *tab) watch(ev any) {
+func (tb *browserTab) watch(ev any) {
 	switch ev := ev.(type) {
 	case *runtime.EventConsoleAPICalled:
 		if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeAssert || ev.Type == runtime.ConsoleAPICalledTypeWarning {
@@ -244,13 +244,13 @@ func loopbackURL(raw string) bool {
 	return h == "localhost" || h == "127.0.0.1" || h == "::1"
 }
 
-func (tb *tab) problem(format string, args ...any) {
+func (tb *browserTab) problem(format string, args ...any) {
 	tb.mu.Lock()
 	defer tb.mu.Unlock()
 	tb.problems = append(tb.problems, fmt.Sprintf(format, args...))
 }
 
-func (tb *tab) assertClean() {
+func (tb *browserTab) assertClean() {
 	tb.mu.Lock()
 	defer tb.mu.Unlock()
 	for _, p := range tb.problems {
@@ -259,7 +259,7 @@ func (tb *tab) assertClean() {
 }
 
 // call runs browser steps or fails the test.
-func (tb *tab) call(steps ...chromedp.Action[chromedp.Void]) {
+func (tb *browserTab) call(steps ...chromedp.Action[chromedp.Void]) {
 	tb.t.Helper()
 	if err := chromedp.Do(tb.ctx, steps...); err != nil {
 		tb.t.Fatalf("browser: %v\npage: %s\nlogs:\n%s", err, tb.describe(), tb.s.Logs.String())
@@ -267,7 +267,7 @@ func (tb *tab) call(steps ...chromedp.Action[chromedp.Void]) {
 }
 
 // eval evaluates a JavaScript expression in the page.
-func eval[T any](tb *tab, expr string) T {
+func evalJS[T any](tb *browserTab, expr string) T {
 	tb.t.Helper()
 	v, err := chromedp.Run(tb.ctx, chromedp.Evaluate[T](expr))
 	if err != nil {
@@ -277,7 +277,7 @@ func eval[T any](tb *tab, expr string) T {
 }
 
 // describe is the page URL and text, for failure messages.
-func (tb *tab) describe() string {
+func (tb *browserTab) describe() string {
 	ctx, cancel := context.WithTimeout(tb.ctx, 2*time.Second)
 	defer cancel()
 	loc, _ := chromedp.Run(ctx, chromedp.Location())
@@ -286,7 +286,7 @@ func (tb *tab) describe() string {
 }
 
 // navigate loads path and returns the document's status.
-func (tb *tab) navigate(path string) int64 {
+func (tb *browserTab) navigate(path string) int64 {
 	tb.t.Helper()
 	resp, err := chromedp.Run(tb.ctx, chromedp.NavigateResponse(tb.base+path))
 	if err != nil {
@@ -297,7 +297,7 @@ func (tb *tab) navigate(path string) int64 {
 
 // submit runs steps that submit a form and waits for the page they lead to;
 // it returns that document's response.
-func (tb *tab) submit(steps ...chromedp.Action[chromedp.Void]) *network.Response {
+func (tb *browserTab) submit(steps ...chromedp.Action[chromedp.Void]) *network.Response {
 	tb.t.Helper()
 	resp, err := chromedp.RunResponse(tb.ctx, steps...)
 	if err != nil {
@@ -307,19 +307,19 @@ func (tb *tab) submit(steps ...chromedp.Action[chromedp.Void]) *network.Response
 }
 
 // click clicks the element and waits for the resulting page.
-func (tb *tab) click(sel string) *network.Response {
+func (tb *browserTab) click(sel string) *network.Response {
 	tb.t.Helper()
 	return tb.submit(chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
 }
 
 // key presses keys on the focused element and waits for the resulting page.
-func (tb *tab) keyNavigate(keys string) *network.Response {
+func (tb *browserTab) keyNavigate(keys string) *network.Response {
 	tb.t.Helper()
 	return tb.submit(chromedp.KeyEvent(keys))
 }
 
-// state waits for the challenge page in a state and returns the tab.
-func (tb *tab) state(want string) {
+// state waits for the challenge page in a state and checks its accessibility.
+func (tb *browserTab) state(want string) {
 	tb.t.Helper()
 	ctx, cancel := context.WithTimeout(tb.ctx, 15*time.Second)
 	defer cancel()
@@ -331,7 +331,7 @@ func (tb *tab) state(want string) {
 
 // waitPath waits until the page at path has loaded, however it got there
 // (a redirect, the push poll's script or a meta refresh).
-func (tb *tab) waitPath(path string, within time.Duration) {
+func (tb *browserTab) waitPath(path string, within time.Duration) {
 	tb.t.Helper()
 	ctx, cancel := context.WithTimeout(tb.ctx, within)
 	defer cancel()
@@ -351,7 +351,7 @@ func (tb *tab) waitPath(path string, within time.Duration) {
 	}
 }
 
-func (tb *tab) text(sel string) string {
+func (tb *browserTab) text(sel string) string {
 	tb.t.Helper()
 	v, err := chromedp.Run(tb.ctx, chromedp.Text(chromedp.CSS(sel), chromedp.NodeVisible))
 	if err != nil {
@@ -362,29 +362,29 @@ func (tb *tab) text(sel string) string {
 
 // focused describes the focused element: its id, else its action value,
 // else its name.
-func (tb *tab) focused() string {
+func (tb *browserTab) focused() string {
 	tb.t.Helper()
-	return eval[string](tb, `(function (e) { return e ? (e.id || e.value || e.name || e.textContent.trim()) : ""; })(document.activeElement)`)
+	return evalJS[string](tb, `(function (e) { return e ? (e.id || e.value || e.name || e.textContent.trim()) : ""; })(document.activeElement)`)
 }
 
 // typeInto focuses the field by clicking it, as a person would, and types.
-func (tb *tab) typeInto(sel, text string) {
+func (tb *browserTab) typeInto(sel, text string) {
 	tb.t.Helper()
 	tb.call(chromedp.SendKeys(chromedp.CSS(sel), text, chromedp.NodeVisible))
 }
 
 // phone and desktop set the viewport the issue names.
-func (tb *tab) phone() {
+func (tb *browserTab) phone() {
 	tb.call(chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateScale(2)))
 }
 
-func (tb *tab) desktop() {
+func (tb *browserTab) desktop() {
 	tb.call(chromedp.EmulateViewport(1280, 800))
 }
 
 // screenshot saves the current page at 390×844 and 1280×800 and checks
-// that neither layout overflows sideways. It leaves the tab phone-sized.
-func (tb *tab) screenshot(state string) {
+// that neither layout overflows sideways. It leaves the browserTab phone-sized.
+func (tb *browserTab) screenshot(state string) {
 	tb.t.Helper()
 	dir := artifactDir(tb.t)
 	for _, vp := range []struct {
@@ -392,7 +392,7 @@ func (tb *tab) screenshot(state string) {
 		set  func()
 	}{{"390x844", tb.phone}, {"1280x800", tb.desktop}} {
 		vp.set()
-		if over := eval[string](tb, `(function () {
+		if over := evalJS[string](tb, `(function () {
 			if (!document.querySelector("main[data-state]")) return ""; // not our page
 			var d = document.documentElement, out = [];
 			if (d.scrollWidth > innerWidth) out.push("page is " + d.scrollWidth + "px wide in a " + innerWidth + "px viewport");
@@ -418,7 +418,7 @@ func (tb *tab) screenshot(state string) {
 // needs on every stepgate page: a language, a title, one heading, a visible
 // label for every field, a name for every control, touch-sized targets,
 // errors in an alert or live region, and focus on the page's first control.
-func (tb *tab) assertAccessible() {
+func (tb *browserTab) assertAccessible() {
 	tb.t.Helper()
 	// Browsers apply autofocus at the next rendering step, after the page
 	// is visible: wait for it (bounded) before judging focus.
@@ -427,7 +427,7 @@ func (tb *tab) assertAccessible() {
 		`(function (a) { return !a || document.activeElement === a; })(document.querySelector("main [autofocus]"))`,
 		chromedp.WithPollingInterval(20*time.Millisecond)))
 	cancel()
-	problems := eval[[]string](tb, `(function () {
+	problems := evalJS[[]string](tb, `(function () {
 		var p = [], d = document;
 		if (!d.documentElement.lang) p.push("html has no lang");
 		if (!d.title.trim()) p.push("no title");
@@ -460,7 +460,7 @@ func (tb *tab) assertAccessible() {
 }
 
 // flowID is the id of the n-th started flow (from the audit log).
-func (s *stack) flowID(t *testing.T, n int) string {
+func startedFlowID(t *testing.T, s *stack, n int) string {
 	t.Helper()
 	ev := s.Logs.Events("mfa.started")
 	if len(ev) <= n {
@@ -471,7 +471,7 @@ func (s *stack) flowID(t *testing.T, n int) string {
 
 // waitPoll waits until the push page's script has had an answer from the
 // status endpoint: from then on the page is polling.
-func (tb *tab) waitPoll() {
+func (tb *browserTab) waitPoll() {
 	tb.t.Helper()
 	select {
 	case <-tb.statusOK:
@@ -482,7 +482,7 @@ func (tb *tab) waitPoll() {
 
 // startAndPick opens a protected page, starts the challenge and picks the
 // device with the given radio value, returning when the next page is shown.
-func (tb *tab) startAndPick(returnPath, deviceID string) {
+func (tb *browserTab) startAndPick(returnPath, deviceID string) {
 	tb.t.Helper()
 	tb.navigate(returnPath)
 	tb.state("start")
@@ -493,7 +493,7 @@ func (tb *tab) startAndPick(returnPath, deviceID string) {
 }
 
 // latestCode is the newest code the simulator delivered to user by type.
-func (s *stack) latestCode(t *testing.T, user, typ string) string {
+func deliveredCode(t *testing.T, s *stack, user, typ string) string {
 	t.Helper()
 	for _, m := range s.Sim.Inbox(user) {
 		if m.Type == typ {
@@ -506,7 +506,7 @@ func (s *stack) latestCode(t *testing.T, user, typ string) string {
 
 // assertSteppedUp checks the demo app page the browser landed on and the
 // headers the upstream received with it.
-func (tb *tab) assertSteppedUp(path, user, amr string) {
+func (tb *browserTab) assertSteppedUp(path, user, amr string) {
 	tb.t.Helper()
 	tb.waitPath(path, 10*time.Second)
 	body := tb.text("body")
@@ -537,7 +537,7 @@ func TestChallengePageInChromium(t *testing.T) {
 			t.Fatalf("challenge page status %d, want 200", st)
 		}
 		tb.state("start")
-		if got := eval[string](tb, "location.pathname + location.search"); got != "/.stepgate/challenge?return=%2Fadmin%2Freports%3Fweek%3D12" {
+		if got := evalJS[string](tb, "location.pathname + location.search"); got != "/.stepgate/challenge?return=%2Fadmin%2Freports%3Fweek%3D12" {
 			t.Errorf("redirected to %q", got)
 		}
 		tb.screenshot("start")
@@ -553,13 +553,13 @@ func TestChallengePageInChromium(t *testing.T) {
 		if got := tb.text("#otp-intro"); !strings.Contains(got, "We sent a code to") || !strings.Contains(got, "1234") {
 			t.Errorf("OTP intro %q does not say where the code went", got)
 		}
-		if ac := eval[string](tb, `document.getElementById("otp").autocomplete`); ac != "one-time-code" {
+		if ac := evalJS[string](tb, `document.getElementById("otp").autocomplete`); ac != "one-time-code" {
 			t.Errorf("otp autocomplete = %q", ac)
 		}
-		tb.typeInto("#otp", s.latestCode(t, "alice", "SMS"))
+		tb.typeInto("#otp", deliveredCode(t, s, "alice", "SMS"))
 		tb.submit(chromedp.KeyEvent(kb.Enter))
 		tb.assertSteppedUp("/admin/reports", "alice", "otp")
-		if got := eval[string](tb, "location.search"); got != "?week=12" {
+		if got := evalJS[string](tb, "location.search"); got != "?week=12" {
 			t.Errorf("query after step-up = %q, want ?week=12", got)
 		}
 		tb.screenshot("app-after-step-up")
@@ -570,7 +570,7 @@ func TestChallengePageInChromium(t *testing.T) {
 		tb := openTab(t, browser, s, "alice")
 		tb.startAndPick("/admin/", pingonesim.DemoAliceSMSID)
 		tb.state("otp")
-		code := s.latestCode(t, "alice", "SMS")
+		code := deliveredCode(t, s, "alice", "SMS")
 		tb.typeInto("#otp", wrongCode(code))
 		resp := tb.submit(chromedp.KeyEvent(kb.Enter))
 		if resp.Status != 401 {
@@ -580,13 +580,13 @@ func TestChallengePageInChromium(t *testing.T) {
 		if got := tb.text("#message"); !strings.Contains(got, "not right") || !strings.Contains(got, "Attempts left: 2") {
 			t.Errorf("error message %q", got)
 		}
-		if got := eval[string](tb, `document.getElementById("message").getAttribute("role")`); got != "alert" {
+		if got := evalJS[string](tb, `document.getElementById("message").getAttribute("role")`); got != "alert" {
 			t.Errorf("error role = %q, want alert", got)
 		}
-		if got := eval[string](tb, `document.getElementById("otp").getAttribute("aria-invalid") + " " + document.getElementById("otp").getAttribute("aria-describedby")`); !strings.Contains(got, "true") || !strings.Contains(got, "message") {
+		if got := evalJS[string](tb, `document.getElementById("otp").getAttribute("aria-invalid") + " " + document.getElementById("otp").getAttribute("aria-describedby")`); !strings.Contains(got, "true") || !strings.Contains(got, "message") {
 			t.Errorf("code field aria-invalid/aria-describedby = %q", got)
 		}
-		if v := eval[string](tb, `document.getElementById("otp").value`); v != "" {
+		if v := evalJS[string](tb, `document.getElementById("otp").value`); v != "" {
 			t.Errorf("the wrong code is still in the field: %q", v)
 		}
 		tb.screenshot("otp-wrong")
@@ -606,7 +606,7 @@ func TestChallengePageInChromium(t *testing.T) {
 		if after := len(s.Sim.Inbox("alice")); after != before+1 {
 			t.Fatalf("inbox had %d messages, has %d after resend; want one more", before, after)
 		}
-		tb.typeInto("#otp", s.latestCode(t, "alice", "SMS"))
+		tb.typeInto("#otp", deliveredCode(t, s, "alice", "SMS"))
 		tb.submit(chromedp.KeyEvent(kb.Enter))
 		tb.assertSteppedUp("/admin/", "alice", "otp")
 	})
@@ -624,7 +624,7 @@ func TestChallengePageInChromium(t *testing.T) {
 		if got := tb.text("#otp-intro"); !strings.Contains(got, "@example.com") {
 			t.Errorf("OTP intro %q does not name the e-mail address", got)
 		}
-		tb.typeInto("#otp", s.latestCode(t, "alice", "EMAIL"))
+		tb.typeInto("#otp", deliveredCode(t, s, "alice", "EMAIL"))
 		tb.submit(chromedp.KeyEvent(kb.Enter))
 		tb.assertSteppedUp("/admin/", "alice", "otp")
 	})
@@ -649,7 +649,7 @@ func TestChallengePageInChromium(t *testing.T) {
 			t.Errorf("after ArrowDown focus is on %q, want the e-mail method", got)
 		}
 		tb.call(chromedp.KeyEvent(kb.Tab))
-		if got := eval[string](tb, `document.activeElement.type`); got != "submit" {
+		if got := evalJS[string](tb, `document.activeElement.type`); got != "submit" {
 			t.Errorf("after Tab focus is on a %q, want the submit button", got)
 		}
 		tb.keyNavigate(kb.Enter)
@@ -668,7 +668,7 @@ func TestChallengePageInChromium(t *testing.T) {
 		if got := tb.focused(); got != "otp" {
 			t.Fatalf("Shift+Tab back did not return to the code field: %q", got)
 		}
-		tb.call(chromedp.KeyEvent(s.latestCode(t, "alice", "EMAIL")))
+		tb.call(chromedp.KeyEvent(deliveredCode(t, s, "alice", "EMAIL")))
 		tb.keyNavigate(kb.Enter)
 		tb.assertSteppedUp("/admin/", "alice", "otp")
 	})
@@ -680,12 +680,12 @@ func TestChallengePageInChromium(t *testing.T) {
 		tb.state("start")
 		tb.click(`button[value="start"]`)
 		tb.state("push")
-		if got := eval[string](tb, `document.getElementById("push-status").getAttribute("aria-live") + "/" + document.getElementById("push-status").getAttribute("role")`); got != "polite/status" {
+		if got := evalJS[string](tb, `document.getElementById("push-status").getAttribute("aria-live") + "/" + document.getElementById("push-status").getAttribute("role")`); got != "polite/status" {
 			t.Errorf("push status region = %q, want polite/status", got)
 		}
 		tb.screenshot("push")
 		tb.waitPoll()
-		if err := s.Sim.Push(s.flowID(t, 0), pingonesim.PushApprove); err != nil {
+		if err := s.Sim.Push(startedFlowID(t, s, 0), pingonesim.PushApprove); err != nil {
 			t.Fatal(err)
 		}
 		tb.assertSteppedUp("/admin/", "bob", "swk")
@@ -699,7 +699,7 @@ func TestChallengePageInChromium(t *testing.T) {
 		tb.click(`button[value="start"]`)
 		tb.state("push")
 		tb.waitPoll()
-		flow := s.flowID(t, 0)
+		flow := startedFlowID(t, s, 0)
 		if err := s.Sim.Push(flow, pingonesim.PushTimeout); err != nil {
 			t.Fatal(err)
 		}
@@ -717,6 +717,49 @@ func TestChallengePageInChromium(t *testing.T) {
 		tb.assertSteppedUp("/admin/", "bob", "swk")
 	})
 
+	t.Run("a denied push ends on a page that explains and offers a fresh start", func(t *testing.T) {
+		s := newStack(t, withUpstream(demoApp()))
+		tb := openTab(t, browser, s, "bob")
+		tb.navigate("/admin/")
+		tb.state("start")
+		tb.click(`button[value="start"]`)
+		tb.state("push")
+		tb.waitPoll()
+		if err := s.Sim.Push(startedFlowID(t, s, 0), pingonesim.PushDeny); err != nil {
+			t.Fatal(err)
+		}
+		tb.state("error")
+		if got := tb.text("#message"); !strings.Contains(got, "did not succeed") {
+			t.Errorf("message %q does not say the verification failed", got)
+		}
+		tb.screenshot("push-denied")
+		tb.click(`main[data-state="error"] button[value="start"]`)
+		tb.state("push")
+		if n := len(s.Logs.Events("mfa.started")); n != 2 {
+			t.Errorf("mfa.started events = %d, want 2 (the fresh start)", n)
+		}
+	})
+
+	t.Run("a user without any method is refused, not let through", func(t *testing.T) {
+		s := newStack(t, withUpstream(demoApp()))
+		tb := openTab(t, browser, s, "dave")
+		tb.navigate("/admin/")
+		tb.state("start")
+		if resp := tb.click(`button[value="start"]`); resp.Status != 403 {
+			t.Errorf("bypass answered %d, want 403", resp.Status)
+		}
+		tb.state("error")
+		if got := tb.text("#message"); !strings.Contains(got, "No MFA method is available") {
+			t.Errorf("message %q", got)
+		}
+		tb.screenshot("no-method")
+		for _, r := range s.Requests() {
+			if strings.HasPrefix(r.RequestURI, "/admin") {
+				t.Errorf("the upstream received %s for a user without MFA", r.RequestURI)
+			}
+		}
+	})
+
 	t.Run("without JavaScript the push page refreshes itself until approved", func(t *testing.T) {
 		s := newStack(t, withUpstream(demoApp()))
 		tb := openTab(t, browser, s, "bob")
@@ -732,7 +775,7 @@ func TestChallengePageInChromium(t *testing.T) {
 			t.Errorf("the no-script note is not shown: %q", got)
 		}
 		tb.screenshot("push-nojs")
-		if err := s.Sim.Push(s.flowID(t, 0), pingonesim.PushApprove); err != nil {
+		if err := s.Sim.Push(startedFlowID(t, s, 0), pingonesim.PushApprove); err != nil {
 			t.Fatal(err)
 		}
 		tb.assertSteppedUp("/admin/", "bob", "swk")
@@ -797,7 +840,7 @@ func TestChallengePageInChromium(t *testing.T) {
 		tb.startAndPick("/admin/", pingonesim.DemoAliceSMSID)
 		tb.state("otp")
 		clock.Advance(6 * time.Minute)
-		tb.typeInto("#otp", s.latestCode(t, "alice", "SMS"))
+		tb.typeInto("#otp", deliveredCode(t, s, "alice", "SMS"))
 		resp := tb.submit(chromedp.KeyEvent(kb.Enter))
 		if resp.Status != 410 {
 			t.Errorf("expired flow answered %d, want 410", resp.Status)
@@ -811,7 +854,7 @@ func TestChallengePageInChromium(t *testing.T) {
 		tb.state("devices")
 		tb.click(`main[data-state="devices"] button[type="submit"]`)
 		tb.state("otp")
-		tb.typeInto("#otp", s.latestCode(t, "alice", "SMS"))
+		tb.typeInto("#otp", deliveredCode(t, s, "alice", "SMS"))
 		tb.submit(chromedp.KeyEvent(kb.Enter))
 		tb.assertSteppedUp("/admin/", "alice", "otp")
 	})
@@ -826,7 +869,7 @@ func TestChallengePageInChromium(t *testing.T) {
 		if resp.Status != 503 {
 			t.Errorf("start with PingOne down answered %d, want 503", resp.Status)
 		}
-		if ra := headerValue(resp.Headers, "Retry-After"); ra == "" {
+		if ra := cdpHeader(resp.Headers, "Retry-After"); ra == "" {
 			t.Errorf("503 page has no Retry-After header: %v", resp.Headers)
 		}
 		tb.state("error")
@@ -846,7 +889,7 @@ func TestChallengePageInChromium(t *testing.T) {
 		tb := openTab(t, browser, s, "alice")
 		tb.startAndPick("/admin/", pingonesim.DemoAliceSMSID)
 		tb.state("otp")
-		tb.typeInto("#otp", s.latestCode(t, "alice", "SMS"))
+		tb.typeInto("#otp", deliveredCode(t, s, "alice", "SMS"))
 		tb.submit(chromedp.KeyEvent(kb.Enter))
 		tb.assertSteppedUp("/admin/", "alice", "otp")
 		tb.click(`form[action="/.stepgate/logout"] button`)
@@ -862,8 +905,8 @@ func TestChallengePageInChromium(t *testing.T) {
 	})
 }
 
-// headerValue reads a response header case-insensitively from CDP's map.
-func headerValue(h network.Headers, name string) string {
+// cdpHeader reads a response header case-insensitively from CDP's map.
+func cdpHeader(h network.Headers, name string) string {
 	for k, v := range h {
 		if strings.EqualFold(k, name) {
 			return fmt.Sprint(v)
