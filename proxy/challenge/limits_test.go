@@ -1,0 +1,171 @@
+package challenge
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/stepgate/stepgate/metrics"
+	"github.com/stepgate/stepgate/mfa"
+	"github.com/stepgate/stepgate/proxy/ratelimit"
+	"github.com/stepgate/stepgate/proxy/rules"
+	"github.com/stepgate/stepgate/session"
+)
+
+// startOnlyPingOne starts every flow at device selection without a network.
+type startOnlyPingOne struct{ PingOne }
+
+func (startOnlyPingOne) Start(_ context.Context, req mfa.StartRequest) (*mfa.Flow, *mfa.Pending, error) {
+	return &mfa.Flow{ID: "flow-1", Status: mfa.StatusDeviceSelectionRequired},
+		&mfa.Pending{FlowID: "flow-1", Nonce: "n", State: "s"}, nil
+}
+
+// limitsHarness is a challenge Handler with real session cookies and the
+// real keyed limiters, as cmd/stepgate wires them, but small key sets.
+type limitsHarness struct {
+	h     *Handler
+	store *session.Store
+	reg   *prometheus.Registry
+	now   time.Time
+	lims  []*ratelimit.Limiter
+}
+
+func newLimitsHarness(t testing.TB, maxKeys int) *limitsHarness {
+	t.Helper()
+	now := time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	store, err := session.NewStore(session.Options{Keys: [][]byte{bytes.Repeat([]byte{7}, 32)}, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages, err := NewPages("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := func(n int, per time.Duration) *ratelimit.Limiter {
+		l, b := ratelimit.Every(n, per)
+		return ratelimit.New(ratelimit.Options{Limit: l, Burst: b, MaxKeys: maxKeys, Now: clock})
+	}
+	perUser, perIP := lim(5, 10*time.Minute), lim(20, 10*time.Minute)
+	reg := prometheus.NewRegistry()
+	h, err := New(Config{
+		PingOne: startOnlyPingOne{},
+		Store:   store,
+		RuleFor: func(string) rules.Rule { return rules.Rule{Path: "/admin/", Action: rules.MFA} },
+		Limits:  Limits{StartPerUser: perUser, StartPerIP: perIP},
+		Pages:   pages,
+		Logger:  slog.New(slog.DiscardHandler),
+		Metrics: metrics.New(reg, "test"),
+		Now:     clock,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &limitsHarness{h: h, store: store, reg: reg, now: now, lims: []*ratelimit.Limiter{perUser, perIP}}
+}
+
+// start POSTs action=start for user from client, with a valid flow cookie
+// and CSRF token, and returns the response.
+func (x *limitsHarness) start(t testing.TB, user string, client netip.Addr) *httptest.ResponseRecorder {
+	csrf := bytes.Repeat([]byte{9}, 32)
+	rec := httptest.NewRecorder()
+	if err := x.store.SaveFlow(rec, session.Flow{User: user, CSRF: csrf, ReturnPath: "/admin/", Created: x.now}); err != nil {
+		t.Fatal(err)
+	}
+	cookie := rec.Result().Cookies()[0]
+	form := url.Values{"csrf": {base64.RawURLEncoding.EncodeToString(csrf)}, "action": {"start"}}.Encode()
+	r := httptest.NewRequest(http.MethodPost, "http://gw.example"+PathChallenge, strings.NewReader(form))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	r.Header.Set("Origin", "http://gw.example")
+	r.Header.Set("Sec-Fetch-Site", "same-origin")
+	r.AddCookie(cookie)
+	w := httptest.NewRecorder()
+	x.h.Serve(w, r, user, client)
+	return w
+}
+
+func TestStartLimitsAnswer429WithRetryAfter(t *testing.T) {
+	x := newLimitsHarness(t, 1000)
+	alice := netip.MustParseAddr("203.0.113.1")
+	for i := 0; i < 5; i++ {
+		if w := x.start(t, "alice", alice); w.Code != http.StatusSeeOther {
+			t.Fatalf("start %d: got %d, want 303", i+1, w.Code)
+		}
+	}
+	w := x.start(t, "alice", alice)
+	if w.Code != http.StatusTooManyRequests {
+		t.Fatalf("6th start: got %d, want 429", w.Code)
+	}
+	if got := w.Header().Get("Retry-After"); got != "120" {
+		t.Errorf("Retry-After = %q, want 120 (one start per 2 minutes)", got)
+	}
+	// Twenty users behind one address exhaust the per-IP bucket.
+	shared := netip.MustParseAddr("198.51.100.7")
+	for i := 0; i < 20; i++ {
+		if w := x.start(t, "u"+strconv.Itoa(i), shared); w.Code != http.StatusSeeOther {
+			t.Fatalf("user %d from the shared address: %d", i, w.Code)
+		}
+	}
+	if w := x.start(t, "u-last", shared); w.Code != http.StatusTooManyRequests {
+		t.Errorf("21st start from one address: got %d, want 429", w.Code)
+	}
+}
+
+// TestLimiterMemoryIsFlatUnderDistinctUsersAndIPs drives flow starts from
+// distinct users at distinct addresses through the handler and its real
+// limiters: once the key sets are full, the heap must stop growing with the
+// number of keys (SPEC §8). A million requests normally; fewer under -race
+// or -short.
+func TestLimiterMemoryIsFlatUnderDistinctUsersAndIPs(t *testing.T) {
+	const maxKeys = 2000
+	total := 1_000_000
+	if raceEnabled || testing.Short() {
+		total = 50_000
+	}
+	x := newLimitsHarness(t, maxKeys)
+	run := func(from, to int) {
+		for i := from; i < to; i++ {
+			ip := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+			if w := x.start(t, "user-"+strconv.Itoa(i), ip); w.Code != http.StatusSeeOther {
+				t.Fatalf("request %d: got %d (every key is new, nothing should be limited)", i, w.Code)
+			}
+		}
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	warm := 4 * maxKeys // every key set is full and evicting from here on
+	run(0, warm)
+	before := heap()
+	run(warm, total)
+	after := heap()
+	for _, l := range x.lims {
+		if n := l.Len(); n > maxKeys {
+			t.Errorf("limiter holds %d keys, want at most %d", n, maxKeys)
+		}
+	}
+	// An unbounded key set would hold ~2 entries of a few hundred bytes per
+	// request: tens of megabytes at 50k requests, hundreds at a million.
+	const slack = 4 << 20
+	if after > before+slack {
+		t.Errorf("heap grew from %d to %d bytes over %d distinct users and IPs, want flat (within %d)",
+			before, after, total-warm, slack)
+	}
+	t.Logf("%d distinct users and IPs: heap %d KiB after warm-up, %d KiB at the end", total, before>>10, after>>10)
+}
