@@ -331,7 +331,7 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *ses
 		return
 	}
 	if !h.allow(w, r, c, h.cfg.Limits.StartPerUser, "start_user", "u:"+c.user) ||
-		!h.allow(w, r, c, h.cfg.Limits.StartPerIP, "start_ip", c.client.String()) {
+		!h.allow(w, r, c, h.cfg.Limits.StartPerIP, "start_ip", ipKey(c.client)) {
 		return
 	}
 	rule := h.cfg.RuleFor(f.ReturnPath)
@@ -734,6 +734,18 @@ func requestOrigin(r *http.Request) string {
 		scheme = "https"
 	}
 	return scheme + "://" + r.Host
+}
+
+// ipKey is the per-IP limit's key: an IPv4 address, or an IPv6 address's
+// /64. One IPv6 host usually holds a whole /64 and can rotate through it, so
+// keying by full address would give it 2^64 fresh buckets.
+func ipKey(a netip.Addr) string {
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return p.String()
+	}
+	return a.String()
 }
 
 func retryAfter(d time.Duration) string {
