@@ -169,3 +169,33 @@ func TestLimiterMemoryIsFlatUnderDistinctUsersAndIPs(t *testing.T) {
 	}
 	t.Logf("%d distinct users and IPs: heap %d KiB after warm-up, %d KiB at the end", total, before>>10, after>>10)
 }
+
+func TestPerIPLimitKeysIPv6ByItsSlash64(t *testing.T) {
+	for _, tt := range []struct{ name, addr, want string }{
+		{"an IPv4 address is its own key", "203.0.113.9", "203.0.113.9"},
+		{"an IPv4-mapped IPv6 address is the IPv4 address", "::ffff:203.0.113.9", "203.0.113.9"},
+		{"an IPv6 address is keyed by its /64", "2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"},
+		{"the zero address does not panic", "::", "::/64"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := ipKey(netip.MustParseAddr(tt.addr)); got != tt.want {
+				t.Errorf("ipKey(%s) = %q, want %q", tt.addr, got, tt.want)
+			}
+		})
+	}
+	if got := ipKey(netip.Addr{}); got != "invalid IP" {
+		t.Errorf("ipKey(zero Addr) = %q", got)
+	}
+	// Rotating through one /64 does not give fresh buckets.
+	x := newLimitsHarness(t, 1000)
+	for i := 0; i < 20; i++ {
+		ip := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i + 1)})
+		if w := x.start(t, "v6-"+strconv.Itoa(i), ip); w.Code != http.StatusSeeOther {
+			t.Fatalf("start %d: %d", i, w.Code)
+		}
+	}
+	rotated := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 8: 0xff, 15: 0x99})
+	if w := x.start(t, "v6-last", rotated); w.Code != http.StatusTooManyRequests {
+		t.Errorf("21st start from another address in the same /64: got %d, want 429", w.Code)
+	}
+}
