@@ -760,3 +760,22 @@ func TestFailClosed_AdminEndpointsNeverOnTheProxyListener(t *testing.T) {
 		t.Errorf("admin /metrics: %d", resp.StatusCode)
 	}
 }
+
+func TestIdentityHeaders_DuplicatedFramingHeadersAreRefused(t *testing.T) {
+	s := newStack(t)
+	for _, tt := range []struct{ name, raw string }{
+		{"two Host headers", "GET /admin/ HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nX-Forwarded-User: alice\r\n\r\n"},
+		{"two different Content-Length headers", "POST /public HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 40\r\n\r\nabc"},
+		{"a header line without a colon", "GET /public HTTP/1.1\r\nHost: x\r\nX-Forwarded-User alice\r\n\r\n"},
+		{"a space before the colon", "GET /public HTTP/1.1\r\nHost: x\r\nX-Forwarded-User : alice\r\n\r\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if status, _, _ := rawExchange(t, s.Proxy, tt.raw); status != http.StatusBadRequest {
+				t.Errorf("got %d, want 400", status)
+			}
+		})
+	}
+	if n := len(s.Requests()); n != 0 {
+		t.Errorf("upstream received %d ambiguous requests", n)
+	}
+}
