@@ -222,3 +222,41 @@ func TestFailClosed_UpstreamIdPJWKSDown(t *testing.T) {
 		t.Errorf("allow path with the IdP's JWKS down: %d", got)
 	}
 }
+
+// bearerTransport adds the IdP's token to every request, as an identity-
+// aware proxy in front of stepgate would.
+type bearerTransport struct{ token *string }
+
+func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+*b.token)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+func TestUpstreamJWT_StepUpIsBoundToTheTokenUser(t *testing.T) {
+	s, p := newJWTStack(t)
+	token := p.rs256(t, p.claims("alice", s.Clock.Now()))
+	b := s.browser("")
+	b.Client.Transport = bearerTransport{&token}
+	r := b.follow(b.get("/admin/"))
+	r = b.follow(b.post("action", "start"))
+	ids := deviceIDs(r.Body)
+	if len(ids) == 0 {
+		t.Fatalf("no devices for the token's user: %s", r.Body)
+	}
+	b.follow(b.post("action", "select", "device", ids[0]))
+	if r := b.post("action", "otp", "otp", s.latestOTP("alice")); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("OTP: %d", r.StatusCode)
+	}
+	if r := b.get("/admin/"); r.StatusCode != 200 || s.LastRequest().Header.Get("X-Stepgate-User") != "alice" {
+		t.Fatalf("stepped-up alice: %d, upstream user %q", r.StatusCode, s.LastRequest().Header.Get("X-Stepgate-User"))
+	}
+	// Same browser cookies, a token for another user: the step-up is not theirs.
+	token = p.rs256(t, p.claims("bob", s.Clock.Now()))
+	mustBeChallenged(t, s, b, "/admin/")
+	// And a token that no longer verifies is no identity at all, cookie or not.
+	token = p.rs256(t, p.claims("alice", s.Clock.Now().Add(-time.Hour)))
+	if r := b.get("/admin/"); r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("expired IdP token with a valid step-up cookie: %d, want 401", r.StatusCode)
+	}
+}
