@@ -17,6 +17,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -309,17 +310,24 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 
 	g.cfg.StepUps.StripCookies(pr.Out.Header)
 	if su := fw.stepUp; su != nil {
+		// Keys are canonical constants (tokenHeader is canonicalised in
+		// New), so the map is written directly; the six values share one
+		// backing array. Header.Set would canonicalise each key and
+		// allocate a slice per header, on every stepped-up request.
 		h := pr.Out.Header
+		v := make([]string, 6)
+		v[0] = su.IDToken
 		if g.bearer {
-			h.Set("Authorization", "Bearer "+su.IDToken)
-		} else {
-			h.Set(g.tokenHeader, su.IDToken)
+			v[0] = "Bearer " + su.IDToken
 		}
-		h.Set(HeaderSubject, su.Subject)
-		h.Set(HeaderUser, su.User)
-		h.Set(HeaderAuthTime, fmt.Sprint(su.AuthTime.Unix()))
-		h.Set(HeaderACR, su.ACR)
-		h.Set(HeaderAMR, strings.Join(su.AMR, ","))
+		v[1], v[2], v[3], v[4] = su.Subject, su.User, strconv.FormatInt(su.AuthTime.Unix(), 10), su.ACR
+		v[5] = strings.Join(su.AMR, ",")
+		h[g.tokenHeader] = v[0:1:1]
+		h[HeaderSubject] = v[1:2:2]
+		h[HeaderUser] = v[2:3:3]
+		h[HeaderAuthTime] = v[3:4:4]
+		h[HeaderACR] = v[4:5:5]
+		h[HeaderAMR] = v[5:6:6]
 	}
 }
 
