@@ -33,6 +33,11 @@ type config struct {
 	PingOneResponseType string        `env:"PINGONE_RESPONSE_TYPE" envDefault:"token id_token"`
 	PingOneTimeout      time.Duration `env:"PINGONE_TIMEOUT" envDefault:"10s"`
 	PingOneRateLimit    float64       `env:"PINGONE_RATE_LIMIT" envDefault:"50"`
+	LimitWindow         time.Duration `env:"LIMIT_WINDOW" envDefault:"10m"`
+	LimitStartsPerUser  int           `env:"LIMIT_STARTS_PER_USER" envDefault:"5"`
+	LimitStartsPerIP    int           `env:"LIMIT_STARTS_PER_IP" envDefault:"20"`
+	LimitOTPPerUser     int           `env:"LIMIT_OTP_PER_USER" envDefault:"10"`
+	LimitSendsPerUser   int           `env:"LIMIT_SENDS_PER_USER" envDefault:"10"`
 	Rules               string        `env:"RULES"`
 	RulesFile           string        `env:"RULES_FILE"`
 	DefaultAction       string        `env:"DEFAULT_ACTION" envDefault:"allow"`
@@ -176,6 +181,17 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	}
 	if c.PingOneRateLimit <= 0 {
 		bad("PINGONE_RATE_LIMIT", "want calls per second > 0")
+	}
+	if c.LimitWindow < time.Second || c.LimitWindow > 24*time.Hour {
+		bad("LIMIT_WINDOW", "want a duration between 1s and 24h")
+	}
+	for name, n := range map[string]int{
+		"LIMIT_STARTS_PER_USER": c.LimitStartsPerUser, "LIMIT_STARTS_PER_IP": c.LimitStartsPerIP,
+		"LIMIT_OTP_PER_USER": c.LimitOTPPerUser, "LIMIT_SENDS_PER_USER": c.LimitSendsPerUser,
+	} {
+		if n < 1 || n > 10000 {
+			bad(name, "want a count between 1 and 10000 per STEPGATE_LIMIT_WINDOW")
+		}
 	}
 	if c.UpstreamTimeout <= 0 {
 		bad("UPSTREAM_TIMEOUT", "want a positive duration")

@@ -75,6 +75,9 @@ func TestInvalidConfigurationNamesTheVariable(t *testing.T) {
 		{"bad identity mode", "STEPGATE_IDENTITY", "cookie", "STEPGATE_IDENTITY"},
 		{"jwt identity without JWKS", "STEPGATE_IDENTITY", "jwt", "STEPGATE_IDENTITY"},
 		{"bad log level", "STEPGATE_LOG_LEVEL", "loud", "STEPGATE_LOG_LEVEL"},
+		{"zero start limit", "STEPGATE_LIMIT_STARTS_PER_USER", "0", "STEPGATE_LIMIT_STARTS_PER_USER"},
+		{"non-numeric OTP limit", "STEPGATE_LIMIT_OTP_PER_USER", "ten", "STEPGATE_LIMIT_OTP_PER_USER"},
+		{"tiny limit window", "STEPGATE_LIMIT_WINDOW", "1ms", "STEPGATE_LIMIT_WINDOW"},
 		{"bad boolean", "STEPGATE_COOKIE_SECURE", "yes please", "STEPGATE_COOKIE_SECURE"},
 		{"__Host- cookie without Secure", "STEPGATE_COOKIE_SECURE", "false", ""},
 	} {

@@ -643,3 +643,22 @@ func TestReplayedFlowCookieAfterCompletionDoesNotRefreshStepUp(t *testing.T) {
 		t.Errorf("replayed completion: got %d, want 403", resp.StatusCode)
 	}
 }
+
+func TestFlowStartLimitIsConfigurable(t *testing.T) {
+	s := newStack(t, withEnv("STEPGATE_LIMIT_STARTS_PER_USER", "1", "STEPGATE_LIMIT_WINDOW", "1m"))
+	start := func() response {
+		b := s.browser("alice")
+		b.get("/.stepgate/challenge?return=/admin/")
+		return b.post("action", "start")
+	}
+	if r := start(); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("first start: %d", r.StatusCode)
+	}
+	if r := start(); r.StatusCode != http.StatusTooManyRequests || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("second start within the window: %d (Retry-After %q), want 429", r.StatusCode, r.Header.Get("Retry-After"))
+	}
+	s.Clock.Advance(time.Minute)
+	if r := start(); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("start after the window: %d", r.StatusCode)
+	}
+}
