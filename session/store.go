@@ -55,6 +55,7 @@ type Store struct {
 	secure   bool
 	flowTTL  time.Duration
 	now      func() time.Time
+	stepUps  *stepUpCache // opened step-up cookies, see stepupcache.go
 }
 
 var _ sessions.Store = (*Store)(nil)
@@ -97,6 +98,7 @@ func NewStore(o Options) (*Store, error) {
 		secure:   o.Secure,
 		flowTTL:  o.FlowTTL,
 		now:      o.Now,
+		stepUps:  newStepUpCache(),
 	}, nil
 }
 
@@ -115,6 +117,21 @@ func (s *Store) StepUp(r *http.Request) (StepUp, bool) {
 	if !ok {
 		return StepUp{}, false
 	}
+	v, ok := s.stepUps.get(value)
+	if !ok {
+		if v, ok = s.openStepUp(value); !ok {
+			return StepUp{}, false
+		}
+		s.stepUps.put(value, v)
+	}
+	if !s.now().Before(v.TokenExpiry) {
+		return StepUp{}, false
+	}
+	v.AMR = slices.Clone(v.AMR) // the cached value stays the caller's to change
+	return v, true
+}
+
+func (s *Store) openStepUp(value string) (StepUp, bool) {
 	bp := s.codec.bufs.Get().(*[]byte)
 	defer s.codec.bufs.Put(bp)
 	pt, err := s.codec.open(s.aad, value, *bp)
@@ -123,9 +140,6 @@ func (s *Store) StepUp(r *http.Request) (StepUp, bool) {
 	}
 	v, err := unmarshalStepUp(pt) // copies out of the pooled buffer
 	if err != nil {
-		return StepUp{}, false
-	}
-	if !s.now().Before(v.TokenExpiry) {
 		return StepUp{}, false
 	}
 	return v, true
