@@ -11,9 +11,11 @@
 //   - Request methods match rule methods ignoring ASCII case (some
 //     upstreams upper-case the method; folding can only make a listed rule
 //     apply more often).
-//   - HEAD is not implied by GET: "GET /admin/ mfa" does not cover HEAD,
-//     which then falls to another rule or the default. Rule.String says so
-//     in a trailing comment. List HEAD explicitly, or leave methods out.
+//   - GET implies HEAD: "GET /admin/ mfa" covers HEAD too, because most
+//     frameworks answer HEAD with the GET handler (side effects included),
+//     so a GET-only rule would otherwise leave the same code reachable
+//     without step-up. A rule listing GET and another listing HEAD on the
+//     same path therefore overlap, which is a parse error.
 //   - max_age must be > 0 and at most MaxMaxAge (24h): a step-up older than a
 //     day is not a step-up.
 //   - "*" in a rule path is refused: it reads like a wildcard but would be
@@ -84,7 +86,7 @@ const DefaultMaxAge = time.Hour
 
 // Rule is one policy line, with MFA defaults filled in.
 type Rule struct {
-	Methods []string      // upper-case; empty = any (HEAD is never implied by GET)
+	Methods []string      // upper-case; empty = any; GET implies HEAD
 	Path    string        // as written
 	Action  Action        //
 	MaxAge  time.Duration // MFA only: the freshness a step-up needs
@@ -95,7 +97,7 @@ type Rule struct {
 
 // String is the canonical, re-parseable one-line form, for example
 // "GET,POST /admin/ mfa max_age=1h0m0s acr=MFA-Only". When the methods list
-// GET but not HEAD it ends with a comment saying HEAD is not covered. The
+// GET but not HEAD it ends with a comment saying HEAD is covered too. The
 // default rule prints as "default ACTION ..." and is not re-parseable.
 func (r Rule) String() string {
 	var b strings.Builder
@@ -114,7 +116,7 @@ func (r Rule) String() string {
 	b.WriteString(r.Action.String())
 	r.writeOptions(&b)
 	if slices.Contains(r.Methods, "GET") && !slices.Contains(r.Methods, "HEAD") {
-		b.WriteString(" # HEAD not included")
+		b.WriteString(" # and HEAD")
 	}
 	return b.String()
 }
@@ -381,7 +383,12 @@ func methodsOverlap(a, b []string) bool {
 		return len(a) == len(b)
 	}
 	for _, m := range a {
-		if slices.Contains(b, m) {
+		if hasMethod(b, m) {
+			return true
+		}
+	}
+	for _, m := range b {
+		if hasMethod(a, m) { // GET in a covers HEAD in b
 			return true
 		}
 	}
@@ -419,9 +426,12 @@ func (s *Set) Match(method, path string) Rule {
 // hasMethod compares methods ignoring ASCII case. HTTP methods are
 // case-sensitive, but some upstreams upper-case them; "get /admin" must not
 // slip past a "GET /admin/ mfa" rule to reach one of those as a GET.
+//
+// A GET in the list also matches HEAD (see the package comment).
 func hasMethod(ms []string, method string) bool {
+	head := strings.EqualFold(method, "HEAD")
 	for _, m := range ms {
-		if m == method || strings.EqualFold(m, method) {
+		if m == method || strings.EqualFold(m, method) || (head && m == "GET") {
 			return true
 		}
 	}

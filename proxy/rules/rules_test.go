@@ -232,7 +232,7 @@ func TestRulesOrderAndString(t *testing.T) {
 	}
 	want := []string{
 		"4 /admin/x allow",
-		"2 GET /admin/ mfa max_age=1h0m0s acr=Strong # HEAD not included",
+		"2 GET /admin/ mfa max_age=1h0m0s acr=Strong # and HEAD",
 		"3 /admin/ mfa max_age=1h0m0s acr=MFA-Only",
 		"5 POST,HEAD /api allow",
 		"1 / deny",
@@ -246,10 +246,18 @@ func TestRulesOrderAndString(t *testing.T) {
 	}
 }
 
-func TestHeadIsNotImpliedByGet(t *testing.T) {
+func TestGetImpliesHead(t *testing.T) {
 	s := mustParse(t, "GET /admin/ mfa", defaults)
-	if got := s.Match("HEAD", "/admin/x").Action; got != Allow {
-		t.Errorf("HEAD on a GET-only rule = %s, want the default (allow)", got)
+	for _, m := range []string{"HEAD", "head", "GET"} {
+		if got := s.Match(m, "/admin/x").Action; got != MFA {
+			t.Errorf("%s on a GET rule = %s, want mfa (frameworks serve HEAD with the GET handler)", m, got)
+		}
+	}
+	if got := s.Match("POST", "/admin/x").Action; got != Allow {
+		t.Errorf("POST on a GET rule = %s, want the default (allow)", got)
+	}
+	if _, err := Parse("STEPGATE_RULES", "GET /x mfa; HEAD /x allow", defaults); err == nil {
+		t.Error("a GET rule and a HEAD rule on one path were accepted; they overlap")
 	}
 }
 
