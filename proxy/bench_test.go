@@ -103,7 +103,7 @@ type benchEnv struct {
 
 // newBenchEnv builds the gateway as cmd/stepgate wires it, with a real
 // session store and a real sealed step-up cookie carrying a 1 KiB ID token.
-func newBenchEnv(b *testing.B, level slog.Level) *benchEnv {
+func newBenchEnv(b testing.TB, level slog.Level) *benchEnv {
 	b.Helper()
 	now := func() time.Time { return benchEpoch }
 	store, err := session.NewStore(session.Options{Keys: [][]byte{bytes.Repeat([]byte{7}, 32)}, Now: now})
