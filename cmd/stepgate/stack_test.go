@@ -107,7 +107,7 @@ func newStack(t testing.TB, opts ...stackOption) *stack {
 		"STEPGATE_PINGONE_CLIENT_ID":     tenant.Apps[0].ClientID,
 		"STEPGATE_PINGONE_CLIENT_SECRET": tenant.Apps[0].Secret,
 		"STEPGATE_PINGONE_ACR_VALUES":    "MFA-Only",
-		"STEPGATE_PINGONE_TIMEOUT":       "2s",
+		"STEPGATE_PINGONE_TIMEOUT":       "10s", // generous: CI machines are loaded; fault tests set their own
 		"STEPGATE_COOKIE_KEYS":           testKey,
 		"STEPGATE_COOKIE_SECURE":         "false",
 		"STEPGATE_RULES":                 "/admin/ mfa max_age=15m; /api/ mfa; /blocked deny; POST /forms/ mfa",
