@@ -166,7 +166,7 @@ func TestCompletionFaults(t *testing.T) {
 		{"a failing token endpoint is unavailable", ResponseTypeCode, pingonesim.Fault{Op: "token", Kind: "status", Status: 503}, KindUnavailable},
 		{"a dropped token call is unavailable", ResponseTypeCode, pingonesim.Fault{Op: "token", Kind: "drop"}, KindUnavailable},
 		{"malformed token JSON is unavailable", ResponseTypeCode, pingonesim.Fault{Op: "token", Kind: "malformed"}, KindUnavailable},
-		{"an unreachable JWKS makes the token unverifiable", ResponseTypeTokenIDToken, pingonesim.Fault{Op: "jwks", Kind: "status", Status: 500}, KindTokenInvalid},
+		{"an unreachable JWKS leaves the token unverified: unavailable, try later", ResponseTypeTokenIDToken, pingonesim.Fault{Op: "jwks", Kind: "status", Status: 500}, KindUnavailable},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

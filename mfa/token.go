@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/stepgate/stepgate/mfa/jwks"
 )
 
 const (
@@ -249,6 +251,11 @@ func (c *Client) verifyIDToken(ctx context.Context, p *Pending, raw Secret) (*Re
 	)
 	var cl idClaims
 	if _, err := parser.ParseWithClaims(raw.Reveal(), &cl, c.keys.Keyfunc(ctx)); err != nil {
+		if errors.Is(err, jwks.ErrUnavailable) {
+			// Still refused, but the user should hear "try again later",
+			// not "your sign-in was bad".
+			return nil, newError(op, KindUnavailable, err)
+		}
 		return fail(err)
 	}
 	if cl.Subject == "" {

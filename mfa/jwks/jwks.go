@@ -65,6 +65,7 @@ type Cache struct {
 	keys        []key
 	ready       bool
 	lastAttempt time.Time // last fetch attempt, success or not
+	lastErr     error     // its error, nil on success
 }
 
 type key struct {
@@ -111,8 +112,11 @@ func (c *Cache) fetchLocked(ctx context.Context) error {
 	c.mu.Unlock()
 
 	keys, err := c.fetch(ctx)
+	c.mu.Lock()
+	c.lastErr = err
+	c.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("jwks: fetch %s: %w", c.o.URL, err)
+		return fmt.Errorf("jwks: fetch %s: %w: %w", c.o.URL, ErrUnavailable, err)
 	}
 	c.mu.Lock()
 	c.keys = keys
@@ -291,6 +295,12 @@ func b64(s string) ([]byte, error) {
 	return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
 }
 
+// ErrUnavailable marks a key lookup that failed because the key set could
+// not be fetched (transport error, HTTP error, malformed set), as opposed to
+// a token naming a key the set does not have. Callers still refuse the
+// token; they may tell the user to try again later.
+var ErrUnavailable = errors.New("jwks: key set unavailable")
+
 // Keyfunc returns a jwt.Keyfunc that looks the token's kid up, refetching
 // once (rate-limited by MinRefreshInterval) when the kid is unknown, and
 // returns the key only if its type fits the token's algorithm. ctx bounds
@@ -330,9 +340,13 @@ func (c *Cache) refetchForMiss(ctx context.Context, kid string) error {
 		return nil // another goroutine's fetch brought it in
 	}
 	c.mu.RLock()
-	last := c.lastAttempt
+	last, lastErr := c.lastAttempt, c.lastErr
 	c.mu.RUnlock()
 	if !last.IsZero() && c.o.Now().Sub(last) < c.o.MinRefreshInterval {
+		if lastErr != nil {
+			// The key may well exist; we just could not fetch the set.
+			return fmt.Errorf("jwks: no key for kid %q: %w (last fetch: %v)", kid, ErrUnavailable, lastErr)
+		}
 		return fmt.Errorf("jwks: no key for kid %q (refetch rate-limited)", kid)
 	}
 	if err := c.fetchLocked(ctx); err != nil {
