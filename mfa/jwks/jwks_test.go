@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -450,5 +451,35 @@ func TestFetchHonoursTimeout(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Refresh did not return within 5s; Timeout not applied")
+	}
+}
+
+func TestUnavailableKeySetIsToldApartFromAnUnknownKey(t *testing.T) {
+	a, b := rsaKeys(t)
+	f := newFixture(t)
+	f.srv.setKeys(t, rsaJWK("r", &a.PublicKey))
+	if err := f.cache.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	unknown := sign(t, jwt.SigningMethodRS256, b, "rotated")
+
+	// The set is reachable but lacks the kid: a bad token, not an outage.
+	f.clk.Advance(time.Minute)
+	if err := f.parse(unknown); err == nil || errors.Is(err, ErrUnavailable) {
+		t.Fatalf("unknown kid with a healthy set: got %v, want a non-ErrUnavailable error", err)
+	}
+
+	// The set cannot be fetched: the refetch and the rate-limited misses
+	// that follow it are all ErrUnavailable.
+	f.srv.set(http.StatusServiceUnavailable, []byte(`{}`))
+	f.clk.Advance(time.Minute)
+	for i := range 2 {
+		if err := f.parse(unknown); !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("miss %d with the set down: got %v, want ErrUnavailable", i, err)
+		}
+	}
+	// Known keys keep verifying during the outage.
+	if err := f.parse(sign(t, jwt.SigningMethodRS256, a, "r")); err != nil {
+		t.Fatalf("known key during the outage: %v", err)
 	}
 }
