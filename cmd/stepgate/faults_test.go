@@ -7,10 +7,6 @@ package main
 // and that the gateway recovers by itself once PingOne does.
 
 import (
-	"context"
-	"errors"
-	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -312,54 +308,9 @@ func startWithoutWaiting(t *testing.T, base *stack) (proxyURL, adminURL string, 
 		env[k] = v
 	}
 	env["STEPGATE_UPSTREAM"] = base.Upstream.URL
-	c, err := loadConfig(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := c.validate(func(string) ([]byte, error) { return nil, errors.New("no files in tests") })
-	if err != nil {
-		t.Fatal(err)
-	}
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	al, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	logs = &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, c, set, logs, &listeners{proxy: pl, admin: al}, base.Clock.Now) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve returned %v", err)
-		}
-	})
-	return "http://" + pl.Addr().String(), "http://" + al.Addr().String(), logs
-}
-
-// waitStatus polls u until it answers want, or fails after within. The
-// state polled changes in the background (the key loader), so polling with
-// a deadline is the synchronisation.
-func waitStatus(t *testing.T, u string, want int, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	last := 0
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(u)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
-			resp.Body.Close()
-			if last = resp.StatusCode; last == want {
-				return
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s: last status %d, want %d within %v", u, last, want, within)
+	proxyURL, adminURL = serveForTest(t, env, base.Clock.Now, logs)
+	return proxyURL, adminURL, logs
 }
 
 func TestJWKSUnreachableAtStartFailsClosedAndRecovers(t *testing.T) {

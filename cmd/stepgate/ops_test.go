@@ -4,10 +4,7 @@ package main
 // endpoints, readiness tied to PingOne's signing keys, and log hygiene.
 
 import (
-	"context"
-	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -339,58 +336,8 @@ func startUnready(t *testing.T, sim http.Handler, clock *pingonesim.Clock) strin
 		"STEPGATE_SHUTDOWN_DRAIN":        "0s",
 		"STEPGATE_SHUTDOWN_TIMEOUT":      "5s",
 	}
-	c, err := loadConfig(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := c.validate(func(string) ([]byte, error) { return nil, errors.New("no files") })
-	if err != nil {
-		t.Fatal(err)
-	}
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	al, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, c, set, io.Discard, &listeners{proxy: pl, admin: al}, clock.Now) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve returned %v", err)
-		}
-	})
-	return "http://" + al.Addr().String()
-}
-
-// pollStatus polls url until it answers want or the deadline passes, and
-// returns the last status and body. Readiness changes asynchronously (keys
-// load in the background), so polling with a deadline is the
-// synchronisation.
-func pollStatus(t *testing.T, u string, want int, within time.Duration) (int, string) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	var code int
-	var body string
-	for {
-		resp, err := http.Get(u)
-		if err == nil {
-			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-			resp.Body.Close()
-			code, body = resp.StatusCode, string(b)
-			if code == want {
-				return code, body
-			}
-		}
-		if time.Now().After(deadline) {
-			return code, body
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	_, admin := serveForTest(t, env, clock.Now, io.Discard)
+	return admin
 }
 
 func TestReadinessFollowsPingOneSigningKeys(t *testing.T) {

@@ -9,7 +9,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -163,7 +162,7 @@ func TestSoakMixedTraffic(t *testing.T) {
 		"STEPGATE_SHUTDOWN_DRAIN":     "0s",
 		"STEPGATE_SHUTDOWN_TIMEOUT":   "5s",
 	}
-	proxyURL, admin := serveForTest(t, env, clock, logs)
+	proxyURL, admin := serveForTest(t, env, clock.Now, logs)
 	waitStatus(t, admin+"/readyz", http.StatusOK, 10*time.Second)
 	s := &stack{t: t, Clock: clock, Sim: sim, SimURL: simSrv, Proxy: proxyURL, Admin: admin, Logs: &syncBuffer{}}
 
@@ -415,39 +414,6 @@ func TestSoakMixedTraffic(t *testing.T) {
 }
 
 var dataState = regexp.MustCompile(`data-state="([a-z_]+)"`)
-
-// serveForTest runs serve on loopback with env until the test ends, logging
-// to logs, and returns the proxy and admin base URLs (not waiting for
-// readiness).
-func serveForTest(t *testing.T, env map[string]string, clock *pingonesim.Clock, logs io.Writer) (string, string) {
-	t.Helper()
-	c, err := loadConfig(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := c.validate(func(string) ([]byte, error) { return nil, errors.New("no files in tests") })
-	if err != nil {
-		t.Fatal(err)
-	}
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	al, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, c, set, logs, &listeners{proxy: pl, admin: al}, clock.Now) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve returned %v", err)
-		}
-	})
-	return "http://" + pl.Addr().String(), "http://" + al.Addr().String()
-}
 
 // httptestServer serves h on loopback until the test ends and returns its
 // URL.

@@ -65,9 +65,6 @@ type stack struct {
 
 	mu   sync.Mutex
 	reqs []upstreamRequest
-
-	stop func()
-	done chan error
 }
 
 // stackOption adjusts the environment (or the simulator) before start.
@@ -120,7 +117,7 @@ func newStack(t testing.TB, opts ...stackOption) *stack {
 	for _, o := range opts {
 		o(cfg)
 	}
-	s := &stack{t: t, Logs: &syncBuffer{}, Env: cfg.env, done: make(chan error, 1)}
+	s := &stack{t: t, Logs: &syncBuffer{}, Env: cfg.env}
 
 	if cfg.sim != nil {
 		s.Sim, s.Clock, s.SimURL = cfg.sim, cfg.clock, cfg.simURL
@@ -153,32 +150,7 @@ func newStack(t testing.TB, opts ...stackOption) *stack {
 		cfg.env["STEPGATE_UPSTREAM"] = s.Upstream.URL
 	}
 
-	c, err := loadConfig(func(k string) string { return cfg.env[k] })
-	if err != nil {
-		t.Fatalf("load config: %v", err)
-	}
-	set, err := c.validate(func(string) ([]byte, error) { return nil, errors.New("no files in tests") })
-	if err != nil {
-		t.Fatalf("validate config: %v", err)
-	}
-	pl, err := net.Listen("tcp", c.Listen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	al, err := net.Listen("tcp", c.AdminListen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Proxy, s.Admin = "http://"+pl.Addr().String(), "http://"+al.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	s.stop = cancel
-	go func() { s.done <- serve(ctx, c, set, s.Logs, &listeners{proxy: pl, admin: al}, s.Clock.Now) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-s.done; err != nil {
-			t.Errorf("serve returned %v", err)
-		}
-	})
+	s.Proxy, s.Admin = serveForTest(t, cfg.env, s.Clock.Now, s.Logs)
 	s.waitReady()
 	return s
 }
@@ -186,20 +158,76 @@ func newStack(t testing.TB, opts ...stackOption) *stack {
 // waitReady polls /readyz: the keys load in the background at start.
 func (s *stack) waitReady() {
 	s.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(s.Admin + "/readyz")
+	if code, body := pollStatus(s.t, s.Admin+"/readyz", http.StatusOK, 10*time.Second); code != http.StatusOK {
+		s.t.Fatalf("stepgate not ready (%d %s); logs:\n%s", code, body, s.Logs.String())
+	}
+}
+
+// serveForTest runs serve on loopback with env until the test ends, logging
+// to logs, and returns the proxy and admin base URLs (not waiting for
+// readiness). The listen addresses in env are ignored: always 127.0.0.1:0.
+func serveForTest(t testing.TB, env map[string]string, now func() time.Time, logs io.Writer) (proxyURL, adminURL string) {
+	t.Helper()
+	c, err := loadConfig(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatalf("load config: %v", err)
+	}
+	set, err := c.validate(func(string) ([]byte, error) { return nil, errors.New("no files in tests") })
+	if err != nil {
+		t.Fatalf("validate config: %v", err)
+	}
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	al, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, c, set, logs, &listeners{proxy: pl, admin: al}, now) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve returned %v", err)
+		}
+	})
+	return "http://" + pl.Addr().String(), "http://" + al.Addr().String()
+}
+
+// pollStatus polls u until it answers want or within passes, and returns
+// the last status and body. What is polled (readiness, a background key
+// loader) changes asynchronously, so polling with a deadline is the
+// synchronisation.
+func pollStatus(t testing.TB, u string, want int, within time.Duration) (int, string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var code int
+	var body string
+	for {
+		resp, err := http.Get(u)
 		if err == nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
+			code, body = resp.StatusCode, string(b)
+			if code == want {
+				return code, body
 			}
 		}
-		// Readiness is an external, asynchronous event; polling it with a
-		// deadline is the synchronisation, not the sleep.
-		time.Sleep(10 * time.Millisecond)
+		if time.Now().After(deadline) {
+			return code, body
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	s.t.Fatalf("stepgate not ready; logs:\n%s", s.Logs.String())
+}
+
+// waitStatus is pollStatus that fails the test on a timeout.
+func waitStatus(t testing.TB, u string, want int, within time.Duration) {
+	t.Helper()
+	if code, _ := pollStatus(t, u, want, within); code != want {
+		t.Fatalf("%s: last status %d, want %d within %v", u, code, want, within)
+	}
 }
 
 // Requests returns what the upstream received so far.
