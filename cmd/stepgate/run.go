@@ -312,6 +312,8 @@ type listeners struct {
 // shuts down gracefully (SPEC §10).
 func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *listeners, now func() time.Time) error {
 	level, _ := parseLevel(cfg.LogLevel)
+	stdout, flushLogs := bufferLogs(stdout)
+	defer flushLogs()
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
 	g, err := build(cfg, s, log, prometheus.NewRegistry(), now)
 	if err != nil {
