@@ -32,7 +32,7 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, nil))
-	sim := pingonesim.New(pingonesim.Options{Tenant: pingonesim.DemoTenant(), Logger: log, Clock: pingonesim.NewClock(time.Now())})
+	sim := pingonesim.New(pingonesim.Options{Tenant: pingonesim.DemoTenant(), Logger: log, Clock: pingonesim.NewRunningClock()})
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("simulate: %w", err)
@@ -71,8 +71,12 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	idpLn, simLn, appLn, proxyLn, adminLn := lns[0], lns[1], lns[2], lns[3], lns[4]
 
 	tenant := pingonesim.DemoTenant()
+	// One running clock for the simulator and the gateway: it follows the
+	// wall clock, and POST /_sim/clock moves both (e.g. to show an expired
+	// step-up or flow without waiting).
+	clock := pingonesim.NewRunningClock()
 	sim := pingonesim.New(pingonesim.Options{
-		Tenant: tenant, Clock: pingonesim.NewClock(time.Now()),
+		Tenant: tenant, Clock: clock,
 		Logger: slog.New(slog.NewJSONHandler(io.Discard, nil)),
 	})
 	key := make([]byte, 32)
@@ -107,7 +111,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	go func() { errc <- serveUntil(ctx, appLn, demoApp()) }()
 	go func() { errc <- serveUntil(ctx, idpLn, standInIdP(proxyLn.Addr().String())) }()
 	cfg.ShutdownDrain = 0
-	go func() { errc <- serve(ctx, cfg, s, stdout, &listeners{proxy: proxyLn, admin: adminLn}, time.Now) }()
+	go func() { errc <- serve(ctx, cfg, s, stdout, &listeners{proxy: proxyLn, admin: adminLn}, clock.Now) }()
 
 	fmt.Fprintf(stderr, `
 stepgate demo is running.

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// startCommand runs `stepgate <args>` in-process until the test ends and
+// returns what it printed once want appears on stderr.
+func startCommand(t *testing.T, want string, args ...string) (stdout, stderr *syncBuffer) {
+	t.Helper()
+	stdout, stderr = &syncBuffer{}, &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, args, func(string) string { return "" }, stdout, stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("%v returned %v", args, err)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(stderr.String()+stdout.String(), want) {
+		select {
+		case err := <-done:
+			t.Fatalf("%v exited early: %v\n%s%s", args, err, stdout, stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%v never printed %q:\n%s%s", args, want, stdout, stderr)
+		}
+		time.Sleep(10 * time.Millisecond) // the command's output is the event; poll it with a deadline
+	}
+	return stdout, stderr
+}
+
+func TestDemoModeStepsUpThroughTheStandInIdP(t *testing.T) {
+	_, stderr := startCommand(t, "Press Ctrl-C", "demo", "-idp-addr", "127.0.0.1:0", "-sim-addr", "127.0.0.1:0",
+		"-app-addr", "127.0.0.1:0", "-proxy-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0", "-log-level", "warn")
+	out := stderr.String()
+	entry := regexp.MustCompile(`open\s+(http://127\.0\.0\.1:\d+)/`).FindStringSubmatch(out)
+	inbox := regexp.MustCompile(`inbox\s+(http://127\.0\.0\.1:\d+)/_sim/inbox/page`).FindStringSubmatch(out)
+	admin := regexp.MustCompile(`metrics\s+(http://127\.0\.0\.1:\d+)/metrics`).FindStringSubmatch(out)
+	if entry == nil || inbox == nil || admin == nil {
+		t.Fatalf("demo did not print its URLs:\n%s", out)
+	}
+	waitStatus(t, admin[1]+"/readyz", http.StatusOK, 10*time.Second)
+
+	jar, _ := cookiejar.New(nil)
+	b := &browser{t: t, base: entry[1], Client: &http.Client{Jar: jar, Timeout: 10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	if r := b.get("/"); r.StatusCode != http.StatusOK || !strings.Contains(r.Body, "X-Forwarded-User") {
+		t.Fatalf("demo app home: %d", r.StatusCode)
+	}
+	r := b.follow(b.get("/admin/"))
+	r = b.follow(b.post("action", "start"))
+	ids := deviceIDs(r.Body)
+	if len(ids) == 0 {
+		t.Fatalf("alice is offered no device: %s", r.Body)
+	}
+	b.follow(b.post("action", "select", "device", ids[0]))
+	resp, err := http.Get(inbox[1] + "/_sim/inbox?user=alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []struct{ OTP string }
+	err = json.NewDecoder(resp.Body).Decode(&msgs)
+	resp.Body.Close()
+	if err != nil || len(msgs) == 0 {
+		t.Fatalf("inbox: %v %v", msgs, err)
+	}
+	if r := b.post("action", "otp", "otp", msgs[0].OTP); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("OTP: %d %s", r.StatusCode, r.Body)
+	}
+	r = b.get("/admin/")
+	if r.StatusCode != http.StatusOK || !strings.Contains(r.Body, "X-Stepgate-User") || !strings.Contains(r.Body, `&#34;acr&#34;: &#34;MFA-Only&#34;`) {
+		t.Fatalf("admin page after step-up: %d\n%s", r.StatusCode, r.Body)
+	}
+
+	// dave has no device: PingOne bypasses MFA and the demo must refuse it.
+	dave := &browser{t: t, base: entry[1], Client: &http.Client{Jar: mustJar(t), Timeout: 10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	dave.Client.Jar.SetCookies(mustURL(t, entry[1]), []*http.Cookie{{Name: "demo_user", Value: "dave"}})
+	dave.follow(dave.get("/admin/"))
+	if r := dave.post("action", "start"); r.StatusCode != http.StatusForbidden {
+		t.Fatalf("dave's bypass: %d, want 403", r.StatusCode)
+	}
+}
+
+func TestSimulateModeServesTheDemoTenant(t *testing.T) {
+	stdout, _ := startCommand(t, "inbox:", "simulate", "-addr", "127.0.0.1:0")
+	base := regexp.MustCompile(`on (http://127\.0\.0\.1:\d+)`).FindStringSubmatch(stdout.String())
+	if base == nil {
+		t.Fatalf("simulate did not print its address:\n%s", stdout)
+	}
+	resp, err := http.Get(base[1] + "/6f1c2a4e-0d7b-4c1e-9a52-3b8f0e6d2c11/as/.well-known/openid-configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		Issuer string `json:"issuer"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&doc); err != nil || doc.Issuer != base[1]+"/6f1c2a4e-0d7b-4c1e-9a52-3b8f0e6d2c11/as" {
+		t.Fatalf("discovery issuer %q (%v)", doc.Issuer, err)
+	}
+	// The simulator's clock runs with the wall clock (a stopped clock would
+	// reject the gateway's tokens minutes after start), and /_sim/clock
+	// still moves it.
+	resp, err = http.Post(base[1]+"/_sim/clock", "application/json", strings.NewReader(`{"advance":"1m"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clk struct{ Now time.Time }
+	_ = json.NewDecoder(resp.Body).Decode(&clk)
+	resp.Body.Close()
+	if lead := clk.Now.Sub(time.Now()); resp.StatusCode != http.StatusOK || lead < 50*time.Second || lead > 70*time.Second {
+		t.Fatalf("/_sim/clock: %d, clock leads the wall clock by %v, want about 1m", resp.StatusCode, lead)
+	}
+}
+
+func mustJar(t *testing.T) http.CookieJar {
+	t.Helper()
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return jar
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
