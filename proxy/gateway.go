@@ -74,7 +74,6 @@ type Config struct {
 	Metrics              *metrics.Metrics
 	Now                  func() time.Time
 	FlushInterval        time.Duration // optional; -1 flushes every write
-	ForwardedTrusts      bool          // optional; keep X-Forwarded-* chains from trusted peers (default true via New)
 }
 
 // Gateway is the proxy listener's handler.
@@ -205,7 +204,10 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 		g.cfg.Challenge.Error(w, r, http.StatusBadRequest, "bad_request")
 		return decisionRejected, "", client
 	}
-	if p.Match == "*" { // OPTIONS * asks about the server, not a resource.
+	if p.Match == "*" {
+		// OPTIONS * asks about the server, not a resource. net/http answers
+		// it before any handler unless DisableGeneralOptionsHandler is set;
+		// should it reach us, it is answered here, never forwarded.
 		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 		w.WriteHeader(http.StatusNoContent)
 		return decisionInternal, "", client
