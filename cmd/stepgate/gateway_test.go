@@ -306,17 +306,10 @@ func TestBadStepUpCookiesMeanChallenge(t *testing.T) {
 		{"a cookie sealed by a key the gateway no longer has", value, oldKeyStack.Proxy},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			req, _ := http.NewRequest("GET", tt.base+"/admin/", nil)
-			req.Header.Set("X-Forwarded-User", "alice")
-			req.Header.Set("Accept", "text/html")
-			req.Header.Set("Cookie", "stepgate="+tt.value)
-			resp, err := http.DefaultTransport.RoundTrip(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusFound {
-				t.Fatalf("got %d, want 302 (challenge)", resp.StatusCode)
+			status := getStatus(t, tt.base+"/admin/", http.Header{
+				"X-Forwarded-User": {"alice"}, "Accept": {"text/html"}, "Cookie": {"stepgate=" + tt.value}})
+			if status != http.StatusFound {
+				t.Fatalf("got %d, want 302 (challenge)", status)
 			}
 		})
 	}

@@ -380,6 +380,20 @@ func (s *stack) stepUpAlice(path string) *browser {
 	return b
 }
 
+// getStatus sends one GET to u with exactly the headers given (no cookie
+// jar, redirects not followed) and returns the status.
+func getStatus(t testing.TB, u string, h http.Header) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	req.Header = h
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // syncBuffer collects logs written concurrently.
 type syncBuffer struct {
 	mu  sync.Mutex
