@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"path"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,25 +25,26 @@ import (
 // deployment brief), plus the _FILE form of each secret. A manifest that sets
 // anything else has a typo that stepgate would silently ignore.
 func documentedEnv() map[string]bool {
-	names := []string{
-		"UPSTREAM", "PINGONE_ENV_ID", "PINGONE_CLIENT_ID", "PINGONE_CLIENT_SECRET", "COOKIE_KEYS",
-		"LISTEN", "ADMIN_LISTEN", "PINGONE_AUTH_BASE", "PINGONE_ACR_VALUES", "PINGONE_SCOPES",
-		"PINGONE_RESPONSE_TYPE", "PINGONE_TIMEOUT", "RULES", "RULES_FILE", "DEFAULT_ACTION",
-		"MFA_MAX_AGE", "CASE_INSENSITIVE_PATHS", "IDENTITY", "IDENTITY_HEADER", "TRUSTED_PROXIES",
-		"IDENTITY_JWT_HEADER", "IDENTITY_JWKS_URL", "IDENTITY_ISSUER", "IDENTITY_AUDIENCE",
-		"IDENTITY_CLAIM", "COOKIE_NAME", "COOKIE_SECURE", "ID_TOKEN_HEADER", "ALLOW_MFA_BYPASS",
-		"TEMPLATES_DIR", "TLS_CERT_FILE", "TLS_KEY_FILE", "UPSTREAM_CA_FILE", "LOG_LEVEL",
-		"SHUTDOWN_DRAIN", "SHUTDOWN_TIMEOUT", "PPROF",
+	src, err := os.ReadFile(filepath.Join("..", "cmd", "stepgate", "config.go"))
+	if err != nil {
+		panic(fmt.Sprintf("read stepgate's config: %v", err))
 	}
-	set := make(map[string]bool, len(names)+len(secretEnv()))
-	for _, n := range names {
-		set["STEPGATE_"+n] = true
+	set := map[string]bool{}
+	for _, m := range envTag.FindAllStringSubmatch(string(src), -1) {
+		set["STEPGATE_"+m[1]] = true
+	}
+	if len(set) < 30 {
+		panic(fmt.Sprintf("found only %d env tags in cmd/stepgate/config.go", len(set)))
 	}
 	for _, n := range secretEnv() {
 		set[n+"_FILE"] = true
 	}
 	return set
 }
+
+// envTag matches a field tag `env:"NAME"` or `env:"NAME,required"` in
+// cmd/stepgate/config.go, the one place the variables are declared.
+var envTag = regexp.MustCompile(`env:"([A-Z0-9_]+)[,"]`)
 
 // secretEnv lists the variables whose values are secrets: they may come only
 // from a Secret (secretKeyRef, or a _FILE path on a Secret volume).

@@ -70,10 +70,13 @@ type Config struct {
 	// would read as another name (trailing dots, 8.3 names, streams) are
 	// refused as well.
 	CaseInsensitivePaths bool
-	Logger               *slog.Logger
-	Metrics              *metrics.Metrics
-	Now                  func() time.Time
-	FlushInterval        time.Duration // optional; -1 flushes every write
+	// NoAccessLog drops the per-request access line; audit events and
+	// errors are still logged.
+	NoAccessLog   bool
+	Logger        *slog.Logger
+	Metrics       *metrics.Metrics
+	Now           func() time.Time
+	FlushInterval time.Duration // optional; -1 flushes every write
 }
 
 // Gateway is the proxy listener's handler.
@@ -180,7 +183,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d := g.now().Sub(start)
 	g.m.Requests.WithLabelValues(decision, statusLabel(rec.code)).Inc()
 	g.m.RequestDuration.WithLabelValues(decision).Observe(d.Seconds())
-	if g.log.Enabled(r.Context(), slog.LevelInfo) {
+	if !g.cfg.NoAccessLog && g.log.Enabled(r.Context(), slog.LevelInfo) {
 		g.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 			slog.String("method", r.Method),
 			slog.String("path", logPath(r)),

@@ -61,6 +61,7 @@ type config struct {
 	UpstreamCAFile      string        `env:"UPSTREAM_CA_FILE"`
 	UpstreamTimeout     time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"60s"`
 	LogLevel            string        `env:"LOG_LEVEL" envDefault:"info"`
+	AccessLog           bool          `env:"ACCESS_LOG" envDefault:"true"`
 	ShutdownDrain       time.Duration `env:"SHUTDOWN_DRAIN" envDefault:"5s"`
 	ShutdownTimeout     time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s"`
 	Pprof               bool          `env:"PPROF" envDefault:"false"`

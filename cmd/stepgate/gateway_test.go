@@ -655,3 +655,31 @@ func TestFlowStartLimitIsConfigurable(t *testing.T) {
 		t.Fatalf("start after the window: %d", r.StatusCode)
 	}
 }
+
+func TestAccessLogCanBeTurnedOffWithoutLosingAuditEvents(t *testing.T) {
+	count := func(logs, msg string) int {
+		n := 0
+		for _, line := range strings.Split(logs, "\n") {
+			if strings.Contains(line, `"msg":"`+msg+`"`) {
+				n++
+			}
+		}
+		return n
+	}
+	for _, tt := range []struct {
+		value      string
+		wantAccess bool
+	}{{"true", true}, {"false", false}} {
+		t.Run("STEPGATE_ACCESS_LOG="+tt.value, func(t *testing.T) {
+			s := newStack(t, withEnv("STEPGATE_ACCESS_LOG", tt.value))
+			s.stepUpAlice("/admin/").get("/admin/")
+			logs := s.Logs.String()
+			if got := count(logs, "request") > 0; got != tt.wantAccess {
+				t.Errorf("access lines present = %v, want %v", got, tt.wantAccess)
+			}
+			if len(s.Logs.Events("mfa.started")) != 1 || len(s.Logs.Events("mfa.completed")) != 1 {
+				t.Errorf("audit events missing:\n%s", logs)
+			}
+		})
+	}
+}

@@ -216,6 +216,7 @@ func build(cfg config, s settings, log *slog.Logger, reg *prometheus.Registry, n
 			return ""
 		}(),
 		CaseInsensitivePaths: cfg.CaseInsensitive,
+		NoAccessLog:          !cfg.AccessLog,
 		Logger:               log,
 		Metrics:              m,
 		Now:                  now,
