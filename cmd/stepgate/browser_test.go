@@ -682,11 +682,7 @@ func TestChallengePageInChromium(t *testing.T) {
 	})
 
 	t.Run("an approved push moves the polling page on by itself", func(t *testing.T) {
-		s := newStack(t, withUpstream(demoApp()))
-		tb := openTab(t, browser, s, "bob")
-		tb.navigate("/admin/")
-		tb.state("start")
-		tb.click(`button[value="start"]`)
+		s, tb := startChallenge(t, browser, "bob")
 		tb.state("push")
 		if got := evalJS[string](tb, `document.getElementById("push-status").getAttribute("aria-live") + "/" + document.getElementById("push-status").getAttribute("role")`); got != "polite/status" {
 			t.Errorf("push status region = %q, want polite/status", got)
@@ -700,11 +696,7 @@ func TestChallengePageInChromium(t *testing.T) {
 	})
 
 	t.Run("a timed-out push offers a retry that can be approved", func(t *testing.T) {
-		s := newStack(t, withUpstream(demoApp()))
-		tb := openTab(t, browser, s, "bob")
-		tb.navigate("/admin/")
-		tb.state("start")
-		tb.click(`button[value="start"]`)
+		s, tb := startChallenge(t, browser, "bob")
 		tb.state("push")
 		tb.waitPoll()
 		flow := startedFlowID(t, s, 0)
@@ -726,11 +718,7 @@ func TestChallengePageInChromium(t *testing.T) {
 	})
 
 	t.Run("a denied push ends on a page that explains and offers a fresh start", func(t *testing.T) {
-		s := newStack(t, withUpstream(demoApp()))
-		tb := openTab(t, browser, s, "bob")
-		tb.navigate("/admin/")
-		tb.state("start")
-		tb.click(`button[value="start"]`)
+		s, tb := startChallenge(t, browser, "bob")
 		tb.state("push")
 		tb.waitPoll()
 		if err := s.Sim.Push(startedFlowID(t, s, 0), pingonesim.PushDeny); err != nil {
@@ -924,4 +912,16 @@ func cdpHeader(h network.Headers, name string) string {
 		}
 	}
 	return ""
+}
+
+// startChallenge opens /admin/ for user on a fresh stack (demo app upstream)
+// and presses the start button, leaving the tab on the first MFA step.
+func startChallenge(t *testing.T, browser context.Context, user string) (*stack, *browserTab) {
+	t.Helper()
+	s := newStack(t, withUpstream(demoApp()))
+	tb := openTab(t, browser, s, user)
+	tb.navigate("/admin/")
+	tb.state("start")
+	tb.click(`button[value="start"]`)
+	return s, tb
 }

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -563,21 +561,8 @@ func statusJSON(t *testing.T, b *browser) map[string]any {
 
 func rawRequest(t *testing.T, base, raw string) int {
 	t.Helper()
-	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := conn.Write([]byte(raw)); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-	if err != nil {
-		t.Fatalf("read response: %v", err)
-	}
-	resp.Body.Close()
-	return resp.StatusCode
+	status, _, _ := rawExchange(t, base, raw)
+	return status
 }
 
 func setForm(r *http.Request, k, v string) {
