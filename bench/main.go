@@ -31,6 +31,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -38,6 +39,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/stepgate/stepgate/mfa/pingonesim"
@@ -56,6 +58,7 @@ type options struct {
 	subjCore  string
 	noPin     bool
 	skipLarge bool
+	hold      bool
 }
 
 func main() {
@@ -83,6 +86,7 @@ func main() {
 	flag.StringVar(&o.subjCore, "subject-core", "1", "CPU list for upstream and subjects")
 	flag.BoolVar(&o.noPin, "no-pin", false, "do not pin processes with taskset")
 	flag.BoolVar(&o.skipLarge, "skip-64k", false, "measure only the 1 KiB response")
+	flag.BoolVar(&o.hold, "hold", false, "start everything, print each target's wrk command and pprof address, and wait for Ctrl-C instead of measuring")
 	flag.Parse()
 	o.levels = strings.Split(levels, ",")
 	if err := run(o); err != nil {
@@ -231,6 +235,7 @@ func run(o options) error {
 			"STEPGATE_ADMIN_LISTEN="+aa,
 			"STEPGATE_LOG_LEVEL="+level,
 			"STEPGATE_SHUTDOWN_DRAIN=0s",
+			"STEPGATE_PPROF="+strconv.FormatBool(o.hold),
 		)
 		// Logs go through a pipe, as to a container runtime, and are
 		// drained on the load core.
@@ -283,6 +288,10 @@ func run(o options) error {
 		if err := check(t); err != nil {
 			return fmt.Errorf("%s: %w", t.name, err)
 		}
+	}
+
+	if o.hold {
+		return hold(o, targets)
 	}
 
 	sizes := []string{"1k", "64k"}
@@ -366,6 +375,26 @@ func run(o options) error {
 		}
 		fmt.Fprintf(os.Stderr, "written to %s\n", o.out)
 	}
+	return nil
+}
+
+// hold prints how to load each target by hand and waits for an interrupt:
+// for profiling stepgate under the benchmark's own load.
+func hold(o options, targets []target) error {
+	for _, t := range targets {
+		args := []string{"taskset", "-c", o.loadCore, "wrk", "-t1", "-c" + strconv.Itoa(o.conns), "-d10s"}
+		for _, h := range t.headers {
+			args = append(args, "-H", strconv.Quote(h))
+		}
+		fmt.Printf("# %s (pid %d)\n%s %s\n", t.name, t.proc.Pid, strings.Join(args, " "), t.base+t.path+"1k")
+		if t.admin != "" {
+			fmt.Printf("# go tool pprof -seconds 10 %s/debug/pprof/profile\n", t.admin)
+		}
+	}
+	fmt.Println("# holding; Ctrl-C ends every process")
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
+	<-ch
 	return nil
 }
 

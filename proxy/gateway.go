@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -70,9 +71,11 @@ type Config struct {
 	// would read as another name (trailing dots, 8.3 names, streams) are
 	// refused as well.
 	CaseInsensitivePaths bool
-	// NoAccessLog drops the per-request access line; audit events and
-	// errors are still logged.
-	NoAccessLog   bool
+	// AccessLog, optional, receives one JSON line per request, in the
+	// format of slog's JSONHandler at level INFO with msg "request"; nil
+	// means no access lines. Audit events and errors go to Logger. Writes
+	// must be safe for concurrent use and serialised with Logger's.
+	AccessLog     io.Writer
 	Logger        *slog.Logger
 	Metrics       *metrics.Metrics
 	Now           func() time.Time
@@ -84,7 +87,9 @@ type Gateway struct {
 	cfg            Config
 	proxy          *httputil.ReverseProxy
 	log            *slog.Logger
+	access         *accessLog // nil: no access lines
 	m              *metrics.Metrics
+	rm             *requestMetrics
 	now            func() time.Time
 	tokenHeader    string
 	identityHeader string // canonical form, header identity only
@@ -110,7 +115,9 @@ func New(cfg Config) (*Gateway, error) {
 	g := &Gateway{
 		cfg:         cfg,
 		log:         cfg.Logger,
+		access:      newAccessLog(cfg.AccessLog),
 		m:           cfg.Metrics,
+		rm:          newRequestMetrics(cfg.Metrics),
 		now:         cfg.Now,
 		tokenHeader: http.CanonicalHeaderKey(cfg.IDTokenHeader),
 	}
@@ -180,18 +187,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := g.now()
 	rec := &recorder{ResponseWriter: w, code: http.StatusOK}
 	decision, user, client := g.serve(rec, r)
-	d := g.now().Sub(start)
-	g.m.Requests.WithLabelValues(decision, statusLabel(rec.code)).Inc()
-	g.m.RequestDuration.WithLabelValues(decision).Observe(d.Seconds())
-	if !g.cfg.NoAccessLog && g.log.Enabled(r.Context(), slog.LevelInfo) {
-		g.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
-			slog.String("method", r.Method),
-			slog.String("path", logPath(r)),
-			slog.Int("status", rec.code),
-			slog.String("decision", decision),
-			slog.String("user", user),
-			slog.String("client_ip", addrString(client)),
-			slog.Duration("duration", d))
+	end := g.now()
+	d := end.Sub(start)
+	g.rm.observe(decision, rec.code, d)
+	if g.access != nil {
+		g.access.write(&accessEntry{
+			time: end, method: r.Method, path: logPath(r), status: rec.code,
+			decision: decision, user: user, client: client, duration: d,
+		})
 	}
 }
 

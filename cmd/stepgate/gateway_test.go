@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
@@ -661,6 +662,29 @@ func TestAccessLogCanBeTurnedOffWithoutLosingAuditEvents(t *testing.T) {
 			logs := s.Logs.String()
 			if got := count(logs, "request") > 0; got != tt.wantAccess {
 				t.Errorf("access lines present = %v, want %v", got, tt.wantAccess)
+			}
+			for _, line := range strings.Split(logs, "\n") {
+				if !strings.Contains(line, `"msg":"request"`) {
+					continue
+				}
+				// The gateway writes these lines itself; the log buffer must
+				// still know them, and they must stay slog-shaped JSON.
+				var v struct {
+					Time     time.Time `json:"time"`
+					Level    string    `json:"level"`
+					Path     string    `json:"path"`
+					Status   int       `json:"status"`
+					Decision string    `json:"decision"`
+					User     string    `json:"user"`
+					ClientIP string    `json:"client_ip"`
+				}
+				if err := json.Unmarshal([]byte(line), &v); err != nil || v.Level != "INFO" || v.Path == "" ||
+					v.Status == 0 || v.Decision == "" || v.ClientIP == "" || v.Time.IsZero() {
+					t.Errorf("access line %s: %+v, %v", line, v, err)
+				}
+				if !isAccessLine([]byte(line)) {
+					t.Errorf("the log buffer would not batch the access line %s", line)
+				}
 			}
 			if len(s.Logs.Events("mfa.started")) != 1 || len(s.Logs.Events("mfa.completed")) != 1 {
 				t.Errorf("audit events missing:\n%s", logs)

@@ -31,11 +31,13 @@ type logBuffer struct {
 }
 
 // bufferLogs returns w wrapped in a logBuffer when w is a file or pipe (the
-// process's stdout); other writers (tests' buffers) are returned as they
-// are, with a no-op close, so that what was logged is readable at once.
+// process's stdout); other writers (tests' buffers) are only serialised,
+// with a no-op close, so that what was logged is readable at once. Either
+// way one Write is one whole line: slog's handler and the gateway's access
+// log write to it side by side.
 func bufferLogs(w io.Writer) (io.Writer, func()) {
 	if _, ok := w.(*os.File); !ok {
-		return w, func() {}
+		return &lockedWriter{w: w}, func() {}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &logBuffer{w: bufio.NewWriterSize(w, 64<<10), stop: cancel, done: make(chan struct{})}
@@ -80,6 +82,18 @@ func (b *logBuffer) flushEvery(ctx context.Context, d time.Duration) {
 			b.flush()
 		}
 	}
+}
+
+// lockedWriter serialises Writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // Close stops the flusher and writes out what is buffered.

@@ -92,7 +92,9 @@ type gateway struct {
 }
 
 // build wires every piece from validated settings.
-func build(cfg config, s settings, log *slog.Logger, reg *prometheus.Registry, now func() time.Time) (*gateway, error) {
+// build wires the gateway. access receives the per-request access lines
+// (nil: none); it must serialise writes with log's handler.
+func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prometheus.Registry, now func() time.Time) (*gateway, error) {
 	m := metrics.New(reg, version)
 	g := &gateway{log: log}
 
@@ -216,7 +218,7 @@ func build(cfg config, s settings, log *slog.Logger, reg *prometheus.Registry, n
 			return ""
 		}(),
 		CaseInsensitivePaths: cfg.CaseInsensitive,
-		NoAccessLog:          !cfg.AccessLog,
+		AccessLog:            access,
 		Logger:               log,
 		Metrics:              m,
 		Now:                  now,
@@ -316,7 +318,11 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 	stdout, flushLogs := bufferLogs(stdout)
 	defer flushLogs()
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
-	g, err := build(cfg, s, log, prometheus.NewRegistry(), now)
+	var access io.Writer // access lines are INFO lines
+	if cfg.AccessLog && level <= slog.LevelInfo {
+		access = stdout
+	}
+	g, err := build(cfg, s, log, access, prometheus.NewRegistry(), now)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,129 @@
+package proxy
+
+import (
+	"io"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// accessEntry is one per-request access line.
+type accessEntry struct {
+	time     time.Time
+	method   string
+	path     string
+	status   int
+	decision string
+	user     string
+	client   netip.Addr
+	duration time.Duration
+}
+
+// accessLog writes access lines to w, one Write per line. The bytes are
+// exactly what slog's JSONHandler writes for the same record (a test holds
+// the two to that), so log pipelines see one format; going around slog
+// saves its Record, its caller lookup and its attribute handling, which
+// together cost ~4 µs on every proxied request.
+type accessLog struct {
+	w    io.Writer
+	bufs sync.Pool // *[]byte
+}
+
+func newAccessLog(w io.Writer) *accessLog {
+	if w == nil {
+		return nil
+	}
+	return &accessLog{w: w}
+}
+
+func (l *accessLog) write(e *accessEntry) {
+	bp, _ := l.bufs.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, 0, 512)
+		bp = &b
+	}
+	b := appendAccessLine((*bp)[:0], e)
+	_, _ = l.w.Write(b) // as slog does: a log line that cannot be written is dropped
+	if cap(b) <= 4<<10 {
+		*bp = b
+		l.bufs.Put(bp)
+	}
+}
+
+// appendAccessLine appends e as slog.JSONHandler would format
+// LogAttrs(ctx, slog.LevelInfo, "request", method, path, status, decision,
+// user, client_ip, duration).
+func appendAccessLine(b []byte, e *accessEntry) []byte {
+	b = append(b, `{"time":"`...)
+	b = e.time.AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","level":"INFO","msg":"request","method":`...)
+	b = appendJSONString(b, e.method)
+	b = append(b, `,"path":`...)
+	b = appendJSONString(b, e.path)
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(e.status), 10)
+	b = append(b, `,"decision":`...)
+	b = appendJSONString(b, e.decision)
+	b = append(b, `,"user":`...)
+	b = appendJSONString(b, e.user)
+	b = append(b, `,"client_ip":"`...)
+	if e.client.IsValid() {
+		b = e.client.AppendTo(b) // an address needs no escaping
+	}
+	b = append(b, `","duration":`...)
+	b = strconv.AppendInt(b, int64(e.duration), 10)
+	return append(b, "}\n"...)
+}
+
+// appendJSONString appends s quoted with slog's JSON escaping: quotes,
+// backslashes and control characters escaped, invalid UTF-8 as U+FFFD,
+// U+2028 and U+2029 escaped, and HTML characters left as they are.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			b = append(b, s[start:i]...)
+			b = append(b, `\u202`...)
+			b = append(b, hex[r&0xF])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

@@ -1,0 +1,92 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// slogAccessLine is the line slog's JSONHandler writes for e: the format
+// the hand-written encoder must reproduce byte for byte.
+func slogAccessLine(t testing.TB, e *accessEntry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	rec := slog.NewRecord(e.time, slog.LevelInfo, "request", 0)
+	client := ""
+	if e.client.IsValid() {
+		client = e.client.String()
+	}
+	rec.AddAttrs(
+		slog.String("method", e.method),
+		slog.String("path", e.path),
+		slog.Int("status", e.status),
+		slog.String("decision", e.decision),
+		slog.String("user", e.user),
+		slog.String("client_ip", client),
+		slog.Duration("duration", e.duration))
+	if err := slog.NewJSONHandler(&buf, nil).Handle(context.Background(), rec); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestAccessLineIsSlogJSON(t *testing.T) {
+	base := accessEntry{
+		time: time.Date(2026, 11, 21, 9, 3, 4, 120_000_000, time.UTC), method: "GET", path: "/admin/",
+		status: 200, decision: decisionStepUp, user: "alice", client: netip.MustParseAddr("203.0.113.7"),
+		duration: 1234567 * time.Nanosecond,
+	}
+	cases := map[string]func(e *accessEntry){
+		"plain":               func(*accessEntry) {},
+		"quotes and slashes":  func(e *accessEntry) { e.path = `/a"b\c/` },
+		"control characters":  func(e *accessEntry) { e.user = "al\x00i\x1fce\n\r\t\x7f" },
+		"invalid UTF-8":       func(e *accessEntry) { e.path = "/\xff\xfe/\xc3" },
+		"line separators":     func(e *accessEntry) { e.user = "a\u2028b\u2029c" },
+		"HTML characters":     func(e *accessEntry) { e.path = "/<script>&amp;</script>" },
+		"non-ASCII":           func(e *accessEntry) { e.user = "zoë 日本 🙂" },
+		"no client":           func(e *accessEntry) { e.client = netip.Addr{} },
+		"IPv6 client":         func(e *accessEntry) { e.client = netip.MustParseAddr("2001:db8::1") },
+		"IPv4-mapped client":  func(e *accessEntry) { e.client = netip.MustParseAddr("::ffff:192.0.2.1") },
+		"zoned client":        func(e *accessEntry) { e.client = netip.MustParseAddr("fe80::1%eth0") },
+		"empty strings":       func(e *accessEntry) { e.user, e.path = "", "" },
+		"non-UTC time":        func(e *accessEntry) { e.time = e.time.In(time.FixedZone("CET", 3600)) },
+		"whole-second time":   func(e *accessEntry) { e.time = e.time.Truncate(time.Second) },
+		"odd status":          func(e *accessEntry) { e.status = 499 },
+		"zero duration":       func(e *accessEntry) { e.duration = 0 },
+		"truncated long path": func(e *accessEntry) { e.path = string(bytes.Repeat([]byte("a"), 512)) + "…" },
+	}
+	for name, change := range cases {
+		t.Run(name, func(t *testing.T) {
+			e := base
+			change(&e)
+			got := appendAccessLine(nil, &e)
+			if want := slogAccessLine(t, &e); !bytes.Equal(got, want) {
+				t.Fatalf("access line differs from slog's:\n got %s\nwant %s", got, want)
+			}
+			var v map[string]any
+			if err := json.Unmarshal(got, &v); err != nil {
+				t.Fatalf("not JSON: %v: %s", err, got)
+			}
+		})
+	}
+}
+
+// FuzzAccessLine holds the encoder to slog's output for any strings a
+// client can put in a request line or an upstream IdP in a user name.
+func FuzzAccessLine(f *testing.F) {
+	f.Add("GET", "/admin/", "alice", 200, int64(1500))
+	f.Add("P\"OST", "/\xff\u2028<>&\\", "\x00\x1f\x7f", 599, int64(-1))
+	f.Fuzz(func(t *testing.T, method, path, user string, status int, ns int64) {
+		e := &accessEntry{
+			time: time.Unix(1795000000, ns%1e9).UTC(), method: method, path: path, status: status,
+			decision: decisionAllow, user: user, client: netip.MustParseAddr("2001:db8::7"), duration: time.Duration(ns),
+		}
+		if got, want := appendAccessLine(nil, e), slogAccessLine(t, e); !bytes.Equal(got, want) {
+			t.Fatalf("access line differs from slog's:\n got %q\nwant %q", got, want)
+		}
+	})
+}
