@@ -313,8 +313,24 @@ func run(o options) error {
 	}
 	instrTable := ""
 	if o.instr != "off" {
+		// System calls per request of the processes measured below by wrk
+		// (not under valgrind, whose own calls would mix in).
+		syscalls := map[string]float64{}
+		if _, err := exec.LookPath("strace"); err == nil {
+			for _, t := range targets[1:] {
+				if strings.Contains(t.name, "log warn") {
+					continue
+				}
+				n, err := syscallsPerRequest(t.proc.Pid, instrTarget{name: t.name, base: t.base, path: t.path, headers: t.headers}, 2000)
+				if err != nil { // a supporting figure only: say so and go on
+					fmt.Fprintf(os.Stderr, "system calls of %s not counted: %v\n", t.name, err)
+					continue
+				}
+				syscalls[t.name] = n
+			}
+		}
 		instrTable, err = countInstructions(instrEnv{self: self, bin: bin, stepgateEnv: stepgateEnv,
-			withCookie: withCookie, ident: ident, core: o.subjCore, noPin: o.noPin, keepDir: o.cgDir})
+			withCookie: withCookie, ident: ident, core: o.subjCore, noPin: o.noPin, keepDir: o.cgDir, syscalls: syscalls})
 		switch {
 		case errors.Is(err, errNoValgrind) && o.instr == "on":
 			fmt.Fprintf(os.Stderr, "instruction counts skipped: %v\n", err)
