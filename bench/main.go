@@ -83,7 +83,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "bench/results/latest.md", "file the results table is written to")
 	flag.DurationVar(&o.duration, "d", 2*time.Second, "duration of each measured wrk run")
 	flag.DurationVar(&o.warmup, "warmup", time.Second, "warm-up before each target's first run")
-	flag.IntVar(&o.runs, "runs", 7, "measured runs per target with the 1 KiB body (medians are reported)")
+	flag.IntVar(&o.runs, "runs", 6, "measured runs per target with the 1 KiB body (medians are reported)")
 	flag.IntVar(&o.runs64k, "runs-64k", 3, "measured runs per target with the 64 KiB body")
 	flag.IntVar(&o.conns, "c", 16, "wrk keep-alive connections")
 	flag.DurationVar(&o.openLoop, "open", 2*time.Second, "duration of each open-loop latency run (0 skips)")
@@ -372,6 +372,9 @@ func run(o options) error {
 			for _, t := range order {
 				if s == "64k" && strings.Contains(t.name, "log warn") {
 					continue // the log level does not change the body copy
+				}
+				if t.proc == up.Process && i > 0 {
+					continue // the upstream alone is context, not compared: one run
 				}
 				r := results[key(t, s)]
 				if i == 0 && o.warmup > 0 {
@@ -856,7 +859,7 @@ func report(o options, targets []target, sizes []string, results map[string]*res
 	if o.noPin {
 		pinning = "unpinned"
 	}
-	fmt.Fprintf(&b, "%s. wrk: %d keep-alive connections, %d × %v runs (64 KiB: %d) after a %v warm-up; interleaved runs, each baseline followed at once by the targets compared with it. Took %v.\n\n",
+	fmt.Fprintf(&b, "%s. wrk: %d keep-alive connections, %d × %v runs (64 KiB: %d) after a %v warm-up (the upstream alone: one run); interleaved runs, each baseline followed at once by the targets compared with it. Took %v.\n\n",
 		pinning, o.conns, o.runs, o.duration, min(o.runs, o.runs64k), o.warmup, took.Round(time.Second))
 	fmt.Fprintf(&b, "req/s, latencies and CPU are medians over the runs. Ratios (× bare) are to the bare proxy given the same request (allow rows to the first bare row, stepped-up rows to the one with the cookie), taken run by run and the median reported. CPU is the subject process's own (user+system, /proc).\n\n")
 	fmt.Fprintf(&b, "| target | body | req/s | **× bare** | p50 | p90 | p99 | subject CPU s / 10k req | **CPU × bare** | peak RSS MiB |\n")
