@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -88,7 +89,11 @@ func startCallgrind(dir, name string, core string, noPin bool, env []string, ln 
 }
 
 func (c *callgrind) control(args ...string) error {
-	out, err := exec.Command("callgrind_control", append(args, strconv.Itoa(c.cmd.Process.Pid))...).CombinedOutput()
+	// vgdb, behind callgrind_control, may have to wait for a process that
+	// sleeps in a system call (or be refused ptrace): bound the wait.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "callgrind_control", append(args, strconv.Itoa(c.cmd.Process.Pid))...).CombinedOutput()
 	if err != nil || !bytes.Contains(out, []byte("OK")) {
 		return fmt.Errorf("callgrind_control %v: %v: %s", args, err, out)
 	}

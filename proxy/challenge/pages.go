@@ -245,7 +245,10 @@ func (p *Pages) write(w http.ResponseWriter, r *http.Request, status int, v *vie
 	v.Status = status
 	v.Lang = p.language(r.Header.Get("Accept-Language"))
 	v.catalog, v.english = p.catalogs[v.Lang], p.catalogs["en"]
-	v.Nonce = base64.RawStdEncoding.EncodeToString(randomBytes(16))
+	// URL-safe base64 (CSP 3 allows - and _): html/template would write a
+	// standard '+' as &#43; in the nonce attribute; browsers decode that,
+	// but the page should say exactly what the header says.
+	v.Nonce = base64.RawURLEncoding.EncodeToString(randomBytes(16))
 	var buf bytes.Buffer
 	if err := p.tmpl.Execute(&buf, v); err != nil {
 		http.Error(w, "internal error", http.StatusInternalServerError)

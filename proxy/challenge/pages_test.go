@@ -125,9 +125,9 @@ func TestPagesAreHardened(t *testing.T) {
 	if strings.Contains(csp, "unsafe-inline") {
 		t.Errorf("CSP allows inline code: %q", csp)
 	}
-	nonce := regexp.MustCompile(`script-src 'nonce-([^']+)'`).FindStringSubmatch(csp)
+	nonce := regexp.MustCompile(`script-src 'nonce-([A-Za-z0-9_-]{22})'`).FindStringSubmatch(csp)
 	if nonce == nil {
-		t.Fatalf("CSP has no script nonce: %q", csp)
+		t.Fatalf("CSP has no 128-bit base64url script nonce: %q", csp)
 	}
 	body := w.Body.String()
 	if !strings.Contains(body, `<script src="/.stepgate/assets/stepgate.js" nonce="`+nonce[1]+`">`) {
