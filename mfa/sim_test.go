@@ -180,15 +180,19 @@ func TestFirstStatus(t *testing.T) {
 		{"a FIDO2-only user gets assertion options as an object", "fran", StatusAssertionRequired, true,
 			func(t *testing.T, f *Flow) {
 				var opts struct {
-					Challenge        string `json:"challenge"`
-					RPID             string `json:"rpId"`
-					AllowCredentials []struct{ ID, Type string }
+					Challenge        json.RawMessage `json:"challenge"`
+					RPID             string          `json:"rpId"`
+					AllowCredentials []struct {
+						ID   json.RawMessage
+						Type string
+					}
 				}
 				if err := json.Unmarshal(f.AssertionOptions, &opts); err != nil {
 					t.Fatalf("options %s: %v", f.AssertionOptions, err)
 				}
-				if opts.Challenge == "" || opts.RPID != "localhost" || len(opts.AllowCredentials) != 1 {
-					t.Errorf("options = %+v", opts)
+				ch, err := pingonesim.DecodeWebAuthnBytes(opts.Challenge)
+				if err != nil || len(ch) != 32 || opts.RPID != "localhost" || len(opts.AllowCredentials) != 1 {
+					t.Errorf("options = %+v (challenge %x, %v)", opts, ch, err)
 				}
 			}},
 		{"a user without devices under a bypass policy completes at once", "dave", StatusCompleted, false, nil},
@@ -403,12 +407,16 @@ func TestTOTP(t *testing.T) {
 func assertion(t *testing.T, opts json.RawMessage, origin, rpID string, counter uint32) string {
 	t.Helper()
 	var o struct {
-		Challenge string `json:"challenge"`
+		Challenge json.RawMessage `json:"challenge"`
 	}
 	if err := json.Unmarshal(opts, &o); err != nil {
 		t.Fatal(err)
 	}
-	cdj, _ := json.Marshal(map[string]string{"type": "webauthn.get", "challenge": o.Challenge, "origin": origin})
+	ch, err := pingonesim.DecodeWebAuthnBytes(o.Challenge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cdj, _ := json.Marshal(map[string]string{"type": "webauthn.get", "challenge": base64.RawURLEncoding.EncodeToString(ch), "origin": origin})
 	rp := sha256.Sum256([]byte(rpID))
 	ad := append(rp[:], 0x01)
 	ad = binary.BigEndian.AppendUint32(ad, counter)

@@ -261,8 +261,8 @@ func TestUnknownEnvironmentAndPathAre404(t *testing.T) {
 		}
 	}
 	req, _ := http.NewRequest(http.MethodDelete, h.env()+"/as/authorize", nil)
-	if r := h.do(req); r.status != 405 || r.header.Get("Allow") == "" {
-		t.Errorf("DELETE authorize = %d (Allow %q), want 405 with Allow", r.status, r.header.Get("Allow"))
+	if r := h.do(req); r.status != 405 || r.header.Get("Allow") == "" || str(r.body, "code") != "INVALID_REQUEST" {
+		t.Errorf("DELETE authorize = %d (Allow %q, code %q), want 405 INVALID_REQUEST with Allow", r.status, r.header.Get("Allow"), str(r.body, "code"))
 	}
 }
 

@@ -5,16 +5,18 @@ import (
 	"net/http"
 )
 
-// PingOne top-level error codes the simulator emits (PROTOCOL §8.2).
+// PingOne top-level error codes the simulator emits (PROTOCOL §8.2). 405 and
+// 415 answer INVALID_REQUEST: PingOne's published OpenAPI has no
+// METHOD_NOT_ALLOWED or UNSUPPORTED_MEDIA_TYPE code (its 415 schema allows
+// only INVALID_REQUEST; README, divergences).
 const (
-	codeInvalidData          = "INVALID_DATA"
-	codeRequestFailed        = "REQUEST_FAILED"
-	codeInvalidToken         = "INVALID_TOKEN"
-	codeNotFound             = "NOT_FOUND"
-	codeMethodNotAllowed     = "METHOD_NOT_ALLOWED"
-	codeUnsupportedMediaType = "UNSUPPORTED_MEDIA_TYPE"
-	codeRequestLimited       = "REQUEST_LIMITED"
-	codeUnexpectedError      = "UNEXPECTED_ERROR"
+	codeInvalidData     = "INVALID_DATA"
+	codeInvalidRequest  = "INVALID_REQUEST"
+	codeRequestFailed   = "REQUEST_FAILED"
+	codeInvalidToken    = "INVALID_TOKEN"
+	codeNotFound        = "NOT_FOUND"
+	codeRequestLimited  = "REQUEST_LIMITED"
+	codeUnexpectedError = "UNEXPECTED_ERROR"
 
 	msgInvalidData   = "The request could not be completed. One or more validation errors were in the request."
 	msgRequestFailed = "The request could not be completed. There was an issue processing the request."
@@ -55,7 +57,7 @@ func invalidValue(w http.ResponseWriter, target, message string) {
 
 func methodNotAllowed(w http.ResponseWriter, allow string) {
 	w.Header().Set("Allow", allow)
-	writeError(w, http.StatusMethodNotAllowed, codeMethodNotAllowed, "The request method is not allowed for this resource.")
+	writeError(w, http.StatusMethodNotAllowed, codeInvalidRequest, "The request method is not allowed for this resource.")
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -294,20 +294,56 @@ func (s *Server) flowJSONLocked(f *flow, base string) flowJSON {
 	return j
 }
 
-// requestOptions is publicKeyCredentialRequestOptions as a JSON string with
-// challenge and credential ids base64url-encoded (README: encoding choice).
+// requestOptions is publicKeyCredentialRequestOptions as a JSON string, with
+// the challenge and credential ids in the tenant's byte encoding.
 func (s *Server) requestOptions(f *flow) string {
 	b, _ := json.Marshal(map[string]any{
-		"challenge":        base64.RawURLEncoding.EncodeToString(f.challenge),
+		"challenge":        s.webAuthnBytes(f.challenge),
 		"timeout":          120000,
 		"rpId":             s.tenant.RPID,
 		"userVerification": "discouraged",
-		"allowCredentials": []map[string]string{{
+		"allowCredentials": []map[string]any{{
 			"type": "public-key",
-			"id":   base64.RawURLEncoding.EncodeToString(f.selected.CredentialID),
+			"id":   s.webAuthnBytes(f.selected.CredentialID),
 		}},
 	})
 	return string(b)
+}
+
+// webAuthnBytes encodes a challenge or credential id as PingOne does: a
+// JSON array of signed bytes (-128…127, Java's byte), or, with
+// Tenant.WebAuthnBase64URL, a base64url string.
+func (s *Server) webAuthnBytes(b []byte) any {
+	if s.tenant.WebAuthnBase64URL {
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	out := make([]int, len(b))
+	for i, c := range b {
+		out[i] = int(int8(c))
+	}
+	return out
+}
+
+// DecodeWebAuthnBytes reads a challenge or credential id from assertion
+// options in either encoding webAuthnBytes writes (and PingOne's unsigned
+// variant, 0…255).
+func DecodeWebAuthnBytes(raw json.RawMessage) ([]byte, error) {
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil {
+		return base64.RawURLEncoding.DecodeString(strings.TrimRight(s, "="))
+	}
+	var ints []int
+	if err := json.Unmarshal(raw, &ints); err != nil {
+		return nil, fmt.Errorf("webauthn bytes: neither a base64url string nor a byte array: %w", err)
+	}
+	out := make([]byte, len(ints))
+	for i, v := range ints {
+		if v < -128 || v > 255 {
+			return nil, fmt.Errorf("webauthn bytes: %d is not a byte", v)
+		}
+		out[i] = byte(v)
+	}
+	return out, nil
 }
 
 // checkST enforces the flow's ST cookie: missing or wrong → 401 INVALID_TOKEN.
@@ -452,7 +488,7 @@ func (s *Server) handleFlow(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	a, err := parseAction(r.Header.Get("Content-Type"), body)
 	if errors.Is(err, errUnsupportedMedia) {
-		writeError(w, http.StatusUnsupportedMediaType, codeUnsupportedMediaType,
+		writeError(w, http.StatusUnsupportedMediaType, codeInvalidRequest,
 			"The media type is not supported; use application/vnd.pingidentity.<action>+json.")
 		return
 	}

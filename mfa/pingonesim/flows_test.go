@@ -341,9 +341,9 @@ func TestFlowActionDispatch(t *testing.T) {
 		wantCode   string
 		wantDetail string
 	}{
-		{"plain JSON is an unsupported media type", "application/json", `{}`, 415, "UNSUPPORTED_MEDIA_TYPE", ""},
-		{"a missing content type is unsupported", "", `{}`, 415, "UNSUPPORTED_MEDIA_TYPE", ""},
-		{"an unknown action is unsupported", "application/vnd.pingidentity.usernamePassword.check+json", `{}`, 415, "UNSUPPORTED_MEDIA_TYPE", ""},
+		{"plain JSON is an unsupported media type", "application/json", `{}`, 415, "INVALID_REQUEST", ""},
+		{"a missing content type is unsupported", "", `{}`, 415, "INVALID_REQUEST", ""},
+		{"an unknown action is unsupported", "application/vnd.pingidentity.usernamePassword.check+json", `{}`, 415, "INVALID_REQUEST", ""},
 		{"malformed JSON is INVALID_DATA", "application/vnd.pingidentity.device.select+json", `{"device":`, 400, "INVALID_DATA", "INVALID_VALUE"},
 		{"trailing data is INVALID_DATA", "application/vnd.pingidentity.otp.check+json", `{"otp":"1"}{}`, 400, "INVALID_DATA", "INVALID_VALUE"},
 		{"an action not allowed in the status is REQUEST_FAILED", "application/vnd.pingidentity.otp.check+json", `{"otp":"123456"}`, 400, "REQUEST_FAILED", "INVALID_VALUE"},

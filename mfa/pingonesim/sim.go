@@ -29,7 +29,7 @@ const (
 	DefaultCodeTTL         = 60 * time.Second
 	DefaultFlowIdle        = 15 * time.Minute
 	DefaultOTPFailureCount = 3
-	DefaultPushTimeout     = 2 * time.Minute
+	DefaultPushTimeout     = 40 * time.Second // PingOne's default (40 s to 150 s)
 	// OTPLifetime is how long a delivered SMS/VOICE/EMAIL code stays valid.
 	OTPLifetime = 5 * time.Minute
 	// maxBody bounds every request body the simulator reads.
@@ -68,12 +68,16 @@ type Options struct {
 
 // Tenant is one PingOne environment: its applications, sign-on policies and users.
 type Tenant struct {
-	EnvID    string
-	RPID     string   // WebAuthn relying-party id, e.g. "localhost"
-	Origins  []string // allowed WebAuthn origins; empty = any origin whose host is RPID
-	Apps     []App
-	Policies []Policy
-	Users    []User
+	EnvID   string
+	RPID    string   // WebAuthn relying-party id, e.g. "localhost"
+	Origins []string // allowed WebAuthn origins; empty = any origin whose host is RPID
+	// WebAuthnBase64URL sends the assertion options' challenge and
+	// credential ids as base64url strings instead of PingOne's arrays of
+	// signed bytes.
+	WebAuthnBase64URL bool
+	Apps              []App
+	Policies          []Policy
+	Users             []User
 }
 
 // App is an OIDC application of the environment.
@@ -91,7 +95,7 @@ type Policy struct {
 	DeviceSelection string        // DEFAULT_TO_FIRST (default) | PROMPT_TO_SELECT | ALWAYS_DISPLAY_DEVICES
 	NoDevice        string        // BYPASS | BLOCK (default BLOCK)
 	OTPFailureCount int           // wrong OTPs per flow before FAILED; default 3
-	PushTimeout     time.Duration // default 2m
+	PushTimeout     time.Duration // default 40 s, as PingOne's
 }
 
 // User is a PingOne user with ordered MFA devices (the first is the default).

@@ -1,6 +1,7 @@
 package pingonesim
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -62,20 +63,53 @@ func carolFIDO2(t *testing.T, h *harness) (id, st, challenge string) {
 		t.Fatalf("select FIDO2: %s", r.raw)
 	}
 	var opts struct {
-		Challenge        string `json:"challenge"`
-		Timeout          int    `json:"timeout"`
-		RPID             string `json:"rpId"`
-		UserVerification string `json:"userVerification"`
-		AllowCredentials []struct{ Type, ID string }
+		Challenge        json.RawMessage `json:"challenge"`
+		Timeout          int             `json:"timeout"`
+		RPID             string          `json:"rpId"`
+		UserVerification string          `json:"userVerification"`
+		AllowCredentials []struct {
+			Type string
+			ID   json.RawMessage
+		}
 	}
 	if err := json.Unmarshal([]byte(str(r.body, "publicKeyCredentialRequestOptions")), &opts); err != nil {
 		t.Fatalf("publicKeyCredentialRequestOptions is not a JSON string: %v; %s", err, r.raw)
 	}
-	if opts.RPID != "localhost" || opts.Timeout != 120000 || len(opts.AllowCredentials) != 1 ||
-		opts.AllowCredentials[0].ID != base64.RawURLEncoding.EncodeToString(DemoFIDO2CredentialID) {
-		t.Fatalf("options = %+v", opts)
+	// PingOne's encoding by default: arrays of signed bytes.
+	if opts.Challenge[0] != '[' || len(opts.AllowCredentials) != 1 || opts.AllowCredentials[0].ID[0] != '[' {
+		t.Fatalf("challenge and credential id are not byte arrays: %s", r.raw)
 	}
-	return id, st, opts.Challenge
+	challengeBytes, err := DecodeWebAuthnBytes(opts.Challenge)
+	if err != nil || len(challengeBytes) != 32 {
+		t.Fatalf("challenge %s: %v", opts.Challenge, err)
+	}
+	credID, err := DecodeWebAuthnBytes(opts.AllowCredentials[0].ID)
+	if err != nil || !bytes.Equal(credID, DemoFIDO2CredentialID) || opts.RPID != "localhost" || opts.Timeout != 120000 {
+		t.Fatalf("options = %+v (credential id %x, %v)", opts, credID, err)
+	}
+	return id, st, base64.RawURLEncoding.EncodeToString(challengeBytes)
+}
+
+func TestWebAuthnBytesEncodings(t *testing.T) {
+	b := []byte{0, 1, 127, 128, 200, 255}
+	arr := (&Server{}).webAuthnBytes(b)
+	raw, _ := json.Marshal(arr)
+	if string(raw) != "[0,1,127,-128,-56,-1]" {
+		t.Errorf("signed byte array = %s", raw)
+	}
+	str := (&Server{tenant: Tenant{WebAuthnBase64URL: true}}).webAuthnBytes(b)
+	rawStr, _ := json.Marshal(str)
+	for _, enc := range []string{string(raw), string(rawStr), "[0,1,127,128,200,255]"} {
+		got, err := DecodeWebAuthnBytes(json.RawMessage(enc))
+		if err != nil || !bytes.Equal(got, b) {
+			t.Errorf("DecodeWebAuthnBytes(%s) = %v, %v; want %v", enc, got, err, b)
+		}
+	}
+	for _, bad := range []string{"[256]", "[-129]", "{}", `"!!"`, "[1.5]"} {
+		if _, err := DecodeWebAuthnBytes(json.RawMessage(bad)); err == nil {
+			t.Errorf("DecodeWebAuthnBytes(%s) accepted", bad)
+		}
+	}
 }
 
 func TestAssertionCheck(t *testing.T) {
