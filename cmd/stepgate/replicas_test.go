@@ -296,4 +296,29 @@ func TestCookieKeyRotationRolledAcrossReplicasKeepsUsersSteppedUp(t *testing.T) 
 	if got, want := len(users), 2+6; got != want {
 		t.Fatalf("users: got %d, want %d", got, want)
 	}
+
+	// Phase 3: the old key is dropped ("new"). A step-up completed now is
+	// certainly sealed with the new key and must survive; the two from
+	// before the rotation were sealed with the old key and must no longer
+	// open anywhere: back to the challenge, never let through.
+	fresh := rs.front.stepUpAlice("/admin/")
+	stale := users[:2]
+	for i := range rs.replicas {
+		rs.replace(i, newKey)
+		for range 3 {
+			if r := fresh.get("/admin/"); r.StatusCode != http.StatusOK {
+				t.Fatalf("phase 3, replica %d rolled: a step-up sealed with the new key got %d on replica %s, want 200",
+					i, r.StatusCode, r.Header.Get("X-Test-Replica"))
+			}
+		}
+	}
+	for u, b := range stale {
+		for range 3 {
+			r := b.get("/admin/")
+			if r.StatusCode != http.StatusFound || !strings.Contains(r.Header.Get("Location"), "/.stepgate/challenge") {
+				t.Fatalf("phase 3 done: user %d, sealed with the dropped key, got %d (Location %q) on replica %s, want 302 to the challenge",
+					u, r.StatusCode, r.Header.Get("Location"), r.Header.Get("X-Test-Replica"))
+			}
+		}
+	}
 }
