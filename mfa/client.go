@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,7 +54,8 @@ var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 //   - Every method that receives a flow returns it with a nil error whatever
 //     its status, FAILED and unknown statuses included; the caller renders
 //     Status. Errors are for calls that did not yield a flow.
-//   - Flow actions always go to {AuthBase}/{EnvID}/flows/{id}. Links in a
+//   - Flow actions always go to {AuthBase}/{EnvID}/flows/{id} ({AuthBase}/flows/{id}
+//     on a custom domain). Links in a
 //     flow are only kept (in Flow.Links) when they point there, and a
 //     resume URL only when it is under the auth base.
 //   - A 404 is KindFlowExpired on flow and resume calls, but KindInvalid on
@@ -119,7 +121,7 @@ func New(cfg Config) (*Client, error) {
 	c := &Client{
 		cfg:    cfg,
 		base:   base,
-		issuer: cfg.AuthBase + "/" + cfg.EnvID + "/as",
+		issuer: cfg.AuthBase + envSegment(cfg) + "/as",
 		log:    cfg.Logger,
 	}
 	c.http = httpClient(cfg.HTTPClient)
@@ -157,8 +159,18 @@ func httpClient(hc *http.Client) *http.Client {
 	return &out
 }
 
-// Issuer is the PingOne issuer of this environment: {AuthBase}/{EnvID}/as.
+// Issuer is the PingOne issuer of this environment: {AuthBase}/{EnvID}/as,
+// or {AuthBase}/as on a custom domain.
 func (c *Client) Issuer() string { return c.issuer }
+
+// envSegment is the environment's path below the auth base: "/{EnvID}", or
+// nothing on a custom domain.
+func envSegment(cfg Config) string {
+	if cfg.CustomDomain {
+		return ""
+	}
+	return "/" + url.PathEscape(cfg.EnvID)
+}
 
 // LoadKeys fetches PingOne's JWKS now (start-up and readiness).
 func (c *Client) LoadKeys(ctx context.Context) error {
@@ -363,7 +375,8 @@ func (c *Client) sanitise(f *Flow) {
 	}
 }
 
-// onAuthBase reports whether raw is under {AuthBase}/{EnvID}/ with the same
+// onAuthBase reports whether raw is under {AuthBase}/{EnvID}/ (a custom
+// domain: {AuthBase}/) with the same
 // scheme and host, no user info and no dot segments.
 func (c *Client) onAuthBase(raw string) bool {
 	u, err := url.Parse(raw)
@@ -373,7 +386,7 @@ func (c *Client) onAuthBase(raw string) bool {
 	if !strings.EqualFold(u.Scheme, c.base.Scheme) || !strings.EqualFold(u.Host, c.base.Host) {
 		return false
 	}
-	prefix := c.base.Path + "/" + c.cfg.EnvID + "/"
+	prefix := c.base.Path + envSegment(c.cfg) + "/"
 	if !strings.HasPrefix(u.Path, prefix) {
 		return false
 	}
@@ -395,11 +408,11 @@ func (c *Client) flowURL(flowID string) string {
 
 func (c *Client) endpoint(parts ...string) string {
 	u := *c.base
-	segs := append([]string{c.cfg.EnvID}, parts...)
+	segs := slices.Clone(parts)
 	for i, s := range segs {
 		segs[i] = url.PathEscape(s)
 	}
-	u.Path = c.base.Path + "/" + strings.Join(segs, "/")
+	u.Path = c.base.Path + envSegment(c.cfg) + "/" + strings.Join(segs, "/")
 	u.RawPath = ""
 	return u.String()
 }

@@ -31,8 +31,13 @@ func (s Secret) Reveal() string { return string(s) }
 
 // Config configures a Client. Zero values get the documented defaults.
 type Config struct {
-	AuthBase     string // e.g. https://auth.pingone.com or a custom domain; no trailing slash
-	EnvID        string
+	AuthBase string // e.g. https://auth.pingone.com or a custom domain; no trailing slash
+	EnvID    string
+	// CustomDomain says AuthBase is the environment's PingOne custom domain
+	// (https://sso.example.com): PingOne then serves the environment at the
+	// domain's root, without the {EnvID} path segment, and issues tokens
+	// as {AuthBase}/as.
+	CustomDomain bool
 	ClientID     string
 	ClientSecret Secret
 	Scopes       string        // default "openid profile email"

@@ -543,3 +543,41 @@ func TestMalformedFlowIDIsRefusedBeforeAnyRequest(t *testing.T) {
 		}
 	}
 }
+
+// TestCustomDomain runs a whole step-up against an environment served on a
+// PingOne custom domain: no /{EnvID} in any path, issuer {AuthBase}/as. A
+// client configured the other way round fails at authorize, closed.
+func TestCustomDomain(t *testing.T) {
+	tenant := pingonesim.DemoTenant()
+	tenant.CustomDomain = true
+	e := newSimEnv(t, tenant, func(c *Config) { c.CustomDomain = true; c.ResponseType = ResponseTypeCode })
+	if want := e.srv.URL + "/as"; e.client.Issuer() != want {
+		t.Fatalf("issuer = %q, want %q", e.client.Issuer(), want)
+	}
+	ctx := context.Background()
+	f, p := e.start("alice")
+	f, err := e.client.SelectDevice(ctx, p, pingonesim.DemoAliceSMSID)
+	if err != nil || f.Status != StatusOTPRequired {
+		t.Fatalf("SelectDevice: %+v, %v", f, err)
+	}
+	if f, err = e.client.CheckOTP(ctx, p, e.lastOTP("alice", pingonesim.DemoAliceSMSID)); err != nil || f.Status != StatusCompleted {
+		t.Fatalf("CheckOTP: %+v, %v", f, err)
+	}
+	if res := e.complete(p, f); res.Subject != pingonesim.DemoAliceID || !res.MFA {
+		t.Errorf("result = %+v", res)
+	}
+	for _, op := range []string{"authorize", "device_select", "otp_check", "token", "jwks"} {
+		if !slices.Contains(e.obs.list(), op) {
+			t.Errorf("observed ops %v lack %s", e.obs.list(), op)
+		}
+	}
+
+	// The same simulator, a client that puts the environment id in paths.
+	e.cfg.CustomDomain = false
+	_, _, err = e.newClient().Start(ctx, StartRequest{User: "alice", RemoteIP: "203.0.113.7", ACR: pingonesim.DemoPolicy})
+	wantKind(t, err, KindInvalid)
+	// And a custom-domain client against an environment served under /{EnvID}.
+	plain := newSimEnv(t, pingonesim.DemoTenant(), func(c *Config) { c.CustomDomain = true })
+	_, _, err = plain.client.Start(ctx, StartRequest{User: "alice", RemoteIP: "203.0.113.7", ACR: pingonesim.DemoPolicy})
+	wantKind(t, err, KindInvalid)
+}

@@ -28,6 +28,7 @@ type config struct {
 	Listen              string        `env:"LISTEN" envDefault:":8080"`
 	AdminListen         string        `env:"ADMIN_LISTEN" envDefault:":9090"`
 	PingOneAuthBase     string        `env:"PINGONE_AUTH_BASE" envDefault:"https://auth.pingone.com"`
+	PingOneCustomDomain bool          `env:"PINGONE_CUSTOM_DOMAIN" envDefault:"false"`
 	PingOneACRValues    string        `env:"PINGONE_ACR_VALUES"`
 	PingOneScopes       string        `env:"PINGONE_SCOPES" envDefault:"openid profile email"`
 	PingOneResponseType string        `env:"PINGONE_RESPONSE_TYPE" envDefault:"token id_token"`

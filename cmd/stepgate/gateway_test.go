@@ -12,6 +12,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/stepgate/stepgate/mfa/jwks"
+	"github.com/stepgate/stepgate/mfa/pingonesim"
 )
 
 func TestAllowPathIsProxiedUntouched(t *testing.T) {
@@ -690,5 +691,23 @@ func TestAccessLogCanBeTurnedOffWithoutLosingAuditEvents(t *testing.T) {
 				t.Errorf("audit events missing:\n%s", logs)
 			}
 		})
+	}
+}
+
+func TestPingOneCustomDomain(t *testing.T) {
+	s := newStack(t,
+		withTenant(func(tn *pingonesim.Tenant) { tn.CustomDomain = true }),
+		withEnv("STEPGATE_PINGONE_CUSTOM_DOMAIN", "true"))
+	if st := getStatus(t, s.Admin+"/readyz", http.Header{}); st != http.StatusOK {
+		t.Fatalf("readyz = %d: the signing keys did not load from {base}/as/jwks", st)
+	}
+	b := s.stepUpAlice("/admin/")
+	if r := b.get("/admin/"); r.StatusCode != http.StatusOK {
+		t.Fatalf("after a step-up through the custom domain: %d", r.StatusCode)
+	}
+	tok := s.LastRequest().Header.Get("X-Stepgate-Id-Token")
+	claims := jwt.MapClaims{}
+	if _, _, err := jwt.NewParser().ParseUnverified(tok, claims); err != nil || claims["iss"] != s.SimURL+"/as" {
+		t.Errorf("forwarded ID token issuer = %v (%v), want %s/as", claims["iss"], err, s.SimURL)
 	}
 }

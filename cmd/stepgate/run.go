@@ -71,8 +71,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	if *checkConfig {
-		fmt.Fprintf(stdout, "configuration ok\nupstream: %s\npingone: %s/%s/as\nrules (first match wins):\n",
-			s.upstream.Redacted(), s.authBase, cfg.PingOneEnvID)
+		issuer := s.authBase + "/" + cfg.PingOneEnvID + "/as"
+		if cfg.PingOneCustomDomain {
+			issuer = s.authBase + "/as"
+		}
+		fmt.Fprintf(stdout, "configuration ok\nupstream: %s\npingone: %s\nrules (first match wins):\n",
+			s.upstream.Redacted(), issuer)
 		for _, r := range s.rules.Rules() {
 			fmt.Fprintf(stdout, "  %s\n", r)
 		}
@@ -108,6 +112,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	client, err := mfa.New(mfa.Config{
 		AuthBase:     s.authBase,
 		EnvID:        cfg.PingOneEnvID,
+		CustomDomain: cfg.PingOneCustomDomain,
 		ClientID:     cfg.PingOneClientID,
 		ClientSecret: mfa.Secret(cfg.PingOneClientSecret),
 		Scopes:       cfg.PingOneScopes,

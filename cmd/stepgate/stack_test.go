@@ -89,6 +89,11 @@ func withEnv(kv ...string) stackOption {
 
 func withUpstream(h http.Handler) stackOption { return func(c *stackConfig) { c.upstream = h } }
 
+// withTenant changes the simulator's tenant before it starts.
+func withTenant(change func(*pingonesim.Tenant)) stackOption {
+	return func(c *stackConfig) { change(&c.tenant) }
+}
+
 // withSim makes the gateway use an existing simulator (for several replicas).
 func withSim(s *stack) stackOption {
 	return func(c *stackConfig) { c.sim, c.clock, c.simURL = s.Sim, s.Clock, s.SimURL }

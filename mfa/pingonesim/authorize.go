@@ -174,7 +174,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("pingonesim: authorize", "flow", f.id, "user", user.Username, "acr", policy.Name, "status", f.status)
 
 	http.SetCookie(w, &http.Cookie{
-		Name: "ST", Value: f.st, Path: "/" + s.tenant.EnvID + "/",
+		Name: "ST", Value: f.st, Path: s.envPath() + "/",
 		HttpOnly: true, Secure: true, SameSite: http.SameSiteNoneMode,
 	})
 	writeJSON(w, http.StatusOK, body)

@@ -253,7 +253,7 @@ var linksFor = map[string][]string{
 }
 
 func (s *Server) flowJSONLocked(f *flow, base string) flowJSON {
-	env := base + "/" + s.tenant.EnvID
+	env := base + s.envPath()
 	self := env + "/flows/" + f.id
 	j := flowJSON{
 		ID:          f.id,

@@ -68,9 +68,13 @@ type Options struct {
 
 // Tenant is one PingOne environment: its applications, sign-on policies and users.
 type Tenant struct {
-	EnvID   string
-	RPID    string   // WebAuthn relying-party id, e.g. "localhost"
-	Origins []string // allowed WebAuthn origins; empty = any origin whose host is RPID
+	EnvID string
+	// CustomDomain serves the environment as PingOne does on a custom
+	// domain: at the root, without the /{EnvID} path segment, with issuer
+	// {base}/as.
+	CustomDomain bool
+	RPID         string   // WebAuthn relying-party id, e.g. "localhost"
+	Origins      []string // allowed WebAuthn origins; empty = any origin whose host is RPID
 	// WebAuthnBase64URL sends the assertion options' challenge and
 	// credential ids as base64url strings instead of PingOne's arrays of
 	// signed bytes.
@@ -234,7 +238,16 @@ func cloneTenant(t Tenant) Tenant {
 
 // Issuer is the issuer the simulator uses when reached at baseURL.
 func (s *Server) Issuer(baseURL string) string {
-	return strings.TrimSuffix(baseURL, "/") + "/" + s.tenant.EnvID + "/as"
+	return strings.TrimSuffix(baseURL, "/") + s.envPath() + "/as"
+}
+
+// envPath is the environment's path prefix: "/{EnvID}", or "" on a custom
+// domain.
+func (s *Server) envPath() string {
+	if s.tenant.CustomDomain {
+		return ""
+	}
+	return "/" + s.tenant.EnvID
 }
 
 // Requests is the number of PingOne-surface requests served (not /_sim/).
@@ -248,8 +261,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.requests.Add(1)
 	w.Header().Set("Correlation-Id", newUUID())
-	env, rest, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
-	if env != s.tenant.EnvID {
+	rest, ok := strings.CutPrefix(r.URL.Path, s.envPath()+"/")
+	if !ok {
 		writeError(w, http.StatusNotFound, codeNotFound, "The requested resource was not found.")
 		return
 	}
