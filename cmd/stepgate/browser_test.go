@@ -16,13 +16,16 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -786,36 +789,7 @@ func TestChallengePageInChromium(t *testing.T) {
 	t.Run("a security key in Chromium's virtual authenticator completes FIDO2", func(t *testing.T) {
 		s := newStack(t, withUpstream(demoApp()))
 		tb := openTab(t, browser, s, "carol")
-		key, err := x509.MarshalPKCS8PrivateKey(pingonesim.DemoFIDO2PrivateKey())
-		if err != nil {
-			t.Fatal(err)
-		}
-		tb.call(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			if _, err := cdp.Call(ctx, tg, webauthn.Enable, webauthn.EnableParams{}); err != nil {
-				return err
-			}
-			auth, err := cdp.Call(ctx, tg, webauthn.AddVirtualAuthenticator, webauthn.AddVirtualAuthenticatorParams{
-				Options: &webauthn.VirtualAuthenticatorOptions{
-					Protocol: webauthn.AuthenticatorProtocolCtap2, Transport: webauthn.AuthenticatorTransportUsb,
-					HasUserVerification: true, IsUserVerified: true, AutomaticPresenceSimulation: true,
-				},
-			})
-			if err != nil {
-				return err
-			}
-			// Sent raw: cdproto's Credential always includes newer fields
-			// (generateCmtgKeyOnNextOperation) that this Chromium rejects.
-			return tg.Call(ctx, webauthn.AddCredential.Method, map[string]any{
-				"authenticatorId": auth.AuthenticatorID,
-				"credential": map[string]any{
-					"credentialId":         base64.StdEncoding.EncodeToString(pingonesim.DemoFIDO2CredentialID),
-					"isResidentCredential": false,
-					"rpId":                 "localhost",
-					"privateKey":           base64.StdEncoding.EncodeToString(key),
-					"signCount":            1,
-				},
-			}, nil)
-		}))
+		tb.plugInSecurityKey(true)
 		tb.startAndPick("/admin/", pingonesim.DemoCarolFIDO2ID)
 		tb.state("assertion")
 		tb.screenshot("assertion")
@@ -824,6 +798,54 @@ func TestChallengePageInChromium(t *testing.T) {
 		if ev := s.Logs.Events("mfa.completed"); len(ev) != 1 {
 			t.Errorf("mfa.completed events = %d, want 1", len(ev))
 		}
+	})
+
+	t.Run("a security key that does not answer leaves a way out", func(t *testing.T) {
+		s := newStack(t, withUpstream(demoApp()))
+		tb := openTab(t, browser, s, "carol")
+		// A key that holds no credential for carol: with presence simulated
+		// the browser gets CTAP's "no credentials" at once and rejects
+		// navigator.credentials.get, with no timeout to wait out.
+		tb.plugInSecurityKey(false)
+		tb.startAndPick("/admin/", pingonesim.DemoCarolFIDO2ID)
+		tb.state("assertion")
+		tb.call(chromedp.Click(chromedp.CSS("#assertion-button"), chromedp.NodeVisible))
+		tb.call(chromedp.WaitVisible(chromedp.CSS("#assertion-error")))
+		if got, want := tb.text("#assertion-error"), englishMessage(t, "assertion_failed"); got != want {
+			t.Errorf("after the key failed the page says %q, want %q", got, want)
+		}
+		if got := evalJS[string](tb, `document.getElementById("assertion-error").getAttribute("role")`); got != "alert" {
+			t.Errorf("the key's failure is not announced: role = %q, want alert", got)
+		}
+		if evalJS[bool](tb, `document.getElementById("assertion-button").disabled`) {
+			t.Error("the security key button stays disabled: no way to try the key again")
+		}
+		tb.screenshot("assertion-failed")
+		// Not stepped up: the protected path still sends her to the
+		// challenge, and the app has seen nothing of it.
+		if code, loc := tb.visitWithCookies("/admin/"); code != 302 || !strings.HasPrefix(loc, "/.stepgate/challenge") {
+			t.Errorf("/admin/ with her cookies after the failed key answered %d to %q, want 302 to the challenge", code, loc)
+		}
+		for _, r := range s.Requests() {
+			if strings.HasPrefix(r.RequestURI, "/admin") {
+				t.Errorf("the upstream received %s though the key failed", r.RequestURI)
+			}
+		}
+		if ev := s.Logs.Events("mfa.completed"); len(ev) != 0 {
+			t.Errorf("mfa.completed events = %d after a failed key, want 0", len(ev))
+		}
+		// From the same page, another method: her authenticator app.
+		tb.click(`main[data-state="assertion"] button[value="switch"]`)
+		tb.state("devices")
+		tb.call(chromedp.Click(chromedp.CSS(`input[name="device"][value="`+pingonesim.DemoCarolTOTPID+`"]`), chromedp.NodeVisible))
+		tb.click(`main[data-state="devices"] button[type="submit"]`)
+		tb.state("otp")
+		if got, want := tb.text("#otp-intro"), englishMessage(t, "otp_intro_totp"); got != want {
+			t.Errorf("OTP intro %q, want %q", got, want)
+		}
+		tb.typeInto("#otp", s.Sim.TOTP(pingonesim.DemoCarolTOTPID))
+		tb.submit(chromedp.KeyEvent(kb.Enter))
+		tb.assertSteppedUp("/admin/", "carol", "otp")
 	})
 
 	t.Run("an expired flow says so and starts afresh", func(t *testing.T) {
@@ -883,6 +905,57 @@ func TestChallengePageInChromium(t *testing.T) {
 		tb.state("devices")
 	})
 
+	t.Run("too many starts show the 429 page with when to try again", func(t *testing.T) {
+		s := newStack(t, withUpstream(demoApp()), withEnv("STEPGATE_LIMIT_STARTS_PER_USER", "1", "STEPGATE_LIMIT_WINDOW", "1m"))
+		tb := openTab(t, browser, s, "alice")
+		// One start is allowed; she cancels it and starts again at once.
+		tb.startAndPick("/admin/", pingonesim.DemoAliceSMSID)
+		tb.state("otp")
+		tb.click(`main[data-state="otp"] button[value="cancel"]`)
+		tb.state("start")
+		resp := tb.click(`main[data-state="start"] button[value="start"]`)
+		if resp.Status != 429 {
+			t.Errorf("the second start answered %d, want 429", resp.Status)
+		}
+		wait, err := strconv.Atoi(cdpHeader(resp.Headers, "Retry-After"))
+		if err != nil || wait < 1 || wait > 60 {
+			t.Fatalf("429 Retry-After = %q, want whole seconds within the 1m window", cdpHeader(resp.Headers, "Retry-After"))
+		}
+		tb.state("error")
+		if got, want := tb.text("#message"), englishMessage(t, "rate_limited"); got != want {
+			t.Errorf("the 429 page says %q, want %q", got, want)
+		}
+		// Nothing but the explanation and a way back: no stack trace,
+		// limiter name, key or address.
+		var lines []string
+		for _, l := range strings.Split(tb.text("main"), "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				lines = append(lines, l)
+			}
+		}
+		want := []string{englishMessage(t, "brand"), englishMessage(t, "error_title"), englishMessage(t, "rate_limited"), englishMessage(t, "back")}
+		if !strings.EqualFold(strings.Join(lines, "|"), strings.Join(want, "|")) { // the brand is upper-cased by CSS
+			t.Errorf("the 429 page shows %q, want only %q", lines, want)
+		}
+		html := evalJS[string](tb, "document.documentElement.outerHTML")
+		for _, leak := range []string{"goroutine", ".go:", "panic", "start_user", "u:alice", "127.0.0.1", "rate_limited", "Retry-After"} {
+			if strings.Contains(html, leak) {
+				t.Errorf("the 429 page contains %q", leak)
+			}
+		}
+		tb.screenshot("rate-limited")
+		if n := len(s.Logs.Events("mfa.started")); n != 1 {
+			t.Errorf("mfa.started events = %d, want 1 (the refused start never reached PingOne)", n)
+		}
+		// Retry-After is honest: once that long has passed, Back and a new
+		// start work.
+		s.Clock.Advance(time.Duration(wait) * time.Second)
+		tb.click(`main[data-state="error"] a.button`)
+		tb.state("start")
+		tb.click(`main[data-state="start"] button[value="start"]`)
+		tb.state("devices")
+	})
+
 	t.Run("logout forgets the step-up", func(t *testing.T) {
 		s := newStack(t, withUpstream(demoApp()))
 		tb := openTab(t, browser, s, "alice")
@@ -902,6 +975,142 @@ func TestChallengePageInChromium(t *testing.T) {
 		tb.navigate("/admin/")
 		tb.state("start")
 	})
+
+	t.Run("the page speaks the browser's language when a catalogue exists", func(t *testing.T) {
+		const title, button = "Bestätigen Sie Ihre Identität", "Weiter"
+		dir := t.TempDir()
+		if err := os.MkdirAll(filepath.Join(dir, "messages"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		// start_intro is left out: it must come in English.
+		cat := `{"title": "` + title + `", "start_button": "` + button + `"}`
+		if err := os.WriteFile(filepath.Join(dir, "messages", "de.json"), []byte(cat), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s := newStack(t, withUpstream(demoApp()), withEnv("STEPGATE_TEMPLATES_DIR", dir))
+		tb := openTab(t, browser, s, "alice")
+		tb.call(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{
+				Headers: network.Headers{"Accept-Language": "de-DE,de;q=0.9,en;q=0.5"},
+			})
+			return err
+		}))
+		tb.navigate("/admin/")
+		tb.state("start")
+		if got := evalJS[string](tb, "document.documentElement.lang"); got != "de" {
+			t.Errorf(`<html lang=%q>, want "de"`, got)
+		}
+		if got := tb.text("h1"); got != title {
+			t.Errorf("heading %q, want the German %q", got, title)
+		}
+		if got := evalJS[string](tb, "document.title"); !strings.HasPrefix(got, title) {
+			t.Errorf("title %q is not the German one", got)
+		}
+		if got := tb.text(`button[value="start"]`); got != button {
+			t.Errorf("start button %q, want the German %q", got, button)
+		}
+		if got, want := tb.text("main > p:not(.brand)"), englishMessage(t, "start_intro"); got != want {
+			t.Errorf("a key the German catalogue lacks shows %q, want the English %q", got, want)
+		}
+		tb.screenshot("start-de")
+		// The translated page still works: on to a step-up.
+		tb.click(`button[value="start"]`)
+		tb.state("devices")
+		if got := evalJS[string](tb, "document.documentElement.lang"); got != "de" {
+			t.Errorf(`the device page has <html lang=%q>, want "de"`, got)
+		}
+		tb.click(`main[data-state="devices"] button[type="submit"]`)
+		tb.state("otp")
+		tb.typeInto("#otp", deliveredCode(t, s, "alice", "SMS"))
+		tb.submit(chromedp.KeyEvent(kb.Enter))
+		tb.assertSteppedUp("/admin/", "alice", "otp")
+	})
+}
+
+// plugInSecurityKey gives the tab a virtual USB security key that answers at
+// once (presence and user verification simulated). With registered, it holds
+// carol's demo credential for localhost; without, it holds none, so a
+// navigator.credentials.get for her credential fails as a stranger's key does.
+func (tb *browserTab) plugInSecurityKey(registered bool) {
+	tb.t.Helper()
+	key, err := x509.MarshalPKCS8PrivateKey(pingonesim.DemoFIDO2PrivateKey())
+	if err != nil {
+		tb.t.Fatal(err)
+	}
+	tb.call(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		if _, err := cdp.Call(ctx, tg, webauthn.Enable, webauthn.EnableParams{}); err != nil {
+			return err
+		}
+		auth, err := cdp.Call(ctx, tg, webauthn.AddVirtualAuthenticator, webauthn.AddVirtualAuthenticatorParams{
+			Options: &webauthn.VirtualAuthenticatorOptions{
+				Protocol: webauthn.AuthenticatorProtocolCtap2, Transport: webauthn.AuthenticatorTransportUsb,
+				HasUserVerification: true, IsUserVerified: true, AutomaticPresenceSimulation: true,
+			},
+		})
+		if err != nil || !registered {
+			return err
+		}
+		// Sent raw: cdproto's Credential always includes newer fields
+		// (generateCmtgKeyOnNextOperation) that this Chromium rejects.
+		return tg.Call(ctx, webauthn.AddCredential.Method, map[string]any{
+			"authenticatorId": auth.AuthenticatorID,
+			"credential": map[string]any{
+				"credentialId":         base64.StdEncoding.EncodeToString(pingonesim.DemoFIDO2CredentialID),
+				"isResidentCredential": false,
+				"rpId":                 "localhost",
+				"privateKey":           base64.StdEncoding.EncodeToString(key),
+				"signCount":            1,
+			},
+		}, nil)
+	}))
+}
+
+// visitWithCookies requests path from outside the page, as a navigation that
+// carries the tab's cookies (a fetch from the page would be an API call,
+// answered 401, which the browser logs as an error), and returns the status
+// and Location. It leaves the tab where it was.
+func (tb *browserTab) visitWithCookies(path string) (int, string) {
+	tb.t.Helper()
+	var cookies []*network.Cookie
+	tb.call(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		res, err := cdp.Call(ctx, tg, network.GetCookies, network.GetCookiesParams{URLs: []string{tb.base + path}})
+		if err != nil {
+			return err
+		}
+		cookies = res.Cookies
+		return nil
+	}))
+	req, _ := http.NewRequest(http.MethodGet, tb.base+path, nil)
+	for _, c := range cookies {
+		req.AddCookie(&http.Cookie{Name: c.Name, Value: c.Value})
+	}
+	req.Header.Set("Accept", "text/html,application/xhtml+xml")
+	req.Header.Set("Sec-Fetch-Mode", "navigate")
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		tb.t.Fatalf("GET %s: %v", path, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get("Location")
+}
+
+// englishMessage is a text of the built-in English catalogue, so that
+// scenarios assert what the page says without restating its prose.
+func englishMessage(t *testing.T, key string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "proxy", "challenge", "messages", "en.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]string
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	msg, ok := m[key]
+	if !ok {
+		t.Fatalf("en.json has no message %q", key)
+	}
+	return msg
 }
 
 // cdpHeader reads a response header case-insensitively from CDP's map.
