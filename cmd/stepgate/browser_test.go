@@ -933,7 +933,15 @@ func TestChallengePageInChromium(t *testing.T) {
 				lines = append(lines, l)
 			}
 		}
-		want := []string{englishMessage(t, "brand"), englishMessage(t, "error_title"), englishMessage(t, "rate_limited"), englishMessage(t, "back")}
+		// The page says the same wait as Retry-After (under a minute: seconds).
+		retry := fmt.Sprintf(englishMessage(t, "retry_in_seconds"), wait)
+		if wait == 60 {
+			retry = fmt.Sprintf(englishMessage(t, "retry_in_minutes"), 1)
+		}
+		if got := tb.text("#retry"); got != retry {
+			t.Errorf("the 429 page's wait says %q, want %q (Retry-After %d)", got, retry, wait)
+		}
+		want := []string{englishMessage(t, "brand"), englishMessage(t, "error_title"), englishMessage(t, "rate_limited"), retry, englishMessage(t, "back")}
 		if !strings.EqualFold(strings.Join(lines, "|"), strings.Join(want, "|")) { // the brand is upper-cased by CSS
 			t.Errorf("the 429 page shows %q, want only %q", lines, want)
 		}

@@ -642,7 +642,7 @@ func (h *Handler) pingOneError(w http.ResponseWriter, r *http.Request, c caller,
 		h.m.RateLimited.WithLabelValues("pingone").Inc()
 		h.audit(r, "mfa.rate_limited", c, f.FlowID, slog.String("limit", "pingone"))
 		w.Header().Set("Retry-After", retryAfter(pe.RetryAfter))
-		h.render(w, r, http.StatusTooManyRequests, &view{State: "error", Message: "rate_limited", Back: true})
+		h.render(w, r, http.StatusTooManyRequests, &view{State: "error", Message: "rate_limited", Back: true, RetryAfter: pe.RetryAfter})
 	case mfa.KindUnavailable:
 		w.Header().Set("Retry-After", "30")
 		h.render(w, r, http.StatusServiceUnavailable, &view{State: "error", Message: "unavailable", Back: true})
@@ -676,7 +676,7 @@ func (h *Handler) allow(w http.ResponseWriter, r *http.Request, c caller, l Limi
 	h.m.RateLimited.WithLabelValues(name).Inc()
 	h.audit(r, "mfa.rate_limited", c, "", slog.String("limit", name))
 	w.Header().Set("Retry-After", retryAfter(wait))
-	h.render(w, r, http.StatusTooManyRequests, &view{State: "error", Message: "rate_limited", Back: true})
+	h.render(w, r, http.StatusTooManyRequests, &view{State: "error", Message: "rate_limited", Back: true, RetryAfter: wait})
 	return false
 }
 

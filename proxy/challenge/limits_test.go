@@ -111,6 +111,9 @@ func TestStartLimitsAnswer429WithRetryAfter(t *testing.T) {
 	if got := w.Header().Get("Retry-After"); got != "120" {
 		t.Errorf("Retry-After = %q, want 120 (one start per 2 minutes)", got)
 	}
+	if !strings.Contains(w.Body.String(), `<p id="retry">You can try again in 2 min.</p>`) {
+		t.Errorf("the 429 page does not say when to try again:\n%s", w.Body.String())
+	}
 	// Twenty users behind one address exhaust the per-IP bucket.
 	shared := netip.MustParseAddr("198.51.100.7")
 	for i := 0; i < 20; i++ {

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/stepgate/stepgate/mfa"
 	"github.com/stepgate/stepgate/session"
@@ -136,9 +137,10 @@ type view struct {
 	AttemptsLeft int
 	Devices      []deviceView
 	Selected     deviceView
-	Options      string // WebAuthn request options, JSON
-	Restart      bool   // offer a fresh start
-	Back         bool   // offer a way back to the challenge
+	Options      string        // WebAuthn request options, JSON
+	Restart      bool          // offer a fresh start
+	Back         bool          // offer a way back to the challenge
+	RetryAfter   time.Duration // after a 429: how long until a new try is let in
 	Status       int
 	CSRF         string
 	Nonce        string
@@ -167,6 +169,19 @@ func (v *view) T(key string, args ...any) string {
 		return fmt.Sprintf(s, args...)
 	}
 	return s
+}
+
+// RetryText says how long to wait after a 429, in whole seconds under a
+// minute and whole minutes (rounded up) beyond; "" when unknown.
+func (v *view) RetryText() string {
+	if v.RetryAfter <= 0 {
+		return ""
+	}
+	secs := int64((v.RetryAfter + time.Second - 1) / time.Second)
+	if secs < 60 {
+		return v.T("retry_in_seconds", secs)
+	}
+	return v.T("retry_in_minutes", (secs+59)/60)
 }
 
 // flowView builds the view for a flow status.

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func writeFile(t *testing.T, path, content string) {
@@ -139,5 +140,32 @@ func TestPagesAreHardened(t *testing.T) {
 	// A new nonce for every page.
 	if again := render(t, p, "", &view{State: "otp"}).Header().Get("Content-Security-Policy"); again == csp {
 		t.Error("two pages share a CSP nonce")
+	}
+}
+
+func TestRetryTextRoundsUpAndNeverSaysZero(t *testing.T) {
+	p, err := NewPages("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		wait time.Duration
+		want string
+	}{
+		{0, ""},
+		{-time.Second, ""},
+		{time.Millisecond, "You can try again in 1 s."},
+		{59 * time.Second, "You can try again in 59 s."},
+		{59*time.Second + time.Millisecond, "You can try again in 1 min."},
+		{60 * time.Second, "You can try again in 1 min."},
+		{61 * time.Second, "You can try again in 2 min."},
+		{10 * time.Minute, "You can try again in 10 min."},
+	} {
+		body := render(t, p, "", &view{State: "error", Message: "rate_limited", RetryAfter: tt.wait}).Body.String()
+		_, after, found := strings.Cut(body, `<p id="retry">`)
+		got, _, _ := strings.Cut(after, "</p>")
+		if tt.want == "" && found || tt.want != "" && got != tt.want {
+			t.Errorf("wait %v: retry line %q (present %v), want %q", tt.wait, got, found, tt.want)
+		}
 	}
 }
