@@ -786,19 +786,31 @@ func TestChallengePageInChromium(t *testing.T) {
 		}
 	})
 
-	t.Run("a security key in Chromium's virtual authenticator completes FIDO2", func(t *testing.T) {
-		s := newStack(t, withUpstream(demoApp()))
-		tb := openTab(t, browser, s, "carol")
-		tb.plugInSecurityKey(true)
-		tb.startAndPick("/admin/", pingonesim.DemoCarolFIDO2ID)
-		tb.state("assertion")
-		tb.screenshot("assertion")
-		tb.click("#assertion-button")
-		tb.assertSteppedUp("/admin/", "carol", "hwk")
-		if ev := s.Logs.Events("mfa.completed"); len(ev) != 1 {
-			t.Errorf("mfa.completed events = %d, want 1", len(ev))
-		}
-	})
+	// PingOne sends the assertion challenge and credential ids as arrays of
+	// signed bytes; the page also takes base64url strings. Both reach a
+	// real authenticator.
+	for _, enc := range []struct {
+		name      string
+		base64URL bool
+	}{{"PingOne's byte arrays", false}, {"base64url strings", true}} {
+		t.Run("a security key in Chromium's virtual authenticator completes FIDO2 ("+enc.name+")", func(t *testing.T) {
+			s := newStack(t, withUpstream(demoApp()), withTenant(func(tn *pingonesim.Tenant) { tn.WebAuthnBase64URL = enc.base64URL }))
+			tb := openTab(t, browser, s, "carol")
+			tb.plugInSecurityKey(true)
+			tb.startAndPick("/admin/", pingonesim.DemoCarolFIDO2ID)
+			tb.state("assertion")
+			opts := evalJS[string](tb, `document.getElementById("assertion-form").dataset.options`)
+			if isArray := strings.Contains(opts, `"challenge":[`); isArray == enc.base64URL {
+				t.Fatalf("the page's options are not in the %s encoding: %.300s", enc.name, opts)
+			}
+			tb.screenshot("assertion")
+			tb.click("#assertion-button")
+			tb.assertSteppedUp("/admin/", "carol", "hwk")
+			if ev := s.Logs.Events("mfa.completed"); len(ev) != 1 {
+				t.Errorf("mfa.completed events = %d, want 1", len(ev))
+			}
+		})
+	}
 
 	t.Run("a security key that does not answer leaves a way out", func(t *testing.T) {
 		s := newStack(t, withUpstream(demoApp()))
