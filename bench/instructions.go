@@ -254,7 +254,7 @@ func countInstructions(e instrEnv) (string, error) {
 	}
 	procs = append(procs, sg)
 	for _, u := range []string{upURL + "/1k", bareURL + "/1k", "http://" + aa + "/readyz"} {
-		if err := waitReadyFor(u, 2*time.Minute); err != nil {
+		if err := waitReady(u, 2*time.Minute); err != nil {
 			return "", fmt.Errorf("under valgrind: %w", err)
 		}
 	}
@@ -321,20 +321,4 @@ func countInstructions(e instrEnv) (string, error) {
 	}
 	fmt.Fprintf(&b, "\n\n- %s\n", strings.Join(v, "\n- "))
 	return b.String(), nil
-}
-
-func waitReadyFor(u string, d time.Duration) error {
-	c := &http.Client{Timeout: 10 * time.Second}
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		resp, err := c.Get(u)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(200 * time.Millisecond) // polling a process's start-up
-	}
-	return fmt.Errorf("%s not ready after %v", u, d)
 }

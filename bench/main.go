@@ -266,14 +266,14 @@ func run(o options) error {
 		gws = append(gws, gw{level: level, proxy: "http://" + pa, admin: "http://" + aa, cmd: cmd})
 	}
 	for _, g := range gws {
-		if err := waitReady(g.admin + "/readyz"); err != nil {
+		if err := waitReady(g.admin+"/readyz", 20*time.Second); err != nil {
 			return fmt.Errorf("stepgate (log %s): %w", g.level, err)
 		}
 	}
-	if err := waitReady(upURL + "/1k"); err != nil {
+	if err := waitReady(upURL+"/1k", 20*time.Second); err != nil {
 		return fmt.Errorf("upstream: %w", err)
 	}
-	if err := waitReady(bareURL + "/1k"); err != nil {
+	if err := waitReady(bareURL+"/1k", 20*time.Second); err != nil {
 		return fmt.Errorf("bare proxy: %w", err)
 	}
 
@@ -490,9 +490,11 @@ func freeAddr() string {
 	return ln.Addr().String()
 }
 
-func waitReady(u string) error {
-	c := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(20 * time.Second)
+// waitReady polls u until it answers 200 or d has passed (polling a
+// process's start-up, not synchronising).
+func waitReady(u string, d time.Duration) error {
+	c := &http.Client{Timeout: 10 * time.Second}
+	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		resp, err := c.Get(u)
 		if err == nil {
@@ -503,7 +505,7 @@ func waitReady(u string) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("%s not ready after 20s", u)
+	return fmt.Errorf("%s not ready after %v", u, d)
 }
 
 func check(t target) error {

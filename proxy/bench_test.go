@@ -213,11 +213,15 @@ func BenchmarkGatewayBareProxy(b *testing.B) {
 	runHandler(b, e.bare, e.request("/admin/report", true), http.StatusOK)
 }
 
+// benchLevels are the log levels the whole-handler benchmarks run at: info
+// (the default, with access lines) and warn (without).
+var benchLevels = []struct {
+	name  string
+	level slog.Level
+}{{"log=info", slog.LevelInfo}, {"log=warn", slog.LevelWarn}}
+
 func BenchmarkGatewayAllow(b *testing.B) {
-	for _, lv := range []struct {
-		name  string
-		level slog.Level
-	}{{"log=info", slog.LevelInfo}, {"log=warn", slog.LevelWarn}} {
+	for _, lv := range benchLevels {
 		b.Run(lv.name, func(b *testing.B) {
 			e := newBenchEnv(b, lv.level)
 			runHandler(b, e.gw, e.request("/home/index.html", false), http.StatusOK)
@@ -226,10 +230,7 @@ func BenchmarkGatewayAllow(b *testing.B) {
 }
 
 func BenchmarkGatewaySteppedUp(b *testing.B) {
-	for _, lv := range []struct {
-		name  string
-		level slog.Level
-	}{{"log=info", slog.LevelInfo}, {"log=warn", slog.LevelWarn}} {
+	for _, lv := range benchLevels {
 		b.Run(lv.name, func(b *testing.B) {
 			e := newBenchEnv(b, lv.level)
 			r := e.request("/admin/report", true)

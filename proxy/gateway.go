@@ -88,7 +88,6 @@ type Gateway struct {
 	proxy          *httputil.ReverseProxy
 	log            *slog.Logger
 	access         *accessLog // nil: no access lines
-	m              *metrics.Metrics
 	rm             *requestMetrics
 	now            func() time.Time
 	tokenHeader    string
@@ -116,7 +115,6 @@ func New(cfg Config) (*Gateway, error) {
 		cfg:         cfg,
 		log:         cfg.Logger,
 		access:      newAccessLog(cfg.AccessLog),
-		m:           cfg.Metrics,
 		rm:          newRequestMetrics(cfg.Metrics),
 		now:         cfg.Now,
 		tokenHeader: http.CanonicalHeaderKey(cfg.IDTokenHeader),

@@ -346,6 +346,23 @@ func DecodeWebAuthnBytes(raw json.RawMessage) ([]byte, error) {
 	return out, nil
 }
 
+// callerFlowLocked is the live flow id for a request that holds its ST
+// cookie, marked used; otherwise it answers 404 NOT_FOUND or 401
+// INVALID_TOKEN itself and returns nil.
+func (s *Server) callerFlowLocked(w http.ResponseWriter, r *http.Request, id string, now time.Time) *flow {
+	f := s.lookupLocked(id, now)
+	if f == nil {
+		flowNotFound(w)
+		return nil
+	}
+	if !checkST(r, f) {
+		invalidToken(w)
+		return nil
+	}
+	f.lastUsed = now
+	return f
+}
+
 // checkST enforces the flow's ST cookie: missing or wrong → 401 INVALID_TOKEN.
 func checkST(r *http.Request, f *flow) bool {
 	c, err := r.Cookie("ST")
@@ -472,16 +489,10 @@ func (s *Server) handleFlow(w http.ResponseWriter, r *http.Request, id string) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f := s.lookupLocked(id, now)
+	f := s.callerFlowLocked(w, r, id, now)
 	if f == nil {
-		flowNotFound(w)
 		return
 	}
-	if !checkST(r, f) {
-		invalidToken(w)
-		return
-	}
-	f.lastUsed = now
 	if r.Method == http.MethodGet {
 		writeJSON(w, http.StatusOK, s.flowJSONLocked(f, baseURL(r)))
 		return
@@ -579,16 +590,10 @@ func (s *Server) handleResume(w http.ResponseWriter, r *http.Request) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f := s.lookupLocked(r.URL.Query().Get("flowId"), now)
+	f := s.callerFlowLocked(w, r, r.URL.Query().Get("flowId"), now)
 	if f == nil {
-		flowNotFound(w)
 		return
 	}
-	if !checkST(r, f) {
-		invalidToken(w)
-		return
-	}
-	f.lastUsed = now
 	if f.status != statusCompleted {
 		writeError(w, http.StatusBadRequest, codeRequestFailed, msgRequestFailed,
 			errDetail{Code: "INVALID_VALUE", Target: "flowId", Message: "The flow is not completed; its status is " + f.status + "."})
