@@ -22,6 +22,7 @@ type Metrics struct {
 	PingOneRequests *prometheus.CounterVec   // op, code
 	PingOneDuration *prometheus.HistogramVec // op
 	RateLimited     *prometheus.CounterVec   // limit
+	Approvals       *prometheus.CounterVec   // event: required, approved, forwarded, expired, refused
 }
 
 // New registers stepgate's metrics, build info and the Go and process
@@ -58,6 +59,10 @@ func New(reg *prometheus.Registry, version string) *Metrics {
 			Name: "stepgate_rate_limited_total",
 			Help: "Requests refused by an abuse limit, by limit name.",
 		}, []string{"limit"}),
+		Approvals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stepgate_approvals_total",
+			Help: "Approve-rule events: required, approved, forwarded, expired, refused.",
+		}, []string{"event"}),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "stepgate_build_info",
@@ -66,7 +71,7 @@ func New(reg *prometheus.Registry, version string) *Metrics {
 	})
 	buildInfo.Set(1)
 	reg.MustRegister(m.Requests, m.RequestDuration, m.Challenges, m.OTPChecks,
-		m.PingOneRequests, m.PingOneDuration, m.RateLimited, buildInfo,
+		m.PingOneRequests, m.PingOneDuration, m.RateLimited, m.Approvals, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the fixed label values so every family is visible (at
@@ -76,6 +81,9 @@ func New(reg *prometheus.Registry, version string) *Metrics {
 	}
 	for _, r := range []string{"ok", "wrong", "error"} {
 		m.OTPChecks.WithLabelValues(r)
+	}
+	for _, e := range []string{"required", "approved", "forwarded", "expired", "refused"} {
+		m.Approvals.WithLabelValues(e)
 	}
 	return m
 }

@@ -19,12 +19,14 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/stepgate/stepgate/metrics"
+	"github.com/stepgate/stepgate/proxy/approve"
 	"github.com/stepgate/stepgate/proxy/clientip"
 	"github.com/stepgate/stepgate/proxy/identity"
 	"github.com/stepgate/stepgate/proxy/reqpath"
@@ -40,6 +42,10 @@ const ReservedPrefix = "/.stepgate/"
 type StepUps interface {
 	StepUp(r *http.Request) (session.StepUp, bool)
 	StripCookies(h http.Header)
+	// Approved returns the reference of a request the user has approved
+	// and that waits to be forwarded (approve rules); ClearApproved drops it.
+	Approved(r *http.Request) (string, bool)
+	ClearApproved(w http.ResponseWriter)
 }
 
 // Challenger serves the challenge endpoints and answers requests that need a
@@ -50,19 +56,26 @@ type Challenger interface {
 	Serve(w http.ResponseWriter, r *http.Request, user string, client netip.Addr)
 	// Require answers a request to an mfa path that has no valid step-up.
 	Require(w http.ResponseWriter, r *http.Request, rule rules.Rule)
+	// RequireApproval answers a request held under ref until its user
+	// approves it; IsAPI tells whether that answer goes to a program.
+	RequireApproval(w http.ResponseWriter, r *http.Request, rule rules.Rule, ref string)
+	IsAPI(r *http.Request) bool
 	// Error renders a user-facing error page (HTML or JSON by Accept).
 	Error(w http.ResponseWriter, r *http.Request, status int, message string)
 }
 
 // Config wires a Gateway. Every field is required unless marked optional.
 type Config struct {
-	Upstream      *url.URL
-	Transport     http.RoundTripper
-	Rules         *rules.Set
-	ClientIP      *clientip.Resolver
-	Identity      identity.Source
-	StepUps       StepUps
-	Challenge     Challenger
+	Upstream  *url.URL
+	Transport http.RoundTripper
+	Rules     *rules.Set
+	ClientIP  *clientip.Resolver
+	Identity  identity.Source
+	StepUps   StepUps
+	Challenge Challenger
+	// Approvals, optional, serves approve rules; required when the rules
+	// have one.
+	Approvals     *approve.Gate
 	IDTokenHeader string // default X-Stepgate-Id-Token; "Authorization" sends "Bearer <token>"
 	// IdentityHeader, with header identity, is removed in every spelling
 	// from requests whose peer is not a trusted proxy.
@@ -94,6 +107,7 @@ type Gateway struct {
 	identityHeader string // canonical form, header identity only
 	bearer         bool
 	windowsPaths   bool
+	origin         *http.CrossOriginProtection
 }
 
 // New builds a Gateway.
@@ -104,6 +118,8 @@ func New(cfg Config) (*Gateway, error) {
 	case cfg.Rules == nil, cfg.ClientIP == nil, cfg.Identity == nil, cfg.StepUps == nil,
 		cfg.Challenge == nil, cfg.Logger == nil, cfg.Metrics == nil, cfg.Transport == nil:
 		return nil, errors.New("proxy: incomplete configuration")
+	case cfg.Approvals == nil && slices.ContainsFunc(cfg.Rules.Rules(), func(r rules.Rule) bool { return r.Action == rules.Approve }):
+		return nil, errors.New("proxy: approve rules need an approvals store")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -118,6 +134,7 @@ func New(cfg Config) (*Gateway, error) {
 		rm:          newRequestMetrics(cfg.Metrics),
 		now:         cfg.Now,
 		tokenHeader: http.CanonicalHeaderKey(cfg.IDTokenHeader),
+		origin:      http.NewCrossOriginProtection(),
 	}
 	g.bearer = g.tokenHeader == "Authorization"
 	if cfg.IdentityHeader != "" {
@@ -172,10 +189,11 @@ const (
 
 // forward carries the per-request facts that Rewrite needs.
 type forward struct {
-	path    reqpath.Path
-	client  netip.Addr
-	trusted bool
-	stepUp  *session.StepUp
+	path     reqpath.Path
+	client   netip.Addr
+	trusted  bool
+	stepUp   *session.StepUp
+	approval string // digest of the approval this request uses, if any
 }
 
 type forwardKey struct{}
@@ -234,10 +252,23 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 		return decisionInternal, user, client
 	}
 
-	// 5. Decide.
-	rule := g.cfg.Rules.Match(r.Method, p.Match)
+	// 5. A request the user has just approved is forwarded in place of the
+	// browser's GET of its URL (approve rules).
 	fw := &forward{path: p, client: client, trusted: trusted}
+	if g.cfg.Approvals != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		if ref, ok := g.cfg.StepUps.Approved(r); ok {
+			if decision, user, done := g.replay(w, r, ref, fw); done {
+				return decision, user, client
+			}
+		}
+	}
+
+	// 6. Decide.
+	rule := g.cfg.Rules.Match(r.Method, p.Match)
 	switch rule.Action {
+	case rules.Approve:
+		decision, user = g.approve(w, r, rule, fw)
+		return decision, user, client
 	case rules.Deny:
 		g.cfg.Challenge.Error(w, r, http.StatusForbidden, "forbidden")
 		return decisionDeny, "", client
@@ -253,7 +284,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 		return decisionAllow, user, client
 	}
 
-	// 6. mfa: an identity is a precondition, not something to prompt for.
+	// 7. mfa: an identity is a precondition, not something to prompt for.
 	user, err = g.cfg.Identity.User(r, trusted)
 	if err != nil || user == "" {
 		g.audit(r, "identity.rejected", "", client, slog.String("reason", errString(err)))
@@ -343,6 +374,9 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 		h[HeaderAuthTime] = v[3:4:4]
 		h[HeaderACR] = v[4:5:5]
 		h[HeaderAMR] = v[5:6:6]
+	}
+	if fw.approval != "" {
+		pr.Out.Header[HeaderApproval] = []string{fw.approval}
 	}
 }
 

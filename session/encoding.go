@@ -45,6 +45,9 @@ type Flow struct {
 	CSRF       []byte // 32 random bytes
 	Created    time.Time
 	Status     string // last known flow status (for rendering without a PingOne call)
+	// Approval, for a flow that approves one held request (SPEC §14), is
+	// the reference that finds and opens it; "" for a step-up flow.
+	Approval string
 }
 
 // LogValue keeps the flow's secrets (PingOne cookies, PKCE verifier, CSRF)
@@ -64,7 +67,7 @@ func (f Flow) LogValue() slog.Value {
 //
 //	step-up: 0x01 ID User Subject AuthTime ACR count(AMR) AMR... IDToken TokenExpiry
 //	flow:    0x02 FlowID count(Cookies) (Name Value)... Nonce State CodeVerifier ACR
-//	         Challenged(0|1) User ReturnPath CSRF Created Status
+//	         Challenged(0|1) User ReturnPath CSRF Created Status Approval
 const (
 	kindStepUp byte = 1
 	kindFlow   byte = 2
@@ -137,6 +140,7 @@ func marshalFlow(f Flow) ([]byte, error) {
 	b = appendString(b, string(f.CSRF))
 	b = appendTime(b, f.Created)
 	b = appendString(b, f.Status)
+	b = appendString(b, f.Approval)
 	return b, nil
 }
 
@@ -302,6 +306,7 @@ func unmarshalFlow(p []byte) (Flow, error) {
 	}
 	f.Created = d.time()
 	f.Status = d.string()
+	f.Approval = d.string()
 	if err := d.end(); err != nil {
 		return Flow{}, err
 	}
