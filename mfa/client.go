@@ -191,8 +191,14 @@ func (c *Client) Start(ctx context.Context, req StartRequest) (*Flow, *Pending, 
 	if req.User == "" {
 		return nil, nil, newError(op, KindInvalid, errors.New("no user"))
 	}
+	if req.Prompt != "" && req.Prompt != PromptLogin {
+		return nil, nil, newError(op, KindInvalid, fmt.Errorf("prompt %q is not %q", req.Prompt, PromptLogin))
+	}
+	tpl, err := templateClaim(req.Template)
+	if err != nil {
+		return nil, nil, newError(op, KindInvalid, err)
+	}
 	p := &Pending{ACR: req.ACR}
-	var err error
 	if p.Nonce, err = randomString(32); err != nil {
 		return nil, nil, newError(op, KindUnavailable, err)
 	}
@@ -204,7 +210,7 @@ func (c *Client) Start(ctx context.Context, req StartRequest) (*Flow, *Pending, 
 	if err != nil {
 		return nil, nil, newError(op, KindUnavailable, err)
 	}
-	reqJWT, err := c.requestObject(req.RemoteIP, now)
+	reqJWT, err := c.requestObject(req.RemoteIP, tpl, now)
 	if err != nil {
 		return nil, nil, newError(op, KindUnavailable, err)
 	}
@@ -220,6 +226,9 @@ func (c *Client) Start(ctx context.Context, req StartRequest) (*Flow, *Pending, 
 	}
 	if req.ACR != "" {
 		form.Set("acr_values", req.ACR)
+	}
+	if req.Prompt != "" {
+		form.Set("prompt", req.Prompt)
 	}
 	if req.MaxAge > 0 {
 		secs := int64((req.MaxAge + time.Second - 1) / time.Second)

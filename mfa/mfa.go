@@ -129,6 +129,28 @@ type StartRequest struct {
 	RemoteIP string        // pi.remoteIp in the request JWT
 	ACR      string        // acr_values; "" sends none
 	MaxAge   time.Duration // max_age; 0 sends none
+	// Template, when set, is sent as pi.template in the request JWT: the
+	// notification template PingOne renders into the SMS, e-mail, voice
+	// or push message (transaction approval, SOURCES C1).
+	Template *Template
+	// Prompt is the OIDC prompt parameter: "" sends none, "login" asks
+	// for a fresh authentication. Other values are refused.
+	Prompt string
+}
+
+// PromptLogin is the only Prompt value the client sends.
+const PromptLogin = "login"
+
+// Template is a PingOne notification template reference with its variables
+// (pi.template, SOURCES C1). Name is the template (e.g. "transaction"),
+// Variant one of its variants ("" = the default content), Variables the
+// values of its ${name} placeholders. Values longer than MaxTemplateValue
+// characters are cut and control characters become spaces; names and
+// variants that do not fit PingOne's limits are refused.
+type Template struct {
+	Name      string
+	Variant   string
+	Variables map[string]string
 }
 
 // Result is a verified completion.

@@ -46,8 +46,10 @@ func (c *Client) loginHintToken(user string, now time.Time) (string, error) {
 }
 
 // requestObject mints the request JWT that carries pi.remoteIp, the end
-// user's address, for PingOne's risk and audit (PROTOCOL §4).
-func (c *Client) requestObject(remoteIP string, now time.Time) (string, error) {
+// user's address, for PingOne's risk and audit (PROTOCOL §4), and
+// pi.template when the step-up shows a transaction (SOURCES C1). tpl must
+// have passed templateClaim.
+func (c *Client) requestObject(remoteIP string, tpl map[string]any, now time.Time) (string, error) {
 	jti, err := randomString(16)
 	if err != nil {
 		return "", err
@@ -61,6 +63,9 @@ func (c *Client) requestObject(remoteIP string, now time.Time) (string, error) {
 	}
 	if remoteIP != "" {
 		claims["pi.remoteIp"] = remoteIP
+	}
+	if tpl != nil {
+		claims["pi.template"] = tpl
 	}
 	return c.signHS256(claims)
 }

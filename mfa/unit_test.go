@@ -135,7 +135,7 @@ func TestRequestObjectClaims(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Unix(1_750_000_000, 0)
-	tok, err := c.requestObject("203.0.113.7", now)
+	tok, err := c.requestObject("203.0.113.7", nil, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestRequestObjectClaims(t *testing.T) {
 	if int64(cl["exp"].(float64)) != now.Add(2*time.Minute).Unix() || cl["jti"] == "" {
 		t.Errorf("exp/jti = %v/%v", cl["exp"], cl["jti"])
 	}
-	tok, _ = c.requestObject("", now)
+	tok, _ = c.requestObject("", nil, now)
 	if _, ok := decodeSegment(t, tok, 1)["pi.remoteIp"]; ok {
 		t.Error("pi.remoteIp sent without a remote IP")
 	}

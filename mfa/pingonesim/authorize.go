@@ -129,6 +129,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	remoteIP := ""
+	var tpl *TemplateRequest
 	if req := get("request"); req != "" {
 		rc, err := s.verifyClientJWT(req, app, issuer, now)
 		if err != nil {
@@ -142,6 +143,21 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			remoteIP = str
+		}
+		if raw, ok := rc["pi.template"]; ok {
+			t, target, err := parseTemplateClaim(raw)
+			if err != nil {
+				invalidValue(w, target, err.Error())
+				return
+			}
+			// An unknown template name is refused at authorize (INFERRED:
+			// PingOne's answer is not documented; a transaction text must
+			// never silently become the plain MFA text).
+			if _, ok := s.pickTemplate(t.Name, t.Variant); !ok {
+				invalidValue(w, "pi.template.name", "Unknown notification template "+strconv.Quote(t.Name))
+				return
+			}
+			tpl = t
 		}
 	}
 
@@ -161,6 +177,8 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		codeChallenge: challenge,
 		codeMethod:    method,
 		remoteIP:      remoteIP,
+		prompt:        get("prompt"),
+		template:      tpl,
 		maxAge:        maxAge,
 		createdAt:     now,
 		lastUsed:      now,

@@ -59,14 +59,34 @@ func mustHex(s string) []byte {
 	return b
 }
 
+// DemoTransactionTemplate is the demo environment's transaction template
+// (one default variant), with the variable names of Ping's own example
+// (C1: sum, currency, recipient).
+func DemoTransactionTemplate() Template {
+	return Template{DefaultVariant: {
+		SMS:          "Approve ${sum} ${currency} to ${recipient}? Code: ${otp}",
+		Voice:        "To approve ${sum} ${currency} to ${recipient}, your code is ${otp}.",
+		EmailSubject: "Approve ${sum} ${currency} to ${recipient}?",
+		EmailBody: "Hello ${user.username}, to approve ${sum} ${currency} to ${recipient} enter the code ${otp}. " +
+			"If you did not ask for this, do not enter it.",
+		PushTitle: "Approve ${sum} ${currency}?",
+		PushBody:  "To ${recipient}. Deny if you did not ask for this.",
+	}}
+}
+
 // DemoTenant is the demo environment of SPEC §12: policy MFA-Only
 // (DEFAULT_TO_FIRST, BYPASS for users without devices), RP ID localhost, and
 // users alice (SMS+EMAIL, prompt), bob (push), carol (TOTP+FIDO2, prompt) and
-// dave (no device: the bypass stepgate must refuse).
+// dave (no device: the bypass stepgate must refuse), and the notification
+// templates strong_authentication and transaction.
 func DemoTenant() Tenant {
 	return Tenant{
 		EnvID: DemoEnvID,
 		RPID:  "localhost",
+		Templates: map[string]Template{
+			TemplateStrongAuthentication: defaultTemplates()[TemplateStrongAuthentication],
+			TemplateTransaction:          DemoTransactionTemplate(),
+		},
 		Apps: []App{{
 			ClientID: DemoClientID,
 			Secret:   DemoClientSecret,

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
 	"strings"
@@ -40,6 +41,8 @@ type flow struct {
 	codeChallenge string
 	codeMethod    string
 	remoteIP      string
+	prompt        string
+	template      *TemplateRequest // pi.template; nil = strong_authentication
 	maxAge        int64
 	createdAt     time.Time
 	lastUsed      time.Time
@@ -98,13 +101,15 @@ func (s *Server) selectLocked(f *flow, d *Device, now time.Time) {
 	switch d.Type {
 	case "SMS", "VOICE", "EMAIL":
 		f.otp, f.otpExpiry = newOTP(), now.Add(OTPLifetime)
-		s.deliverLocked(Message{DeviceID: d.ID, Type: d.Type, OTP: f.otp, FlowID: f.id, User: f.user.Username, SentAt: now})
+		s.deliverLocked(Message{DeviceID: d.ID, Type: d.Type, OTP: f.otp, Text: s.messageText(f, d, f.otp),
+			FlowID: f.id, User: f.user.Username, SentAt: now})
 		f.status = statusOTP
 	case "TOTP":
 		f.status = statusOTP
 	case "MOBILE":
 		f.pushSentAt = now
-		s.deliverLocked(Message{DeviceID: d.ID, Type: d.Type, FlowID: f.id, User: f.user.Username, SentAt: now})
+		s.deliverLocked(Message{DeviceID: d.ID, Type: d.Type, Text: s.messageText(f, d, ""),
+			FlowID: f.id, User: f.user.Username, SentAt: now})
 		f.status = statusPush
 	case "FIDO2":
 		f.challenge = make([]byte, 32)
@@ -611,10 +616,16 @@ func (s *Server) Flow(id string) (FlowInfo, bool) {
 	if f == nil {
 		return FlowInfo{}, false
 	}
-	return FlowInfo{
+	info := FlowInfo{
 		ID: f.id, User: f.user.Username, Status: f.status, RemoteIP: f.remoteIP,
-		ACR: f.policy.Name, ClientID: f.app.ClientID, Challenged: f.challenged,
-	}, true
+		ACR: f.policy.Name, ClientID: f.app.ClientID, Challenged: f.challenged, Prompt: f.prompt,
+	}
+	if f.template != nil {
+		t := *f.template
+		t.Variables = maps.Clone(t.Variables)
+		info.Template = &t
+	}
+	return info, true
 }
 
 // PushOutcome is how the simulated phone answers a push.

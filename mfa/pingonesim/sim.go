@@ -82,6 +82,11 @@ type Tenant struct {
 	Apps              []App
 	Policies          []Policy
 	Users             []User
+	// Templates are the environment's notification templates by name
+	// (strong_authentication, transaction, ...). strong_authentication
+	// gets built-in texts when the tenant does not set it. A request
+	// object's pi.template picks one; without it, strong_authentication.
+	Templates map[string]Template
 }
 
 // App is an OIDC application of the environment.
@@ -120,12 +125,16 @@ type Device struct {
 
 // Message is an OTP (or push notification) the simulator "delivered".
 type Message struct {
-	DeviceID string    `json:"device_id"`
-	Type     string    `json:"type"`
-	OTP      string    `json:"otp"`
-	FlowID   string    `json:"flow_id"`
-	User     string    `json:"user"`
-	SentAt   time.Time `json:"sent_at"`
+	DeviceID string `json:"device_id"`
+	Type     string `json:"type"`
+	OTP      string `json:"otp"`
+	// Text is the message as the user reads it, rendered from the flow's
+	// notification template: SMS and voice content (with the code), e-mail
+	// "subject\n\nbody", push "title\nbody".
+	Text   string    `json:"text"`
+	FlowID string    `json:"flow_id"`
+	User   string    `json:"user"`
+	SentAt time.Time `json:"sent_at"`
 }
 
 // FlowInfo is what the simulator recorded about a flow, for assertions.
@@ -136,7 +145,10 @@ type FlowInfo struct {
 	RemoteIP   string // pi.remoteIp from the request JWT
 	ACR        string // the policy that ran
 	ClientID   string
-	Challenged bool // a factor was asked for (OTP, push or assertion)
+	Challenged bool   // a factor was asked for (OTP, push or assertion)
+	Prompt     string // the prompt parameter as sent
+	// Template is the request object's pi.template (nil without one).
+	Template *TemplateRequest
 }
 
 // Server is the simulator. It is an http.Handler and safe for concurrent use.
@@ -229,6 +241,15 @@ func cloneTenant(t Tenant) Tenant {
 		t.Apps[i].Policies = append([]string(nil), t.Apps[i].Policies...)
 	}
 	t.Policies = append([]Policy(nil), t.Policies...)
+	templates := defaultTemplates()
+	for name, tpl := range t.Templates {
+		c := Template{}
+		for v, content := range tpl {
+			c[v] = content
+		}
+		templates[name] = c
+	}
+	t.Templates = templates
 	t.Users = append([]User(nil), t.Users...)
 	for i := range t.Users {
 		t.Users[i].Devices = append([]Device(nil), t.Users[i].Devices...)

@@ -147,8 +147,8 @@ func (s *Server) serveSimClock(w http.ResponseWriter, r *http.Request) {
 }
 
 type pendingPush struct {
-	FlowID, User, Device string
-	SentAt               time.Time
+	FlowID, User, Device, Text string
+	SentAt                     time.Time
 }
 
 var inboxPage = template.Must(template.New("inbox").Funcs(template.FuncMap{
@@ -163,21 +163,22 @@ body{font-family:system-ui,sans-serif;margin:1.5rem;max-width:50rem;color:#222}
 h1{font-size:1.3rem}h2{font-size:1.1rem;margin-top:1.5rem}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd}
 .otp{font-family:monospace;font-size:1.2rem;letter-spacing:.1em}
+.text{white-space:pre-line}
 form{display:inline}button{margin-right:.3rem}.empty{color:#777}
 </style></head><body>
 <h1>PingOne simulator inbox</h1>
 <p>Simulated codes and push notifications. This page refreshes every 3 seconds.</p>
 <h2>Pending pushes</h2>
-{{if .Pushes}}<table><tr><th>User</th><th>Device</th><th>Sent</th><th>Answer</th></tr>
-{{range .Pushes}}<tr><td>{{.User}}</td><td>{{.Device}}</td><td>{{ts .SentAt}}</td><td>
+{{if .Pushes}}<table><tr><th>User</th><th>Device</th><th>Notification</th><th>Sent</th><th>Answer</th></tr>
+{{range .Pushes}}<tr><td>{{.User}}</td><td>{{.Device}}</td><td class="text">{{.Text}}</td><td>{{ts .SentAt}}</td><td>
 <form method="post" action="/_sim/push/{{.FlowID}}/approve"><button>Approve</button></form>
 <form method="post" action="/_sim/push/{{.FlowID}}/deny"><button>Deny</button></form>
 <form method="post" action="/_sim/push/{{.FlowID}}/timeout"><button>Time out</button></form>
 </td></tr>{{end}}</table>
 {{else}}<p class="empty">No push is waiting.</p>{{end}}
 <h2>Messages</h2>
-{{if .Messages}}<table><tr><th>User</th><th>Type</th><th>Code</th><th>Sent</th></tr>
-{{range .Messages}}<tr><td>{{.User}}</td><td>{{.Type}}</td><td class="otp">{{if .OTP}}{{.OTP}}{{else}}push{{end}}</td><td>{{ts .SentAt}}</td></tr>
+{{if .Messages}}<table><tr><th>User</th><th>Type</th><th>Code</th><th>Message</th><th>Sent</th></tr>
+{{range .Messages}}<tr><td>{{.User}}</td><td>{{.Type}}</td><td class="otp">{{if .OTP}}{{.OTP}}{{else}}push{{end}}</td><td class="text">{{.Text}}</td><td>{{ts .SentAt}}</td></tr>
 {{end}}</table>
 {{else}}<p class="empty">No messages yet.</p>{{end}}
 </body></html>
@@ -190,7 +191,8 @@ func (s *Server) serveInboxPage(w http.ResponseWriter) {
 	for id := range s.flows {
 		f := s.lookupLocked(id, now)
 		if f != nil && f.status == statusPush {
-			pushes = append(pushes, pendingPush{FlowID: f.id, User: f.user.Username, Device: f.selected.Nickname, SentAt: f.pushSentAt})
+			pushes = append(pushes, pendingPush{FlowID: f.id, User: f.user.Username, Device: f.selected.Nickname,
+				Text: s.messageText(f, f.selected, ""), SentAt: f.pushSentAt})
 		}
 	}
 	s.mu.Unlock()
