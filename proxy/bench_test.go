@@ -74,6 +74,10 @@ func (nopChallenger) Require(w http.ResponseWriter, _ *http.Request, _ rules.Rul
 func (nopChallenger) Error(w http.ResponseWriter, _ *http.Request, status int, _ string) {
 	w.WriteHeader(status)
 }
+func (nopChallenger) RequireApproval(w http.ResponseWriter, _ *http.Request, _ rules.Rule, _ string) {
+	w.WriteHeader(http.StatusSeeOther)
+}
+func (nopChallenger) IsAPI(*http.Request) bool { return false }
 
 // sinkWriter is a ResponseWriter that keeps nothing but its header map, which
 // it clears between requests, like a server connection would reuse it.

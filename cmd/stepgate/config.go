@@ -61,6 +61,7 @@ type config struct {
 	TLSKeyFile          string        `env:"TLS_KEY_FILE"`
 	UpstreamCAFile      string        `env:"UPSTREAM_CA_FILE"`
 	UpstreamTimeout     time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"60s"`
+	ApproveMaxBody      int64         `env:"APPROVE_MAX_BODY" envDefault:"65536"`
 	LogLevel            string        `env:"LOG_LEVEL" envDefault:"info"`
 	AccessLog           bool          `env:"ACCESS_LOG" envDefault:"true"`
 	ShutdownDrain       time.Duration `env:"SHUTDOWN_DRAIN" envDefault:"5s"`
@@ -197,6 +198,9 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	}
 	if c.UpstreamTimeout <= 0 {
 		bad("UPSTREAM_TIMEOUT", "want a positive duration")
+	}
+	if c.ApproveMaxBody < 1 || c.ApproveMaxBody > 16<<20 {
+		bad("APPROVE_MAX_BODY", "want a size in bytes between 1 and 16777216")
 	}
 	if c.MFAMaxAge <= 0 {
 		bad("MFA_MAX_AGE", "want a positive duration")

@@ -25,12 +25,14 @@ import (
 	"github.com/stepgate/stepgate/mfa"
 	"github.com/stepgate/stepgate/mfa/jwks"
 	"github.com/stepgate/stepgate/proxy"
+	"github.com/stepgate/stepgate/proxy/approve"
 	"github.com/stepgate/stepgate/proxy/challenge"
 	"github.com/stepgate/stepgate/proxy/identity"
 	"github.com/stepgate/stepgate/proxy/ratelimit"
 	"github.com/stepgate/stepgate/proxy/reqpath"
 	"github.com/stepgate/stepgate/proxy/rules"
 	"github.com/stepgate/stepgate/session"
+	stepstore "github.com/stepgate/stepgate/store"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=…".
@@ -77,8 +79,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		fmt.Fprintf(stdout, "configuration ok\nupstream: %s\npingone: %s\nrules (first match wins):\n",
 			s.upstream.Redacted(), issuer)
+		approves := 0
 		for _, r := range s.rules.Rules() {
 			fmt.Fprintf(stdout, "  %s\n", r)
+			if r.Action == rules.Approve {
+				approves++
+			}
+		}
+		if approves > 0 {
+			fmt.Fprintf(stdout, "approve rules: %d; held request bodies up to %d bytes\n", approves, cfg.ApproveMaxBody)
+			fmt.Fprintln(stdout, "warning: approvals are kept in this process's memory: each is single-use on one replica only; run a single replica (or route a user to one)")
 		}
 		return nil
 	}
@@ -174,10 +184,14 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		}
 		return s.rules.Match(http.MethodGet, p.Match)
 	}
+	// Held requests and approvals (approve rules): in this process,
+	// bounded; see the store package.
+	approvals := approve.New(stepstore.NewMemory(stepstore.MemoryOptions{Now: now}), cfg.ApproveMaxBody, now)
 	chal, err := challenge.New(challenge.Config{
-		PingOne: client,
-		Store:   store,
-		RuleFor: ruleFor,
+		PingOne:   client,
+		Store:     store,
+		Approvals: approvals,
+		RuleFor:   ruleFor,
 		Limits: challenge.Limits{
 			StartPerUser: limiter(cfg.LimitStartsPerUser, cfg.LimitWindow),
 			StartPerIP:   limiter(cfg.LimitStartsPerIP, cfg.LimitWindow),
@@ -215,6 +229,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		Identity:      ident,
 		StepUps:       store,
 		Challenge:     chal,
+		Approvals:     approvals,
 		IDTokenHeader: cfg.IDTokenHeader,
 		IdentityHeader: func() string {
 			if cfg.Identity == "header" {

@@ -56,6 +56,7 @@ type Store interface {
 	ClearFlow(w http.ResponseWriter)
 	SaveStepUp(w http.ResponseWriter, v session.StepUp) error
 	ClearStepUp(w http.ResponseWriter)
+	SaveApproved(w http.ResponseWriter, ref string, ttl time.Duration) error
 }
 
 // Limiter is one abuse limit.
@@ -79,8 +80,11 @@ type Config struct {
 	PingOne PingOne
 	Store   Store
 	// RuleFor returns the rule that guards a return path (query included).
-	RuleFor     func(returnPath string) rules.Rule
-	Limits      Limits
+	RuleFor func(returnPath string) rules.Rule
+	Limits  Limits
+	// Approvals, optional, opens and approves requests held by approve
+	// rules.
+	Approvals   Approvals
 	AllowBypass bool
 	Pages       *Pages
 	Logger      *slog.Logger
@@ -224,7 +228,15 @@ func isFormContent(ct string) bool {
 
 // show renders the page for the current state; it never starts a flow.
 func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
+	if ref := r.URL.Query().Get("approval"); ref != "" {
+		h.adoptApproval(w, r, c, ref)
+		return
+	}
 	f, ok := h.cfg.Store.Flow(r)
+	if !ok && r.URL.Query().Get("done") == doneApproved {
+		h.render(w, r, http.StatusOK, &view{State: "approved"})
+		return
+	}
 	ret := r.URL.Query().Get("return")
 	if !ok || f.User != c.user {
 		f = session.Flow{User: c.user, ReturnPath: SafeReturn(ret), CSRF: randomBytes(32), Created: h.now()}
@@ -334,10 +346,11 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *ses
 		!h.allow(w, r, c, h.cfg.Limits.StartPerIP, "start_ip", ipKey(c.client)) {
 		return
 	}
-	rule := h.cfg.RuleFor(f.ReturnPath)
-	flow, pending, err := h.cfg.PingOne.Start(r.Context(), mfa.StartRequest{
-		User: c.user, RemoteIP: c.client.String(), ACR: rule.ACR, MaxAge: rule.MaxAge,
-	})
+	req, what, ok := h.startRequest(w, r, c, f)
+	if !ok {
+		return
+	}
+	flow, pending, err := h.cfg.PingOne.Start(r.Context(), req)
 	if err != nil {
 		h.pingOneError(w, r, c, f, err)
 		return
@@ -345,7 +358,7 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *ses
 	f.Pending = *pending
 	f.Status = ""
 	h.m.Challenges.WithLabelValues("started").Inc()
-	h.audit(r, "mfa.started", c, f.FlowID, slog.String("rule", rule.Path), slog.String("status", string(flow.Status)))
+	h.audit(r, "mfa.started", c, f.FlowID, slog.String("rule", what), slog.String("status", string(flow.Status)))
 	h.afterAction(w, r, c, f, flow)
 }
 
@@ -509,6 +522,10 @@ func (h *Handler) finish(w http.ResponseWriter, r *http.Request, c caller, f *se
 		h.cfg.Store.ClearFlow(w)
 		h.render(w, r, http.StatusForbidden, &view{State: "error", Message: "no_mfa_method"})
 		return ""
+	}
+	if f.Approval != "" {
+		// An approval is for one request: it never becomes a step-up.
+		return h.finishApproval(w, r, c, f)
 	}
 	// Freshness counts from the MFA itself. A completed flow can be read
 	// again with a kept copy of its flow cookie (for the cookie's 15
