@@ -73,6 +73,6 @@ func stripFramingXX(h http.Header) {
 	}
 }
 func checkFramingX(*http.Request) error { return nil }
-func stripFramingX(http.Header)        {}
-func checkFraming(*http.Request) error { return nil }
-func stripFraming(http.Header)        {}
+func stripFramingX(http.Header)         {}
+func checkFraming(*http.Request) error  { return nil }
+func stripFraming(http.Header)          {}
