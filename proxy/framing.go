@@ -72,7 +72,3 @@ func stripFramingXX(h http.Header) {
 		}
 	}
 }
-func checkFramingX(*http.Request) error { return nil }
-func stripFramingX(http.Header)         {}
-func checkFraming(*http.Request) error  { return nil }
-func stripFraming(http.Header)          {}
