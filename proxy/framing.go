@@ -28,7 +28,7 @@ var (
 //     the next request on the connection (CL.0 smuggling), a request
 //     stepgate never decided on. Refused rather than dropped, so that the
 //     client sees the problem.
-func checkFramingXX(r *http.Request) error {
+func checkFraming(r *http.Request) error {
 	if ups, ok := r.Header["Upgrade"]; ok {
 		for _, v := range ups {
 			for tok := range strings.SplitSeq(v, ",") {
@@ -62,7 +62,7 @@ var framingHeaders = []string{
 // stripFraming deletes look-alike spellings of the framing headers and
 // HTTP2-Settings in every spelling (it only serves an h2c upgrade, which is
 // never forwarded).
-func stripFramingXX(h http.Header) {
+func stripFraming(h http.Header) {
 	for name := range h {
 		for _, f := range framingHeaders {
 			if foldedEqual(name, f) && (name != f || f == "Http2-Settings") {
