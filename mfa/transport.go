@@ -127,6 +127,7 @@ type pingError struct {
 	Message string `json:"message"`
 	Details []struct {
 		Code       string          `json:"code"`
+		Target     string          `json:"target"`
 		Message    string          `json:"message"`
 		InnerError json.RawMessage `json:"innerError"`
 	} `json:"details"`
@@ -144,7 +145,7 @@ func (c *Client) statusError(op string, r *reply) *Error {
 			e.Code, e.Message = pe.OAuthError, pe.OAuthDesc
 		}
 		if len(pe.Details) > 0 {
-			e.DetailCode = pe.Details[0].Code
+			e.DetailCode, e.DetailTarget = pe.Details[0].Code, pe.Details[0].Target
 		}
 	}
 	if e.CorrelationID == "" {

@@ -268,7 +268,7 @@ func BenchmarkStageStripSpoofable(b *testing.B) {
 	b.ReportAllocs()
 	defer cpuPerOp(b)()
 	for b.Loop() {
-		stripSpoofable(r.Header, "X-Stepgate-Id-Token", "X-Forwarded-User")
+		stripSpoofable(r.Header, "X-Stepgate-Id-Token", []string{"X-Forwarded-User"})
 	}
 }
 

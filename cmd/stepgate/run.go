@@ -80,6 +80,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		for _, r := range s.rules.Rules() {
 			fmt.Fprintf(stdout, "  %s\n", r)
 		}
+		fmt.Fprintf(stdout, "identity: %s\n", cfg.describeIdentity())
+		fmt.Fprintf(stdout, "pingone user: %s\n", cfg.describeMapping(s.mapping))
 		return nil
 	}
 	return serve(ctx, cfg, s, stdout, nil, time.Now)
@@ -142,13 +144,20 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		g.idKeys = jwks.New(jwks.Options{URL: cfg.IdentityJWKSURL, Client: pingoneHTTP, Now: now})
 		ident, err = identity.NewJWT(identity.JWTOptions{
 			Header: cfg.IdentityJWTHeader, Issuer: cfg.IdentityIssuer, Audience: cfg.IdentityAudience,
-			Claim: cfg.IdentityClaim, Keyfunc: g.idKeys.Keyfunc, Now: now,
+			Claim: cfg.IdentityClaim, Keyfunc: g.idKeys.Keyfunc, Now: now, AnyPeer: cfg.IdentityJWTAnyPeer,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("identity: %w", err)
 		}
 	default:
 		ident = identity.NewHeader(cfg.IdentityHeader)
+	}
+
+	mo := s.mapping
+	mo.Source = ident
+	mapping, err := identity.NewMapping(mo)
+	if err != nil {
+		return nil, fmt.Errorf("STEPGATE_PINGONE_USER_FROM: %w", err)
 	}
 
 	pages, err := challenge.NewPages(cfg.TemplatesDir)
@@ -185,11 +194,13 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 			PollPerFlow:  ratelimit.New(ratelimit.Options{Limit: 1, Burst: 3, MaxKeys: maxKeys, Now: now}),
 			SendPerUser:  limiter(cfg.LimitSendsPerUser, cfg.LimitWindow),
 		},
-		AllowBypass: cfg.AllowMFABypass,
-		Pages:       pages,
-		Logger:      log,
-		Metrics:     m,
-		Now:         now,
+		Mapping:      mapping,
+		MappingCheck: mappingVars,
+		AllowBypass:  cfg.AllowMFABypass,
+		Pages:        pages,
+		Logger:       log,
+		Metrics:      m,
+		Now:          now,
 	})
 	if err != nil {
 		return nil, err
@@ -222,6 +233,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 			}
 			return ""
 		}(),
+		PingOneUserHeader:    mapping.Header(),
 		CaseInsensitivePaths: cfg.CaseInsensitive,
 		AccessLog:            access,
 		Logger:               log,
