@@ -50,9 +50,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	fs := flag.NewFlagSet("stepgate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	checkConfig := fs.Bool("check-config", false, "validate the configuration, print the effective rules, and exit")
+	checkConfig := fs.Bool("check-config", false, "validate the configuration, print the effective rules and identity mapping, and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // asked for help: the usage is printed, and that is success
+		}
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -64,6 +71,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	cfg, err := loadConfig(getenv)
 	if err != nil {
+		if getenv(envPrefix+"UPSTREAM") == "" && getenv(envPrefix+"PINGONE_ENV_ID") == "" {
+			return fmt.Errorf("%w\nno configuration found: stepgate is configured by STEPGATE_* environment variables (see README.md).\n"+
+				"To try it without PingOne or an IdP, run: stepgate demo", err)
+		}
 		return err
 	}
 	s, err := cfg.validate(os.ReadFile)
@@ -86,6 +97,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	return serve(ctx, cfg, s, stdout, nil, time.Now)
 }
+
+// usage is the top of `stepgate -h`.
+const usage = `stepgate: step-up MFA through PingOne in front of a web application.
+
+Usage:
+  stepgate                 serve, configured by STEPGATE_* environment variables (README.md)
+  stepgate -check-config   validate the configuration, explain it, and exit
+  stepgate -version        print the version and exit
+  stepgate demo [flags]    run a complete demo on loopback (simulator, IdP, app, stepgate);
+                           flags -idp-addr -sim-addr -app-addr -proxy-addr -admin-addr -log-level
+  stepgate simulate [-addr 127.0.0.1:8081]
+                           run the PingOne simulator alone with the demo tenant
+
+Flags:
+`
 
 // gateway is a built, not yet serving, stepgate.
 type gateway struct {
@@ -348,13 +374,13 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 	}
 	if ls.proxy == nil {
 		if ls.proxy, err = net.Listen("tcp", cfg.Listen); err != nil {
-			return fmt.Errorf("STEPGATE_LISTEN: %w", err)
+			return fmt.Errorf("STEPGATE_LISTEN: %w (set STEPGATE_LISTEN to a free address)", err)
 		}
 	}
 	if ls.admin == nil {
 		if ls.admin, err = net.Listen("tcp", cfg.AdminListen); err != nil {
 			ls.proxy.Close()
-			return fmt.Errorf("STEPGATE_ADMIN_LISTEN: %w", err)
+			return fmt.Errorf("STEPGATE_ADMIN_LISTEN: %w (set STEPGATE_ADMIN_LISTEN to a free address)", err)
 		}
 	}
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
