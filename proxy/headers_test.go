@@ -34,11 +34,13 @@ func TestStripSpoofableRemovesEverySpelling(t *testing.T) {
 func TestStripForwardedFromUntrustedPeers(t *testing.T) {
 	h := http.Header{}
 	for _, name := range []string{"Forwarded", "X-Forwarded-For", "X_Forwarded_Host", "x-forwarded-proto",
-		"X-Forwarded-Prefix", "X-Forwarded-Uri", "X-Real-Ip", "True-Client-Ip", "X-Forwarded-User", "x_forwarded_user"} {
+		"X-Forwarded-Prefix", "X-Forwarded-Uri", "X-Real-Ip", "True-Client-Ip", "X-Forwarded-User", "x_forwarded_user",
+		"X-Forwarded-Email", "x.forwarded.preferred.username", "X_FORWARDED_GROUPS", "X-Auth-Request-User",
+		"x_auth_request_email", "Remote-User", "remote_email", "REMOTE.GROUPS", "Remote-Name", "X-Mapped-Login", "x_mapped_login"} {
 		h[name] = []string{"spoof"}
 	}
 	h.Set("Accept", "*/*")
-	stripForwarded(h, []string{"X-Forwarded-User"})
+	stripForwarded(h, []string{"X-Forwarded-User", "X-Mapped-Login"})
 	if len(h) != 1 || h.Get("Accept") != "*/*" {
 		t.Errorf("left %v, want only Accept", h)
 	}

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -369,4 +370,72 @@ func TestPingOneUserSettingsAreValidatedStrictly(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestCommandLineHelpsANewcomer(t *testing.T) {
+	t.Run("-h lists demo, simulate and -check-config and succeeds", func(t *testing.T) {
+		var out bytes.Buffer
+		if err := run(context.Background(), []string{"-h"}, func(string) string { return "" }, &out, &out); err != nil {
+			t.Fatalf("-h: %v", err)
+		}
+		for _, want := range []string{"stepgate demo", "stepgate simulate", "-check-config"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("-h output lacks %q:\n%s", want, out.String())
+			}
+		}
+	})
+	t.Run("a bare stepgate without configuration points at stepgate demo", func(t *testing.T) {
+		var out bytes.Buffer
+		err := run(context.Background(), nil, func(string) string { return "" }, &out, &out)
+		if err == nil || !strings.Contains(err.Error(), "stepgate demo") {
+			t.Errorf("got %v, want an error that suggests stepgate demo", err)
+		}
+	})
+	t.Run("an http auth base on loopback is accepted for a local simulator", func(t *testing.T) {
+		env := map[string]string{
+			"STEPGATE_UPSTREAM":              "http://127.0.0.1:9",
+			"STEPGATE_PINGONE_ENV_ID":        pingonesim.DemoEnvID,
+			"STEPGATE_PINGONE_CLIENT_ID":     pingonesim.DemoClientID,
+			"STEPGATE_PINGONE_CLIENT_SECRET": pingonesim.DemoClientSecret,
+			"STEPGATE_COOKIE_KEYS":           testKey,
+			"STEPGATE_PINGONE_AUTH_BASE":     "http://127.0.0.1:8081",
+		}
+		var out bytes.Buffer
+		if err := run(context.Background(), []string{"-check-config"}, func(k string) string { return env[k] }, &out, &out); err != nil {
+			t.Errorf("-check-config: %v", err)
+		}
+	})
+	t.Run("a demo port in use names the flag that moves it", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		var out bytes.Buffer
+		err = run(context.Background(), []string{"demo", "-idp-addr", "127.0.0.1:0", "-sim-addr", ln.Addr().String()}, func(string) string { return "" }, &out, &out)
+		if err == nil || !strings.Contains(err.Error(), "-sim-addr") {
+			t.Errorf("got %v, want an error naming -sim-addr", err)
+		}
+	})
+	t.Run("a listen address in use names the variable", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		env := map[string]string{
+			"STEPGATE_UPSTREAM":              "http://127.0.0.1:9",
+			"STEPGATE_PINGONE_ENV_ID":        pingonesim.DemoEnvID,
+			"STEPGATE_PINGONE_CLIENT_ID":     pingonesim.DemoClientID,
+			"STEPGATE_PINGONE_CLIENT_SECRET": pingonesim.DemoClientSecret,
+			"STEPGATE_COOKIE_KEYS":           testKey,
+			"STEPGATE_PINGONE_AUTH_BASE":     "http://127.0.0.1:9",
+			"STEPGATE_LISTEN":                ln.Addr().String(),
+		}
+		var out bytes.Buffer
+		err = run(context.Background(), nil, func(k string) string { return env[k] }, &out, &out)
+		if err == nil || !strings.Contains(err.Error(), "STEPGATE_LISTEN") {
+			t.Errorf("got %v, want an error naming STEPGATE_LISTEN", err)
+		}
+	})
 }

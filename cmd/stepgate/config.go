@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
 	"reflect"
@@ -171,6 +172,10 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	base, err := url.Parse(c.PingOneAuthBase)
 	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" || base.RawQuery != "" {
 		bad("PINGONE_AUTH_BASE", "want an absolute https URL such as https://auth.pingone.eu")
+	} else if base.Scheme == "http" && !isLoopbackHost(base.Hostname()) {
+		// The client secret signs what travels there, and the tokens come
+		// back: plain http only to a simulator on this machine.
+		bad("PINGONE_AUTH_BASE", "http:// is accepted only for a loopback host (a local simulator); use https://")
 	} else {
 		s.authBase = strings.TrimSuffix(c.PingOneAuthBase, "/")
 	}
@@ -408,4 +413,13 @@ func (c config) describeIdentity() string {
 			", user from the claim " + c.IdentityClaim + ", believed " + peers
 	}
 	return "the header " + c.IdentityHeader + ", believed only from STEPGATE_TRUSTED_PROXIES (" + c.TrustedProxies + ")"
+}
+
+// isLoopbackHost reports whether host is localhost or a loopback address.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
 }
