@@ -275,7 +275,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 	return decisionStepUp, user, client
 }
 
-// fresh reports whether a step-up is valid for this user and rule (SPEC §5).
+// fresh reports whether a step-up is valid for this user and rule (docs/design.md §5).
 // A zero rule (allow path) asks only that the step-up is still valid at all.
 func (g *Gateway) fresh(su session.StepUp, user string, rule rules.Rule) bool {
 	now := g.now()

@@ -2,7 +2,7 @@ package proxy
 
 import "net/http"
 
-// The forwarded header contract (SPEC §6).
+// The forwarded header contract (docs/design.md §6).
 const (
 	HeaderIDToken  = "X-Stepgate-Id-Token"
 	HeaderSubject  = "X-Stepgate-Subject"

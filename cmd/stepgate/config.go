@@ -18,7 +18,7 @@ import (
 	"github.com/stepgate/stepgate/session"
 )
 
-// config is every STEPGATE_ environment variable (SPEC §9). Loading (this
+// config is every STEPGATE_ environment variable (docs/design.md §9). Loading (this
 // struct) is kept apart from validation (validate), which builds the typed
 // values the program runs on.
 type config struct {

@@ -23,7 +23,7 @@ import (
 	"github.com/stepgate/stepgate/mfa/pingonesim"
 )
 
-// runSimulate runs the PingOne simulator alone with the demo tenant (SPEC §11).
+// runSimulate runs the PingOne simulator alone with the demo tenant (docs/design.md §11).
 func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("stepgate simulate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -44,7 +44,7 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 // runDemo starts, on loopback, the simulator, a demo "legacy" app, a
-// stand-in upstream IdP and stepgate guarding /admin/ (SPEC §12).
+// stand-in upstream IdP and stepgate guarding /admin/ (docs/design.md §12).
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("stepgate demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)

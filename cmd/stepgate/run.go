@@ -355,7 +355,7 @@ type listeners struct {
 }
 
 // serve runs the proxy and admin listeners until ctx ends, then drains and
-// shuts down gracefully (SPEC §10).
+// shuts down gracefully (docs/design.md §10).
 func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *listeners, now func() time.Time) error {
 	level, _ := parseLevel(cfg.LogLevel)
 	stdout, flushLogs := bufferLogs(stdout)

@@ -63,7 +63,7 @@ type Limiter interface {
 	Allow(key string) (ok bool, retryAfter time.Duration)
 }
 
-// Limits are the abuse limits of SPEC §8. A nil limiter does not limit.
+// Limits are the abuse limits of docs/design.md §8. A nil limiter does not limit.
 type Limits struct {
 	StartPerUser Limiter
 	StartPerIP   Limiter
@@ -164,7 +164,7 @@ func (h *Handler) Serve(w http.ResponseWriter, r *http.Request, user string, cli
 	}
 }
 
-// Require answers a request to an mfa path without a valid step-up (SPEC §7).
+// Require answers a request to an mfa path without a valid step-up (docs/design.md §7).
 // Request bodies are never kept or replayed.
 func (h *Handler) Require(w http.ResponseWriter, r *http.Request, rule rules.Rule) {
 	target := PathChallenge + "?return=" + url.QueryEscape(SafeReturn(r.RequestURI))
@@ -281,7 +281,7 @@ func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 	h.renderFlow(w, r, http.StatusOK, &f, flow, "")
 }
 
-// act performs one form action (SPEC §7 form contract).
+// act performs one form action (docs/design.md §7 form contract).
 func (h *Handler) act(w http.ResponseWriter, r *http.Request, c caller) {
 	if err := h.origin.Check(r); err != nil {
 		h.audit(r, "request.rejected", c, "", slog.String("reason", "cross-origin challenge post"))

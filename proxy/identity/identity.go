@@ -1,5 +1,5 @@
 // Package identity reads who the upstream identity provider says the user is
-// (SPEC §4): a header set by a trusted proxy, or a verified JWT.
+// (docs/design.md §4): a header set by a trusted proxy, or a verified JWT.
 //
 // It must never believe an identity a client could have forged: the header is
 // read only from a trusted TCP peer and is deleted otherwise (with every
@@ -103,7 +103,7 @@ type header struct {
 }
 
 // NewHeader returns a Source that reads the user from the named header, only
-// when the TCP peer is trusted (SPEC §4). From an untrusted peer the header
+// when the TCP peer is trusted (docs/design.md §4). From an untrusted peer the header
 // is deleted from r.Header and ErrNoIdentity (wrapped) is returned.
 func NewHeader(name string) Source {
 	c := textproto.CanonicalMIMEHeaderKey(name)
@@ -186,7 +186,7 @@ type JWTOptions struct {
 	AnyPeer bool
 }
 
-// asymmetric is the only algorithm list ever accepted (SPEC §4): no "none",
+// asymmetric is the only algorithm list ever accepted (docs/design.md §4): no "none",
 // no HMAC, so a public key can never be used as a shared secret.
 var asymmetric = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"}
 
