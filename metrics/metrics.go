@@ -1,4 +1,4 @@
-// Package metrics defines stepgate's Prometheus metrics (SPEC §10) on a
+// Package metrics defines stepgate's Prometheus metrics (docs/design.md §10) on a
 // registry the caller owns. Labels carry only small fixed vocabularies
 // (decisions, status codes, event names): never a raw path, user or client
 // address, so cardinality stays bounded whatever clients send.

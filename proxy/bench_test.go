@@ -1,6 +1,6 @@
 package proxy
 
-// Hot-path benchmarks (SPEC §13). The gateway is measured over an in-memory
+// Hot-path benchmarks (docs/design.md §13). The gateway is measured over an in-memory
 // upstream (a RoundTripper that returns a fixed 1 KiB response), next to a
 // bare httputil.ReverseProxy over the same transport, so the ratio of the
 // two is computed in one run on one machine:
@@ -272,7 +272,7 @@ func BenchmarkStageStripSpoofable(b *testing.B) {
 	b.ReportAllocs()
 	defer cpuPerOp(b)()
 	for b.Loop() {
-		stripSpoofable(r.Header, "X-Stepgate-Id-Token", "X-Forwarded-User")
+		stripSpoofable(r.Header, "X-Stepgate-Id-Token", []string{"X-Forwarded-User"})
 	}
 }
 

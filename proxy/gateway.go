@@ -80,6 +80,9 @@ type Config struct {
 	// IdentityHeader, with header identity, is removed in every spelling
 	// from requests whose peer is not a trusted proxy.
 	IdentityHeader string
+	// PingOneUserHeader, optional, is the header the PingOne user is mapped
+	// from (docs/design.md §17); it is treated like IdentityHeader.
+	PingOneUserHeader string
 	// CaseInsensitivePaths marks an IIS-style upstream: paths that Windows
 	// would read as another name (trailing dots, 8.3 names, streams) are
 	// refused as well.
@@ -97,17 +100,17 @@ type Config struct {
 
 // Gateway is the proxy listener's handler.
 type Gateway struct {
-	cfg            Config
-	proxy          *httputil.ReverseProxy
-	log            *slog.Logger
-	access         *accessLog // nil: no access lines
-	rm             *requestMetrics
-	now            func() time.Time
-	tokenHeader    string
-	identityHeader string // canonical form, header identity only
-	bearer         bool
-	windowsPaths   bool
-	origin         *http.CrossOriginProtection
+	cfg             Config
+	proxy           *httputil.ReverseProxy
+	log             *slog.Logger
+	access          *accessLog // nil: no access lines
+	rm              *requestMetrics
+	now             func() time.Time
+	tokenHeader     string
+	identityHeaders []string // canonical forms: identity and PingOne-user headers
+	bearer          bool
+	windowsPaths    bool
+	origin          *http.CrossOriginProtection
 }
 
 // New builds a Gateway.
@@ -137,8 +140,10 @@ func New(cfg Config) (*Gateway, error) {
 		origin:      http.NewCrossOriginProtection(),
 	}
 	g.bearer = g.tokenHeader == "Authorization"
-	if cfg.IdentityHeader != "" {
-		g.identityHeader = http.CanonicalHeaderKey(cfg.IdentityHeader)
+	for _, h := range []string{cfg.IdentityHeader, cfg.PingOneUserHeader} {
+		if h != "" {
+			g.identityHeaders = append(g.identityHeaders, http.CanonicalHeaderKey(h))
+		}
 	}
 	g.windowsPaths = cfg.CaseInsensitivePaths
 	g.proxy = &httputil.ReverseProxy{
@@ -240,13 +245,13 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 
 	// 2. Strip every header a client could use to impersonate stepgate, to
 	// steer the upstream's routing or to frame the message another way.
-	stripSpoofable(r.Header, g.tokenHeader, g.identityHeader)
+	stripSpoofable(r.Header, g.tokenHeader, g.identityHeaders)
 	stripFraming(r.Header)
 
 	// 3. Resolve the client address once, for logs, limits and pi.remoteIp.
 	client, trusted := g.cfg.ClientIP.Resolve(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
 	if !trusted {
-		stripForwarded(r.Header, g.cfg.IdentityHeader)
+		stripForwarded(r.Header, g.identityHeaders)
 	}
 
 	// 4. stepgate's own endpoints are never proxied.
@@ -305,7 +310,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 	return decisionStepUp, user, client
 }
 
-// fresh reports whether a step-up is valid for this user and rule (SPEC §5).
+// fresh reports whether a step-up is valid for this user and rule (docs/design.md §5).
 // A zero rule (allow path) asks only that the step-up is still valid at all.
 func (g *Gateway) fresh(su session.StepUp, user string, rule rules.Rule) bool {
 	now := g.now()
@@ -397,7 +402,11 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	g.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream error",
 		slog.String("path", logPath(r)), slog.Int("status", status), slog.String("error", err.Error()))
 	if status == 499 {
-		w.WriteHeader(http.StatusBadGateway)
+		// Nobody reads this answer. Writing 499 (nginx's "client closed
+		// request") rather than 502 keeps the access line and
+		// stepgate_requests_total from blaming the upstream, so an
+		// "upstream down" alert does not fire whenever a client hangs up.
+		w.WriteHeader(499)
 		return
 	}
 	g.cfg.Challenge.Error(w, r, status, msg)

@@ -11,7 +11,7 @@ import (
 )
 
 // StepUp is the content of the step-up cookie: proof that User passed MFA
-// as PingOne user Subject at AuthTime (SPEC §5).
+// as PingOne user Subject at AuthTime (docs/design.md §5).
 type StepUp struct {
 	ID          string    // random session id, new at every completion
 	User        string    // upstream user

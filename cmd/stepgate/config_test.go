@@ -68,6 +68,7 @@ func TestInvalidConfigurationNamesTheVariable(t *testing.T) {
 		{"negative timeout", "STEPGATE_PINGONE_TIMEOUT", "-1s", "STEPGATE_PINGONE_TIMEOUT"},
 		{"bad response type", "STEPGATE_PINGONE_RESPONSE_TYPE", "token", "STEPGATE_PINGONE_RESPONSE_TYPE"},
 		{"bad auth base", "STEPGATE_PINGONE_AUTH_BASE", "auth.pingone.eu", "STEPGATE_PINGONE_AUTH_BASE"},
+		{"plain http auth base off loopback", "STEPGATE_PINGONE_AUTH_BASE", "http://auth.pingone.eu", "STEPGATE_PINGONE_AUTH_BASE"},
 		{"bad env id", "STEPGATE_PINGONE_ENV_ID", "not a uuid!", "STEPGATE_PINGONE_ENV_ID"},
 		{"bad trusted proxy", "STEPGATE_TRUSTED_PROXIES", "10.0.0.0/33", "STEPGATE_TRUSTED_PROXIES"},
 		{"bad default action", "STEPGATE_DEFAULT_ACTION", "maybe", "STEPGATE_DEFAULT_ACTION"},

@@ -15,7 +15,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// jwtSkew is the clock skew tolerated on exp/nbf of inbound JWTs (PROTOCOL §3, INFERRED).
+// jwtSkew is the clock skew tolerated on exp/nbf of inbound JWTs (docs/pingone.md §3, INFERRED).
 const jwtSkew = 60 * time.Second
 
 // authorizeParams are the single-valued parameters /as/authorize reads.
@@ -276,7 +276,7 @@ func (s *Server) verifyClientJWT(raw string, app *App, issuer string, now time.T
 	_, err = jwt.NewParser(popts...).ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
 		iss, _ := t.Claims.(jwt.MapClaims)["iss"].(string)
 		// The key is the secret of the client named by iss; only the
-		// authorizing client itself is accepted (PROTOCOL §3, INFERRED).
+		// authorizing client itself is accepted (docs/pingone.md §3, INFERRED).
 		if subtle.ConstantTimeCompare([]byte(iss), []byte(app.ClientID)) != 1 {
 			return nil, errors.New("iss is not the client_id")
 		}

@@ -69,17 +69,17 @@ type Shown struct {
 // PingOne are told about it.
 type Held struct {
 	Request
-	Host    string      `json:"host"`
-	Header  http.Header `json:"header"` // the headers to forward, as they arrived after stripping
-	Digest  string      `json:"digest"`
-	Show    []Shown     `json:"show"`
+	Host    string            `json:"host"`
+	Header  http.Header       `json:"header"` // the headers to forward, as they arrived after stripping
+	Digest  string            `json:"digest"`
+	Show    []Shown           `json:"show"`
 	Vars    map[string]string `json:"vars"`
-	Tmpl    string        `json:"tmpl"`
-	Variant string        `json:"variant"`
-	ACR     string        `json:"acr"`
-	TTL     time.Duration `json:"ttl"`
-	Created time.Time     `json:"created"`
-	API     bool          `json:"api"` // held for an API client: it retries, nothing is replayed
+	Tmpl    string            `json:"tmpl"`
+	Variant string            `json:"variant"`
+	ACR     string            `json:"acr"`
+	TTL     time.Duration     `json:"ttl"`
+	Created time.Time         `json:"created"`
+	API     bool              `json:"api"` // held for an API client: it retries, nothing is replayed
 }
 
 // Target is the original URL, path and query, as the browser should see it

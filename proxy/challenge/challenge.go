@@ -64,7 +64,7 @@ type Limiter interface {
 	Allow(key string) (ok bool, retryAfter time.Duration)
 }
 
-// Limits are the abuse limits of SPEC §8. A nil limiter does not limit.
+// Limits are the abuse limits of docs/design.md §8. A nil limiter does not limit.
 type Limits struct {
 	StartPerUser Limiter
 	StartPerIP   Limiter
@@ -75,10 +75,25 @@ type Limits struct {
 	SendPerUser Limiter
 }
 
+// UserMapping finds the user PingOne knows for a request whose upstream
+// user is established (docs/design.md §17).
+type UserMapping interface {
+	// PingOneUser returns the value for the login_hint_token sub.
+	PingOneUser(r *http.Request, user string) (string, error)
+	// Source says where the value comes from ("header X-Forwarded-Email").
+	Source() string
+}
+
 // Config wires a Handler.
 type Config struct {
 	PingOne PingOne
 	Store   Store
+	// Mapping, optional, maps the upstream user to the PingOne user; nil
+	// sends the upstream user as it is.
+	Mapping UserMapping
+	// MappingCheck names, for the log line of a refused user, the settings
+	// an operator should check (for example the environment variables).
+	MappingCheck string
 	// RuleFor returns the rule that guards a return path (query included).
 	RuleFor func(returnPath string) rules.Rule
 	Limits  Limits
@@ -153,7 +168,7 @@ func (h *Handler) Serve(w http.ResponseWriter, r *http.Request, user string, cli
 	}
 }
 
-// Require answers a request to an mfa path without a valid step-up (SPEC §7).
+// Require answers a request to an mfa path without a valid step-up (docs/design.md §7).
 // Request bodies are never kept or replayed.
 func (h *Handler) Require(w http.ResponseWriter, r *http.Request, rule rules.Rule) {
 	target := PathChallenge + "?return=" + url.QueryEscape(SafeReturn(r.RequestURI))
@@ -278,7 +293,7 @@ func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 	h.renderFlow(w, r, http.StatusOK, &f, flow, "")
 }
 
-// act performs one form action (SPEC §7 form contract).
+// act performs one form action (docs/design.md §7 form contract).
 func (h *Handler) act(w http.ResponseWriter, r *http.Request, c caller) {
 	if err := h.origin.Check(r); err != nil {
 		h.audit(r, "request.rejected", c, "", slog.String("reason", "cross-origin challenge post"))
@@ -350,7 +365,20 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *ses
 	if !ok {
 		return
 	}
+	source := "the upstream user"
+	if m := h.cfg.Mapping; m != nil {
+		source = m.Source()
+		var err error
+		if req.User, err = m.PingOneUser(r, c.user); err != nil {
+			h.notSetUp(w, r, c, source, "", err.Error())
+			return
+		}
+	}
 	flow, pending, err := h.cfg.PingOne.Start(r.Context(), req)
+	if pe := (*mfa.Error)(nil); errors.As(err, &pe) && pe.UserRefused() {
+		h.notSetUp(w, r, c, source, req.User, pe.Error())
+		return
+	}
 	if err != nil {
 		h.pingOneError(w, r, c, f, err)
 		return
@@ -674,6 +702,19 @@ func (h *Handler) pingOneError(w http.ResponseWriter, r *http.Request, c caller,
 	default: // KindInvalid, KindWrongOTP outside an OTP check
 		h.render(w, r, http.StatusBadRequest, &view{State: "error", Message: "rejected", Back: true})
 	}
+}
+
+// notSetUp answers a user PingOne does not know, or whose PingOne user the
+// request does not carry: the page says so, and the log names where the
+// value came from and what to check, because the usual cause is a chain that
+// sends PingOne the IdP's own user id (docs/design.md §17).
+func (h *Handler) notSetUp(w http.ResponseWriter, r *http.Request, c caller, source, pingOneUser, reason string) {
+	h.audit(r, "identity.rejected", c, "",
+		slog.String("reason", "pingone user not set up: "+reason),
+		slog.String("pingone_user", pingOneUser),
+		slog.String("pingone_user_source", source),
+		slog.String("check", h.cfg.MappingCheck))
+	h.render(w, r, http.StatusForbidden, &view{State: "error", Message: "not_set_up"})
 }
 
 func (h *Handler) internal(w http.ResponseWriter, r *http.Request, c caller, err error) {

@@ -1,4 +1,4 @@
-// Package rules parses stepgate's path policy (SPEC §3) and decides, for a
+// Package rules parses stepgate's path policy (docs/design.md §3) and decides, for a
 // method and a normalised path, whether a request is allowed, denied or needs
 // step-up MFA.
 //
@@ -87,7 +87,7 @@ func ParseAction(s string) (Action, error) {
 // MaxMaxAge caps max_age (and Defaults.MaxAge).
 const MaxMaxAge = 24 * time.Hour
 
-// DefaultMaxAge is used when Defaults.MaxAge is zero (SPEC §3).
+// DefaultMaxAge is used when Defaults.MaxAge is zero (docs/design.md §3).
 const DefaultMaxAge = time.Hour
 
 // Rule is one policy line, with MFA defaults filled in.
