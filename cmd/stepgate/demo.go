@@ -93,7 +93,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		"STEPGATE_PINGONE_ACR_VALUES":    "MFA-Only",
 		"STEPGATE_COOKIE_KEYS":           base64.StdEncoding.EncodeToString(key),
 		"STEPGATE_COOKIE_SECURE":         "false",
-		"STEPGATE_RULES":                 "/admin/ mfa max_age=15m",
+		"STEPGATE_RULES":                 demoRules,
 		"STEPGATE_LOG_LEVEL":             *logLevel,
 	}
 	cfg, err := loadConfig(func(k string) string { return env[k] })
@@ -109,7 +109,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer cancel()
 	errc := make(chan error, 4)
 	go func() { errc <- serveUntil(ctx, simLn, sim) }()
-	go func() { errc <- serveUntil(ctx, appLn, demoApp()) }()
+	go func() { errc <- serveUntil(ctx, appLn, demoActions(demoApp())) }()
 	go func() { errc <- serveUntil(ctx, idpLn, standInIdP(proxyLn.Addr().String())) }()
 	cfg.ShutdownDrain = 0
 	go func() { errc <- serve(ctx, cfg, s, stdout, &listeners{proxy: proxyLn, admin: adminLn}, clock.Now) }()
@@ -119,6 +119,7 @@ stepgate demo is running.
   open        http://%[1]s/           (the stand-in IdP signs you in as alice; pick another user at /.demo/login)
               http://localhost:%[6]s/  use this one for security keys (WebAuthn needs a host name)
   protected   http://%[1]s/admin/      step-up MFA required
+  approve     http://%[1]s/payments/   a payment and a user deletion, each approved on its own
   inbox       http://%[2]s/_sim/inbox/page   SMS/e-mail codes and push approvals land here
   users       alice (SMS, e-mail), bob (push), carol (authenticator app, security key), dave (none: refused)
   metrics     http://%[5]s/metrics
