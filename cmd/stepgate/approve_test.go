@@ -181,6 +181,22 @@ func TestApprovalByBrowserIsShownSentToPingOneAndForwardedOnce(t *testing.T) {
 	}
 }
 
+func TestApprovalPageEscapesAndCutsWhatTheRequestSays(t *testing.T) {
+	s, _ := newApproveStack(t)
+	b := s.browser("alice")
+	evil := url.Values{"amount": {strings.Repeat("9", 300)}, "currency": {"<b>EUR</b>"}, "payee": {"ACME\u202eHmbG"}}
+	r := b.follow(b.follow(b.submit("/payments/transfer", evil)))
+	if strings.Contains(r.Body, "<b>EUR</b>") || !strings.Contains(r.Body, "&lt;b&gt;EUR&lt;/b&gt;") {
+		t.Errorf("markup from the request reached the page unescaped")
+	}
+	if !strings.Contains(r.Body, "<dd>"+strings.Repeat("9", 200)+"…</dd>") || strings.Contains(r.Body, strings.Repeat("9", 201)) {
+		t.Errorf("a 300-character value was not cut at 200")
+	}
+	if strings.Contains(r.Body, "\u202e") {
+		t.Errorf("a bidirectional override reached the page")
+	}
+}
+
 func TestApprovalByPushNamesTheAmountInThePush(t *testing.T) {
 	s, up := newApproveStack(t)
 	b := s.browser("bob")
