@@ -291,7 +291,22 @@ func (g *Gateway) fresh(su session.StepUp, user string, rule rules.Rule) bool {
 	if now.Before(su.AuthTime.Add(-time.Minute)) { // a step-up from the future is not ours
 		return false
 	}
-	return rule.ACR == "" || su.ACR == rule.ACR
+	return acrSatisfies(su.ACR, rule.ACR)
+}
+
+// acrSatisfies reports whether a step-up's acr (the one sign-on policy
+// PingOne ran) is one of the rule's policies. A rule's ACR is acr_values:
+// names separated by spaces (acr=A,B in the rule), any of which will do.
+func acrSatisfies(got, want string) bool {
+	if want == "" {
+		return true
+	}
+	for name := range strings.FieldsSeq(want) {
+		if name == got {
+			return true
+		}
+	}
+	return false
 }
 
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, fw *forward) {

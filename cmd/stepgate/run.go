@@ -164,15 +164,18 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		l, b := ratelimit.Every(n, per)
 		return ratelimit.New(ratelimit.Options{Limit: l, Burst: b, MaxKeys: maxKeys, Now: now})
 	}
-	ruleFor := func(ret string) rules.Rule {
+	ruleFor := func(method, ret string) rules.Rule {
+		if method == "" {
+			method = http.MethodGet
+		}
 		if i := strings.IndexByte(ret, '?'); i >= 0 {
 			ret = ret[:i]
 		}
-		p, err := reqpath.Parse(http.MethodGet, ret)
+		p, err := reqpath.Parse(method, ret)
 		if err != nil {
-			return s.rules.Match(http.MethodGet, "/")
+			return s.rules.Match(method, "/")
 		}
-		return s.rules.Match(http.MethodGet, p.Match)
+		return s.rules.Match(method, p.Match)
 	}
 	chal, err := challenge.New(challenge.Config{
 		PingOne: client,

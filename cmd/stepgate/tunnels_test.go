@@ -20,6 +20,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/stepgate/stepgate/mfa/pingonesim"
 )
 
 // lenientUpstream is a raw HTTP/1.1 server on loopback that accepts what a
@@ -376,5 +378,73 @@ func TestClientBodyIdleTimeout_AStalledBodyIsCutAndFreesTheUpstream(t *testing.T
 	})
 	if n := len(jsonLogLines(s.Logs.String(), "upstream error")); n != 0 {
 		t.Errorf(`%d "upstream error" lines for a client's stalled body; want none: %v`, n, jsonLogLines(s.Logs.String(), "upstream error"))
+	}
+}
+
+// withStrictPolicy adds a second sign-on policy, Strict-MFA, to the demo
+// tenant's app.
+func withStrictPolicy() stackOption {
+	return withTenant(func(tn *pingonesim.Tenant) {
+		p := tn.Policies[0]
+		p.Name = "Strict-MFA"
+		tn.Policies = append(tn.Policies, p)
+		tn.Apps[0].Policies = append(tn.Apps[0].Policies, p.Name)
+	})
+}
+
+// finishChallenge runs alice's SMS step-up from a challenge redirect and
+// returns where the completion sends her back to.
+func finishChallenge(t *testing.T, s *stack, b *browser, redirect response) string {
+	t.Helper()
+	r := b.follow(redirect)
+	if !strings.Contains(r.Body, `data-state="start"`) {
+		t.Fatalf("challenge page not in start state: %d %s", r.StatusCode, r.Body)
+	}
+	r = b.follow(b.post("action", "start"))
+	ids := deviceIDs(r.Body)
+	if len(ids) == 0 {
+		t.Fatalf("no devices offered: %s", r.Body)
+	}
+	b.follow(b.post("action", "select", "device", ids[0]))
+	r = b.post("action", "otp", "otp", s.latestOTP("alice"))
+	if r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("OTP: got %d, want 303: %s", r.StatusCode, r.Body)
+	}
+	return r.Header.Get("Location")
+}
+
+func TestMultiPolicyRule_AStepUpByAnyListedPolicyPasses(t *testing.T) {
+	s := newStack(t, withStrictPolicy(), withEnv("STEPGATE_RULES", "/multi/ mfa acr=Strict-MFA,MFA-Only"))
+	b := s.browser("alice")
+	r := b.get("/multi/")
+	if r.StatusCode != http.StatusFound {
+		t.Fatalf("GET /multi/: %d, want 302", r.StatusCode)
+	}
+	if back := finishChallenge(t, s, b, r); back != "/multi/" {
+		t.Fatalf("completion returns to %q, want /multi/", back)
+	}
+	if r := b.get("/multi/"); r.StatusCode != http.StatusOK {
+		t.Fatalf("GET /multi/ after the step-up: %d, want 200 (a challenge again is an endless loop)", r.StatusCode)
+	}
+	if got := s.LastRequest().Header.Get("X-Stepgate-Acr"); got != "Strict-MFA" {
+		t.Errorf("X-Stepgate-Acr = %q, want Strict-MFA (the first listed policy PingOne has)", got)
+	}
+}
+
+func TestMultiPolicyRule_TheFlowAsksForThePolicyOfTheRuleTheMethodMatched(t *testing.T) {
+	s := newStack(t, withStrictPolicy(),
+		withEnv("STEPGATE_RULES", "GET /orders/ mfa acr=MFA-Only; POST /orders/ mfa acr=Strict-MFA"))
+	b := s.browser("alice")
+	r := b.postForm("/orders/new", url.Values{"item": {"1"}})
+	if r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("POST /orders/new: %d, want 303 to the challenge", r.StatusCode)
+	}
+	finishChallenge(t, s, b, r)
+	id := startedFlowID(t, s, 0)
+	if fi, _ := s.Sim.Flow(id); fi.ACR != "Strict-MFA" {
+		t.Errorf("the flow ran policy %q, want Strict-MFA (the POST rule's)", fi.ACR)
+	}
+	if r := b.postForm("/orders/new", url.Values{"item": {"1"}}); r.StatusCode != http.StatusOK {
+		t.Errorf("POST /orders/new after the step-up: %d, want 200", r.StatusCode)
 	}
 }

@@ -78,8 +78,9 @@ type Limits struct {
 type Config struct {
 	PingOne PingOne
 	Store   Store
-	// RuleFor returns the rule that guards a return path (query included).
-	RuleFor     func(returnPath string) rules.Rule
+	// RuleFor returns the rule that guards a request with this method
+	// ("" means GET) to a return path (query included).
+	RuleFor     func(method, returnPath string) rules.Rule
 	Limits      Limits
 	AllowBypass bool
 	Pages       *Pages
@@ -153,6 +154,11 @@ func (h *Handler) Serve(w http.ResponseWriter, r *http.Request, user string, cli
 // Request bodies are never kept or replayed.
 func (h *Handler) Require(w http.ResponseWriter, r *http.Request, rule rules.Rule) {
 	target := PathChallenge + "?return=" + url.QueryEscape(SafeReturn(r.RequestURI))
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		// The flow must ask for the policy of the rule this method
+		// matched, not of the rule a GET to the same path would match.
+		target += "&method=" + url.QueryEscape(r.Method)
+	}
 	setNoStore(w.Header())
 	switch clientKind(r) {
 	case kindNavigation:
@@ -226,8 +232,9 @@ func isFormContent(ct string) bool {
 func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 	f, ok := h.cfg.Store.Flow(r)
 	ret := r.URL.Query().Get("return")
+	method := returnMethod(r.URL.Query().Get("method"))
 	if !ok || f.User != c.user {
-		f = session.Flow{User: c.user, ReturnPath: SafeReturn(ret), CSRF: randomBytes(32), Created: h.now()}
+		f = session.Flow{User: c.user, ReturnPath: SafeReturn(ret), ReturnMethod: method, CSRF: randomBytes(32), Created: h.now()}
 		if err := h.cfg.Store.SaveFlow(w, f); err != nil {
 			h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
 			return
@@ -236,8 +243,8 @@ func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 		return
 	}
 	if f.FlowID == "" {
-		if ret != "" && SafeReturn(ret) != f.ReturnPath {
-			f.ReturnPath = SafeReturn(ret)
+		if ret != "" && (SafeReturn(ret) != f.ReturnPath || method != f.ReturnMethod) {
+			f.ReturnPath, f.ReturnMethod = SafeReturn(ret), method
 			if err := h.cfg.Store.SaveFlow(w, f); err != nil {
 				h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
 				return
@@ -334,7 +341,7 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *ses
 		!h.allow(w, r, c, h.cfg.Limits.StartPerIP, "start_ip", ipKey(c.client)) {
 		return
 	}
-	rule := h.cfg.RuleFor(f.ReturnPath)
+	rule := h.cfg.RuleFor(f.ReturnMethod, f.ReturnPath)
 	flow, pending, err := h.cfg.PingOne.Start(r.Context(), mfa.StartRequest{
 		User: c.user, RemoteIP: c.client.String(), ACR: rule.ACR, MaxAge: rule.MaxAge,
 	})
@@ -696,6 +703,22 @@ func deviceType(flow *mfa.Flow, id string) string {
 		}
 	}
 	return ""
+}
+
+// returnMethod is the method query parameter of the challenge page as the
+// flow records it: an upper-case method token of at most 16 letters, or ""
+// (GET) for anything else. It only chooses which rule's policy the flow asks
+// for; the step-up is checked against the real rule when it is used.
+func returnMethod(m string) string {
+	if m == "" || len(m) > 16 || m == http.MethodGet || m == http.MethodHead {
+		return ""
+	}
+	for i := 0; i < len(m); i++ {
+		if m[i] < 'A' || m[i] > 'Z' {
+			return ""
+		}
+	}
+	return m
 }
 
 // validID accepts PingOne-style ids only, so nothing odd reaches a URL or a log.
