@@ -67,6 +67,7 @@ type config struct {
 	TLSKeyFile           string        `env:"TLS_KEY_FILE"`
 	UpstreamCAFile       string        `env:"UPSTREAM_CA_FILE"`
 	UpstreamTimeout      time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"60s"`
+	BodyIdleTimeout      time.Duration `env:"BODY_IDLE_TIMEOUT" envDefault:"30s"`
 	ApproveMaxBody       int64         `env:"APPROVE_MAX_BODY" envDefault:"65536"`
 	LogLevel             string        `env:"LOG_LEVEL" envDefault:"info"`
 	AccessLog            bool          `env:"ACCESS_LOG" envDefault:"true"`
@@ -216,6 +217,9 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	}
 	if c.ApproveMaxBody < 1 || c.ApproveMaxBody > 16<<20 {
 		bad("APPROVE_MAX_BODY", "want a size in bytes between 1 and 16777216")
+	}
+	if c.BodyIdleTimeout < 100*time.Millisecond || c.BodyIdleTimeout > 10*time.Minute {
+		bad("BODY_IDLE_TIMEOUT", "want a duration between 100ms and 10m")
 	}
 	if c.MFAMaxAge <= 0 {
 		bad("MFA_MAX_AGE", "want a positive duration")

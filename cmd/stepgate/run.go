@@ -209,15 +209,18 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		l, b := ratelimit.Every(n, per)
 		return ratelimit.New(ratelimit.Options{Limit: l, Burst: b, MaxKeys: maxKeys, Now: now})
 	}
-	ruleFor := func(ret string) rules.Rule {
+	ruleFor := func(method, ret string) rules.Rule {
+		if method == "" {
+			method = http.MethodGet
+		}
 		if i := strings.IndexByte(ret, '?'); i >= 0 {
 			ret = ret[:i]
 		}
-		p, err := reqpath.Parse(http.MethodGet, ret)
+		p, err := reqpath.Parse(method, ret)
 		if err != nil {
-			return s.rules.Match(http.MethodGet, "/")
+			return s.rules.Match(method, "/")
 		}
-		return s.rules.Match(http.MethodGet, p.Match)
+		return s.rules.Match(method, p.Match)
 	}
 	// Held requests and approvals (approve rules): in this process,
 	// bounded; see the store package.
@@ -276,6 +279,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		}(),
 		PingOneUserHeader:    mapping.Header(),
 		CaseInsensitivePaths: cfg.CaseInsensitive,
+		BodyIdleTimeout:      cfg.BodyIdleTimeout,
 		AccessLog:            access,
 		Logger:               log,
 		Metrics:              m,

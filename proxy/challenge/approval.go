@@ -121,7 +121,7 @@ func newApprovalView(held *approve.Held) *approvalView {
 func (h *Handler) startRequest(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow) (mfa.StartRequest, string, bool) {
 	req := mfa.StartRequest{User: c.user, RemoteIP: c.client.String()}
 	if f.Approval == "" {
-		rule := h.cfg.RuleFor(f.ReturnPath)
+		rule := h.cfg.RuleFor(f.ReturnMethod, f.ReturnPath)
 		req.ACR, req.MaxAge = rule.ACR, rule.MaxAge
 		return req, rule.Path, true
 	}
