@@ -108,6 +108,17 @@ type App struct {
 	PKCERequired     bool     // pkceEnforcement S256_REQUIRED
 	Policies         []string // sign-on policy names assigned (acr_values must name one)
 	AllowNoExp       bool     // accept a login_hint_token / request JWT without exp
+	// JWKS (an inline JWKS document) and JWKSURL (fetched on each use,
+	// 5 s timeout; PingOne requires https, the simulator also takes
+	// http for loopback tests) hold the RSA keys that verify RS256/384/512
+	// request objects and login_hint_tokens (SOURCES A9, B7).
+	JWKS    string
+	JWKSURL string
+	// SupportUnsignedRequestObject accepts a request object with alg none;
+	// RequireSignedRequestObject refuses an authorize without a signed
+	// one. PingOne forbids setting both (A9); RequireSigned wins here.
+	SupportUnsignedRequestObject bool
+	RequireSignedRequestObject   bool
 }
 
 // Policy is an MFA-only sign-on policy.
