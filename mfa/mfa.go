@@ -40,6 +40,10 @@ type Config struct {
 	CustomDomain bool
 	ClientID     string
 	ClientSecret Secret
+	// RequestKey, when set, signs the request object (RS256 or ES256)
+	// instead of HS256 with the client secret. The login_hint_token stays
+	// HS256 with the secret.
+	RequestKey   *RequestKey
 	Scopes       string        // default "openid profile email"
 	ResponseType string        // "token id_token" (default), "id_token" or "code"
 	Timeout      time.Duration // per call, default 10s

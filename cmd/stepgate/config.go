@@ -11,6 +11,7 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
+	"github.com/stepgate/stepgate/mfa"
 	"github.com/stepgate/stepgate/proxy/clientip"
 	"github.com/stepgate/stepgate/proxy/rules"
 	"github.com/stepgate/stepgate/session"
@@ -34,6 +35,7 @@ type config struct {
 	PingOneResponseType string        `env:"PINGONE_RESPONSE_TYPE" envDefault:"token id_token"`
 	PingOneTimeout      time.Duration `env:"PINGONE_TIMEOUT" envDefault:"10s"`
 	PingOneRateLimit    float64       `env:"PINGONE_RATE_LIMIT" envDefault:"50"`
+	PingOneRequestKey   string        `env:"PINGONE_REQUEST_KEY_FILE"`
 	LimitWindow         time.Duration `env:"LIMIT_WINDOW" envDefault:"10m"`
 	LimitStartsPerUser  int           `env:"LIMIT_STARTS_PER_USER" envDefault:"5"`
 	LimitStartsPerIP    int           `env:"LIMIT_STARTS_PER_IP" envDefault:"20"`
@@ -139,6 +141,7 @@ type settings struct {
 	trusted    *clientip.Resolver
 	cookieKeys [][]byte
 	cookieName string
+	requestKey *mfa.RequestKey // nil: the request object is HS256 with the client secret
 }
 
 // validate checks every value and names the variable at fault.
@@ -278,6 +281,13 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		bad("LOG_LEVEL", "%v", err)
+	}
+	if c.PingOneRequestKey != "" {
+		if b, err := readFile(c.PingOneRequestKey); err != nil {
+			bad("PINGONE_REQUEST_KEY_FILE", "%v", err)
+		} else if s.requestKey, err = mfa.ParseRequestKey(b); err != nil {
+			bad("PINGONE_REQUEST_KEY_FILE", "%v", err)
+		}
 	}
 	return s, errors.Join(errs...)
 }

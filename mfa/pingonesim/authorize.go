@@ -128,7 +128,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		invalidValue(w, "login_hint_token", "The user in login_hint_token was not found")
 		return
 	}
-	remoteIP := ""
+	remoteIP, requestAlg := "", ""
 	var tpl *TemplateRequest
 	if app.RequireSignedRequestObject && get("request") == "" {
 		invalidValue(w, "request", "A signed request object is required for this application")
@@ -143,6 +143,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 			invalidValue(w, "request", "Invalid request JWT: "+err.Error())
 			return
 		}
+		requestAlg = jwtAlg(req)
 		if ip, ok := rc["pi.remoteIp"]; ok {
 			str, isStr := ip.(string)
 			if !isStr {
@@ -185,6 +186,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		codeMethod:    method,
 		remoteIP:      remoteIP,
 		prompt:        get("prompt"),
+		requestAlg:    requestAlg,
 		template:      tpl,
 		maxAge:        maxAge,
 		createdAt:     now,
@@ -244,6 +246,17 @@ func (s *Server) pickPolicy(app *App, acrValues string) (*Policy, bool) {
 		}
 	}
 	return nil, false
+}
+
+// jwtAlg is the alg header of a JWT that has already been verified.
+func jwtAlg(raw string) string {
+	head, _, _ := strings.Cut(raw, ".")
+	hb, _ := base64.RawURLEncoding.DecodeString(head)
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	_ = json.Unmarshal(hb, &h)
+	return h.Alg
 }
 
 // jwtKind says which JWT verifyClientJWT checks.

@@ -42,6 +42,7 @@ type flow struct {
 	codeMethod    string
 	remoteIP      string
 	prompt        string
+	requestAlg    string
 	template      *TemplateRequest // pi.template; nil = strong_authentication
 	maxAge        int64
 	createdAt     time.Time
@@ -661,6 +662,7 @@ func (s *Server) Flow(id string) (FlowInfo, bool) {
 	info := FlowInfo{
 		ID: f.id, User: f.user.Username, Status: f.status, RemoteIP: f.remoteIP,
 		ACR: f.policy.Name, ClientID: f.app.ClientID, Challenged: f.challenged, Prompt: f.prompt,
+		RequestAlg: f.requestAlg,
 	}
 	if f.template != nil {
 		t := *f.template

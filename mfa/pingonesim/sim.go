@@ -187,6 +187,7 @@ type FlowInfo struct {
 	ClientID   string
 	Challenged bool   // a factor was asked for (OTP, push or assertion)
 	Prompt     string // the prompt parameter as sent
+	RequestAlg string // alg of the request object ("" without one)
 	// Template is the request object's pi.template (nil without one).
 	Template *TemplateRequest
 }

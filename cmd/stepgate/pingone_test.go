@@ -1,0 +1,127 @@
+package main
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stepgate/stepgate/mfa/pingonesim"
+)
+
+// TestRequestObjectSignedWithOwnKeyThroughJWKSURL: with
+// STEPGATE_PINGONE_REQUEST_KEY_FILE the request object is RS256 with
+// stepgate's key, and PingOne (an app with requireSignedRequestObject)
+// verifies it with the JWKS it fetches from stepgate's admin /jwks.json.
+func TestRequestObjectSignedWithOwnKeyThroughJWKSURL(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "request-key.pem")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// PingOne's jwksUrl points here; it forwards to the admin listener once
+	// the gateway is up (its port is only known then).
+	var admin atomic.Value
+	var fetched atomic.Int32
+	jwksURL := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		base, _ := admin.Load().(string)
+		res, err := http.Get(base + "/jwks.json")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer res.Body.Close()
+		fetched.Add(1)
+		w.WriteHeader(res.StatusCode)
+		_, _ = io.Copy(w, res.Body)
+	}))
+	t.Cleanup(jwksURL.Close)
+
+	s := newStack(t, withEnv("STEPGATE_PINGONE_REQUEST_KEY_FILE", keyFile),
+		withTenant(func(ten *pingonesim.Tenant) {
+			ten.Apps[0].JWKSURL = jwksURL.URL
+			ten.Apps[0].RequireSignedRequestObject = true
+		}))
+	admin.Store(s.Admin)
+
+	res, err := http.Get(s.Admin + "/jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.Contains(string(body), `"kty":"RSA"`) || strings.Contains(string(body), `"d"`) {
+		t.Fatalf("/jwks.json = %d %s", res.StatusCode, body)
+	}
+
+	s.stepUpAlice("/admin/")
+	info, ok := s.Sim.Flow(startedFlowID(t, s, 0))
+	if !ok || info.RequestAlg != "RS256" || info.Status != "COMPLETED" {
+		t.Errorf("PingOne saw %+v; want an RS256 request object and a completed flow", info)
+	}
+	if fetched.Load() == 0 {
+		t.Error("PingOne never fetched the jwksUrl")
+	}
+}
+
+func TestNoJWKSEndpointWithoutARequestKey(t *testing.T) {
+	s := newStack(t)
+	if code := getStatus(t, s.Admin+"/jwks.json", http.Header{}); code != http.StatusNotFound {
+		t.Errorf("/jwks.json without a request key = %d, want 404", code)
+	}
+}
+
+func TestBadRequestKeyFileIsAConfigError(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.pem")
+	if err := os.WriteFile(bad, []byte("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{bad, filepath.Join(dir, "missing.pem")} {
+		env := validEnv()
+		env["STEPGATE_PINGONE_REQUEST_KEY_FILE"] = path
+		c, err := loadConfig(func(k string) string { return env[k] })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.validate(os.ReadFile); err == nil || !strings.Contains(err.Error(), "STEPGATE_PINGONE_REQUEST_KEY_FILE") {
+			t.Errorf("%s: err = %v, want one naming STEPGATE_PINGONE_REQUEST_KEY_FILE", filepath.Base(path), err)
+		}
+	}
+}
+
+// TestCancelWorksWhenPingOneRefusesSessionReset: PingOne's flows do not
+// advertise session.reset (SOURCES A22, B17); the cancel button must still
+// drop the flow and let the user start again.
+func TestCancelWorksWhenPingOneRefusesSessionReset(t *testing.T) {
+	s := newStack(t)
+	b := s.browser("alice")
+	b.get("/.stepgate/challenge?return=/admin/")
+	ids := deviceIDs(b.follow(b.post("action", "start")).Body)
+	if len(ids) == 0 {
+		t.Fatal("no devices offered")
+	}
+	s.Sim.SetFault(pingonesim.Fault{Op: "flows", Kind: "status", Status: http.StatusUnsupportedMediaType, Count: 1})
+	r := b.follow(b.post("action", "cancel"))
+	if !strings.Contains(r.Body, `data-state="start"`) {
+		t.Fatalf("after cancel the page is not back at the start: %d %s", r.StatusCode, r.Body)
+	}
+	if ev := s.Logs.Events("mfa.cancelled"); len(ev) != 1 {
+		t.Errorf("mfa.cancelled events = %v", ev)
+	}
+	r = b.follow(b.post("action", "start"))
+	if len(deviceIDs(r.Body)) == 0 {
+		t.Errorf("a new flow did not start after the cancel: %s", r.Body)
+	}
+}
