@@ -125,3 +125,19 @@ func TestCancelWorksWhenPingOneRefusesSessionReset(t *testing.T) {
 		t.Errorf("a new flow did not start after the cancel: %s", r.Body)
 	}
 }
+
+// TestPromptLoginRuleReachesPingOne: a rule's prompt=login is sent on
+// authorize; other rules send no prompt.
+func TestPromptLoginRuleReachesPingOne(t *testing.T) {
+	s := newStack(t, withEnv("STEPGATE_RULES", "/admin/ mfa prompt=login; /api/ mfa"))
+	s.stepUpAlice("/admin/")
+	if info, _ := s.Sim.Flow(startedFlowID(t, s, 0)); info.Prompt != "login" {
+		t.Errorf("prompt at PingOne = %q, want login", info.Prompt)
+	}
+	b := s.browser("bob")
+	b.get("/.stepgate/challenge?return=/api/")
+	b.post("action", "start")
+	if info, _ := s.Sim.Flow(startedFlowID(t, s, 1)); info.Prompt != "" {
+		t.Errorf("prompt at PingOne for a rule without it = %q", info.Prompt)
+	}
+}

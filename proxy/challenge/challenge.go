@@ -337,6 +337,7 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *ses
 	rule := h.cfg.RuleFor(f.ReturnPath)
 	flow, pending, err := h.cfg.PingOne.Start(r.Context(), mfa.StartRequest{
 		User: c.user, RemoteIP: c.client.String(), ACR: rule.ACR, MaxAge: rule.MaxAge,
+		Prompt: rule.Prompt,
 	})
 	if err != nil {
 		h.pingOneError(w, r, c, f, err)
