@@ -22,6 +22,9 @@ type Metrics struct {
 	PingOneRequests *prometheus.CounterVec   // op, code
 	PingOneDuration *prometheus.HistogramVec // op
 	RateLimited     *prometheus.CounterVec   // limit
+	// PingOneUnexpected counts flow content stepgate does not know, by
+	// what: status, device_type.
+	PingOneUnexpected *prometheus.CounterVec
 }
 
 // New registers stepgate's metrics, build info and the Go and process
@@ -58,6 +61,10 @@ func New(reg *prometheus.Registry, version string) *Metrics {
 			Name: "stepgate_rate_limited_total",
 			Help: "Requests refused by an abuse limit, by limit name.",
 		}, []string{"limit"}),
+		PingOneUnexpected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stepgate_pingone_unexpected_total",
+			Help: "PingOne flow content stepgate does not know, by what: status, device_type.",
+		}, []string{"what"}),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "stepgate_build_info",
@@ -66,7 +73,7 @@ func New(reg *prometheus.Registry, version string) *Metrics {
 	})
 	buildInfo.Set(1)
 	reg.MustRegister(m.Requests, m.RequestDuration, m.Challenges, m.OTPChecks,
-		m.PingOneRequests, m.PingOneDuration, m.RateLimited, buildInfo,
+		m.PingOneRequests, m.PingOneDuration, m.RateLimited, m.PingOneUnexpected, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the fixed label values so every family is visible (at
@@ -76,6 +83,9 @@ func New(reg *prometheus.Registry, version string) *Metrics {
 	}
 	for _, r := range []string{"ok", "wrong", "error"} {
 		m.OTPChecks.WithLabelValues(r)
+	}
+	for _, w := range []string{"status", "device_type"} {
+		m.PingOneUnexpected.WithLabelValues(w)
 	}
 	return m
 }

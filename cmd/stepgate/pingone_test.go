@@ -141,3 +141,53 @@ func TestPromptLoginRuleReachesPingOne(t *testing.T) {
 		t.Errorf("prompt at PingOne for a rule without it = %q", info.Prompt)
 	}
 }
+
+// TestUnknownPingOneContentIsShownAuditedAndCounted: a device type and a
+// flow status stepgate does not know never crash the page nor complete a
+// step-up; each gives an audit line and a metric.
+func TestUnknownPingOneContentIsShownAuditedAndCounted(t *testing.T) {
+	s := newStack(t, withTenant(func(ten *pingonesim.Tenant) {
+		ten.Users = append(ten.Users, pingonesim.User{ID: "zoe-id", Username: "zoe", DeviceSelection: pingonesim.PromptToSelect,
+			Devices: []pingonesim.Device{
+				{ID: "zoe-wa", Type: "WHATSAPP", Nickname: "Zoe's WhatsApp", Phone: "+15550100"},
+				{ID: "zoe-sms", Type: "SMS", Phone: "+15550199"},
+			}})
+	}))
+	b := s.browser("zoe")
+	b.get("/.stepgate/challenge?return=/admin/")
+	page := b.follow(b.post("action", "start"))
+	if page.StatusCode != http.StatusOK || len(deviceIDs(page.Body)) != 2 || !strings.Contains(page.Body, "Another method") {
+		t.Fatalf("device list with an unknown type: %d %s", page.StatusCode, page.Body)
+	}
+	if strings.Contains(page.Body, "type_WHATSAPP") {
+		t.Error("the page shows a raw message key for the unknown type")
+	}
+	if got := s.metric(t, `stepgate_pingone_unexpected_total{what="device_type"}`); got < 1 {
+		t.Errorf("device_type metric = %v", got)
+	}
+	ev := s.Logs.Events("pingone.unexpected")
+	if len(ev) == 0 || ev[0]["what"] != "device_type" || ev[0]["value"] != "WHATSAPP" || ev[0]["user"] != "zoe" {
+		t.Errorf("audit = %v", ev)
+	}
+
+	if err := s.Sim.ForceStatus(startedFlowID(t, s, 0), "CONSENT_REQUIRED"); err != nil {
+		t.Fatal(err)
+	}
+	page = b.get("/.stepgate/challenge")
+	if page.StatusCode != http.StatusBadGateway || !strings.Contains(page.Body, "does not understand") {
+		t.Errorf("unknown status page: %d %s", page.StatusCode, page.Body)
+	}
+	if got := s.metric(t, `stepgate_pingone_unexpected_total{what="status"}`); got != 1 {
+		t.Errorf("status metric = %v, want 1", got)
+	}
+	found := false
+	for _, e := range s.Logs.Events("pingone.unexpected") {
+		found = found || (e["what"] == "status" && e["value"] == "CONSENT_REQUIRED")
+	}
+	if !found {
+		t.Errorf("no audit line for the unknown status: %v", s.Logs.Events("pingone.unexpected"))
+	}
+	if r := b.get("/admin/"); r.StatusCode != http.StatusFound {
+		t.Errorf("GET /admin/ after an unknown status = %d, want 302 to the challenge (no step-up)", r.StatusCode)
+	}
+}

@@ -710,6 +710,22 @@ func (s *Server) Push(flowID string, o PushOutcome) error {
 	return nil
 }
 
+// ForceStatus puts a flow into any status, known to PingOne or not, so that
+// tests can check how a client copes with a status it does not know. The
+// flow keeps its devices; it can be answered only by session.reset or
+// device.select when the status allows them (it does not, unless known).
+func (s *Server) ForceStatus(flowID, status string) error {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.lookupLocked(flowID, now)
+	if f == nil {
+		return fmt.Errorf("pingonesim: force status: flow %q not found", flowID)
+	}
+	f.status = status
+	return nil
+}
+
 // Inbox lists the messages delivered to a user (username or id), newest first.
 func (s *Server) Inbox(user string) []Message {
 	u := s.findUser(user)

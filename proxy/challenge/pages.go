@@ -188,7 +188,7 @@ func (v *view) RetryText() string {
 func (h *Handler) flowView(f *session.Flow, flow *mfa.Flow) *view {
 	v := &view{flow: f, AttemptsLeft: -1}
 	for _, d := range flow.Devices {
-		dv := deviceView{ID: d.ID, Type: d.Type, Target: d.Target, Nickname: d.Nickname, Selected: d.ID == flow.SelectedDeviceID}
+		dv := deviceView{ID: d.ID, Type: displayType(d.Type), Target: d.Target, Nickname: d.Nickname, Selected: d.ID == flow.SelectedDeviceID}
 		v.Devices = append(v.Devices, dv)
 		if dv.Selected {
 			v.Selected = dv
