@@ -114,6 +114,12 @@ type Flow struct {
 	ResumeURL         string
 	AuthorizeResponse *AuthorizeResponse
 	UserID            string
+	// PushNumber is the number the user must pick or type on the phone
+	// when the tenant uses push number matching (SOURCES C3). Where PingOne
+	// puts it is not documented: the client reads numberMatching.number
+	// (a string or an integer, 1–8 digits), the simulator's INFERRED shape;
+	// "" when absent or not digits.
+	PushNumber string
 }
 
 // AuthorizeResponse is the pi.flow authorizeResponse object.

@@ -191,3 +191,44 @@ func TestUnknownPingOneContentIsShownAuditedAndCounted(t *testing.T) {
 		t.Errorf("GET /admin/ after an unknown status = %d, want 302 to the challenge (no step-up)", r.StatusCode)
 	}
 }
+
+// TestPushPageShowsTheNumberToMatch: with push number matching on, the push
+// page shows the number PingOne's flow carries (the simulator's INFERRED
+// shape), and picking it on the phone completes the step-up.
+func TestPushPageShowsTheNumberToMatch(t *testing.T) {
+	s := newStack(t, withTenant(func(ten *pingonesim.Tenant) {
+		ten.Policies[0].NumberMatching = pingonesim.NumberMatchingSelect
+	}))
+	b := s.browser("bob")
+	b.get("/.stepgate/challenge?return=/admin/")
+	r := b.follow(b.post("action", "start"))
+	flowID := startedFlowID(t, s, 0)
+	choices := s.Sim.Inbox("bob")[0].NumberChoices
+	var number string
+	for _, c := range choices {
+		if strings.Contains(r.Body, `id="push-number" aria-describedby="push-number-intro">`+c+`</p>`) {
+			number = c
+		}
+	}
+	if !strings.Contains(r.Body, `data-state="push"`) || number == "" {
+		t.Fatalf("push page does not show one of the phone's choices %v: %s", choices, r.Body)
+	}
+	if err := s.Sim.PushNumber(flowID, number); err != nil {
+		t.Fatal(err)
+	}
+	if st := statusJSON(t, b); st["status"] != "COMPLETED" {
+		t.Fatalf("status after matching = %v", st)
+	}
+	if r := b.get("/admin/"); r.StatusCode != http.StatusOK {
+		t.Errorf("after the match GET /admin/ = %d", r.StatusCode)
+	}
+}
+
+func TestPushPageWithoutNumberMatchingShowsNoNumber(t *testing.T) {
+	s := newStack(t)
+	b := s.browser("bob")
+	b.get("/.stepgate/challenge?return=/admin/")
+	if r := b.follow(b.post("action", "start")); strings.Contains(r.Body, "push-number") {
+		t.Errorf("a number is shown without number matching: %s", r.Body)
+	}
+}

@@ -54,6 +54,8 @@ type flow struct {
 	otpExpiry  time.Time
 	failures   int
 	pushSentAt time.Time
+	pushNumber string   // number matching: the number to match ("" = off)
+	pushChoice []string // SELECT_NUMBER: the three numbers the phone offers
 	challenge  []byte
 	challenged bool
 
@@ -113,7 +115,12 @@ func (s *Server) selectLocked(f *flow, d *Device, now time.Time) {
 		f.status = statusOTP
 	case "MOBILE":
 		f.pushSentAt = now
+		f.pushNumber, f.pushChoice = "", nil
+		if m := f.policy.NumberMatching; m != "" {
+			f.pushNumber, f.pushChoice = newPushNumbers(m)
+		}
 		s.deliverLocked(Message{DeviceID: d.ID, Type: d.Type, Text: s.messageText(f, d, ""),
+			NumberMatching: f.policy.NumberMatching, NumberChoices: f.pushChoice,
 			FlowID: f.id, User: f.user.Username, SentAt: now})
 		f.status = statusPush
 	case "FIDO2":
@@ -247,19 +254,20 @@ type (
 		Application *appName          `json:"application,omitempty"`
 	}
 	flowJSON struct {
-		ID                                string          `json:"id"`
-		Environment                       idRef           `json:"environment"`
-		Status                            string          `json:"status"`
-		ResumeURL                         string          `json:"resumeUrl"`
-		CreatedAt                         string          `json:"createdAt"`
-		ExpiresAt                         string          `json:"expiresAt"`
-		BypassAllowed                     bool            `json:"bypassAllowed"`
-		Links                             map[string]link `json:"_links"`
-		Embedded                          embedded        `json:"_embedded"`
-		SelectedDevice                    *idRef          `json:"selectedDevice,omitempty"`
-		PublicKeyCredentialRequestOptions string          `json:"publicKeyCredentialRequestOptions,omitempty"`
-		AuthorizeResponse                 map[string]any  `json:"authorizeResponse,omitempty"`
-		Error                             *flowError      `json:"error,omitempty"`
+		ID                                string              `json:"id"`
+		Environment                       idRef               `json:"environment"`
+		Status                            string              `json:"status"`
+		ResumeURL                         string              `json:"resumeUrl"`
+		CreatedAt                         string              `json:"createdAt"`
+		ExpiresAt                         string              `json:"expiresAt"`
+		BypassAllowed                     bool                `json:"bypassAllowed"`
+		Links                             map[string]link     `json:"_links"`
+		Embedded                          embedded            `json:"_embedded"`
+		SelectedDevice                    *idRef              `json:"selectedDevice,omitempty"`
+		PublicKeyCredentialRequestOptions string              `json:"publicKeyCredentialRequestOptions,omitempty"`
+		NumberMatching                    *numberMatchingJSON `json:"numberMatching,omitempty"`
+		AuthorizeResponse                 map[string]any      `json:"authorizeResponse,omitempty"`
+		Error                             *flowError          `json:"error,omitempty"`
 	}
 )
 
@@ -324,6 +332,9 @@ func (s *Server) flowJSONLocked(f *flow, base string) flowJSON {
 		}
 		if f.status == statusAssertion {
 			j.PublicKeyCredentialRequestOptions = s.requestOptions(f)
+		}
+		if f.status == statusPush && f.pushNumber != "" {
+			j.NumberMatching = &numberMatchingJSON{Type: f.policy.NumberMatching, Number: f.pushNumber}
 		}
 	}
 	return j
@@ -696,6 +707,9 @@ func (s *Server) Push(flowID string, o PushOutcome) error {
 	}
 	switch o {
 	case PushApprove:
+		if f.pushNumber != "" {
+			return fmt.Errorf("pingonesim: push: flow %q uses number matching; answer with PushNumber", flowID)
+		}
 		s.completeLocked(f, amrFor(f.selected), now)
 	case PushDeny:
 		s.failLocked(f, "PUSH_DENIED", "The user denied the push notification")

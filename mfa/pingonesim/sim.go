@@ -145,6 +145,10 @@ type Policy struct {
 	// in, centred on the current one (odd: ±n/2; even: one more in the
 	// past); default 5 (TF-MFAPOL), so ±2 steps. The centring is INFERRED.
 	TOTPGraceWindows int
+	// NumberMatching turns on push number matching: NumberMatchingSelect
+	// or NumberMatchingEnter ("" = off). Where the flow carries the number
+	// is INFERRED (numbermatch.go).
+	NumberMatching string
 }
 
 // User is a PingOne user with ordered MFA devices (the first is the default).
@@ -171,10 +175,15 @@ type Message struct {
 	// Text is the message as the user reads it, rendered from the flow's
 	// notification template: SMS and voice content (with the code), e-mail
 	// "subject\n\nbody", push "title\nbody".
-	Text   string    `json:"text"`
-	FlowID string    `json:"flow_id"`
-	User   string    `json:"user"`
-	SentAt time.Time `json:"sent_at"`
+	Text string `json:"text"`
+	// NumberMatching is the push's number-matching type ("" = none) and
+	// NumberChoices the numbers a SELECT_NUMBER phone offers; the number
+	// to match is shown only by the accessing device (the flow).
+	NumberMatching string    `json:"number_matching,omitempty"`
+	NumberChoices  []string  `json:"number_choices,omitempty"`
+	FlowID         string    `json:"flow_id"`
+	User           string    `json:"user"`
+	SentAt         time.Time `json:"sent_at"`
 }
 
 // FlowInfo is what the simulator recorded about a flow, for assertions.
