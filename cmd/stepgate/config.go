@@ -12,6 +12,7 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
+	"github.com/stepgate/stepgate/mfa"
 	"github.com/stepgate/stepgate/proxy/clientip"
 	"github.com/stepgate/stepgate/proxy/identity"
 	"github.com/stepgate/stepgate/proxy/rules"
@@ -36,6 +37,7 @@ type config struct {
 	PingOneResponseType  string        `env:"PINGONE_RESPONSE_TYPE" envDefault:"token id_token"`
 	PingOneTimeout       time.Duration `env:"PINGONE_TIMEOUT" envDefault:"10s"`
 	PingOneRateLimit     float64       `env:"PINGONE_RATE_LIMIT" envDefault:"50"`
+	PingOneRequestKey    string        `env:"PINGONE_REQUEST_KEY_FILE"`
 	LimitWindow          time.Duration `env:"LIMIT_WINDOW" envDefault:"10m"`
 	LimitStartsPerUser   int           `env:"LIMIT_STARTS_PER_USER" envDefault:"5"`
 	LimitStartsPerIP     int           `env:"LIMIT_STARTS_PER_IP" envDefault:"20"`
@@ -148,6 +150,7 @@ type settings struct {
 	cookieKeys [][]byte
 	cookieName string
 	mapping    identity.MappingOptions // Source is set by build
+	requestKey *mfa.RequestKey         // nil: the request object is HS256 with the client secret
 }
 
 // mappingVars are the settings that decide the PingOne user, named in the
@@ -306,6 +309,13 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		bad("LOG_LEVEL", "%v", err)
+	}
+	if c.PingOneRequestKey != "" {
+		if b, err := readFile(c.PingOneRequestKey); err != nil {
+			bad("PINGONE_REQUEST_KEY_FILE", "%v", err)
+		} else if s.requestKey, err = mfa.ParseRequestKey(b); err != nil {
+			bad("PINGONE_REQUEST_KEY_FILE", "%v", err)
+		}
 	}
 	return s, errors.Join(errs...)
 }

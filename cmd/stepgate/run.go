@@ -153,6 +153,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		CustomDomain: cfg.PingOneCustomDomain,
 		ClientID:     cfg.PingOneClientID,
 		ClientSecret: mfa.Secret(cfg.PingOneClientSecret),
+		RequestKey:   s.requestKey,
 		Scopes:       cfg.PingOneScopes,
 		ResponseType: cfg.PingOneResponseType,
 		Timeout:      cfg.PingOneTimeout,
@@ -305,6 +306,9 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
+	if s.requestKey != nil {
+		admin.Handle("GET /jwks.json", requestKeyJWKS(s.requestKey, log))
+	}
 	if cfg.Pprof {
 		admin.HandleFunc("GET /debug/pprof/", pprof.Index)
 		admin.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
@@ -314,6 +318,22 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	}
 	g.admin = admin
 	return g, nil
+}
+
+// requestKeyJWKS serves the public key of the request-object key, for the
+// PingOne application's jwksUrl (README, "Signing the request object").
+func requestKeyJWKS(k *mfa.RequestKey, log *slog.Logger) http.Handler {
+	log.Info("request object signed with own key", "alg", k.Alg(), "kid", k.KeyID(), "jwks_path", "/jwks.json")
+	if k.Alg() != "RS256" {
+		log.Warn("PingOne documents only HS256/384/512 and RS256/384/512 request objects; " +
+			k.Alg() + " is unverified, use an RSA key if PingOne refuses it")
+	}
+	body := k.JWKS()
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		_, _ = w.Write(body)
+	})
 }
 
 func (g *gateway) notReady() string {

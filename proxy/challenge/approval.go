@@ -122,7 +122,7 @@ func (h *Handler) startRequest(w http.ResponseWriter, r *http.Request, c caller,
 	req := mfa.StartRequest{User: c.user, RemoteIP: c.client.String()}
 	if f.Approval == "" {
 		rule := h.cfg.RuleFor(f.ReturnMethod, f.ReturnPath)
-		req.ACR, req.MaxAge = rule.ACR, rule.MaxAge
+		req.ACR, req.MaxAge, req.Prompt = rule.ACR, rule.MaxAge, rule.Prompt
 		return req, rule.Path, true
 	}
 	held, ok := h.openApproval(w, r, c, f.Approval)

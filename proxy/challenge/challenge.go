@@ -297,6 +297,7 @@ func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 		h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
 		return
 	}
+	h.noteUnexpected(r, c, &f, flow)
 	h.renderFlow(w, r, http.StatusOK, &f, flow, "")
 }
 
