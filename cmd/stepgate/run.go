@@ -192,6 +192,10 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 
 	mo := s.mapping
 	mo.Source = ident
+	mo.UpstreamSource = "header " + http.CanonicalHeaderKey(cfg.IdentityHeader)
+	if cfg.Identity == "jwt" {
+		mo.UpstreamSource = "claim " + cfg.IdentityClaim
+	}
 	mapping, err := identity.NewMapping(mo)
 	if err != nil {
 		return nil, fmt.Errorf("STEPGATE_PINGONE_USER_FROM: %w", err)
