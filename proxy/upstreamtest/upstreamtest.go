@@ -59,7 +59,8 @@ func (r Request) String() string {
 }
 
 // flexInt reads a JSON number or a numeric string (nginx logs $content_length
-// as a string, "" when there is none).
+// as a string, "" when there is none, and verbatim when it is not a number:
+// that reads as -1).
 type flexInt int64
 
 func (n *flexInt) UnmarshalJSON(b []byte) error {
@@ -70,7 +71,7 @@ func (n *flexInt) UnmarshalJSON(b []byte) error {
 	}
 	v, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
-		return fmt.Errorf("body_len %s: %w", b, err)
+		v = -1
 	}
 	*n = flexInt(v)
 	return nil

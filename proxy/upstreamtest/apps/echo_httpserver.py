@@ -20,7 +20,7 @@ class Echo(BaseHTTPRequestHandler):
 
     def echo(self):
         n = 0
-        if self.command not in ("GET", "HEAD", "OPTIONS"):
+        if self.command not in ("GET", "HEAD"):
             cl = self.headers.get("Content-Length")
             if cl and cl.isdigit():
                 n = len(self.rfile.read(int(cl)))
