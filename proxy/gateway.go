@@ -202,6 +202,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 	if err == nil && g.windowsPaths {
 		err = reqpath.CheckWindows(p.Match)
 	}
+	if err == nil {
+		err = checkFraming(r) // only WebSocket upgrades; no body on GET/HEAD
+	}
 	if err != nil {
 		client, _ = g.cfg.ClientIP.Resolve(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
 		g.audit(r, "request.rejected", "", client, slog.String("reason", err.Error()))
@@ -217,9 +220,10 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 		return decisionInternal, "", client
 	}
 
-	// 2. Strip every header a client could use to impersonate stepgate or
-	// to steer the upstream's routing.
+	// 2. Strip every header a client could use to impersonate stepgate, to
+	// steer the upstream's routing or to frame the message another way.
 	stripSpoofable(r.Header, g.tokenHeader, g.identityHeader)
+	stripFraming(r.Header)
 
 	// 3. Resolve the client address once, for logs, limits and pi.remoteIp.
 	client, trusted := g.cfg.ClientIP.Resolve(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))

@@ -1,0 +1,283 @@
+package main
+
+// Issue 18, "Close the tunnels": requests whose framing or protocol switch a
+// lenient upstream could read differently from stepgate. The Go httptest
+// upstreams of the other tests parse strictly and hide these flaws, so the
+// tests here talk to lenientUpstream: a raw TCP server in the spirit of
+// hypercorn or an old CGI stack, that answers 101 to any Upgrade and then
+// echoes raw bytes, and never reads a GET's body.
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// lenientUpstream is a raw HTTP/1.1 server on loopback that accepts what a
+// careful server would refuse.
+type lenientUpstream struct {
+	URL string
+	ln  net.Listener
+
+	mu   sync.Mutex
+	reqs []upstreamRequest
+	wg   sync.WaitGroup
+}
+
+func newLenientUpstream(t *testing.T) *lenientUpstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &lenientUpstream{URL: "http://" + ln.Addr().String(), ln: ln}
+	u.wg.Add(1)
+	go func() {
+		defer u.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u.wg.Add(1)
+			go func() {
+				defer u.wg.Done()
+				u.serve(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		u.wg.Wait()
+	})
+	return u
+}
+
+func (u *lenientUpstream) serve(c net.Conn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second)) // a bounded test
+	br := bufio.NewReader(c)
+	for {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		u.mu.Lock()
+		u.reqs = append(u.reqs, upstreamRequest{Method: req.Method, RequestURI: req.RequestURI, Header: req.Header.Clone()})
+		u.mu.Unlock()
+		if up := req.Header.Get("Upgrade"); up != "" {
+			// Any protocol, without looking at Connection or HTTP2-Settings.
+			fmt.Fprintf(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", up)
+			_, _ = io.Copy(c, br) // a blind echo: whatever the client sends next
+			return
+		}
+		if req.Method != http.MethodGet && req.Method != http.MethodHead {
+			_, _ = io.Copy(io.Discard, req.Body)
+		}
+		// A GET's or HEAD's body is left unread: it is the next request.
+		body := "lenient saw " + req.Method + " " + req.RequestURI
+		if req.Method == http.MethodHead {
+			body = ""
+		}
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	}
+}
+
+func (u *lenientUpstream) Requests() []upstreamRequest {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]upstreamRequest(nil), u.reqs...)
+}
+
+// rawDial sends raw to addr (host:port) and returns the connection and a
+// reader positioned at the response.
+func rawDial(t *testing.T, base, raw string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	return c, bufio.NewReader(c)
+}
+
+func TestUpgradeSmuggling_OnlyWebSocketIsTunnelled(t *testing.T) {
+	up := newLenientUpstream(t)
+	s := newStack(t, withEnv("STEPGATE_UPSTREAM", up.URL))
+	// Behind the upgrade, a request for an mfa path with a forged identity:
+	// what a tunnel would deliver without any rule or header stripping.
+	const smuggled = "GET /admin/ HTTP/1.1\r\nHost: x\r\nX-Stepgate-User: mallory\r\n\r\n"
+	for _, tt := range []struct{ name, method, headers string }{
+		{"h2c on GET", "GET", "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"},
+		{"h2c without HTTP2-Settings", "GET", "Connection: Upgrade\r\nUpgrade: h2c\r\n"},
+		{"H2C in upper case", "GET", "Connection: Upgrade\r\nUpgrade: H2C\r\n"},
+		{"h2C in mixed case", "GET", "Connection: upgrade\r\nUpgrade: h2C\r\n"},
+		{"keep-alive, upgrade in Connection", "GET", "Connection: keep-alive, upgrade\r\nUpgrade: h2c\r\n"},
+		{"h2c on HEAD", "HEAD", "Connection: Upgrade\r\nUpgrade: h2c\r\n"},
+		{"h2c on OPTIONS", "OPTIONS", "Connection: Upgrade\r\nUpgrade: h2c\r\n"},
+		{"h2c on POST", "POST", "Connection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 0\r\n"},
+		{"another protocol", "GET", "Connection: Upgrade\r\nUpgrade: foo/1\r\n"},
+		{"websocket listed with h2c", "GET", "Connection: Upgrade\r\nUpgrade: websocket, h2c\r\n"},
+		{"h2c on a second Upgrade line", "GET", "Connection: Upgrade\r\nUpgrade: websocket\r\nUpgrade: h2c\r\n"},
+		{"an empty Upgrade", "GET", "Connection: Upgrade\r\nUpgrade: \r\n"},
+		{"websocket on POST", "POST", "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nContent-Length: 0\r\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(up.Requests())
+			rejected := len(s.Logs.Events("request.rejected"))
+			c, br := rawDial(t, s.Proxy, tt.method+" /public HTTP/1.1\r\nHost: x\r\n"+tt.headers+"\r\n")
+			resp, err := http.ReadResponse(br, &http.Request{Method: tt.method})
+			if err != nil {
+				t.Fatalf("read response: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest {
+				// Show what the tunnel would have carried.
+				_, _ = io.WriteString(c, smuggled)
+				_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+				echoed, _ := io.ReadAll(io.LimitReader(br, 256))
+				t.Fatalf("got %d, want 400; the connection then carried %q", resp.StatusCode, echoed)
+			}
+			if n := len(up.Requests()); n != before {
+				t.Errorf("the upstream received %d request(s); want none", n-before)
+			}
+			if n := len(s.Logs.Events("request.rejected")); n != rejected+1 {
+				t.Errorf("request.rejected audit events: %d new, want 1", n-rejected)
+			}
+		})
+	}
+	if got := promCounter(t, s.Admin, "stepgate_requests_total", lbl("decision", "rejected", "code", "400")); got < 13 {
+		t.Errorf(`stepgate_requests_total{decision="rejected",code="400"} = %v, want every refusal counted`, got)
+	}
+}
+
+func TestUpgradeSmuggling_WebSocketStillTunnels(t *testing.T) {
+	up := newLenientUpstream(t)
+	s := newStack(t, withEnv("STEPGATE_UPSTREAM", up.URL))
+	for _, token := range []string{"websocket", "WebSocket", "WEBSOCKET"} {
+		t.Run(token, func(t *testing.T) {
+			c, br := rawDial(t, s.Proxy, "GET /public/ws HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: "+token+
+				"\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+			resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+			if err != nil {
+				t.Fatalf("read response: %v", err)
+			}
+			if resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("got %d, want 101", resp.StatusCode)
+			}
+			_, _ = io.WriteString(c, "ping")
+			got := make([]byte, 4)
+			if _, err := io.ReadFull(br, got); err != nil || string(got) != "ping" {
+				t.Fatalf("echo through the tunnel: %q, %v", got, err)
+			}
+		})
+	}
+}
+
+func TestUpgradeSmuggling_ThroughAGoReverseProxyInFront(t *testing.T) {
+	up := newLenientUpstream(t)
+	s := newStack(t, withEnv("STEPGATE_UPSTREAM", up.URL))
+	target, _ := url.Parse(s.Proxy)
+	front := httptest.NewServer(&httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Header.Set("X-Forwarded-User", "alice") // an IdP in front (oauth2-proxy style)
+		},
+	})
+	t.Cleanup(front.Close)
+	for _, token := range []string{"h2c", "H2C", "h2C"} {
+		c, br := rawDial(t, front.URL, "GET /public HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, Upgrade\r\nUpgrade: "+token+"\r\n\r\n")
+		resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+		if err != nil {
+			t.Fatalf("%s: read response: %v", token, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			_, _ = io.WriteString(c, "GET /admin/ HTTP/1.1\r\nHost: x\r\n\r\n")
+			t.Errorf("Upgrade: %s through a Go proxy in front: got %d, want 400", token, resp.StatusCode)
+		}
+	}
+	if n := len(up.Requests()); n != 0 {
+		t.Errorf("the upstream received %d request(s); want none", n)
+	}
+}
+
+func TestFramingHeaders_LookAlikesAndHTTP2SettingsNeverReachTheUpstream(t *testing.T) {
+	s := newStack(t)
+	status, _, body := rawExchange(t, s.Proxy, "POST /public HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"+
+		"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nHttp2_Settings: x\r\nHTTP2.Settings: x\r\n"+
+		"Transfer_Encoding: chunked\r\nTransfer.Encoding: chunked\r\nContent_Length: 40\r\nContent.Length: 40\r\n"+
+		"Keep_Alive: timeout=1\r\nProxy_Connection: close\r\nProxy.Authorization: Basic eDp5\r\n"+
+		"X-Custom_Header: kept\r\n\r\nok")
+	if status != http.StatusOK {
+		t.Fatalf("got %d %s, want 200", status, body)
+	}
+	h := s.LastRequest().Header
+	fold := strings.NewReplacer("_", "-", ".", "-")
+	for name := range h {
+		switch fold.Replace(strings.ToLower(name)) {
+		case "http2-settings", "transfer-encoding", "keep-alive", "proxy-connection", "proxy-authorization":
+			t.Errorf("%s reached the upstream", name)
+		case "content-length":
+			if name != "Content-Length" {
+				t.Errorf("%s reached the upstream", name)
+			}
+		}
+	}
+	if h.Get("X-Custom_header") != "kept" {
+		t.Errorf("an ordinary header with an underscore was removed: %v", h)
+	}
+}
+
+func TestCL0_GetAndHeadWithABodyAreRefused(t *testing.T) {
+	up := newLenientUpstream(t)
+	s := newStack(t, withEnv("STEPGATE_UPSTREAM", up.URL))
+	const smuggled = "GET /admin/ HTTP/1.1\r\nHost: x\r\nX-Stepgate-User: mallory\r\n\r\n"
+	chunked := fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(smuggled), smuggled)
+	for _, tt := range []struct{ name, raw string }{
+		{"GET with Content-Length", fmt.Sprintf("GET /public HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(smuggled), smuggled)},
+		{"HEAD with Content-Length", fmt.Sprintf("HEAD /public HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(smuggled), smuggled)},
+		{"GET chunked", "GET /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked},
+		{"HEAD chunked", "HEAD /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			method, _, _ := strings.Cut(tt.raw, " ")
+			_, br := rawDial(t, s.Proxy, tt.raw)
+			resp, err := http.ReadResponse(br, &http.Request{Method: method})
+			if err != nil {
+				t.Fatalf("read response: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Errorf("got %d, want 400", resp.StatusCode)
+			}
+		})
+	}
+	// The upstream connection pool may hand the smuggled request's bytes to
+	// the next request: send one and look at everything the upstream read.
+	if r := s.browser("alice").get("/public/next"); r.StatusCode != http.StatusOK {
+		t.Fatalf("GET /public/next: %d", r.StatusCode)
+	}
+	for _, r := range up.Requests() {
+		if r.RequestURI != "/public/next" {
+			t.Errorf("the upstream read %s %s", r.Method, r.RequestURI)
+		}
+	}
+	// A GET with an empty body stays fine.
+	if status := rawRequest(t, s.Proxy, "GET /public HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"); status != http.StatusOK {
+		t.Errorf("GET with Content-Length: 0: %d, want 200", status)
+	}
+}
