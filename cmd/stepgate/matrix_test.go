@@ -290,7 +290,7 @@ func runAttack(addr string, a matrixAttack, slug string) (attackOutcome, error) 
 	var out attackOutcome
 	sentFollowUp := false
 	hardStop := time.Now().Add(15 * time.Second)
-	wait := 10 * time.Second // for the first answer; then only for quiet
+	wait := 5 * time.Second // for the first answer; then only for quiet
 	buf := make([]byte, 32<<10)
 	for time.Now().Before(hardStop) {
 		_ = conn.SetReadDeadline(time.Now().Add(wait))
@@ -305,7 +305,7 @@ func runAttack(addr string, a matrixAttack, slug string) (attackOutcome, error) 
 				if _, err := io.WriteString(conn, f); err != nil {
 					return out, nil // the tunnel closed: nothing more reaches anyone
 				}
-				wait = 5 * time.Second
+				wait = 3 * time.Second
 				continue
 			}
 		}
