@@ -1,7 +1,8 @@
 # Echo app on Python's http.server (upstreamtest). Like many hand-written
-# handlers, it reads a body only for methods that usually carry one (it
-# trusts the front end to have refused the others). Records every request as
-# one JSON line in $UPSTREAMTEST_LOG. Usage: echo_httpserver.py PORT
+# handlers (a do_DELETE, a CORS do_OPTIONS), it reads a body only on the
+# methods that carry one by definition, POST, PUT and PATCH, and leaves any
+# other body unread on the connection. Records every request as one JSON
+# line in $UPSTREAMTEST_LOG. Usage: echo_httpserver.py PORT
 import json
 import os
 import sys
@@ -20,7 +21,7 @@ class Echo(BaseHTTPRequestHandler):
 
     def echo(self):
         n = 0
-        if self.command not in ("GET", "HEAD"):
+        if self.command in ("POST", "PUT", "PATCH"):
             cl = self.headers.get("Content-Length")
             if cl and cl.isdigit():
                 n = len(self.rfile.read(int(cl)))
