@@ -171,6 +171,10 @@ func matrixAttacks() []matrixAttack {
 		matrixAttack{class: "TE.CL", name: "Transfer-Encoding: chunked, identity",
 			first: withBody("POST", func(b string) []string { return append(cl(b), "Transfer-Encoding: chunked, identity") },
 				func(s string) string { return "0\r\n\r\n" + smuggled(s) })},
+		matrixAttack{class: "TE.CL", name: "two Transfer-Encoding: chunked lines",
+			first: withBody("POST", func(b string) []string {
+				return append(cl(b), "Transfer-Encoding: chunked", "Transfer-Encoding: chunked")
+			}, func(s string) string { return "0\r\n\r\n" + smuggled(s) })},
 		matrixAttack{class: "TE.CL", name: "Transfer-Encoding: xchunked",
 			first: withBody("POST", func(b string) []string { return append(cl(b), "Transfer-Encoding: xchunked") },
 				func(s string) string { return "0\r\n\r\n" + smuggled(s) })},
@@ -265,7 +269,8 @@ func matrixAttacks() []matrixAttack {
 		matrixAttack{class: "forged identity", name: "X-Stepgate-* in several spellings on an allow path",
 			first: func(s string) string {
 				return crlf(append(allowHead("GET", s), "X-Stepgate-User: forged-"+s, "X_Stepgate_User: forged-"+s,
-					"X.Stepgate.Subject: forged-"+s, "x-STEPGATE-acr: forged-"+s)...)
+					"X.Stepgate.Subject: forged-"+s, "x-STEPGATE-acr: forged-"+s, "X_Forwarded_User: forged-"+s,
+					"X-Forwarded.User: forged-"+s)...)
 			}},
 	)
 	for i := range rows {
