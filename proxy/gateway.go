@@ -80,6 +80,9 @@ type Config struct {
 	Metrics       *metrics.Metrics
 	Now           func() time.Time
 	FlushInterval time.Duration // optional; -1 flushes every write
+	// BodyIdleTimeout, optional, is the longest wait for the next bytes of
+	// a request body; a body that stalls longer is answered 408. 0: none.
+	BodyIdleTimeout time.Duration
 }
 
 // Gateway is the proxy listener's handler.
@@ -176,6 +179,7 @@ type forward struct {
 	client  netip.Addr
 	trusted bool
 	stepUp  *session.StepUp
+	body    *clientBody // nil without a request body
 }
 
 type forwardKey struct{}
@@ -291,6 +295,12 @@ func (g *Gateway) fresh(su session.StepUp, user string, rule rules.Rule) bool {
 }
 
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, fw *forward) {
+	if r.Body != nil && r.Body != http.NoBody {
+		// Marks the client's body errors as the client's, and gives up on
+		// a body that stops arriving.
+		fw.body = newClientBody(r.Body, w, g.cfg.BodyIdleTimeout)
+		r.Body = fw.body
+	}
 	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
 }
 
@@ -351,6 +361,18 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 }
 
 func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	fw := r.Context().Value(forwardKey{}).(*forward)
+	if be := fw.body.err(); be != nil {
+		// The client's fault, not the upstream's: no WARN, no 502.
+		status, msg := http.StatusBadRequest, "bad_request"
+		if be.timedOut() {
+			status, msg = http.StatusRequestTimeout, "request_timeout"
+		}
+		g.audit(r, "request.rejected", "", fw.client, slog.String("reason", be.Error()))
+		w.Header().Set("Connection", "close") // the rest of the body is unreadable
+		g.cfg.Challenge.Error(w, r, status, msg)
+		return
+	}
 	status, msg := http.StatusBadGateway, "upstream_unavailable"
 	var ne interface{ Timeout() bool }
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {

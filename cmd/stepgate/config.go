@@ -61,6 +61,7 @@ type config struct {
 	TLSKeyFile          string        `env:"TLS_KEY_FILE"`
 	UpstreamCAFile      string        `env:"UPSTREAM_CA_FILE"`
 	UpstreamTimeout     time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"60s"`
+	BodyIdleTimeout     time.Duration `env:"BODY_IDLE_TIMEOUT" envDefault:"30s"`
 	LogLevel            string        `env:"LOG_LEVEL" envDefault:"info"`
 	AccessLog           bool          `env:"ACCESS_LOG" envDefault:"true"`
 	ShutdownDrain       time.Duration `env:"SHUTDOWN_DRAIN" envDefault:"5s"`
@@ -197,6 +198,9 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	}
 	if c.UpstreamTimeout <= 0 {
 		bad("UPSTREAM_TIMEOUT", "want a positive duration")
+	}
+	if c.BodyIdleTimeout < 100*time.Millisecond || c.BodyIdleTimeout > 10*time.Minute {
+		bad("BODY_IDLE_TIMEOUT", "want a duration between 100ms and 10m")
 	}
 	if c.MFAMaxAge <= 0 {
 		bad("MFA_MAX_AGE", "want a positive duration")

@@ -223,6 +223,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 			return ""
 		}(),
 		CaseInsensitivePaths: cfg.CaseInsensitive,
+		BodyIdleTimeout:      cfg.BodyIdleTimeout,
 		AccessLog:            access,
 		Logger:               log,
 		Metrics:              m,
