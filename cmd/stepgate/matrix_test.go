@@ -1,3 +1,5 @@
+//go:build unix
+
 package main
 
 // The upstream matrix (issue 18): the framing, upgrade and smuggling attacks
