@@ -10,7 +10,7 @@ import (
 )
 
 // HeaderApproval tells the upstream that this request was approved on its
-// own (SPEC §14): its value is the approval's digest. Like every
+// own (docs/design.md §14): its value is the approval's digest. Like every
 // X-Stepgate-* header it is removed from what clients send.
 const HeaderApproval = "X-Stepgate-Approval"
 

@@ -230,7 +230,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 		err = reqpath.CheckWindows(p.Match)
 	}
 	if err == nil {
-		err = checkFraming(r) // only WebSocket upgrades; no body on GET/HEAD
+		err = checkFraming(r) // only WebSocket upgrades; no body on GET/HEAD/DELETE/OPTIONS/TRACE
 	}
 	if err != nil {
 		client, _ = g.cfg.ClientIP.Resolve(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))

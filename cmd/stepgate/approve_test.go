@@ -1,6 +1,6 @@
 package main
 
-// End-to-end tests of approve rules (SPEC §14; docs/design.md §14) through
+// End-to-end tests of approve rules (docs/design.md §14) through
 // the simulator: what is held, shown, sent to PingOne and forwarded, and
 // the attacks an approval must stand up to.
 

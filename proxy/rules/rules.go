@@ -53,7 +53,7 @@ const (
 	Allow   Action = iota // pass through
 	Deny                  // 403
 	MFA                   // step-up required
-	Approve               // this one request needs its own approval (SPEC §14)
+	Approve               // this one request needs its own approval (docs/design.md §14)
 )
 
 func (a Action) String() string {
