@@ -45,6 +45,19 @@ type Flow struct {
 	CSRF       []byte // 32 random bytes
 	Created    time.Time
 	Status     string // last known flow status (for rendering without a PingOne call)
+
+	// Optional tail (format 1 plus an extension, see below): what the page
+	// shows once after a redirect, so that every POST ends in a 303 and a
+	// reload never re-submits.
+	Flash  string    // one-time message key for the next GET of the page
+	FlashN int       // its number: attempts left, or seconds to wait; 0 when none
+	SentAt time.Time // when the last code or push was sent (resend cool-down)
+	From   string    // where the user came from: Cancel goes back there
+}
+
+// hasTail reports whether the optional tail is written.
+func (f *Flow) hasTail() bool {
+	return f.Flash != "" || f.FlashN != 0 || !f.SentAt.IsZero() || f.From != ""
 }
 
 // LogValue keeps the flow's secrets (PingOne cookies, PKCE verifier, CSRF)
@@ -64,7 +77,12 @@ func (f Flow) LogValue() slog.Value {
 //
 //	step-up: 0x01 ID User Subject AuthTime ACR count(AMR) AMR... IDToken TokenExpiry
 //	flow:    0x02 FlowID count(Cookies) (Name Value)... Nonce State CodeVerifier ACR
-//	         Challenged(0|1) User ReturnPath CSRF Created Status
+//	         Challenged(0|1) User ReturnPath CSRF Created Status [Flash FlashN SentAt From]
+//
+// The bracketed flow tail is written only when one of its fields is set, so
+// cookies sealed before it existed still open, and a flow without a flash
+// stays readable by a replica that does not know the tail yet. A tail whose
+// fields are all zero is refused: one value, one encoding.
 const (
 	kindStepUp byte = 1
 	kindFlow   byte = 2
@@ -137,6 +155,15 @@ func marshalFlow(f Flow) ([]byte, error) {
 	b = appendString(b, string(f.CSRF))
 	b = appendTime(b, f.Created)
 	b = appendString(b, f.Status)
+	if f.hasTail() {
+		if f.FlashN < 0 {
+			return nil, fmt.Errorf("session: flow: negative flash number %d", f.FlashN)
+		}
+		b = appendString(b, f.Flash)
+		b = binary.AppendUvarint(b, uint64(f.FlashN))
+		b = appendTime(b, f.SentAt)
+		b = appendString(b, f.From)
+	}
 	return b, nil
 }
 
@@ -302,6 +329,19 @@ func unmarshalFlow(p []byte) (Flow, error) {
 	}
 	f.Created = d.time()
 	f.Status = d.string()
+	if d.err == nil && d.off < len(d.s) {
+		f.Flash = d.string()
+		if n := d.uvarint(); n <= 1<<20 {
+			f.FlashN = int(n)
+		} else {
+			d.fail()
+		}
+		f.SentAt = d.time()
+		f.From = d.string()
+		if !f.hasTail() {
+			d.fail()
+		}
+	}
 	if err := d.end(); err != nil {
 		return Flow{}, err
 	}
