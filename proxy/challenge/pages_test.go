@@ -64,7 +64,7 @@ func TestMessagesFollowAcceptLanguage(t *testing.T) {
 	}
 	// A key the catalogue lacks falls back to English, never to the raw key.
 	w := render(t, p, "de", &view{State: "start", AttemptsLeft: -1})
-	if !strings.Contains(w.Body.String(), "This page needs a recent extra verification") {
+	if !strings.Contains(w.Body.String(), "This page needs a recent extra check") {
 		t.Error("a key missing from the German catalogue did not fall back to English")
 	}
 	if !strings.Contains(w.Body.String(), ">Weiter</button>") {
@@ -152,8 +152,8 @@ func TestRetryTextRoundsUpAndNeverSaysZero(t *testing.T) {
 		wait time.Duration
 		want string
 	}{
-		{0, ""},
-		{-time.Second, ""},
+		{0, "Wait a moment, then try again."},
+		{-time.Second, "Wait a moment, then try again."},
 		{time.Millisecond, "You can try again in 1 s."},
 		{59 * time.Second, "You can try again in 59 s."},
 		{59*time.Second + time.Millisecond, "You can try again in 1 min."},
@@ -164,8 +164,12 @@ func TestRetryTextRoundsUpAndNeverSaysZero(t *testing.T) {
 		body := render(t, p, "", &view{State: "error", Message: "rate_limited", RetryAfter: tt.wait}).Body.String()
 		_, after, found := strings.Cut(body, `<p id="retry">`)
 		got, _, _ := strings.Cut(after, "</p>")
-		if tt.want == "" && found || tt.want != "" && got != tt.want {
+		if !found || got != tt.want {
 			t.Errorf("wait %v: retry line %q (present %v), want %q", tt.wait, got, found, tt.want)
+		}
+		// One wait, said once: never "a moment" beside a number (issue 16).
+		if tt.wait > 0 && strings.Contains(body, "moment") {
+			t.Errorf("wait %v: the 429 page says both a moment and %q", tt.wait, got)
 		}
 	}
 }
