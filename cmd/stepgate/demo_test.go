@@ -89,7 +89,7 @@ func TestDemoModeStepsUpThroughTheStandInIdP(t *testing.T) {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 	dave.Client.Jar.SetCookies(mustURL(t, entry[1]), []*http.Cookie{{Name: "demo_user", Value: "dave"}})
 	dave.follow(dave.get("/admin/"))
-	if r := dave.post("action", "start"); r.StatusCode != http.StatusForbidden {
+	if r := dave.submit("action", "start"); r.StatusCode != http.StatusForbidden {
 		t.Fatalf("dave's bypass: %d, want 403", r.StatusCode)
 	}
 }

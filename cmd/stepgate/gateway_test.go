@@ -230,7 +230,7 @@ func TestWrongOTPThenRightOTP(t *testing.T) {
 	b.get("/.stepgate/challenge?return=/admin/")
 	ids := deviceIDs(b.follow(b.post("action", "start")).Body)
 	b.follow(b.post("action", "select", "device", ids[0]))
-	r := b.post("action", "otp", "otp", wrongCode(s.latestOTP("alice")))
+	r := b.submit("action", "otp", "otp", wrongCode(s.latestOTP("alice")))
 	if r.StatusCode != http.StatusUnauthorized || !strings.Contains(r.Body, "Attempts left: 2") {
 		t.Fatalf("wrong code: %d %s", r.StatusCode, r.Body)
 	}
@@ -461,7 +461,7 @@ func TestBypassIsRefused(t *testing.T) {
 	s := newStack(t)
 	b := s.browser("dave")
 	b.get("/.stepgate/challenge?return=/admin/")
-	r := b.post("action", "start")
+	r := b.submit("action", "start")
 	if r.StatusCode != http.StatusForbidden || !strings.Contains(r.Body, "No MFA method is available") {
 		t.Fatalf("dave (bypass): %d %s", r.StatusCode, r.Body)
 	}
@@ -489,8 +489,14 @@ func TestFlowStartsOnlyOnCSRFCheckedPost(t *testing.T) {
 			setForm(req, "csrf", good)
 			req.Header.Set("Origin", s.Proxy)
 			tt.mutate(req)
-			if r := b.do(req); r.StatusCode != http.StatusForbidden {
-				t.Fatalf("got %d, want 403", r.StatusCode)
+			// A 303 (never a page a reload would post again) to a 403
+			// page that explains.
+			r := b.do(req)
+			if r.StatusCode != http.StatusSeeOther {
+				t.Fatalf("got %d, want 303", r.StatusCode)
+			}
+			if r := b.follow(r); r.StatusCode != http.StatusForbidden || !strings.Contains(r.Body, "came from another site") {
+				t.Fatalf("the page after the refusal: %d, want 403 that says why: %s", r.StatusCode, r.Body)
 			}
 		})
 	}
@@ -629,7 +635,11 @@ func TestFlowStartLimitIsConfigurable(t *testing.T) {
 	start := func() response {
 		b := s.browser("alice")
 		b.get("/.stepgate/challenge?return=/admin/")
-		return b.post("action", "start")
+		r := b.post("action", "start")
+		if r.StatusCode == http.StatusSeeOther && r.Header.Get("Retry-After") != "" {
+			return b.follow(r) // refused: the 429 page
+		}
+		return r
 	}
 	if r := start(); r.StatusCode != http.StatusSeeOther {
 		t.Fatalf("first start: %d", r.StatusCode)

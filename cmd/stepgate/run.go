@@ -155,6 +155,10 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	if err != nil {
 		return nil, err
 	}
+	pages.AppName = cfg.AppName
+	if pages.AppName == "" && s.upstream != nil {
+		pages.AppName = s.upstream.Hostname()
+	}
 	// Each remembered key costs ~390 B; five limiters of 20k keys stay
 	// under ~40 MB at worst, inside a sidecar's memory limit. Eviction is
 	// least-recently-used, so an attacker rotating keys only evicts
@@ -186,10 +190,14 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 			SendPerUser:  limiter(cfg.LimitSendsPerUser, cfg.LimitWindow),
 		},
 		AllowBypass: cfg.AllowMFABypass,
-		Pages:       pages,
-		Logger:      log,
-		Metrics:     m,
-		Now:         now,
+		Verified: func(r *http.Request, user, ret string) bool {
+			su, ok := store.StepUp(r)
+			return ok && proxy.Fresh(su, user, ruleFor(ret), now())
+		},
+		Pages:   pages,
+		Logger:  log,
+		Metrics: m,
+		Now:     now,
 	})
 	if err != nil {
 		return nil, err

@@ -91,9 +91,9 @@ type Config struct {
 	// waits before it sends another (default 30 s).
 	ResendCooldown time.Duration
 	Pages          *Pages
-	Logger      *slog.Logger
-	Metrics     *metrics.Metrics
-	Now         func() time.Time
+	Logger         *slog.Logger
+	Metrics        *metrics.Metrics
+	Now            func() time.Time
 }
 
 // Handler serves the challenge endpoints.
