@@ -721,3 +721,97 @@ func TestPingOneCustomDomain(t *testing.T) {
 		t.Errorf("forwarded ID token issuer = %v (%v), want %s/as", claims["iss"], err, s.SimURL)
 	}
 }
+
+// Issue 16: every answer to a challenge POST is a 303, so a reload shows
+// the page again instead of posting the code again.
+func TestChallengePostsRedirectSoAReloadDoesNotResubmit(t *testing.T) {
+	s := newStack(t)
+	b := s.browser("alice")
+	b.get("/.stepgate/challenge?return=/admin/")
+	ids := deviceIDs(b.submit("action", "start").Body)
+	b.submit("action", "select", "device", ids[0])
+	wrong := b.post("action", "otp", "otp", wrongCode(s.latestOTP("alice")))
+	if wrong.StatusCode != http.StatusSeeOther || wrong.Header.Get("Location") != "/.stepgate/challenge" {
+		t.Fatalf("wrong code answered %d to %q, want 303 to the page", wrong.StatusCode, wrong.Header.Get("Location"))
+	}
+	page := b.follow(wrong)
+	if page.StatusCode != http.StatusUnauthorized || !strings.Contains(page.Body, "Attempts left: 2") {
+		t.Fatalf("the page after a wrong code: %d %s", page.StatusCode, page.Body)
+	}
+	// A reload is a GET of the same page: no code check, the attempt count
+	// unchanged, and the message shown once only.
+	reload := b.get("/.stepgate/challenge")
+	if reload.StatusCode != http.StatusOK || strings.Contains(reload.Body, "not right") || !strings.Contains(reload.Body, `data-state="otp"`) {
+		t.Errorf("reload: %d, want the code page without the old message: %s", reload.StatusCode, reload.Body)
+	}
+	if n := len(s.Logs.Events("mfa.otp_failed")); n != 1 {
+		t.Errorf("mfa.otp_failed events after a reload = %d, want 1", n)
+	}
+	page = b.submit("action", "otp", "otp", wrongCode(s.latestOTP("alice")))
+	if !strings.Contains(page.Body, "Attempts left: 1") {
+		t.Errorf("the second wrong code does not leave 1 attempt (the reload burned one?): %s", page.Body)
+	}
+	// A code typed with a space or a dash is the same code.
+	code := s.latestOTP("alice")
+	done := b.post("action", "otp", "otp", code[:3]+" "+code[3:])
+	if done.StatusCode != http.StatusSeeOther || done.Header.Get("Location") != "/admin/" {
+		t.Fatalf("code %q with a space: %d to %q, want 303 to /admin/", code[:3]+" "+code[3:], done.StatusCode, done.Header.Get("Location"))
+	}
+	// Back to the challenge page after success: already verified, so on to
+	// the page she asked for, without a new challenge.
+	back := b.get("/.stepgate/challenge?return=/admin/")
+	if back.StatusCode != http.StatusSeeOther || back.Header.Get("Location") != "/admin/" {
+		t.Errorf("challenge page after success: %d to %q, want 303 to /admin/", back.StatusCode, back.Header.Get("Location"))
+	}
+	if n := len(s.Logs.Events("mfa.started")); n != 1 {
+		t.Errorf("mfa.started = %d, want 1", n)
+	}
+}
+
+func TestCodeFormatErrorsAreThePagesOwn(t *testing.T) {
+	s := newStack(t)
+	b := s.browser("alice")
+	b.get("/.stepgate/challenge?return=/admin/")
+	ids := deviceIDs(b.submit("action", "start").Body)
+	page := b.submit("action", "select", "device", ids[0])
+	if strings.Contains(page.Body, "pattern=") || !strings.Contains(page.Body, "novalidate") {
+		t.Errorf("the code field leaves validation to the browser: %s", page.Body)
+	}
+	for _, in := range []string{"12a456", "", "12"} {
+		r := b.submit("action", "otp", "otp", in)
+		if r.StatusCode != http.StatusBadRequest || !strings.Contains(r.Body, "digits only") {
+			t.Errorf("code %q: %d, want 400 with the page's own message: %s", in, r.StatusCode, r.Body)
+		}
+	}
+	if n := len(s.Logs.Events("mfa.otp_failed")); n != 0 {
+		t.Errorf("malformed codes reached PingOne: %d otp_failed events", n)
+	}
+}
+
+func TestAnExpiredFlowCookieIsCountedAndExplained(t *testing.T) {
+	s := newStack(t)
+	b := s.browser("alice")
+	b.get("/.stepgate/challenge?return=/admin/")
+	b.Client.Jar = mustJar(t) // the flow cookie is gone (expired)
+	r := b.submit("action", "start")
+	if !strings.Contains(r.Body, "session expired") || !strings.Contains(r.Body, `data-state="start"`) {
+		t.Errorf("after the flow cookie expired: %d %s", r.StatusCode, r.Body)
+	}
+	if got := s.metric(t, `stepgate_challenges_total{event="expired"}`); got != 1 {
+		t.Errorf(`stepgate_challenges_total{event="expired"} = %v, want 1`, got)
+	}
+}
+
+func TestAllowPathAccessLinesCarryTheHeaderUser(t *testing.T) {
+	s := newStack(t)
+	s.browser("alice").get("/public/")
+	for _, line := range strings.Split(s.Logs.String(), "\n") {
+		if strings.Contains(line, `"path":"/public/"`) {
+			if !strings.Contains(line, `"user":"alice"`) {
+				t.Errorf("allow-path access line without the user: %s", line)
+			}
+			return
+		}
+	}
+	t.Errorf("no access line for /public/:\n%s", s.Logs.String())
+}
