@@ -731,7 +731,7 @@ func TestChallengePostsRedirectSoAReloadDoesNotResubmit(t *testing.T) {
 	ids := deviceIDs(b.submit("action", "start").Body)
 	b.submit("action", "select", "device", ids[0])
 	wrong := b.post("action", "otp", "otp", wrongCode(s.latestOTP("alice")))
-	if wrong.StatusCode != http.StatusSeeOther || wrong.Header.Get("Location") != "/.stepgate/challenge" {
+	if wrong.StatusCode != http.StatusSeeOther || wrong.Header.Get("Location") != "/.stepgate/challenge?return=%2Fadmin%2F" {
 		t.Fatalf("wrong code answered %d to %q, want 303 to the page", wrong.StatusCode, wrong.Header.Get("Location"))
 	}
 	page := b.follow(wrong)

@@ -157,7 +157,12 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	}
 	pages.AppName = cfg.AppName
 	if pages.AppName == "" && s.upstream != nil {
-		pages.AppName = s.upstream.Hostname()
+		// A host name says which application; a sidecar's loopback
+		// address or "localhost" says nothing to the user, nor should an
+		// internal IP address appear on the page.
+		if h := s.upstream.Hostname(); h != "localhost" && net.ParseIP(h) == nil {
+			pages.AppName = h
+		}
 	}
 	// Each remembered key costs ~390 B; five limiters of 20k keys stay
 	// under ~40 MB at worst, inside a sidecar's memory limit. Eviction is

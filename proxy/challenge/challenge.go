@@ -389,7 +389,7 @@ func (h *Handler) tell(w http.ResponseWriter, r *http.Request, c caller, f *sess
 				// Scripts that do not follow redirects still learn the wait.
 				w.Header().Set("Retry-After", strconv.Itoa(max(n, 1)))
 			}
-			h.continueTo(w, r)
+			h.continueTo(w, r, f)
 		}
 		return
 	}
@@ -402,7 +402,7 @@ func (h *Handler) tell(w http.ResponseWriter, r *http.Request, c caller, f *sess
 
 func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow) {
 	if f.FlowID != "" { // a double submit or a reload: resume, never restart
-		h.continueTo(w, r)
+		h.continueTo(w, r, f)
 		return
 	}
 	if !h.allow(w, r, c, f, h.cfg.Limits.StartPerUser, "start_user", "u:"+c.user) ||
@@ -592,12 +592,19 @@ func (h *Handler) saveAndContinue(w http.ResponseWriter, r *http.Request, c call
 		h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
 		return
 	}
-	h.continueTo(w, r)
+	h.continueTo(w, r, f)
 }
 
-func (h *Handler) continueTo(w http.ResponseWriter, r *http.Request) {
+// continueTo answers a POST with a 303 to the page. The URL names the
+// return path, so that the history entry it creates still knows where the
+// user was going: Back to it after success sends the user on (show).
+func (h *Handler) continueTo(w http.ResponseWriter, r *http.Request, f *session.Flow) {
 	setNoStore(w.Header())
-	http.Redirect(w, r, PathChallenge, http.StatusSeeOther)
+	target := PathChallenge
+	if f != nil && f.ReturnPath != "" && f.ReturnPath != "/" {
+		target += "?return=" + url.QueryEscape(f.ReturnPath)
+	}
+	http.Redirect(w, r, target, http.StatusSeeOther)
 }
 
 // finish verifies a completed flow and issues the step-up cookie. It returns

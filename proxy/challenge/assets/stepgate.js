@@ -6,21 +6,18 @@
   // What needs JavaScript (security keys) is hidden until it runs.
   document.documentElement.classList.add("js");
 
-  // Resend: count the cool-down down on the button; the server enforces it.
+  // Resend: count the cool-down down in the hint. The button stays usable
+  // (the server answers an early press with how long is left).
   var resend = document.getElementById("resend");
   var hint = document.getElementById("resend-hint");
   if (resend && resend.getAttribute("data-wait")) {
     var left = parseInt(resend.getAttribute("data-wait"), 10) || 0;
-    var label = resend.textContent;
     var hintText = hint ? hint.textContent : "";
     var tick = function () {
       if (left <= 0) {
-        resend.disabled = false;
-        resend.textContent = label;
         if (hint) { hint.hidden = true; }
         return;
       }
-      resend.disabled = true;
       if (hint) { hint.textContent = hintText.replace(/\d+/, String(left)); }
       left -= 1;
       setTimeout(tick, 1000);
