@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/http/cookiejar"
 	"net/url"
 	"regexp"
@@ -142,4 +144,31 @@ func mustURL(t *testing.T, s string) *url.URL {
 		t.Fatal(err)
 	}
 	return u
+}
+
+func TestDemoAppSaysWhoSteppedUpAndOffersForgetOnlyThen(t *testing.T) {
+	app := httptest.NewServer(demoApp())
+	t.Cleanup(app.Close)
+	get := func(h map[string]string) string {
+		req, _ := http.NewRequest(http.MethodGet, app.URL+"/admin/", nil)
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		resp, err := app.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	plain := get(nil)
+	if strings.Contains(plain, "Forget the step-up") {
+		t.Error("Forget the step-up is offered without a step-up")
+	}
+	up := get(map[string]string{"X-Stepgate-Id-Token": "a.e30.c", "X-Stepgate-User": "alice",
+		"X-Stepgate-Amr": "otp", "X-Stepgate-Auth-Time": "1764067320"})
+	if !strings.Contains(up, "Stepped up as alice via a one-time code at 10:42 UTC") || !strings.Contains(up, "Forget the step-up") {
+		t.Errorf("stepped-up page lacks the line or the Forget button:\n%s", up)
+	}
 }
