@@ -730,7 +730,17 @@ func TestChallengePageInChromium(t *testing.T) {
 		}
 		tb.click(`main[data-state="push"] button[value="cancel"]`)
 		tb.waitPath("/", 10*time.Second)
-		_ = s
+		// From another page of the app, Cancel goes back there.
+		tb.navigate("/reports/weekly")
+		tb.click(`a[href="/admin/"]`)
+		tb.state("start")
+		tb.click(`main[data-state="start"] button[value="start"]`)
+		tb.state("push")
+		tb.click(`main[data-state="push"] button[value="cancel"]`)
+		tb.waitPath("/reports/weekly", 10*time.Second)
+		if ev := s.Logs.Events("mfa.cancelled"); len(ev) != 2 {
+			t.Errorf("mfa.cancelled events = %d, want 2", len(ev))
+		}
 	})
 
 	t.Run("resend delivers a new code that works", func(t *testing.T) {
@@ -977,6 +987,31 @@ func TestChallengePageInChromium(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("a security key on an origin WebAuthn refuses says the address is the problem", func(t *testing.T) {
+		s := newStack(t, withUpstream(demoApp()))
+		tb := openTab(t, browser, s, "carol")
+		// The same gateway browsed as 127.0.0.1: a secure context, but the
+		// tenant's RP ID is localhost, which 127.0.0.1 cannot claim, so
+		// the browser refuses with a SecurityError before any key is asked.
+		tb.base = strings.Replace(tb.base, "localhost", "127.0.0.1", 1)
+		tb.call(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, network.SetCookie, network.SetCookieParams{Name: "demo_user", Value: "carol", URL: tb.base + "/"})
+			return err
+		}))
+		tb.plugInSecurityKey(true)
+		tb.startAndPick("/admin/", pingonesim.DemoCarolFIDO2ID)
+		tb.state("assertion")
+		tb.call(chromedp.Click(chromedp.CSS("#assertion-button"), chromedp.NodeVisible))
+		tb.call(chromedp.WaitVisible(chromedp.CSS("#assertion-error")))
+		if got, want := tb.text("#assertion-error"), englishMessage(t, "assertion_origin"); got != want {
+			t.Errorf("on a refused origin the page says %q, want %q", got, want)
+		}
+		tb.screenshot("assertion-origin")
+		if ev := s.Logs.Events("mfa.completed"); len(ev) != 0 {
+			t.Errorf("mfa.completed events = %d, want 0", len(ev))
+		}
+	})
 
 	t.Run("a security key that does not answer leaves a way out", func(t *testing.T) {
 		s := newStack(t, withUpstream(demoApp()))

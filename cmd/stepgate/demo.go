@@ -94,6 +94,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		"STEPGATE_COOKIE_KEYS":           base64.StdEncoding.EncodeToString(key),
 		"STEPGATE_COOKIE_SECURE":         "false",
 		"STEPGATE_RULES":                 "/admin/ mfa max_age=15m",
+		"STEPGATE_APP_NAME":              "Legacy demo app",
 		"STEPGATE_LOG_LEVEL":             *logLevel,
 	}
 	cfg, err := loadConfig(func(k string) string { return env[k] })
