@@ -815,3 +815,52 @@ func TestAllowPathAccessLinesCarryTheHeaderUser(t *testing.T) {
 	}
 	t.Errorf("no access line for /public/:\n%s", s.Logs.String())
 }
+
+// A push denied on the phone says so, offers a retry and, for a user with
+// another method, that method (issue 16).
+func TestADeniedPushOffersRetryAndAnotherMethod(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		extra  bool // bob also has a text-message device
+		others bool
+	}{
+		{"a user with push alone is offered a retry only", false, false},
+		{"a user with another method is offered it too", true, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStack(t, withTenant(func(tn *pingonesim.Tenant) {
+				if tt.extra {
+					tn.Users[1].Devices = append(tn.Users[1].Devices, pingonesim.Device{ID: "bob-sms", Type: "SMS", Nickname: "Bob's desk phone", Phone: "+1 555 0100 7777"})
+				}
+			}))
+			b := s.browser("bob")
+			b.get("/.stepgate/challenge?return=/admin/")
+			if page := b.submit("action", "start"); !strings.Contains(page.Body, `data-state="push"`) {
+				t.Fatalf("not on the push page: %s", page.Body)
+			}
+			if err := s.Sim.Push(s.Logs.Events("mfa.started")[0]["flow_id"].(string), pingonePush("deny")); err != nil {
+				t.Fatal(err)
+			}
+			page := b.get("/.stepgate/challenge")
+			if page.StatusCode != http.StatusForbidden || !strings.Contains(page.Body, "denied on your phone") || !strings.Contains(page.Body, ">Try again<") {
+				t.Fatalf("after the denial: %d %s", page.StatusCode, page.Body)
+			}
+			if got := strings.Contains(page.Body, `id="other-method"`); got != tt.others {
+				t.Fatalf("another method offered = %v, want %v", got, tt.others)
+			}
+			if !tt.others {
+				return
+			}
+			list := b.submit("action", "start", "pick", "1")
+			if ids := deviceIDs(list.Body); len(ids) != 2 {
+				t.Fatalf("the other-method page lists %v, want both of bob's methods: %s", ids, list.Body)
+			}
+			if page := b.submit("action", "select", "device", "bob-sms"); !strings.Contains(page.Body, `data-state="otp"`) {
+				t.Fatalf("not on the code page after picking the text message: %s", page.Body)
+			}
+			if r := b.post("action", "otp", "otp", s.latestOTP("bob")); r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/admin/" {
+				t.Errorf("the code from the other method: %d to %q", r.StatusCode, r.Header.Get("Location"))
+			}
+		})
+	}
+}

@@ -284,15 +284,18 @@ func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 		h.complete(w, r, c, &f, flow)
 		return
 	case mfa.StatusFailed:
-		reason := "flow_failed"
-		if f.Status == statusPush { // PingOne fails a push flow when the phone denies it
-			reason = "push_denied"
+		if f.Status == statusPush || f.Status == statusPushMany { // PingOne fails a push flow when the phone denies it
+			h.pushDenied(w, r, c, &f)
+			return
 		}
-		h.failed(w, r, c, &f, reason)
+		h.failed(w, r, c, &f, "flow_failed")
 		return
 	case mfa.StatusPushConfirmationRequired:
 		if f.Status != statusPick {
 			f.Status = statusPush
+			if len(flow.Devices) > 1 {
+				f.Status = statusPushMany
+			}
 		}
 	}
 	if err := h.cfg.Store.SaveFlow(w, f); err != nil {
@@ -373,6 +376,10 @@ const statusPick = "pick"
 // flow that then fails was denied on the phone.
 const statusPush = "push"
 
+// statusPushMany is statusPush for a user with other methods: the page
+// after a denial offers them.
+const statusPushMany = "push+"
+
 // tell answers with a message. After a POST (or for the push poll) the
 // message goes into the flow cookie and the browser gets a 303 to the page,
 // which shows it once: a reload or Back never re-submits the form (issue
@@ -419,6 +426,11 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *ses
 	}
 	f.Pending = *pending
 	f.Status = ""
+	if r.PostForm.Get("pick") == "1" && len(flow.Devices) > 1 {
+		// "Use another method" after a denied push: list the methods
+		// whatever PingOne picked by default.
+		f.Status = statusPick
+	}
 	if isSent(flow.Status) {
 		f.SentAt = h.now()
 	}
@@ -674,6 +686,20 @@ func (h *Handler) failed(w http.ResponseWriter, r *http.Request, c caller, f *se
 	h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", reason))
 	f.Pending, f.Status, f.SentAt = mfa.Pending{}, "", time.Time{}
 	h.tell(w, r, c, f, reason, 0)
+}
+
+// pushDenied ends a flow whose push was denied on the phone. The page says
+// so and offers a retry, and another method when the user has one (the
+// message's number is 1 then).
+func (h *Handler) pushDenied(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow) {
+	others := 0
+	if f.Status == statusPushMany {
+		others = 1
+	}
+	h.m.Challenges.WithLabelValues("failed").Inc()
+	h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", "push_denied"))
+	f.Pending, f.Status, f.SentAt = mfa.Pending{}, "", time.Time{}
+	h.tell(w, r, c, f, "push_denied", others)
 }
 
 // status is the JSON endpoint the push page polls.

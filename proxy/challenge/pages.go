@@ -155,6 +155,7 @@ type view struct {
 	App          string // the application's name
 	Opening      string // what is being opened (the return path)
 	Home         string // the way out: where the user came from, or "/"
+	OtherMethods bool   // after a denied push: the user has another method
 
 	flow    *session.Flow
 	catalog map[string]string
@@ -363,6 +364,8 @@ func (h *Handler) renderMessage(w http.ResponseWriter, r *http.Request, f *sessi
 			w.Header().Set("Retry-After", strconv.Itoa(max(n, 1)))
 		case "unavailable":
 			w.Header().Set("Retry-After", "30")
+		case "push_denied":
+			v.OtherMethods = n > 0
 		}
 		h.render(w, r, status, v)
 	default:
