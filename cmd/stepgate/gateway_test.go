@@ -793,9 +793,22 @@ func TestAnExpiredFlowCookieIsCountedAndExplained(t *testing.T) {
 	b := s.browser("alice")
 	b.get("/.stepgate/challenge?return=/admin/")
 	b.Client.Jar = mustJar(t) // the flow cookie is gone (expired)
-	r := b.submit("action", "start")
+	form := url.Values{"csrf": {b.csrf}, "action": {"start"}}
+	req, _ := http.NewRequest(http.MethodPost, s.Proxy+"/.stepgate/challenge", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", s.Proxy)
+	req.Header.Set("Referer", s.Proxy+"/.stepgate/challenge?return=%2Fadmin%2Fusers")
+	post := b.do(req)
+	if post.StatusCode != http.StatusSeeOther {
+		t.Fatalf("POST without a flow cookie: %d, want 303", post.StatusCode)
+	}
+	r := b.follow(post)
 	if !strings.Contains(r.Body, "session expired") || !strings.Contains(r.Body, `data-state="start"`) {
 		t.Errorf("after the flow cookie expired: %d %s", r.StatusCode, r.Body)
+	}
+	// The fresh start still knows where she was going.
+	if !strings.Contains(r.Body, `<dd id="opening">/admin/users</dd>`) {
+		t.Errorf("the fresh start lost the return path: %s", r.Body)
 	}
 	if got := s.metric(t, `stepgate_challenges_total{event="expired"}`); got != 1 {
 		t.Errorf(`stepgate_challenges_total{event="expired"} = %v, want 1`, got)

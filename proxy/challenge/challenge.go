@@ -328,7 +328,7 @@ func (h *Handler) act(w http.ResponseWriter, r *http.Request, c caller) {
 		// to act on. A fresh flow cookie carries the explanation to the
 		// start page.
 		h.m.Challenges.WithLabelValues("expired").Inc()
-		f = session.Flow{User: c.user, ReturnPath: "/", CSRF: randomBytes(32), Created: h.now()}
+		f = session.Flow{User: c.user, ReturnPath: pageReturn(r), CSRF: randomBytes(32), Created: h.now()}
 		h.tell(w, r, c, &f, "session_expired", 0)
 		return
 	}
@@ -891,6 +891,17 @@ func referrerPath(r *http.Request) string {
 		return ""
 	}
 	return safeFrom(u.RequestURI())
+}
+
+// pageReturn is the return path named by the challenge page the form was
+// posted from (its Referer, same origin only), or "/": after the flow cookie
+// expired, a fresh start still knows where the user was going.
+func pageReturn(r *http.Request) string {
+	u, err := url.Parse(r.Header.Get("Referer"))
+	if err != nil || u.Host != r.Host || u.Path != PathChallenge {
+		return "/"
+	}
+	return SafeReturn(u.Query().Get("return"))
 }
 
 // maxFrom bounds "where the user came from" in the flow cookie, which also
