@@ -877,3 +877,21 @@ func TestADeniedPushOffersRetryAndAnotherMethod(t *testing.T) {
 		})
 	}
 }
+
+func TestASecurityKeyPingOneDoesNotKnowIsExplained(t *testing.T) {
+	s := newStack(t)
+	b := s.browser("carol")
+	b.get("/.stepgate/challenge?return=/admin/")
+	b.submit("action", "start")
+	if page := b.submit("action", "select", "device", pingonesim.DemoCarolFIDO2ID); !strings.Contains(page.Body, `data-state="assertion"`) {
+		t.Fatalf("not on the security-key page: %s", page.Body)
+	}
+	stranger := `{"id":"c3RyYW5nZXI","rawId":"c3RyYW5nZXI","type":"public-key","response":{"clientDataJSON":"e30","authenticatorData":"AA","signature":"AA","userHandle":null}}`
+	page := b.submit("action", "assertion", "origin", s.Proxy, "assertion", stranger)
+	if page.StatusCode != http.StatusBadRequest || !strings.Contains(page.Body, `data-state="assertion"`) || !strings.Contains(page.Body, "may not be registered") {
+		t.Fatalf("a key PingOne refuses: %d %s", page.StatusCode, page.Body)
+	}
+	if b.cookie("stepgate") != "" {
+		t.Error("a step-up cookie was issued for a refused key")
+	}
+}
