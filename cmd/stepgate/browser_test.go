@@ -631,6 +631,14 @@ func TestChallengePageInChromium(t *testing.T) {
 			t.Errorf("query after step-up = %q, want ?week=12", got)
 		}
 		tb.screenshot("app-after-step-up")
+		// The demo app's own page: who stepped up, how and when, and its
+		// header table inside a phone's width.
+		if got := tb.text("#stepped-up"); !strings.HasPrefix(got, "Stepped up as alice via SMS at ") {
+			t.Errorf("the demo app says %q", got)
+		}
+		if w := evalJS[int](tb, "document.documentElement.scrollWidth"); w > 390 {
+			t.Errorf("the demo app's page is %d px wide at 390 px", w)
+		}
 	})
 
 	t.Run("a wrong code is announced with the attempts left, then the right one works", func(t *testing.T) {

@@ -257,17 +257,18 @@ func demoApp() http.Handler {
 // steppedUpLine says, from stepgate's headers, who stepped up, how and
 // when: "Stepped up as alice via a one-time code at 10:42 UTC".
 func steppedUpLine(h http.Header) string {
-	how := map[string]string{"otp": "a one-time code", "sms": "text message", "swk": "phone app push",
-		"hwk": "security key", "mfa": "MFA", "fido": "security key", "pop": "security key"}
-	var via []string
-	for _, a := range strings.Split(h.Get("X-Stepgate-Amr"), ",") {
-		if v, ok := how[strings.TrimSpace(a)]; ok {
-			via = append(via, v)
-		}
-	}
+	// The most specific method the amr names (RFC 8176 values).
+	amr := "," + strings.ReplaceAll(h.Get("X-Stepgate-Amr"), " ", "") + ","
 	line := "Stepped up as " + h.Get("X-Stepgate-User")
-	if len(via) > 0 {
-		line += " via " + strings.Join(via, " and ")
+	for _, m := range []struct{ amr, says string }{
+		{"sms", "SMS"}, {"tel", "a phone call"}, {"mail", "e-mail"}, {"email", "e-mail"},
+		{"swk", "a phone app push"}, {"hwk", "a security key"}, {"fido", "a security key"},
+		{"otp", "a one-time code"}, {"mfa", "MFA"},
+	} {
+		if strings.Contains(amr, ","+m.amr+",") {
+			line += " via " + m.says
+			break
+		}
 	}
 	if sec, err := strconv.ParseInt(h.Get("X-Stepgate-Auth-Time"), 10, 64); err == nil {
 		line += " at " + time.Unix(sec, 0).UTC().Format("15:04 UTC")
