@@ -255,7 +255,7 @@ func demoApp() http.Handler {
 }
 
 // steppedUpLine says, from stepgate's headers, who stepped up, how and
-// when: "Stepped up as alice via a one-time code at 10:42 UTC".
+// when: "Stepped up as alice via SMS at 10:42 UTC".
 func steppedUpLine(h http.Header) string {
 	// The most specific method the amr names (RFC 8176 values).
 	amr := "," + strings.ReplaceAll(h.Get("X-Stepgate-Amr"), " ", "") + ","

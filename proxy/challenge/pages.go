@@ -305,6 +305,9 @@ func (h *Handler) renderFlow(w http.ResponseWriter, r *http.Request, status int,
 	if v.State == "otp" && v.Selected.Type != "TOTP" {
 		v.ResendIn = int((h.cooldownLeft(f) + time.Second - 1) / time.Second)
 	}
+	if msg == "resend_wait" && v.ResendIn == 0 {
+		v.ResendIn = n // the push page: the wait the refusal computed
+	}
 	h.render(w, r, status, v)
 }
 
