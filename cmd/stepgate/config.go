@@ -65,6 +65,7 @@ type config struct {
 	IDTokenHeader        string        `env:"ID_TOKEN_HEADER" envDefault:"X-Stepgate-Id-Token"`
 	AllowMFABypass       bool          `env:"ALLOW_MFA_BYPASS" envDefault:"false"`
 	TemplatesDir         string        `env:"TEMPLATES_DIR"`
+	AppName              string        `env:"APP_NAME"`
 	TLSCertFile          string        `env:"TLS_CERT_FILE"`
 	TLSKeyFile           string        `env:"TLS_KEY_FILE"`
 	UpstreamCAFile       string        `env:"UPSTREAM_CA_FILE"`

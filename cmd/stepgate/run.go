@@ -205,6 +205,15 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	if err != nil {
 		return nil, err
 	}
+	pages.AppName = cfg.AppName
+	if pages.AppName == "" && s.upstream != nil {
+		// A host name says which application; a sidecar's loopback
+		// address or "localhost" says nothing to the user, nor should an
+		// internal IP address appear on the page.
+		if h := s.upstream.Hostname(); h != "localhost" && net.ParseIP(h) == nil {
+			pages.AppName = h
+		}
+	}
 	// Each remembered key costs ~390 B; five limiters of 20k keys stay
 	// under ~40 MB at worst, inside a sidecar's memory limit. Eviction is
 	// least-recently-used, so an attacker rotating keys only evicts
@@ -245,10 +254,14 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		Mapping:      mapping,
 		MappingCheck: mappingVars,
 		AllowBypass:  cfg.AllowMFABypass,
-		Pages:        pages,
-		Logger:       log,
-		Metrics:      m,
-		Now:          now,
+		Verified: func(r *http.Request, user, method, ret string) bool {
+			su, ok := store.StepUp(r)
+			return ok && proxy.Fresh(su, user, ruleFor(method, ret), now())
+		},
+		Pages:   pages,
+		Logger:  log,
+		Metrics: m,
+		Now:     now,
 	})
 	if err != nil {
 		return nil, err

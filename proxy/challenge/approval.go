@@ -72,7 +72,7 @@ func (h *Handler) adoptApproval(w http.ResponseWriter, r *http.Request, c caller
 		h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
 		return
 	}
-	h.continueTo(w, r)
+	h.continueTo(w, r, nil) // the flow cookie has the return path
 }
 
 // openApproval opens the held request, or renders why it cannot be.
