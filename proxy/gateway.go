@@ -248,11 +248,12 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 			if user, err = g.cfg.Identity.User(r, trusted); err == nil && g.fresh(su, user, rules.Rule{}) {
 				fw.stepUp = &su
 			}
-		} else if g.identityHeader != "" && r.Header.Get(g.identityHeader) != "" {
-			// For the access line only: a header identity costs a map
-			// lookup (a JWT one would cost a signature check, so it is
-			// not worked out here).
-			user, _ = g.cfg.Identity.User(r, trusted)
+		} else if vs := r.Header[g.identityHeader]; trusted && len(vs) == 1 && identity.ValidUser(vs[0]) {
+			// For the access line only (the upstream gets the header as
+			// it is): a header identity from a trusted peer is a map
+			// lookup; spelling variants went in step 2. A JWT identity
+			// would cost a signature check, so it is not worked out here.
+			user = vs[0]
 		}
 		g.forward(w, r, fw)
 		return decisionAllow, user, client
