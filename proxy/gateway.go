@@ -111,6 +111,7 @@ type Gateway struct {
 	now             func() time.Time
 	tokenHeader     string
 	identityHeaders []string // canonical forms: identity and PingOne-user headers
+	identityHeader  string   // canonical form of the identity header, header identity only
 	bearer          bool
 	windowsPaths    bool
 	origin          *http.CrossOriginProtection
@@ -143,6 +144,7 @@ func New(cfg Config) (*Gateway, error) {
 		origin:      http.NewCrossOriginProtection(),
 	}
 	g.bearer = g.tokenHeader == "Authorization"
+	g.identityHeader = http.CanonicalHeaderKey(cfg.IdentityHeader)
 	for _, h := range []string{cfg.IdentityHeader, cfg.PingOneUserHeader} {
 		if h != "" {
 			g.identityHeaders = append(g.identityHeaders, http.CanonicalHeaderKey(h))
@@ -292,11 +294,12 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 			if user, err = g.cfg.Identity.User(r, trusted); err == nil && g.fresh(su, user, rules.Rule{}) {
 				fw.stepUp = &su
 			}
-		} else if g.cfg.IdentityHeader != "" && r.Header.Get(g.cfg.IdentityHeader) != "" {
-			// For the access line only: a header identity costs a map
-			// lookup (a JWT one would cost a signature check, so it is
-			// not worked out here).
-			user, _ = g.cfg.Identity.User(r, trusted)
+		} else if vs := r.Header[g.identityHeader]; g.identityHeader != "" && trusted && len(vs) == 1 && identity.ValidUser(vs[0]) {
+			// For the access line only (the upstream gets the header as
+			// it is): a header identity from a trusted peer is a map
+			// lookup; spelling variants went in step 2. A JWT identity
+			// would cost a signature check, so it is not worked out here.
+			user = vs[0]
 		}
 		g.forward(w, r, fw)
 		return decisionAllow, user, client

@@ -679,6 +679,17 @@ func TestChallengePageInChromium(t *testing.T) {
 		tb.startAndPick("/admin/", pingonesim.DemoAliceSMSID)
 		tb.state("otp")
 		code := deliveredCode(t, s, "alice", "SMS")
+		// Letters get the page's own message (the browser does not stop
+		// the form with its generic one), and cost no attempt.
+		tb.typeInto("#otp", "12ab56")
+		if resp := tb.submit(chromedp.KeyEvent(kb.Enter)); resp.Status != 400 {
+			t.Errorf("a code with letters answered %d, want 400", resp.Status)
+		}
+		tb.state("otp")
+		if got, want := tb.text("#message"), englishMessage(t, "otp_format"); got != want {
+			t.Errorf("a code with letters says %q, want %q", got, want)
+		}
+		tb.screenshot("otp-format")
 		tb.typeInto("#otp", wrongCode(code))
 		tb.submit(chromedp.KeyEvent(kb.Enter))
 		tb.state("otp")

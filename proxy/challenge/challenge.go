@@ -285,6 +285,9 @@ func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 			f.From = from
 		}
 	}
+	if len(f.ReturnPath)+len(f.From) > MaxReturnPath {
+		f.From = "" // the flow cookie keeps room for PingOne's cookies
+	}
 	msg, n := f.Flash, f.FlashN
 	f.Flash, f.FlashN = "", 0
 	if msg == "" && q.Get("error") == "csrf" {
