@@ -232,3 +232,29 @@ func TestPushPageWithoutNumberMatchingShowsNoNumber(t *testing.T) {
 		t.Errorf("a number is shown without number matching: %s", r.Body)
 	}
 }
+
+// TestPingOneCoolDownIsExplained: after PingOne's per-user cool-down starts
+// (3 wrong codes), choosing a code method again shows why it is refused.
+func TestPingOneCoolDownIsExplained(t *testing.T) {
+	s := newStack(t)
+	b := s.browser("alice")
+	b.get("/.stepgate/challenge?return=/admin/")
+	ids := deviceIDs(b.follow(b.post("action", "start")).Body)
+	b.follow(b.post("action", "select", "device", ids[0]))
+	for range 3 {
+		b.post("action", "otp", "otp", wrongCode(s.latestOTP("alice")))
+	}
+	b = s.browser("alice")
+	b.get("/.stepgate/challenge?return=/admin/")
+	ids = deviceIDs(b.follow(b.post("action", "start")).Body)
+	if len(ids) == 0 {
+		t.Fatal("no devices offered")
+	}
+	r := b.post("action", "select", "device", ids[1]) // the e-mail: blocked as well
+	if r.StatusCode != http.StatusBadRequest || !strings.Contains(r.Body, "Too many failed attempts with this method") {
+		t.Errorf("select during PingOne's cool-down: %d %s", r.StatusCode, r.Body)
+	}
+	if r := b.get("/admin/"); r.StatusCode != http.StatusFound {
+		t.Errorf("GET /admin/ during the cool-down = %d, want 302", r.StatusCode)
+	}
+}

@@ -657,7 +657,11 @@ func (h *Handler) pingOneError(w http.ResponseWriter, r *http.Request, c caller,
 		_ = h.cfg.Store.SaveFlow(w, *f)
 		h.render(w, r, http.StatusForbidden, &view{State: "error", Message: "verification_failed", Restart: true, flow: f})
 	default: // KindInvalid, KindWrongOTP outside an OTP check
-		h.render(w, r, http.StatusBadRequest, &view{State: "error", Message: "rejected", Back: true})
+		msg := "rejected"
+		if pe.DetailCode == "LIMIT_EXCEEDED" { // PingOne's per-user OTP cool-down or push limit (SOURCES A28, B13)
+			msg = "method_locked"
+		}
+		h.render(w, r, http.StatusBadRequest, &view{State: "error", Message: msg, Back: true})
 	}
 }
 
