@@ -17,7 +17,7 @@ const maxDevices = 32
 const maxField = 512
 
 // decodeFlow turns a PingOne flow object into a Flow. It is deliberately
-// tolerant (PROTOCOL §6.4): only id and status are required; a field of an
+// tolerant (docs/pingone.md §6.4): only id and status are required; a field of an
 // unexpected type is ignored rather than failing the whole flow, because most
 // of the shape is inferred rather than documented.
 func decodeFlow(body []byte) (*Flow, error) {

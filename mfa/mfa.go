@@ -50,7 +50,7 @@ type Config struct {
 	HTTPClient   *http.Client  // default: own transport; redirects are never followed
 	Now          func() time.Time
 	Logger       *slog.Logger
-	// Limiter caps calls to PingOne from this process (SPEC §8); nil means no cap.
+	// Limiter caps calls to PingOne from this process (docs/design.md §8); nil means no cap.
 	Limiter *rate.Limiter
 	// Observe, if set, is called once per PingOne call: op is one of
 	// authorize, flow_read, device_select, otp_check, assertion_check,

@@ -49,10 +49,12 @@ import (
 func chromiumPath(t *testing.T) string {
 	t.Helper()
 	if p := os.Getenv("STEPGATE_CHROMIUM"); p != "" {
+		t.Logf("browser tests run in %s", p)
 		return p
 	}
 	for _, name := range []string{"chromium", "chromium-browser", "google-chrome-stable", "google-chrome", "chrome", "headless-shell"} {
 		if p, err := exec.LookPath(name); err == nil {
+			t.Logf("browser tests run in %s", p)
 			return p
 		}
 	}

@@ -23,7 +23,7 @@ import (
 	"github.com/stepgate/stepgate/mfa/pingonesim"
 )
 
-// runSimulate runs the PingOne simulator alone with the demo tenant (SPEC §11).
+// runSimulate runs the PingOne simulator alone with the demo tenant (docs/design.md §11).
 func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("stepgate simulate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -35,7 +35,7 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	sim := pingonesim.New(pingonesim.Options{Tenant: pingonesim.DemoTenant(), Logger: log, Clock: pingonesim.NewRunningClock()})
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
-		return fmt.Errorf("simulate: %w", err)
+		return fmt.Errorf("simulate: %w (choose another address with -addr)", err)
 	}
 	t := pingonesim.DemoTenant()
 	fmt.Fprintf(stdout, "PingOne simulator on http://%s (environment %s, issuer http://%s/%s/as)\ninbox: http://%s/_sim/inbox/page\n",
@@ -44,7 +44,7 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 // runDemo starts, on loopback, the simulator, a demo "legacy" app, a
-// stand-in upstream IdP and stepgate guarding /admin/ (SPEC §12).
+// stand-in upstream IdP and stepgate guarding /admin/ (docs/design.md §12).
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("stepgate demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -58,13 +58,14 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	var lns [5]net.Listener
+	flags := []string{"-idp-addr", "-sim-addr", "-app-addr", "-proxy-addr", "-admin-addr"}
 	for i, a := range []string{*idpAddr, *simAddr, *appAddr, *proxyAddr, *adminAddr} {
 		ln, err := net.Listen("tcp", a)
 		if err != nil {
 			for _, l := range lns[:i] {
 				l.Close()
 			}
-			return fmt.Errorf("demo: %w", err)
+			return fmt.Errorf("demo: %w (choose another address with %s; the flags are -idp-addr, -sim-addr, -app-addr, -proxy-addr, -admin-addr)", err, flags[i])
 		}
 		lns[i] = ln
 	}
@@ -92,7 +93,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		"STEPGATE_PINGONE_ACR_VALUES":    "MFA-Only",
 		"STEPGATE_COOKIE_KEYS":           base64.StdEncoding.EncodeToString(key),
 		"STEPGATE_COOKIE_SECURE":         "false",
-		"STEPGATE_RULES":                 "/admin/ mfa max_age=15m",
+		"STEPGATE_RULES":                 demoRules,
 		"STEPGATE_LOG_LEVEL":             *logLevel,
 	}
 	cfg, err := loadConfig(func(k string) string { return env[k] })
@@ -108,7 +109,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer cancel()
 	errc := make(chan error, 4)
 	go func() { errc <- serveUntil(ctx, simLn, sim) }()
-	go func() { errc <- serveUntil(ctx, appLn, demoApp()) }()
+	go func() { errc <- serveUntil(ctx, appLn, demoActions(demoApp())) }()
 	go func() { errc <- serveUntil(ctx, idpLn, standInIdP(proxyLn.Addr().String())) }()
 	cfg.ShutdownDrain = 0
 	go func() { errc <- serve(ctx, cfg, s, stdout, &listeners{proxy: proxyLn, admin: adminLn}, clock.Now) }()
@@ -118,6 +119,7 @@ stepgate demo is running.
   open        http://%[1]s/           (the stand-in IdP signs you in as alice; pick another user at /.demo/login)
               http://localhost:%[6]s/  use this one for security keys (WebAuthn needs a host name)
   protected   http://%[1]s/admin/      step-up MFA required
+  approve     http://%[1]s/payments/   a payment and a user deletion, each approved on its own
   inbox       http://%[2]s/_sim/inbox/page   SMS/e-mail codes and push approvals land here
   users       alice (SMS, e-mail), bob (push), carol (authenticator app, security key), dave (none: refused)
   metrics     http://%[5]s/metrics

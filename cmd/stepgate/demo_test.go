@@ -143,3 +143,46 @@ func mustURL(t *testing.T, s string) *url.URL {
 	}
 	return u
 }
+
+func TestDemoPaymentIsApprovedWithTheAmountInTheSMS(t *testing.T) {
+	_, stderr := startCommand(t, "Press Ctrl-C", "demo", "-idp-addr", "127.0.0.1:0", "-sim-addr", "127.0.0.1:0",
+		"-app-addr", "127.0.0.1:0", "-proxy-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0", "-log-level", "warn")
+	out := stderr.String()
+	entry := regexp.MustCompile(`open\s+(http://127\.0\.0\.1:\d+)/`).FindStringSubmatch(out)
+	inbox := regexp.MustCompile(`inbox\s+(http://127\.0\.0\.1:\d+)/_sim/inbox/page`).FindStringSubmatch(out)
+	admin := regexp.MustCompile(`metrics\s+(http://127\.0\.0\.1:\d+)/metrics`).FindStringSubmatch(out)
+	if entry == nil || inbox == nil || admin == nil || !strings.Contains(out, "/payments/") {
+		t.Fatalf("demo did not print its URLs:\n%s", out)
+	}
+	waitStatus(t, admin[1]+"/readyz", http.StatusOK, 10*time.Second)
+	b := &browser{t: t, base: entry[1], Client: &http.Client{Jar: mustJar(t), Timeout: 10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	if r := b.get("/payments/"); r.StatusCode != http.StatusOK || !strings.Contains(r.Body, `action="/payments/transfer"`) {
+		t.Fatalf("payments page: %d %s", r.StatusCode, r.Body)
+	}
+	r := b.postForm("/payments/transfer", url.Values{"amount": {"500"}, "currency": {"EUR"}, "payee": {"ACME GmbH"}})
+	r = b.follow(b.follow(r))
+	if !strings.Contains(r.Body, "<dt>Payee</dt><dd>ACME GmbH</dd>") {
+		t.Fatalf("approval page: %s", r.Body)
+	}
+	r = b.follow(b.post("action", "start"))
+	b.follow(b.post("action", "select", "device", deviceIDs(r.Body)[0]))
+	resp, err := http.Get(inbox[1] + "/_sim/inbox?user=alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []struct{ OTP, Text string }
+	err = json.NewDecoder(resp.Body).Decode(&msgs)
+	resp.Body.Close()
+	if err != nil || len(msgs) == 0 || !strings.Contains(msgs[0].Text, "500 EUR to ACME GmbH") {
+		t.Fatalf("inbox: %+v %v", msgs, err)
+	}
+	r = b.post("action", "otp", "otp", msgs[0].OTP)
+	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/payments/transfer" {
+		t.Fatalf("OTP: %d %q", r.StatusCode, r.Header.Get("Location"))
+	}
+	r = b.follow(r)
+	if r.StatusCode != http.StatusOK || !strings.Contains(r.Body, "500 EUR to ACME GmbH, as alice") {
+		t.Fatalf("after approval: %d %s", r.StatusCode, r.Body)
+	}
+}

@@ -1,6 +1,6 @@
 package main
 
-// PingOne faults seen through the whole gateway (issue 8, SPEC §10): for
+// PingOne faults seen through the whole gateway (issue 8, docs/design.md §10): for
 // each fault the simulator injects, the page and status the user gets, the
 // metrics and log lines an operator sees, that users stepped up before the
 // fault keep working, that no mfa path is ever served without a step-up,

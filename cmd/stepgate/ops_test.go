@@ -1,6 +1,6 @@
 package main
 
-// Operability (SPEC §10): the metrics a real step-up moves, the admin-only
+// Operability (docs/design.md §10): the metrics a real step-up moves, the admin-only
 // endpoints, readiness tied to PingOne's signing keys, and log hygiene.
 
 import (
@@ -34,7 +34,7 @@ type opsRun struct {
 	csrf    []string
 }
 
-// opsScenario drives the traffic that SPEC §10 metrics and audit events
+// opsScenario drives the traffic that docs/design.md §10 metrics and audit events
 // describe: an allow request, a full SMS step-up followed by a stepped-up
 // request, a wrong OTP on another flow, and flow starts until one is
 // rate-limited.

@@ -25,12 +25,14 @@ import (
 	"github.com/stepgate/stepgate/mfa"
 	"github.com/stepgate/stepgate/mfa/jwks"
 	"github.com/stepgate/stepgate/proxy"
+	"github.com/stepgate/stepgate/proxy/approve"
 	"github.com/stepgate/stepgate/proxy/challenge"
 	"github.com/stepgate/stepgate/proxy/identity"
 	"github.com/stepgate/stepgate/proxy/ratelimit"
 	"github.com/stepgate/stepgate/proxy/reqpath"
 	"github.com/stepgate/stepgate/proxy/rules"
 	"github.com/stepgate/stepgate/session"
+	stepstore "github.com/stepgate/stepgate/store"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=…".
@@ -50,9 +52,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	fs := flag.NewFlagSet("stepgate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	checkConfig := fs.Bool("check-config", false, "validate the configuration, print the effective rules, and exit")
+	checkConfig := fs.Bool("check-config", false, "validate the configuration, print the effective rules and identity mapping, and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // asked for help: the usage is printed, and that is success
+		}
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -64,6 +73,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	cfg, err := loadConfig(getenv)
 	if err != nil {
+		if getenv(envPrefix+"UPSTREAM") == "" && getenv(envPrefix+"PINGONE_ENV_ID") == "" {
+			return fmt.Errorf("%w\nno configuration found: stepgate is configured by STEPGATE_* environment variables (see README.md).\n"+
+				"To try it without PingOne or an IdP, run: stepgate demo", err)
+		}
 		return err
 	}
 	s, err := cfg.validate(os.ReadFile)
@@ -77,13 +90,38 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		fmt.Fprintf(stdout, "configuration ok\nupstream: %s\npingone: %s\nrules (first match wins):\n",
 			s.upstream.Redacted(), issuer)
+		approves := 0
 		for _, r := range s.rules.Rules() {
 			fmt.Fprintf(stdout, "  %s\n", r)
+			if r.Action == rules.Approve {
+				approves++
+			}
 		}
+		if approves > 0 {
+			fmt.Fprintf(stdout, "approve rules: %d; held request bodies up to %d bytes\n", approves, cfg.ApproveMaxBody)
+			fmt.Fprintln(stdout, "warning: approvals are kept in this process's memory: each is single-use on one replica only; run a single replica (or route a user to one)")
+		}
+		fmt.Fprintf(stdout, "identity: %s\n", cfg.describeIdentity())
+		fmt.Fprintf(stdout, "pingone user: %s\n", cfg.describeMapping(s.mapping))
 		return nil
 	}
 	return serve(ctx, cfg, s, stdout, nil, time.Now)
 }
+
+// usage is the top of `stepgate -h`.
+const usage = `stepgate: step-up MFA through PingOne in front of a web application.
+
+Usage:
+  stepgate                 serve, configured by STEPGATE_* environment variables (README.md)
+  stepgate -check-config   validate the configuration, explain it, and exit
+  stepgate -version        print the version and exit
+  stepgate demo [flags]    run a complete demo on loopback (simulator, IdP, app, stepgate);
+                           flags -idp-addr -sim-addr -app-addr -proxy-addr -admin-addr -log-level
+  stepgate simulate [-addr 127.0.0.1:8081]
+                           run the PingOne simulator alone with the demo tenant
+
+Flags:
+`
 
 // gateway is a built, not yet serving, stepgate.
 type gateway struct {
@@ -143,13 +181,24 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		g.idKeys = jwks.New(jwks.Options{URL: cfg.IdentityJWKSURL, Client: pingoneHTTP, Now: now})
 		ident, err = identity.NewJWT(identity.JWTOptions{
 			Header: cfg.IdentityJWTHeader, Issuer: cfg.IdentityIssuer, Audience: cfg.IdentityAudience,
-			Claim: cfg.IdentityClaim, Keyfunc: g.idKeys.Keyfunc, Now: now,
+			Claim: cfg.IdentityClaim, Keyfunc: g.idKeys.Keyfunc, Now: now, AnyPeer: cfg.IdentityJWTAnyPeer,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("identity: %w", err)
 		}
 	default:
 		ident = identity.NewHeader(cfg.IdentityHeader)
+	}
+
+	mo := s.mapping
+	mo.Source = ident
+	mo.UpstreamSource = "header " + http.CanonicalHeaderKey(cfg.IdentityHeader)
+	if cfg.Identity == "jwt" {
+		mo.UpstreamSource = "claim " + cfg.IdentityClaim
+	}
+	mapping, err := identity.NewMapping(mo)
+	if err != nil {
+		return nil, fmt.Errorf("STEPGATE_PINGONE_USER_FROM: %w", err)
 	}
 
 	pages, err := challenge.NewPages(cfg.TemplatesDir)
@@ -165,20 +214,27 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		l, b := ratelimit.Every(n, per)
 		return ratelimit.New(ratelimit.Options{Limit: l, Burst: b, MaxKeys: maxKeys, Now: now})
 	}
-	ruleFor := func(ret string) rules.Rule {
+	ruleFor := func(method, ret string) rules.Rule {
+		if method == "" {
+			method = http.MethodGet
+		}
 		if i := strings.IndexByte(ret, '?'); i >= 0 {
 			ret = ret[:i]
 		}
-		p, err := reqpath.Parse(http.MethodGet, ret)
+		p, err := reqpath.Parse(method, ret)
 		if err != nil {
-			return s.rules.Match(http.MethodGet, "/")
+			return s.rules.Match(method, "/")
 		}
-		return s.rules.Match(http.MethodGet, p.Match)
+		return s.rules.Match(method, p.Match)
 	}
+	// Held requests and approvals (approve rules): in this process,
+	// bounded; see the store package.
+	approvals := approve.New(stepstore.NewMemory(stepstore.MemoryOptions{Now: now}), cfg.ApproveMaxBody, now)
 	chal, err := challenge.New(challenge.Config{
-		PingOne: client,
-		Store:   store,
-		RuleFor: ruleFor,
+		PingOne:   client,
+		Store:     store,
+		Approvals: approvals,
+		RuleFor:   ruleFor,
 		Limits: challenge.Limits{
 			StartPerUser: limiter(cfg.LimitStartsPerUser, cfg.LimitWindow),
 			StartPerIP:   limiter(cfg.LimitStartsPerIP, cfg.LimitWindow),
@@ -186,11 +242,13 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 			PollPerFlow:  ratelimit.New(ratelimit.Options{Limit: 1, Burst: 3, MaxKeys: maxKeys, Now: now}),
 			SendPerUser:  limiter(cfg.LimitSendsPerUser, cfg.LimitWindow),
 		},
-		AllowBypass: cfg.AllowMFABypass,
-		Pages:       pages,
-		Logger:      log,
-		Metrics:     m,
-		Now:         now,
+		Mapping:      mapping,
+		MappingCheck: mappingVars,
+		AllowBypass:  cfg.AllowMFABypass,
+		Pages:        pages,
+		Logger:       log,
+		Metrics:      m,
+		Now:          now,
 	})
 	if err != nil {
 		return nil, err
@@ -216,6 +274,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		Identity:      ident,
 		StepUps:       store,
 		Challenge:     chal,
+		Approvals:     approvals,
 		IDTokenHeader: cfg.IDTokenHeader,
 		IdentityHeader: func() string {
 			if cfg.Identity == "header" {
@@ -223,7 +282,9 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 			}
 			return ""
 		}(),
+		PingOneUserHeader:    mapping.Header(),
 		CaseInsensitivePaths: cfg.CaseInsensitive,
+		BodyIdleTimeout:      cfg.BodyIdleTimeout,
 		AccessLog:            access,
 		Logger:               log,
 		Metrics:              m,
@@ -337,7 +398,7 @@ type listeners struct {
 }
 
 // serve runs the proxy and admin listeners until ctx ends, then drains and
-// shuts down gracefully (SPEC §10).
+// shuts down gracefully (docs/design.md §10).
 func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *listeners, now func() time.Time) error {
 	level, _ := parseLevel(cfg.LogLevel)
 	stdout, flushLogs := bufferLogs(stdout)
@@ -356,13 +417,13 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 	}
 	if ls.proxy == nil {
 		if ls.proxy, err = net.Listen("tcp", cfg.Listen); err != nil {
-			return fmt.Errorf("STEPGATE_LISTEN: %w", err)
+			return fmt.Errorf("STEPGATE_LISTEN: %w (set STEPGATE_LISTEN to a free address)", err)
 		}
 	}
 	if ls.admin == nil {
 		if ls.admin, err = net.Listen("tcp", cfg.AdminListen); err != nil {
 			ls.proxy.Close()
-			return fmt.Errorf("STEPGATE_ADMIN_LISTEN: %w", err)
+			return fmt.Errorf("STEPGATE_ADMIN_LISTEN: %w (set STEPGATE_ADMIN_LISTEN to a free address)", err)
 		}
 	}
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)

@@ -102,7 +102,7 @@ func mustBeChallenged(t *testing.T, s *stack, b *browser, path string) {
 }
 
 // ---------------------------------------------------------------------------
-// Path confusion (SPEC §2): the decision and the upstream must agree on the
+// Path confusion (docs/design.md §2): the decision and the upstream must agree on the
 // path. Forms already in TestRefusedPathFormsAnswer400 are not repeated.
 
 func TestPathConfusion_EncodedDotSegmentsInEveryCase(t *testing.T) {
@@ -222,7 +222,7 @@ func TestPathConfusion_OverlongPath(t *testing.T) {
 }
 
 // ---------------------------------------------------------------------------
-// Forwarded-header trust (SPEC §4, §6).
+// Forwarded-header trust (docs/design.md §4, §6).
 
 func TestForwardedHeaderTrust_UntrustedPeerCannotSteerTheUpstream(t *testing.T) {
 	s := newStack(t, withEnv("STEPGATE_TRUSTED_PROXIES", "10.9.9.9/32"))
@@ -316,7 +316,7 @@ func TestForwardedHeaderTrust_MalformedXFFFallsBackToThePeer(t *testing.T) {
 }
 
 // ---------------------------------------------------------------------------
-// Identity headers (SPEC §4, §6).
+// Identity headers (docs/design.md §4, §6).
 
 func TestIdentityHeaders_DuplicatedOrJoinedIdentityIsRefused(t *testing.T) {
 	s := newStack(t)
@@ -387,7 +387,7 @@ func TestIdentityHeaders_DuplicatedStepUpCookie(t *testing.T) {
 }
 
 // ---------------------------------------------------------------------------
-// Step-up cookie (SPEC §5). Tampered, truncated, oversized, retired-key and
+// Step-up cookie (docs/design.md §5). Tampered, truncated, oversized, retired-key and
 // other-user cookies are in gateway_test.go.
 
 func TestStepUpCookie_ExpiredIDToken(t *testing.T) {
@@ -440,7 +440,7 @@ func TestStepUpCookie_ReplayedFlowCookieDoesNotExtendFreshness(t *testing.T) {
 }
 
 // ---------------------------------------------------------------------------
-// The challenge (SPEC §7). CSRF, GET-start and bypass are in gateway_test.go.
+// The challenge (docs/design.md §7). CSRF, GET-start and bypass are in gateway_test.go.
 
 func TestChallenge_FlowCookieFromAnotherUsersFlow(t *testing.T) {
 	s := newStack(t)
@@ -576,7 +576,7 @@ func TestChallenge_SMSPumpingByRepeatedResends(t *testing.T) {
 }
 
 // ---------------------------------------------------------------------------
-// Abuse limits (SPEC §8) beyond the per-user ones above.
+// Abuse limits (docs/design.md §8) beyond the per-user ones above.
 
 func TestAbuseLimit_FlowStartsPerIPIgnoreSpoofedXFFEntries(t *testing.T) {
 	s := newStack(t)
@@ -648,7 +648,7 @@ func TestAbuseLimit_PingOneRetryAfterIsHonoured(t *testing.T) {
 }
 
 // ---------------------------------------------------------------------------
-// Fail closed (SPEC §1, §10): no failure ever becomes an allow on an mfa path.
+// Fail closed (docs/design.md §1, §10): no failure ever becomes an allow on an mfa path.
 
 func TestFailClosed_PingOneDown(t *testing.T) {
 	s := newStack(t)

@@ -258,7 +258,8 @@ type browser struct {
 	t      testing.TB
 	s      *stack
 	base   string
-	user   string // sent as X-Forwarded-User (we are a trusted peer)
+	user   string      // sent as X-Forwarded-User (we are a trusted peer)
+	header http.Header // optional: more headers on every request
 	Client *http.Client
 	csrf   string
 }
@@ -282,6 +283,9 @@ func (b *browser) do(req *http.Request) response {
 	b.t.Helper()
 	if b.user != "" {
 		req.Header.Set("X-Forwarded-User", b.user)
+	}
+	for k, v := range b.header {
+		req.Header[k] = v
 	}
 	if req.Header.Get("Accept") == "" {
 		req.Header.Set("Accept", "text/html,application/xhtml+xml")

@@ -15,7 +15,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// jwtSkew is the clock skew tolerated on exp/nbf of inbound JWTs (PROTOCOL §3, INFERRED).
+// jwtSkew is the clock skew tolerated on exp/nbf of inbound JWTs (docs/pingone.md §3, INFERRED).
 const jwtSkew = 60 * time.Second
 
 // authorizeParams are the single-valued parameters /as/authorize reads.

@@ -7,7 +7,7 @@ import (
 	"encoding/hex"
 )
 
-// Demo tenant identifiers (SPEC §12).
+// Demo tenant identifiers (docs/design.md §12).
 const (
 	DemoEnvID        = "6f1c2a4e-0d7b-4c1e-9a52-3b8f0e6d2c11"
 	DemoClientID     = "c0a8e3b2-5d4f-4e6a-8b7c-1d2e3f4a5b6c"
@@ -74,7 +74,7 @@ func DemoTransactionTemplate() Template {
 	}}
 }
 
-// DemoTenant is the demo environment of SPEC §12: policy MFA-Only
+// DemoTenant is the demo environment of docs/design.md §12: policy MFA-Only
 // (DEFAULT_TO_FIRST, BYPASS for users without devices), RP ID localhost, and
 // users alice (SMS+EMAIL, prompt), bob (push), carol (TOTP+FIDO2, prompt) and
 // dave (no device: the bypass stepgate must refuse), and the notification

@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// Flow statuses (PROTOCOL §6.1).
+// Flow statuses (docs/pingone.md §6.1).
 const (
 	statusDeviceSelection = "DEVICE_SELECTION_REQUIRED"
 	statusOTP             = "OTP_REQUIRED"
@@ -228,7 +228,7 @@ func (s *Server) sweepLocked(now time.Time) {
 	}
 }
 
-// The flow JSON (PROTOCOL §6.5).
+// The flow JSON (docs/pingone.md §6.5).
 type (
 	link struct {
 		Href string `json:"href"`

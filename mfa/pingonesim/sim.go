@@ -2,7 +2,7 @@
 // handler that speaks the MFA-only, non-redirect (response_mode=pi.flow)
 // surface of a PingOne environment — /as/authorize, the flows API, /as/resume,
 // /as/token, /as/jwks and discovery — well enough that a client passing
-// against it works against PingOne (see ../../../shared/pingone/PROTOCOL.md
+// against it works against PingOne (see docs/pingone.md
 // and README.md in this directory for every inferred choice).
 //
 // It exists for tests, `stepgate demo` and `stepgate simulate`. It must never

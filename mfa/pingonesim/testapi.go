@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// serveSim is the test API under /_sim/ (SPEC §11). It is not PingOne's
+// serveSim is the test API under /_sim/ (docs/design.md §11). It is not PingOne's
 // surface: faults do not apply and Requests does not count it.
 func (s *Server) serveSim(w http.ResponseWriter, r *http.Request) {
 	p := strings.TrimPrefix(r.URL.Path, "/_sim")

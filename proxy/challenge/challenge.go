@@ -56,6 +56,7 @@ type Store interface {
 	ClearFlow(w http.ResponseWriter)
 	SaveStepUp(w http.ResponseWriter, v session.StepUp) error
 	ClearStepUp(w http.ResponseWriter)
+	SaveApproved(w http.ResponseWriter, ref string, ttl time.Duration) error
 }
 
 // Limiter is one abuse limit.
@@ -63,7 +64,7 @@ type Limiter interface {
 	Allow(key string) (ok bool, retryAfter time.Duration)
 }
 
-// Limits are the abuse limits of SPEC §8. A nil limiter does not limit.
+// Limits are the abuse limits of docs/design.md §8. A nil limiter does not limit.
 type Limits struct {
 	StartPerUser Limiter
 	StartPerIP   Limiter
@@ -74,13 +75,32 @@ type Limits struct {
 	SendPerUser Limiter
 }
 
+// UserMapping finds the user PingOne knows for a request whose upstream
+// user is established (docs/design.md §17).
+type UserMapping interface {
+	// PingOneUser returns the value for the login_hint_token sub.
+	PingOneUser(r *http.Request, user string) (string, error)
+	// Source says where the value comes from ("header X-Forwarded-Email").
+	Source() string
+}
+
 // Config wires a Handler.
 type Config struct {
 	PingOne PingOne
 	Store   Store
-	// RuleFor returns the rule that guards a return path (query included).
-	RuleFor     func(returnPath string) rules.Rule
-	Limits      Limits
+	// Mapping, optional, maps the upstream user to the PingOne user; nil
+	// sends the upstream user as it is.
+	Mapping UserMapping
+	// MappingCheck names, for the log line of a refused user, the settings
+	// an operator should check (for example the environment variables).
+	MappingCheck string
+	// RuleFor returns the rule that guards a request with this method
+	// ("" means GET) to a return path (query included).
+	RuleFor func(method, returnPath string) rules.Rule
+	Limits  Limits
+	// Approvals, optional, opens and approves requests held by approve
+	// rules.
+	Approvals   Approvals
 	AllowBypass bool
 	Pages       *Pages
 	Logger      *slog.Logger
@@ -149,10 +169,15 @@ func (h *Handler) Serve(w http.ResponseWriter, r *http.Request, user string, cli
 	}
 }
 
-// Require answers a request to an mfa path without a valid step-up (SPEC §7).
+// Require answers a request to an mfa path without a valid step-up (docs/design.md §7).
 // Request bodies are never kept or replayed.
 func (h *Handler) Require(w http.ResponseWriter, r *http.Request, rule rules.Rule) {
 	target := PathChallenge + "?return=" + url.QueryEscape(SafeReturn(r.RequestURI))
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		// The flow must ask for the policy of the rule this method
+		// matched, not of the rule a GET to the same path would match.
+		target += "&method=" + url.QueryEscape(r.Method)
+	}
 	setNoStore(w.Header())
 	switch clientKind(r) {
 	case kindNavigation:
@@ -224,10 +249,19 @@ func isFormContent(ct string) bool {
 
 // show renders the page for the current state; it never starts a flow.
 func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
+	if ref := r.URL.Query().Get("approval"); ref != "" {
+		h.adoptApproval(w, r, c, ref)
+		return
+	}
 	f, ok := h.cfg.Store.Flow(r)
+	if !ok && r.URL.Query().Get("done") == doneApproved {
+		h.render(w, r, http.StatusOK, &view{State: "approved"})
+		return
+	}
 	ret := r.URL.Query().Get("return")
+	method := returnMethod(r.URL.Query().Get("method"))
 	if !ok || f.User != c.user {
-		f = session.Flow{User: c.user, ReturnPath: SafeReturn(ret), CSRF: randomBytes(32), Created: h.now()}
+		f = session.Flow{User: c.user, ReturnPath: SafeReturn(ret), ReturnMethod: method, CSRF: randomBytes(32), Created: h.now()}
 		if err := h.cfg.Store.SaveFlow(w, f); err != nil {
 			h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
 			return
@@ -236,8 +270,8 @@ func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 		return
 	}
 	if f.FlowID == "" {
-		if ret != "" && SafeReturn(ret) != f.ReturnPath {
-			f.ReturnPath = SafeReturn(ret)
+		if ret != "" && (SafeReturn(ret) != f.ReturnPath || method != f.ReturnMethod) {
+			f.ReturnPath, f.ReturnMethod = SafeReturn(ret), method
 			if err := h.cfg.Store.SaveFlow(w, f); err != nil {
 				h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
 				return
@@ -267,7 +301,7 @@ func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 	h.renderFlow(w, r, http.StatusOK, &f, flow, "")
 }
 
-// act performs one form action (SPEC §7 form contract).
+// act performs one form action (docs/design.md §7 form contract).
 func (h *Handler) act(w http.ResponseWriter, r *http.Request, c caller) {
 	if err := h.origin.Check(r); err != nil {
 		h.audit(r, "request.rejected", c, "", slog.String("reason", "cross-origin challenge post"))
@@ -335,11 +369,24 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *ses
 		!h.allow(w, r, c, h.cfg.Limits.StartPerIP, "start_ip", ipKey(c.client)) {
 		return
 	}
-	rule := h.cfg.RuleFor(f.ReturnPath)
-	flow, pending, err := h.cfg.PingOne.Start(r.Context(), mfa.StartRequest{
-		User: c.user, RemoteIP: c.client.String(), ACR: rule.ACR, MaxAge: rule.MaxAge,
-		Prompt: rule.Prompt,
-	})
+	req, what, ok := h.startRequest(w, r, c, f)
+	if !ok {
+		return
+	}
+	source := "the upstream user"
+	if m := h.cfg.Mapping; m != nil {
+		source = m.Source()
+		var err error
+		if req.User, err = m.PingOneUser(r, c.user); err != nil {
+			h.notSetUp(w, r, c, source, "", err.Error())
+			return
+		}
+	}
+	flow, pending, err := h.cfg.PingOne.Start(r.Context(), req)
+	if pe := (*mfa.Error)(nil); errors.As(err, &pe) && pe.UserRefused() {
+		h.notSetUp(w, r, c, source, req.User, pe.Error())
+		return
+	}
 	if err != nil {
 		h.pingOneError(w, r, c, f, err)
 		return
@@ -347,7 +394,7 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *ses
 	f.Pending = *pending
 	f.Status = ""
 	h.m.Challenges.WithLabelValues("started").Inc()
-	h.audit(r, "mfa.started", c, f.FlowID, slog.String("rule", rule.Path), slog.String("status", string(flow.Status)))
+	h.audit(r, "mfa.started", c, f.FlowID, slog.String("rule", what), slog.String("status", string(flow.Status)))
 	h.afterAction(w, r, c, f, flow)
 }
 
@@ -512,6 +559,10 @@ func (h *Handler) finish(w http.ResponseWriter, r *http.Request, c caller, f *se
 		h.render(w, r, http.StatusForbidden, &view{State: "error", Message: "no_mfa_method"})
 		return ""
 	}
+	if f.Approval != "" {
+		// An approval is for one request: it never becomes a step-up.
+		return h.finishApproval(w, r, c, f)
+	}
 	// Freshness counts from the MFA itself. A completed flow can be read
 	// again with a kept copy of its flow cookie (for the cookie's 15
 	// minutes), and PingOne answers with the same ID token; taking the
@@ -665,6 +716,19 @@ func (h *Handler) pingOneError(w http.ResponseWriter, r *http.Request, c caller,
 	}
 }
 
+// notSetUp answers a user PingOne does not know, or whose PingOne user the
+// request does not carry: the page says so, and the log names where the
+// value came from and what to check, because the usual cause is a chain that
+// sends PingOne the IdP's own user id (docs/design.md §17).
+func (h *Handler) notSetUp(w http.ResponseWriter, r *http.Request, c caller, source, pingOneUser, reason string) {
+	h.audit(r, "identity.rejected", c, "",
+		slog.String("reason", "pingone user not set up: "+reason),
+		slog.String("pingone_user", pingOneUser),
+		slog.String("pingone_user_source", source),
+		slog.String("check", h.cfg.MappingCheck))
+	h.render(w, r, http.StatusForbidden, &view{State: "error", Message: "not_set_up"})
+}
+
 func (h *Handler) internal(w http.ResponseWriter, r *http.Request, c caller, err error) {
 	h.log.LogAttrs(r.Context(), slog.LevelError, "challenge error", slog.String("user", c.user), slog.String("error", err.Error()))
 	h.Error(w, r, http.StatusInternalServerError, "internal")
@@ -702,6 +766,22 @@ func deviceType(flow *mfa.Flow, id string) string {
 		}
 	}
 	return ""
+}
+
+// returnMethod is the method query parameter of the challenge page as the
+// flow records it: an upper-case method token of at most 16 letters, or ""
+// (GET) for anything else. It only chooses which rule's policy the flow asks
+// for; the step-up is checked against the real rule when it is used.
+func returnMethod(m string) string {
+	if m == "" || len(m) > 16 || m == http.MethodGet || m == http.MethodHead {
+		return ""
+	}
+	for i := 0; i < len(m); i++ {
+		if m[i] < 'A' || m[i] > 'Z' {
+			return ""
+		}
+	}
+	return m
 }
 
 // validID accepts PingOne-style ids only, so nothing odd reaches a URL or a log.

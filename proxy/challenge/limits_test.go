@@ -63,7 +63,7 @@ func newLimitsHarness(t testing.TB, maxKeys int) *limitsHarness {
 	h, err := New(Config{
 		PingOne: startOnlyPingOne{},
 		Store:   store,
-		RuleFor: func(string) rules.Rule { return rules.Rule{Path: "/admin/", Action: rules.MFA} },
+		RuleFor: func(string, string) rules.Rule { return rules.Rule{Path: "/admin/", Action: rules.MFA} },
 		Limits:  Limits{StartPerUser: perUser, StartPerIP: perIP},
 		Pages:   pages,
 		Logger:  slog.New(slog.DiscardHandler),
@@ -129,7 +129,7 @@ func TestStartLimitsAnswer429WithRetryAfter(t *testing.T) {
 // TestLimiterMemoryIsFlatUnderDistinctUsersAndIPs drives flow starts from
 // distinct users at distinct addresses through the handler and its real
 // limiters: once the key sets are full, the heap must stop growing with the
-// number of keys (SPEC §8). A million requests normally; 25k under -race or
+// number of keys (docs/design.md §8). A million requests normally; 25k under -race or
 // -short.
 func TestLimiterMemoryIsFlatUnderDistinctUsersAndIPs(t *testing.T) {
 	const maxKeys = 1000

@@ -146,6 +146,7 @@ type view struct {
 	CSRF         string
 	Nonce        string
 	Lang         string
+	Approval     *approvalView // what is being approved, on an approval's pages
 
 	flow    *session.Flow
 	catalog map[string]string
@@ -232,6 +233,11 @@ func (h *Handler) renderFlow(w http.ResponseWriter, r *http.Request, status int,
 func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, v *view) {
 	if v.flow != nil {
 		v.CSRF = base64.RawURLEncoding.EncodeToString(v.flow.CSRF)
+		if v.flow.Approval != "" && v.Approval == nil && h.cfg.Approvals != nil {
+			if held, err := h.cfg.Approvals.Open(r.Context(), v.flow.Approval); err == nil && held.User == v.flow.User {
+				v.Approval = newApprovalView(held)
+			}
+		}
 	}
 	if v.AttemptsLeft == 0 && v.Message == "" {
 		v.AttemptsLeft = -1
