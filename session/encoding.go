@@ -86,7 +86,7 @@ func (f Flow) LogValue() slog.Value {
 // starts again). Tags:
 //
 //	1 ReturnMethod (string)   2 Approval (string)
-//
+
 // Tags of the flow's optional fields.
 const (
 	tagReturnMethod byte = 1

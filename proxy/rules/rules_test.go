@@ -194,7 +194,7 @@ func TestParseErrors(t *testing.T) {
 		{"a max_age over a day is refused", "/a mfa max_age=25h", `<= 24h0m0s`},
 		{"an empty acr is refused", "/a mfa acr=", `must be 1 to 128`},
 		{"a prompt other than login is refused", "/a mfa prompt=none", `the only prompt is login`},
-		{"prompt on allow is refused", "/a allow prompt=login", `options are only allowed on mfa rules`},
+		{"prompt on allow is refused", "/a allow prompt=login", `options are only allowed on mfa and approve rules`},
 		{"an acr with a quote is refused", `/a mfa acr=a"b`, `only visible ASCII`},
 		{"an empty name in an acr list is refused", "/a mfa acr=A,,B", `must be 1 to 128`},
 		{"a repeated name in an acr list is refused", "/a mfa acr=A,A", `listed twice`},
