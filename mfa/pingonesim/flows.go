@@ -106,7 +106,7 @@ func (s *Server) selectLocked(f *flow, d *Device, now time.Time) {
 	f.selected, f.otp, f.challenge = d, "", nil
 	f.challenged = true
 	switch d.Type {
-	case "SMS", "VOICE", "EMAIL":
+	case "SMS", "VOICE", "EMAIL", "WHATSAPP":
 		f.otp, f.otpExpiry = newOTP(), now.Add(OTPLifetime)
 		s.deliverLocked(Message{DeviceID: d.ID, Type: d.Type, OTP: f.otp, Text: s.messageText(f, d, f.otp),
 			FlowID: f.id, User: f.user.Username, SentAt: now})
@@ -147,7 +147,7 @@ func amrFor(d *Device) []string {
 		return []string{"otp", "sms"}
 	case "VOICE":
 		return []string{"otp", "tel"}
-	case "EMAIL", "TOTP":
+	case "EMAIL", "TOTP", "WHATSAPP":
 		return []string{"otp"}
 	case "MOBILE":
 		return []string{"swk", "user"}
