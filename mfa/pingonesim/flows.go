@@ -726,8 +726,8 @@ func (s *Server) Push(flowID string, o PushOutcome) error {
 
 // ForceStatus puts a flow into any status, known to PingOne or not, so that
 // tests can check how a client copes with a status it does not know. The
-// flow keeps its devices; it can be answered only by session.reset or
-// device.select when the status allows them (it does not, unless known).
+// flow keeps its devices; no action is allowed in a status the simulator
+// does not know, so such a flow can only be read or left to expire.
 func (s *Server) ForceStatus(flowID, status string) error {
 	now := s.now()
 	s.mu.Lock()
