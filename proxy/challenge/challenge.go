@@ -855,7 +855,11 @@ func (h *Handler) pingOneError(w http.ResponseWriter, r *http.Request, c caller,
 		f.Pending, f.Status, f.SentAt = mfa.Pending{}, "", time.Time{}
 		h.tell(w, r, c, f, "verification_failed", 0)
 	default: // KindInvalid, KindWrongOTP outside an OTP check
-		h.tell(w, r, c, f, "rejected", 0)
+		msg := "rejected"
+		if pe.DetailCode == "LIMIT_EXCEEDED" { // PingOne's per-user OTP cool-down or push limit (docs/pingone.md)
+			msg = "method_locked"
+		}
+		h.tell(w, r, c, f, msg, 0)
 	}
 }
 

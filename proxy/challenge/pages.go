@@ -343,6 +343,8 @@ var messageKinds = map[string]struct{ status, place int }{
 	"rate_limited":          {http.StatusTooManyRequests, errorPage},
 	"unavailable":           {http.StatusServiceUnavailable, errorPage},
 	"rejected":              {http.StatusBadRequest, errorPage},
+	"method_locked":         {http.StatusBadRequest, errorPage},
+	"store_unavailable":     {http.StatusServiceUnavailable, errorPage},
 	"otp_limit":             {http.StatusForbidden, terminal},
 	"flow_failed":           {http.StatusForbidden, terminal},
 	"push_denied":           {http.StatusForbidden, terminal},
