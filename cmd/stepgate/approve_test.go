@@ -368,8 +368,15 @@ func TestAnExpiredApprovalSaysSoAndForwardsNothing(t *testing.T) {
 	r = b.follow(b.post("action", "select", "device", deviceIDs(r.Body)[0]))
 	s.Clock.Advance(2*time.Minute + time.Second) // the rule's ttl
 	r = b.post("action", "otp", "otp", s.latestOTP("alice"))
+	if r.StatusCode != http.StatusSeeOther { // like every POST outcome: a reload must not re-submit
+		t.Fatalf("late OTP: %d, want 303", r.StatusCode)
+	}
+	r = b.follow(r)
 	if r.StatusCode != http.StatusGone || !strings.Contains(r.Body, "This approval has expired") {
 		t.Fatalf("late OTP: %d %s", r.StatusCode, r.Body)
+	}
+	if r = b.get(r.Request.URL.RequestURI()); r.StatusCode != http.StatusGone {
+		t.Errorf("reloading the expired page: %d, want the same page", r.StatusCode)
 	}
 	b.get("/payments/transfer")
 	if n := up.count("POST", "/payments/transfer"); n != 0 {

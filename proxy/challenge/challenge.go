@@ -271,8 +271,7 @@ func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 	}
 	f, ok := h.cfg.Store.Flow(r)
 	q := r.URL.Query()
-	if !ok && q.Get("done") == doneApproved {
-		h.render(w, r, http.StatusOK, &view{State: "approved"})
+	if !ok && h.showDone(w, r, q.Get("done")) {
 		return
 	}
 	ret := q.Get("return")
