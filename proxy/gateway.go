@@ -56,7 +56,14 @@ type Challenger interface {
 
 // Config wires a Gateway. Every field is required unless marked optional.
 type Config struct {
-	Upstream      *url.URL
+	Upstream *url.URL
+	// UpstreamHost, optional, is the Host header sent upstream; "" means
+	// the host of Upstream. The client's Host is never forwarded unless
+	// PreserveHost is set: an upstream that routes by Host (virtual hosts)
+	// would otherwise serve another site's paths under rules written for
+	// this one.
+	UpstreamHost  string
+	PreserveHost  bool
 	Transport     http.RoundTripper
 	Rules         *rules.Set
 	ClientIP      *clientip.Resolver
@@ -329,7 +336,10 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Path = joinPath(u.Path, fw.path.Match)
 	pr.Out.URL.RawPath = joinPath(u.EscapedPath(), fw.path.Escaped)
 	pr.Out.URL.RawQuery = pr.In.URL.RawQuery
-	pr.Out.Host = pr.In.Host
+	pr.Out.Host = g.cfg.UpstreamHost // "": the upstream URL's host
+	if g.cfg.PreserveHost {
+		pr.Out.Host = pr.In.Host
+	}
 
 	// With a step-up, ten headers are added below; a map sized for them
 	// once is cheaper than the clone's map growing (and rehashing) twice.
