@@ -524,3 +524,21 @@ func TestHostRouting_TheUpstreamSeesItsOwnHostUnlessTheOperatorSaysOtherwise(t *
 		})
 	}
 }
+
+func TestBestFitPaths_LookAlikesAreRefusedOnACaseInsensitiveApp(t *testing.T) {
+	s := newStack(t, withEnv("STEPGATE_CASE_INSENSITIVE_PATHS", "true"))
+	for _, target := range []string{
+		"/%EF%BD%81dmin/", "/%EF%BC%A1DMIN/users", "/admin%EF%BC%8Fusers", "/admin%EF%BC%BCusers",
+		"/adm%C4%B1n/", "/%E2%93%90dmin/", "/admin%E2%88%95users",
+	} {
+		if status := rawRequest(t, s.Proxy, "GET "+target+" HTTP/1.1\r\nHost: x\r\nX-Forwarded-User: alice\r\n\r\n"); status != http.StatusBadRequest {
+			t.Errorf("GET %s: got %d, want 400 (Windows best-fit reads it as /admin)", target, status)
+		}
+	}
+	if n := len(s.Requests()); n != 0 {
+		t.Errorf("the upstream received %d look-alike request(s)", n)
+	}
+	if status := rawRequest(t, s.Proxy, "GET /caf%C3%A9 HTTP/1.1\r\nHost: x\r\n\r\n"); status != http.StatusOK {
+		t.Errorf("GET /caf%%C3%%A9: got %d, want 200 (a Latin-1 letter is not a look-alike)", status)
+	}
+}
