@@ -191,6 +191,8 @@ type forward struct {
 	// the rule: the response, a WebSocket or an event stream included, is
 	// cut then, so a stream opened just in time cannot outlive max_age.
 	until time.Time
+	rule  rules.Rule    // the mfa rule, to challenge again once until passed
+	in    *http.Request // the request as received, for that challenge
 }
 
 type forwardKey struct{}
@@ -285,7 +287,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 		return decisionRequired, user, client
 	}
 	fw.stepUp = &su
-	fw.until = freshUntil(su, rule)
+	fw.until, fw.rule, fw.in = freshUntil(su, rule), rule, r
 	g.forward(w, r, fw)
 	return decisionStepUp, user, client
 }
@@ -421,6 +423,13 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		g.audit(r, "request.rejected", "", fw.client, slog.String("reason", be.Error()))
 		w.Header().Set("Connection", "close") // the rest of the body is unreadable
 		g.cfg.Challenge.Error(w, r, status, msg)
+		return
+	}
+	if !fw.until.IsZero() && errors.Is(r.Context().Err(), context.DeadlineExceeded) {
+		// The step-up stopped being fresh before the upstream answered:
+		// not the upstream's fault; the client needs a new step-up.
+		g.log.LogAttrs(r.Context(), slog.LevelInfo, "step-up expired during the request", slog.String("path", logPath(r)))
+		g.cfg.Challenge.Require(w, fw.in, fw.rule)
 		return
 	}
 	status, msg := http.StatusBadGateway, "upstream_unavailable"

@@ -549,6 +549,8 @@ func endlessStreams(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/admin/ws":
 		echoUpgrade(w, r)
+	case "/admin/slow":
+		<-r.Context().Done() // answers nothing until stepgate gives up
 	case "/admin/events":
 		w.Header().Set("Content-Type", "text/event-stream")
 		tick := time.NewTicker(100 * time.Millisecond)
@@ -618,5 +620,22 @@ func TestStreamsOnMFAPathsEndWhenTheStepUpStopsBeingFresh(t *testing.T) {
 				t.Error("nothing streamed before the cut")
 			}
 		})
+	}
+
+	t.Run("a response that has not started yet asks for a new step-up", func(t *testing.T) {
+		c, br := rawDial(t, s.Proxy, "GET /admin/slow HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n"+
+			"X-Forwarded-User: alice\r\nCookie: "+cookie+"\r\n\r\n")
+		_ = c.SetDeadline(time.Now().Add(8 * time.Second))
+		resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+		if err != nil {
+			t.Fatalf("read response: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "insufficient_user_authentication") {
+			t.Errorf("got %d %q, want 401 with a step-up challenge", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+		}
+	})
+	if n := len(jsonLogLines(s.Logs.String(), "upstream error")); n != 0 {
+		t.Errorf(`%d "upstream error" lines; a step-up running out is not the upstream failing`, n)
 	}
 }
