@@ -63,10 +63,8 @@ func TestMFAPathAnswersByClientKind(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := s.browser("alice")
-			// A body only where the method has one: a GET with a body is
-			// refused before any rule (CL.0, see tunnels_test.go).
-			var body io.Reader
-			if tt.method == "POST" {
+			var body io.Reader // a GET with a body is refused before any rule (CL.0)
+			if tt.method != http.MethodGet {
 				body = strings.NewReader("secret=body")
 			}
 			req, _ := http.NewRequest(tt.method, s.Proxy+tt.path, body)

@@ -123,6 +123,14 @@ Usage:
 Flags:
 `
 
+// Page-load flow reads allowed per minute (burst the same): see
+// challenge.Limits.ReadPerFlow. One user can so spend at most
+// pageReadsPerUser of the PingOne cap in a burst, then one call every 2 s.
+const (
+	pageReadsPerFlow = 20
+	pageReadsPerUser = 30
+)
+
 // gateway is a built, not yet serving, stepgate.
 type gateway struct {
 	proxy    http.Handler
@@ -250,6 +258,10 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 			OTPPerUser:   limiter(cfg.LimitOTPPerUser, cfg.LimitWindow),
 			PollPerFlow:  ratelimit.New(ratelimit.Options{Limit: 1, Burst: 3, MaxKeys: maxKeys, Now: now}),
 			SendPerUser:  limiter(cfg.LimitSendsPerUser, cfg.LimitWindow),
+			// Page loads of a pending flow: a person needs a handful per
+			// flow (one after each action, a no-JS push page every 4 s).
+			ReadPerFlow: limiter(pageReadsPerFlow, time.Minute),
+			ReadPerUser: limiter(pageReadsPerUser, time.Minute),
 		},
 		Mapping:      mapping,
 		MappingCheck: mappingVars,
@@ -281,6 +293,8 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	}
 	gw, err := proxy.New(proxy.Config{
 		Upstream:      s.upstream,
+		UpstreamHost:  cfg.UpstreamHost,
+		PreserveHost:  cfg.PreserveHost,
 		Transport:     newTransport(upstreamTLS, cfg.UpstreamTimeout, 512),
 		Rules:         s.rules,
 		ClientIP:      s.trusted,
@@ -490,10 +504,18 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 	defer cancel()
 	proxyErr := proxySrv.Shutdown(sctx)
 	adminErr := adminSrv.Shutdown(sctx)
-	if err := errors.Join(proxyErr, adminErr); err != nil {
+	err = errors.Join(proxyErr, adminErr)
+	if err != nil {
 		proxySrv.Close()
 		adminSrv.Close()
+	}
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err != nil {
+		// Streams that never end (server-sent events, WebSockets) are what
+		// the timeout is for: cutting them is a normal stop, exit 0.
+		log.Warn("shutdown timeout: closed the connections still open", "timeout", cfg.ShutdownTimeout.String())
 	}
 	log.Info("stopped")
 	return nil

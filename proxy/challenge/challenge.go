@@ -73,6 +73,13 @@ type Limits struct {
 	// SendPerUser bounds device selections and resends, each of which can
 	// make PingOne send an SMS, e-mail or push (SMS pumping within one flow).
 	SendPerUser Limiter
+	// ReadPerFlow and ReadPerUser bound the flow reads a challenge page
+	// load (and a resend) costs, apart from push polling (PollPerFlow):
+	// without them one user reloading the page drains the process-wide
+	// PingOne cap that every user's start shares. Both are checked before
+	// PingOne is called, so a refused reload costs PingOne nothing.
+	ReadPerFlow Limiter
+	ReadPerUser Limiter
 }
 
 // UserMapping finds the user PingOne knows for a request whose upstream
@@ -311,6 +318,9 @@ func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 		h.renderMessage(w, r, &f, nil, msg, n)
 		return
 	}
+	if !h.allowRead(w, r, c, &f) {
+		return
+	}
 	flow, err := h.cfg.PingOne.Read(r.Context(), &f.Pending)
 	if err != nil {
 		h.pingOneError(w, r, c, &f, err)
@@ -539,6 +549,9 @@ func (h *Handler) cooldownLeft(f *session.Flow) time.Duration {
 }
 
 func (h *Handler) resend(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow) {
+	if !h.allowRead(w, r, c, f) {
+		return
+	}
 	flow, err := h.cfg.PingOne.Read(r.Context(), &f.Pending)
 	if err != nil {
 		h.pingOneError(w, r, c, f, err)
@@ -894,6 +907,32 @@ func (h *Handler) allow(w http.ResponseWriter, r *http.Request, c caller, f *ses
 	h.audit(r, "mfa.rate_limited", c, "", slog.String("limit", name))
 	h.tell(w, r, c, f, "rate_limited", int(retrySeconds(wait)))
 	return false
+}
+
+// allowRead applies the page-load read limits, per flow then per user. Over
+// either, the page answers 429 with Retry-After and a way back, from the
+// flow cookie alone: no PingOne call.
+func (h *Handler) allowRead(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow) bool {
+	for _, l := range []struct {
+		lim       Limiter
+		name, key string
+	}{
+		{h.cfg.Limits.ReadPerFlow, "read_flow", "f:" + f.FlowID},
+		{h.cfg.Limits.ReadPerUser, "read_user", "u:" + c.user},
+	} {
+		if l.lim == nil {
+			continue
+		}
+		if ok, wait := l.lim.Allow(l.key); !ok {
+			h.m.RateLimited.WithLabelValues(l.name).Inc()
+			h.audit(r, "mfa.rate_limited", c, f.FlowID, slog.String("limit", l.name))
+			setNoStore(w.Header())
+			w.Header().Set("Retry-After", retryAfter(wait))
+			h.render(w, r, http.StatusTooManyRequests, &view{State: "error", Message: "rate_limited", Back: true, RetryAfter: wait, flow: f})
+			return false
+		}
+	}
+	return true
 }
 
 func (h *Handler) audit(r *http.Request, event string, c caller, flowID string, attrs ...slog.Attr) {
