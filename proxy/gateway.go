@@ -56,7 +56,14 @@ type Challenger interface {
 
 // Config wires a Gateway. Every field is required unless marked optional.
 type Config struct {
-	Upstream      *url.URL
+	Upstream *url.URL
+	// UpstreamHost, optional, is the Host header sent upstream; "" means
+	// the host of Upstream. The client's Host is never forwarded unless
+	// PreserveHost is set: an upstream that routes by Host (virtual hosts)
+	// would otherwise serve another site's paths under rules written for
+	// this one.
+	UpstreamHost  string
+	PreserveHost  bool
 	Transport     http.RoundTripper
 	Rules         *rules.Set
 	ClientIP      *clientip.Resolver
@@ -291,7 +298,22 @@ func (g *Gateway) fresh(su session.StepUp, user string, rule rules.Rule) bool {
 	if now.Before(su.AuthTime.Add(-time.Minute)) { // a step-up from the future is not ours
 		return false
 	}
-	return rule.ACR == "" || su.ACR == rule.ACR
+	return acrSatisfies(su.ACR, rule.ACR)
+}
+
+// acrSatisfies reports whether a step-up's acr (the one sign-on policy
+// PingOne ran) is one of the rule's policies. A rule's ACR is acr_values:
+// names separated by spaces (acr=A,B in the rule), any of which will do.
+func acrSatisfies(got, want string) bool {
+	if want == "" {
+		return true
+	}
+	for name := range strings.FieldsSeq(want) {
+		if name == got {
+			return true
+		}
+	}
+	return false
 }
 
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, fw *forward) {
@@ -314,7 +336,10 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Path = joinPath(u.Path, fw.path.Match)
 	pr.Out.URL.RawPath = joinPath(u.EscapedPath(), fw.path.Escaped)
 	pr.Out.URL.RawQuery = pr.In.URL.RawQuery
-	pr.Out.Host = pr.In.Host
+	pr.Out.Host = g.cfg.UpstreamHost // "": the upstream URL's host
+	if g.cfg.PreserveHost {
+		pr.Out.Host = pr.In.Host
+	}
 
 	// With a step-up, ten headers are added below; a map sized for them
 	// once is cheaper than the clone's map growing (and rehashing) twice.

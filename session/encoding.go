@@ -45,6 +45,10 @@ type Flow struct {
 	CSRF       []byte // 32 random bytes
 	Created    time.Time
 	Status     string // last known flow status (for rendering without a PingOne call)
+	// ReturnMethod is the method of the request that needed the step-up:
+	// with ReturnPath it picks the rule (and so the acr and max_age) the
+	// flow asks PingOne for. "" means GET.
+	ReturnMethod string
 }
 
 // LogValue keeps the flow's secrets (PingOne cookies, PKCE verifier, CSRF)
@@ -64,7 +68,10 @@ func (f Flow) LogValue() slog.Value {
 //
 //	step-up: 0x01 ID User Subject AuthTime ACR count(AMR) AMR... IDToken TokenExpiry
 //	flow:    0x02 FlowID count(Cookies) (Name Value)... Nonce State CodeVerifier ACR
-//	         Challenged(0|1) User ReturnPath CSRF Created Status
+//	         Challenged(0|1) User ReturnPath CSRF Created Status [ReturnMethod]
+//
+// ReturnMethod was added later and is written only when not empty, so flow
+// cookies sealed before it (and by replicas not yet upgraded) still open.
 const (
 	kindStepUp byte = 1
 	kindFlow   byte = 2
@@ -137,6 +144,9 @@ func marshalFlow(f Flow) ([]byte, error) {
 	b = appendString(b, string(f.CSRF))
 	b = appendTime(b, f.Created)
 	b = appendString(b, f.Status)
+	if f.ReturnMethod != "" {
+		b = appendString(b, f.ReturnMethod)
+	}
 	return b, nil
 }
 
@@ -302,6 +312,11 @@ func unmarshalFlow(p []byte) (Flow, error) {
 	}
 	f.Created = d.time()
 	f.Status = d.string()
+	if d.err == nil && d.off < len(d.s) {
+		if f.ReturnMethod = d.string(); f.ReturnMethod == "" {
+			d.fail() // never written empty: one plaintext per flow
+		}
+	}
 	if err := d.end(); err != nil {
 		return Flow{}, err
 	}

@@ -21,6 +21,8 @@ import (
 // values the program runs on.
 type config struct {
 	Upstream            string        `env:"UPSTREAM,required"`
+	UpstreamHost        string        `env:"UPSTREAM_HOST"`
+	PreserveHost        bool          `env:"PRESERVE_HOST" envDefault:"false"`
 	PingOneEnvID        string        `env:"PINGONE_ENV_ID,required"`
 	PingOneClientID     string        `env:"PINGONE_CLIENT_ID,required"`
 	PingOneClientSecret string        `env:"PINGONE_CLIENT_SECRET,required" secret:"true"`
@@ -159,6 +161,12 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	default:
 		s.upstream = u
 	}
+	switch {
+	case c.UpstreamHost != "" && c.PreserveHost:
+		bad("UPSTREAM_HOST", "set STEPGATE_UPSTREAM_HOST or STEPGATE_PRESERVE_HOST, not both")
+	case c.UpstreamHost != "" && !validHostPort(c.UpstreamHost):
+		bad("UPSTREAM_HOST", "want host[:port], such as app.internal or app.internal:8443")
+	}
 	base, err := url.Parse(c.PingOneAuthBase)
 	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" || base.RawQuery != "" {
 		bad("PINGONE_AUTH_BASE", "want an absolute https URL such as https://auth.pingone.eu")
@@ -284,6 +292,21 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 		bad("LOG_LEVEL", "%v", err)
 	}
 	return s, errors.Join(errs...)
+}
+
+// validHostPort accepts a Host header value: a host name or IP literal
+// with an optional port, nothing else.
+func validHostPort(s string) bool {
+	u, err := url.Parse("http://" + s)
+	if err != nil || u.Host != s || u.User != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.Hostname() == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func validUUIDish(s string) bool {

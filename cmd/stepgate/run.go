@@ -85,6 +85,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return serve(ctx, cfg, s, stdout, nil, time.Now)
 }
 
+// Page-load flow reads allowed per minute (burst the same): see
+// challenge.Limits.ReadPerFlow. One user can so spend at most
+// pageReadsPerUser of the PingOne cap in a burst, then one call every 2 s.
+const (
+	pageReadsPerFlow = 20
+	pageReadsPerUser = 30
+)
+
 // gateway is a built, not yet serving, stepgate.
 type gateway struct {
 	proxy    http.Handler
@@ -164,15 +172,18 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		l, b := ratelimit.Every(n, per)
 		return ratelimit.New(ratelimit.Options{Limit: l, Burst: b, MaxKeys: maxKeys, Now: now})
 	}
-	ruleFor := func(ret string) rules.Rule {
+	ruleFor := func(method, ret string) rules.Rule {
+		if method == "" {
+			method = http.MethodGet
+		}
 		if i := strings.IndexByte(ret, '?'); i >= 0 {
 			ret = ret[:i]
 		}
-		p, err := reqpath.Parse(http.MethodGet, ret)
+		p, err := reqpath.Parse(method, ret)
 		if err != nil {
-			return s.rules.Match(http.MethodGet, "/")
+			return s.rules.Match(method, "/")
 		}
-		return s.rules.Match(http.MethodGet, p.Match)
+		return s.rules.Match(method, p.Match)
 	}
 	chal, err := challenge.New(challenge.Config{
 		PingOne: client,
@@ -184,6 +195,10 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 			OTPPerUser:   limiter(cfg.LimitOTPPerUser, cfg.LimitWindow),
 			PollPerFlow:  ratelimit.New(ratelimit.Options{Limit: 1, Burst: 3, MaxKeys: maxKeys, Now: now}),
 			SendPerUser:  limiter(cfg.LimitSendsPerUser, cfg.LimitWindow),
+			// Page loads of a pending flow: a person needs a handful per
+			// flow (one after each action, a no-JS push page every 4 s).
+			ReadPerFlow: limiter(pageReadsPerFlow, time.Minute),
+			ReadPerUser: limiter(pageReadsPerUser, time.Minute),
 		},
 		AllowBypass: cfg.AllowMFABypass,
 		Pages:       pages,
@@ -209,6 +224,8 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	}
 	gw, err := proxy.New(proxy.Config{
 		Upstream:      s.upstream,
+		UpstreamHost:  cfg.UpstreamHost,
+		PreserveHost:  cfg.PreserveHost,
 		Transport:     newTransport(upstreamTLS, cfg.UpstreamTimeout, 512),
 		Rules:         s.rules,
 		ClientIP:      s.trusted,

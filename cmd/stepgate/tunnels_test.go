@@ -20,6 +20,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/stepgate/stepgate/mfa/pingonesim"
 )
 
 // lenientUpstream is a raw HTTP/1.1 server on loopback that accepts what a
@@ -376,5 +378,149 @@ func TestClientBodyIdleTimeout_AStalledBodyIsCutAndFreesTheUpstream(t *testing.T
 	})
 	if n := len(jsonLogLines(s.Logs.String(), "upstream error")); n != 0 {
 		t.Errorf(`%d "upstream error" lines for a client's stalled body; want none: %v`, n, jsonLogLines(s.Logs.String(), "upstream error"))
+	}
+}
+
+// withStrictPolicy adds a second sign-on policy, Strict-MFA, to the demo
+// tenant's app.
+func withStrictPolicy() stackOption {
+	return withTenant(func(tn *pingonesim.Tenant) {
+		p := tn.Policies[0]
+		p.Name = "Strict-MFA"
+		tn.Policies = append(tn.Policies, p)
+		tn.Apps[0].Policies = append(tn.Apps[0].Policies, p.Name)
+	})
+}
+
+// finishChallenge runs alice's SMS step-up from a challenge redirect and
+// returns where the completion sends her back to.
+func finishChallenge(t *testing.T, s *stack, b *browser, redirect response) string {
+	t.Helper()
+	r := b.follow(redirect)
+	if !strings.Contains(r.Body, `data-state="start"`) {
+		t.Fatalf("challenge page not in start state: %d %s", r.StatusCode, r.Body)
+	}
+	r = b.follow(b.post("action", "start"))
+	ids := deviceIDs(r.Body)
+	if len(ids) == 0 {
+		t.Fatalf("no devices offered: %s", r.Body)
+	}
+	b.follow(b.post("action", "select", "device", ids[0]))
+	r = b.post("action", "otp", "otp", s.latestOTP("alice"))
+	if r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("OTP: got %d, want 303: %s", r.StatusCode, r.Body)
+	}
+	return r.Header.Get("Location")
+}
+
+func TestMultiPolicyRule_AStepUpByAnyListedPolicyPasses(t *testing.T) {
+	s := newStack(t, withStrictPolicy(), withEnv("STEPGATE_RULES", "/multi/ mfa acr=Strict-MFA,MFA-Only"))
+	b := s.browser("alice")
+	r := b.get("/multi/")
+	if r.StatusCode != http.StatusFound {
+		t.Fatalf("GET /multi/: %d, want 302", r.StatusCode)
+	}
+	if back := finishChallenge(t, s, b, r); back != "/multi/" {
+		t.Fatalf("completion returns to %q, want /multi/", back)
+	}
+	if r := b.get("/multi/"); r.StatusCode != http.StatusOK {
+		t.Fatalf("GET /multi/ after the step-up: %d, want 200 (a challenge again is an endless loop)", r.StatusCode)
+	}
+	if got := s.LastRequest().Header.Get("X-Stepgate-Acr"); got != "Strict-MFA" {
+		t.Errorf("X-Stepgate-Acr = %q, want Strict-MFA (the first listed policy PingOne has)", got)
+	}
+}
+
+func TestMultiPolicyRule_TheFlowAsksForThePolicyOfTheRuleTheMethodMatched(t *testing.T) {
+	s := newStack(t, withStrictPolicy(),
+		withEnv("STEPGATE_RULES", "GET /orders/ mfa acr=MFA-Only; POST /orders/ mfa acr=Strict-MFA"))
+	b := s.browser("alice")
+	r := b.postForm("/orders/new", url.Values{"item": {"1"}})
+	if r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("POST /orders/new: %d, want 303 to the challenge", r.StatusCode)
+	}
+	finishChallenge(t, s, b, r)
+	id := startedFlowID(t, s, 0)
+	if fi, _ := s.Sim.Flow(id); fi.ACR != "Strict-MFA" {
+		t.Errorf("the flow ran policy %q, want Strict-MFA (the POST rule's)", fi.ACR)
+	}
+	if r := b.postForm("/orders/new", url.Values{"item": {"1"}}); r.StatusCode != http.StatusOK {
+		t.Errorf("POST /orders/new after the step-up: %d, want 200", r.StatusCode)
+	}
+}
+
+func TestFlowReadAmplification_PageReloadsAreBoundedAndDoNotStarveOthers(t *testing.T) {
+	// A process-wide PingOne cap of 15/s (burst 31): today's defaults scaled
+	// down so that one user's reloads could drain it within the test.
+	s := newStack(t, withEnv("STEPGATE_PINGONE_RATE_LIMIT", "15"))
+	alice := s.browser("alice")
+	r := alice.follow(alice.get("/admin/"))
+	if !strings.Contains(r.Body, `data-state="start"`) {
+		t.Fatalf("challenge page not in start state: %s", r.Body)
+	}
+	if r := alice.post("action", "start"); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("start: %d, want 303", r.StatusCode)
+	}
+
+	before := s.Sim.Requests()
+	statuses := map[int]int{}
+	const reloads = 200
+	for range reloads {
+		r := alice.get("/.stepgate/challenge")
+		statuses[r.StatusCode]++
+		if r.StatusCode == http.StatusTooManyRequests && r.Header.Get("Retry-After") == "" {
+			t.Fatal("a 429 without Retry-After")
+		}
+	}
+	reads := s.Sim.Requests() - before
+	t.Logf("%d reloads: %d PingOne reads, statuses %v", reloads, reads, statuses)
+	if reads > pageReadsPerFlow {
+		t.Errorf("%d reloads of one flow cost %d PingOne reads, want at most %d", reloads, reads, pageReadsPerFlow)
+	}
+	if statuses[http.StatusOK] == 0 || statuses[http.StatusOK]+statuses[http.StatusTooManyRequests] != reloads {
+		t.Errorf("statuses %v, want 200 while within the limit and 429 beyond it, nothing else", statuses)
+	}
+	if got := promCounter(t, s.Admin, "stepgate_rate_limited_total", lbl("limit", "read_flow")); got == 0 {
+		t.Error(`stepgate_rate_limited_total{limit="read_flow"} did not move`)
+	}
+
+	// Another user's start still reaches PingOne.
+	bob := s.browser("bob")
+	bob.follow(bob.get("/admin/"))
+	if r := bob.post("action", "start"); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("bob's start after alice's reloads: %d, want 303: %s", r.StatusCode, r.Body)
+	}
+}
+
+func TestHostRouting_TheUpstreamSeesItsOwnHostUnlessTheOperatorSaysOtherwise(t *testing.T) {
+	type seen struct{ host, forwardedHost string }
+	for _, tt := range []struct {
+		name string
+		env  []string
+		want func(upstreamHost string) string
+	}{
+		{"by default the upstream URL's host", nil, func(u string) string { return u }},
+		{"STEPGATE_UPSTREAM_HOST names it", []string{"STEPGATE_UPSTREAM_HOST", "app.internal:8443"}, func(string) string { return "app.internal:8443" }},
+		{"STEPGATE_PRESERVE_HOST passes the client's", []string{"STEPGATE_PRESERVE_HOST", "true"}, func(string) string { return "admin.internal" }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := make(chan seen, 1)
+			s := newStack(t, withEnv(tt.env...), withUpstream(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				got <- seen{r.Host, r.Header.Get("X-Forwarded-Host")}
+			})))
+			// The client names a virtual host of the upstream that the
+			// rules were not written for.
+			status := rawRequest(t, s.Proxy, "GET /public HTTP/1.1\r\nHost: admin.internal\r\n\r\n")
+			if status != http.StatusOK {
+				t.Fatalf("got %d, want 200", status)
+			}
+			g := <-got
+			if want := tt.want(strings.TrimPrefix(s.Upstream.URL, "http://")); g.host != want {
+				t.Errorf("upstream Host = %q, want %q", g.host, want)
+			}
+			if g.forwardedHost != "admin.internal" {
+				t.Errorf("X-Forwarded-Host = %q, want the client's Host", g.forwardedHost)
+			}
+		})
 	}
 }

@@ -72,14 +72,22 @@ type Limits struct {
 	// SendPerUser bounds device selections and resends, each of which can
 	// make PingOne send an SMS, e-mail or push (SMS pumping within one flow).
 	SendPerUser Limiter
+	// ReadPerFlow and ReadPerUser bound the flow reads a challenge page
+	// load (and a resend) costs, apart from push polling (PollPerFlow):
+	// without them one user reloading the page drains the process-wide
+	// PingOne cap that every user's start shares. Both are checked before
+	// PingOne is called, so a refused reload costs PingOne nothing.
+	ReadPerFlow Limiter
+	ReadPerUser Limiter
 }
 
 // Config wires a Handler.
 type Config struct {
 	PingOne PingOne
 	Store   Store
-	// RuleFor returns the rule that guards a return path (query included).
-	RuleFor     func(returnPath string) rules.Rule
+	// RuleFor returns the rule that guards a request with this method
+	// ("" means GET) to a return path (query included).
+	RuleFor     func(method, returnPath string) rules.Rule
 	Limits      Limits
 	AllowBypass bool
 	Pages       *Pages
@@ -153,6 +161,11 @@ func (h *Handler) Serve(w http.ResponseWriter, r *http.Request, user string, cli
 // Request bodies are never kept or replayed.
 func (h *Handler) Require(w http.ResponseWriter, r *http.Request, rule rules.Rule) {
 	target := PathChallenge + "?return=" + url.QueryEscape(SafeReturn(r.RequestURI))
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		// The flow must ask for the policy of the rule this method
+		// matched, not of the rule a GET to the same path would match.
+		target += "&method=" + url.QueryEscape(r.Method)
+	}
 	setNoStore(w.Header())
 	switch clientKind(r) {
 	case kindNavigation:
@@ -226,8 +239,9 @@ func isFormContent(ct string) bool {
 func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 	f, ok := h.cfg.Store.Flow(r)
 	ret := r.URL.Query().Get("return")
+	method := returnMethod(r.URL.Query().Get("method"))
 	if !ok || f.User != c.user {
-		f = session.Flow{User: c.user, ReturnPath: SafeReturn(ret), CSRF: randomBytes(32), Created: h.now()}
+		f = session.Flow{User: c.user, ReturnPath: SafeReturn(ret), ReturnMethod: method, CSRF: randomBytes(32), Created: h.now()}
 		if err := h.cfg.Store.SaveFlow(w, f); err != nil {
 			h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
 			return
@@ -236,14 +250,17 @@ func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 		return
 	}
 	if f.FlowID == "" {
-		if ret != "" && SafeReturn(ret) != f.ReturnPath {
-			f.ReturnPath = SafeReturn(ret)
+		if ret != "" && (SafeReturn(ret) != f.ReturnPath || method != f.ReturnMethod) {
+			f.ReturnPath, f.ReturnMethod = SafeReturn(ret), method
 			if err := h.cfg.Store.SaveFlow(w, f); err != nil {
 				h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
 				return
 			}
 		}
 		h.render(w, r, http.StatusOK, &view{State: "start", flow: &f})
+		return
+	}
+	if !h.allowRead(w, r, c, &f) {
 		return
 	}
 	flow, err := h.cfg.PingOne.Read(r.Context(), &f.Pending)
@@ -334,7 +351,7 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *ses
 		!h.allow(w, r, c, h.cfg.Limits.StartPerIP, "start_ip", ipKey(c.client)) {
 		return
 	}
-	rule := h.cfg.RuleFor(f.ReturnPath)
+	rule := h.cfg.RuleFor(f.ReturnMethod, f.ReturnPath)
 	flow, pending, err := h.cfg.PingOne.Start(r.Context(), mfa.StartRequest{
 		User: c.user, RemoteIP: c.client.String(), ACR: rule.ACR, MaxAge: rule.MaxAge,
 	})
@@ -368,6 +385,9 @@ func (h *Handler) selectDevice(w http.ResponseWriter, r *http.Request, c caller,
 }
 
 func (h *Handler) resend(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow) {
+	if !h.allowRead(w, r, c, f) {
+		return
+	}
 	flow, err := h.cfg.PingOne.Read(r.Context(), &f.Pending)
 	if err != nil {
 		h.pingOneError(w, r, c, f, err)
@@ -680,6 +700,32 @@ func (h *Handler) allow(w http.ResponseWriter, r *http.Request, c caller, l Limi
 	return false
 }
 
+// allowRead applies the page-load read limits, per flow then per user. Over
+// either, the page answers 429 with Retry-After and a way back, from the
+// flow cookie alone: no PingOne call.
+func (h *Handler) allowRead(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow) bool {
+	for _, l := range []struct {
+		lim       Limiter
+		name, key string
+	}{
+		{h.cfg.Limits.ReadPerFlow, "read_flow", "f:" + f.FlowID},
+		{h.cfg.Limits.ReadPerUser, "read_user", "u:" + c.user},
+	} {
+		if l.lim == nil {
+			continue
+		}
+		if ok, wait := l.lim.Allow(l.key); !ok {
+			h.m.RateLimited.WithLabelValues(l.name).Inc()
+			h.audit(r, "mfa.rate_limited", c, f.FlowID, slog.String("limit", l.name))
+			setNoStore(w.Header())
+			w.Header().Set("Retry-After", retryAfter(wait))
+			h.render(w, r, http.StatusTooManyRequests, &view{State: "error", Message: "rate_limited", Back: true, RetryAfter: wait, flow: f})
+			return false
+		}
+	}
+	return true
+}
+
 func (h *Handler) audit(r *http.Request, event string, c caller, flowID string, attrs ...slog.Attr) {
 	attrs = append(attrs,
 		slog.String("event", event),
@@ -696,6 +742,22 @@ func deviceType(flow *mfa.Flow, id string) string {
 		}
 	}
 	return ""
+}
+
+// returnMethod is the method query parameter of the challenge page as the
+// flow records it: an upper-case method token of at most 16 letters, or ""
+// (GET) for anything else. It only chooses which rule's policy the flow asks
+// for; the step-up is checked against the real rule when it is used.
+func returnMethod(m string) string {
+	if m == "" || len(m) > 16 || m == http.MethodGet || m == http.MethodHead {
+		return ""
+	}
+	for i := 0; i < len(m); i++ {
+		if m[i] < 'A' || m[i] > 'Z' {
+			return ""
+		}
+	}
+	return m
 }
 
 // validID accepts PingOne-style ids only, so nothing odd reaches a URL or a log.
