@@ -187,6 +187,12 @@ type forward struct {
 	trusted bool
 	stepUp  *session.StepUp
 	body    *clientBody // nil without a request body
+	// until, on an mfa path, is when the step-up stops being fresh for
+	// the rule: the response, a WebSocket or an event stream included, is
+	// cut then, so a stream opened just in time cannot outlive max_age.
+	until time.Time
+	rule  rules.Rule    // the mfa rule, to challenge again once until passed
+	in    *http.Request // the request as received, for that challenge
 }
 
 type forwardKey struct{}
@@ -281,6 +287,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 		return decisionRequired, user, client
 	}
 	fw.stepUp = &su
+	fw.until, fw.rule, fw.in = freshUntil(su, rule), rule, r
 	g.forward(w, r, fw)
 	return decisionStepUp, user, client
 }
@@ -316,6 +323,18 @@ func acrSatisfies(got, want string) bool {
 	return false
 }
 
+// freshUntil is when a step-up stops satisfying an mfa rule: max_age after
+// its auth_time, or its ID token's expiry if that comes first.
+func freshUntil(su session.StepUp, rule rules.Rule) time.Time {
+	until := su.TokenExpiry
+	if rule.MaxAge > 0 {
+		if t := su.AuthTime.Add(rule.MaxAge); t.Before(until) {
+			until = t
+		}
+	}
+	return until
+}
+
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, fw *forward) {
 	if r.Body != nil && r.Body != http.NoBody {
 		// Marks the client's body errors as the client's, and gives up on
@@ -323,7 +342,15 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, fw *forward) {
 		fw.body = newClientBody(r.Body, w, g.cfg.BodyIdleTimeout)
 		r.Body = fw.body
 	}
-	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
+	ctx := context.WithValue(r.Context(), forwardKey{}, fw)
+	if !fw.until.IsZero() {
+		// The remaining freshness, measured on the gateway's clock, then
+		// counted down on the real one.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, fw.until.Sub(g.now()))
+		defer cancel()
+	}
+	g.proxy.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // rewrite runs after ReverseProxy removed hop-by-hop headers (including any
@@ -396,6 +423,13 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		g.audit(r, "request.rejected", "", fw.client, slog.String("reason", be.Error()))
 		w.Header().Set("Connection", "close") // the rest of the body is unreadable
 		g.cfg.Challenge.Error(w, r, status, msg)
+		return
+	}
+	if !fw.until.IsZero() && errors.Is(r.Context().Err(), context.DeadlineExceeded) {
+		// The step-up stopped being fresh before the upstream answered:
+		// not the upstream's fault; the client needs a new step-up.
+		g.log.LogAttrs(r.Context(), slog.LevelInfo, "step-up expired during the request", slog.String("path", logPath(r)))
+		g.cfg.Challenge.Require(w, fw.in, fw.rule)
 		return
 	}
 	status, msg := http.StatusBadGateway, "upstream_unavailable"

@@ -414,10 +414,18 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 	defer cancel()
 	proxyErr := proxySrv.Shutdown(sctx)
 	adminErr := adminSrv.Shutdown(sctx)
-	if err := errors.Join(proxyErr, adminErr); err != nil {
+	err = errors.Join(proxyErr, adminErr)
+	if err != nil {
 		proxySrv.Close()
 		adminSrv.Close()
+	}
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err != nil {
+		// Streams that never end (server-sent events, WebSockets) are what
+		// the timeout is for: cutting them is a normal stop, exit 0.
+		log.Warn("shutdown timeout: closed the connections still open", "timeout", cfg.ShutdownTimeout.String())
 	}
 	log.Info("stopped")
 	return nil

@@ -524,3 +524,118 @@ func TestHostRouting_TheUpstreamSeesItsOwnHostUnlessTheOperatorSaysOtherwise(t *
 		})
 	}
 }
+
+func TestBestFitPaths_LookAlikesAreRefusedOnACaseInsensitiveApp(t *testing.T) {
+	s := newStack(t, withEnv("STEPGATE_CASE_INSENSITIVE_PATHS", "true"))
+	for _, target := range []string{
+		"/%EF%BD%81dmin/", "/%EF%BC%A1DMIN/users", "/admin%EF%BC%8Fusers", "/admin%EF%BC%BCusers",
+		"/adm%C4%B1n/", "/%E2%93%90dmin/", "/admin%E2%88%95users",
+	} {
+		if status := rawRequest(t, s.Proxy, "GET "+target+" HTTP/1.1\r\nHost: x\r\nX-Forwarded-User: alice\r\n\r\n"); status != http.StatusBadRequest {
+			t.Errorf("GET %s: got %d, want 400 (Windows best-fit reads it as /admin)", target, status)
+		}
+	}
+	if n := len(s.Requests()); n != 0 {
+		t.Errorf("the upstream received %d look-alike request(s)", n)
+	}
+	if status := rawRequest(t, s.Proxy, "GET /caf%C3%A9 HTTP/1.1\r\nHost: x\r\n\r\n"); status != http.StatusOK {
+		t.Errorf("GET /caf%%C3%%A9: got %d, want 200 (a Latin-1 letter is not a look-alike)", status)
+	}
+}
+
+// endlessStreams is an upstream with a never-ending event stream at
+// /admin/events and a WebSocket echo at /admin/ws.
+func endlessStreams(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/admin/ws":
+		echoUpgrade(w, r)
+	case "/admin/slow":
+		<-r.Context().Done() // answers nothing until stepgate gives up
+	case "/admin/events":
+		w.Header().Set("Content-Type", "text/event-stream")
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if _, err := io.WriteString(w, "data: tick\n\n"); err != nil {
+				return
+			}
+			_ = http.NewResponseController(w).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-tick.C:
+			}
+		}
+	default:
+		io.WriteString(w, "ok")
+	}
+}
+
+func TestStreamsOnMFAPathsEndWhenTheStepUpStopsBeingFresh(t *testing.T) {
+	s := newStack(t, withUpstream(http.HandlerFunc(endlessStreams))) // /admin/ mfa max_age=15m
+	b := s.stepUpAlice("/admin/")
+	cookie := stepgateCookieHeader(t, b)
+	// Two seconds of freshness left.
+	s.Clock.Advance(15*time.Minute - 2*time.Second)
+
+	for _, tt := range []struct{ name, head string }{
+		{"a server-sent event stream", "GET /admin/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"},
+		{"a WebSocket", "GET /admin/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			start := time.Now()
+			c, br := rawDial(t, s.Proxy, tt.head+"X-Forwarded-User: alice\r\nCookie: "+cookie+"\r\n\r\n")
+			_ = c.SetDeadline(time.Now().Add(8 * time.Second))
+			resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+			if err != nil {
+				t.Fatalf("read response: %v", err)
+			}
+			if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("got %d, want the stream", resp.StatusCode)
+			}
+			body := io.Reader(resp.Body)
+			if resp.StatusCode == http.StatusSwitchingProtocols {
+				body = br
+				// Keep the echo busy so the stream is live, not idle.
+				go func() {
+					tick := time.NewTicker(100 * time.Millisecond)
+					defer tick.Stop()
+					for range 100 {
+						if _, err := io.WriteString(c, "ping\n"); err != nil {
+							return
+						}
+						<-tick.C
+					}
+				}()
+			}
+			n, err := io.Copy(io.Discard, body)
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatalf("the stream was still open after %v (%d bytes); want it cut when the step-up stops being fresh", time.Since(start), n)
+			}
+			if d := time.Since(start); d < time.Second || d > 6*time.Second {
+				t.Errorf("the stream ended after %v, want about the 2 s of freshness left", d)
+			}
+			if n == 0 {
+				t.Error("nothing streamed before the cut")
+			}
+		})
+	}
+
+	t.Run("a response that has not started yet asks for a new step-up", func(t *testing.T) {
+		c, br := rawDial(t, s.Proxy, "GET /admin/slow HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n"+
+			"X-Forwarded-User: alice\r\nCookie: "+cookie+"\r\n\r\n")
+		_ = c.SetDeadline(time.Now().Add(8 * time.Second))
+		resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+		if err != nil {
+			t.Fatalf("read response: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "insufficient_user_authentication") {
+			t.Errorf("got %d %q, want 401 with a step-up challenge", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+		}
+	})
+	if n := len(jsonLogLines(s.Logs.String(), "upstream error")); n != 0 {
+		t.Errorf(`%d "upstream error" lines; a step-up running out is not the upstream failing`, n)
+	}
+}
