@@ -271,6 +271,20 @@ func matrixAttacks() []matrixAttack {
 			first: func(s string) string {
 				return crlf("GET http://admin.internal/public/"+s+" HTTP/1.1", "Host: "+matrixHost, "X-Forwarded-User: mallory")
 			}},
+		matrixAttack{class: "forged identity", name: "an identity header behind obs-text NEL (0x85) in another header",
+			first: func(s string) string {
+				return crlf(append(allowHead("GET", s), "X-App: a\x85X-Stepgate-User: forged-"+s+"\x85X-Forwarded-User: forged-"+s)...)
+			}},
+		matrixAttack{class: "TE.CL", name: "a chunk extension carrying a request",
+			first: withBody("POST", hdr("Transfer-Encoding: chunked"), func(s string) string {
+				return "3;x=\"" + strings.ReplaceAll(smuggled(s), "\r\n", " ") + "\"\r\na=1\r\n0\r\n\r\n"
+			})},
+		matrixAttack{class: "path confusion", name: "CONNECT to another authority",
+			first: func(s string) string {
+				// The slug is the authority: a CONNECT that got through would
+				// show up by its Host.
+				return crlf("CONNECT "+s+".internal:80 HTTP/1.1", "Host: "+s+".internal:80", "X-Forwarded-User: mallory") + smuggled(s)
+			}},
 		matrixAttack{class: "forged identity", name: "identity headers in a chunked trailer",
 			first: withBody("POST", hdr("Transfer-Encoding: chunked", "Trailer: X-Stepgate-User, X-Forwarded-User"),
 				func(s string) string {
