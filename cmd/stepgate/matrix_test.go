@@ -456,14 +456,16 @@ func identityHeader(name string) bool {
 // stepgate in front, are known to get an /admin/ request into it: the
 // positive controls that show the attack bytes and the upstream's log are
 // right. Pipelining works on every server but PHP's, which answers one
-// request per connection; the h2c upgrade on hypercorn; CL.0 on
-// http.server, whose GET handler leaves the body unread.
+// request per connection; the h2c upgrade on hypercorn and on Apache with
+// mod_http2; CL.0 on http.server, whose GET handler leaves the body unread.
 func knownDirectBypass(upstream string, a matrixAttack) bool {
 	switch {
 	case upstream != "php" && a.class == "pipelining" && a.name == "mfa request pipelined behind an allow request":
 		return true
 	case upstream == "hypercorn" && a.class == "upgrade: h2c" && strings.HasPrefix(a.name, "h2c with HTTP2-Settings"):
 		return true
+	case upstream == "apache2-h2c" && a.name == "h2c with HTTP2-Settings named in Connection":
+		return true // mod_http2 insists on it, and a Go proxy drops it as hop-by-hop
 	case upstream == "http.server" && a.class == "CL.0" && a.name == "GET with a Content-Length body":
 		return true
 	}
