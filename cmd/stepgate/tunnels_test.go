@@ -30,9 +30,10 @@ type lenientUpstream struct {
 	URL string
 	ln  net.Listener
 
-	mu   sync.Mutex
-	reqs []upstreamRequest
-	wg   sync.WaitGroup
+	mu    sync.Mutex
+	reqs  []upstreamRequest
+	conns map[net.Conn]bool
+	wg    sync.WaitGroup
 }
 
 func newLenientUpstream(t *testing.T) *lenientUpstream {
@@ -41,7 +42,7 @@ func newLenientUpstream(t *testing.T) *lenientUpstream {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := &lenientUpstream{URL: "http://" + ln.Addr().String(), ln: ln}
+	u := &lenientUpstream{URL: "http://" + ln.Addr().String(), ln: ln, conns: map[net.Conn]bool{}}
 	u.wg.Add(1)
 	go func() {
 		defer u.wg.Done()
@@ -50,6 +51,9 @@ func newLenientUpstream(t *testing.T) *lenientUpstream {
 			if err != nil {
 				return
 			}
+			u.mu.Lock()
+			u.conns[c] = true
+			u.mu.Unlock()
 			u.wg.Add(1)
 			go func() {
 				defer u.wg.Done()
@@ -59,6 +63,11 @@ func newLenientUpstream(t *testing.T) *lenientUpstream {
 	}()
 	t.Cleanup(func() {
 		ln.Close()
+		u.mu.Lock()
+		for c := range u.conns { // stepgate's idle pooled connections too
+			c.Close()
+		}
+		u.mu.Unlock()
 		u.wg.Wait()
 	})
 	return u
