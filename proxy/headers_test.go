@@ -116,6 +116,12 @@ func TestCheckFraming(t *testing.T) {
 		{"a HEAD with an unknown length is refused", "HEAD", nil, -1, nil, errBodyOnGet},
 		{"a chunked GET is refused", "GET", nil, -1, []string{"chunked"}, errBodyOnGet},
 		{"a POST with a body passes", "POST", nil, 5, nil, nil},
+		{"a DELETE with a length is refused", "DELETE", nil, 5, nil, errBodyOnGet},
+		{"a chunked OPTIONS is refused", "OPTIONS", nil, -1, []string{"chunked"}, errBodyOnGet},
+		{"a TRACE with a length is refused", "TRACE", nil, 5, nil, errBodyOnGet},
+		{"a lower-case delete with a length is refused", "delete", nil, 5, nil, errBodyOnGet},
+		{"a DELETE without a body passes", "DELETE", nil, 0, nil, nil},
+		{"a PUT, a PATCH, a PROPFIND with a body pass", "PROPFIND", nil, 5, nil, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			h := tt.header
