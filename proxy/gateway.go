@@ -343,7 +343,7 @@ func (g *Gateway) fresh(su session.StepUp, user string, rule rules.Rule) bool {
 }
 
 // Fresh reports whether a step-up is valid at now for this user and rule
-// (SPEC §5); the challenge page uses it to send an already verified user on.
+// (docs/design.md §5); the challenge page uses it to send an already verified user on.
 func Fresh(su session.StepUp, user string, rule rules.Rule, now time.Time) bool {
 	if su.User != user || !now.Before(su.TokenExpiry) {
 		return false

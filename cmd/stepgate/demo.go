@@ -162,7 +162,7 @@ func serveUntil(ctx context.Context, ln net.Listener, h http.Handler) error {
 
 var demoUsers = []string{"alice", "bob", "carol", "dave"}
 
-// demoUserNotes says what each demo user shows (SPEC §12's tenant).
+// demoUserNotes says what each demo user shows (docs/design.md §12's tenant).
 var demoUserNotes = map[string]string{
 	"alice": "text message and e-mail: picks one, types the code",
 	"bob":   "phone app push only: approves it in the simulator's inbox",

@@ -326,7 +326,7 @@ const (
 
 // messageKinds says, for each message a POST can leave for the next page,
 // where it appears and the status that page is served with: the status the
-// POST's outcome had when it was answered directly (SPEC §7), so scripts
+// POST's outcome had when it was answered directly (docs/design.md §7), so scripts
 // that follow the 303 still see it.
 var messageKinds = map[string]struct{ status, place int }{
 	"otp_wrong":             {http.StatusUnauthorized, onPage},
