@@ -473,13 +473,13 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *ses
 		source = m.Source()
 		var err error
 		if req.User, err = m.PingOneUser(r, c.user); err != nil {
-			h.notSetUp(w, r, c, source, "", err.Error())
+			h.notSetUp(w, r, c, f, source, "", err.Error())
 			return
 		}
 	}
 	flow, pending, err := h.cfg.PingOne.Start(r.Context(), req)
 	if pe := (*mfa.Error)(nil); errors.As(err, &pe) && pe.UserRefused() {
-		h.notSetUp(w, r, c, source, req.User, pe.Error())
+		h.notSetUp(w, r, c, f, source, req.User, pe.Error())
 		return
 	}
 	if err != nil {
@@ -879,13 +879,13 @@ func (h *Handler) pingOneError(w http.ResponseWriter, r *http.Request, c caller,
 // request does not carry: the page says so, and the log names where the
 // value came from and what to check, because the usual cause is a chain that
 // sends PingOne the IdP's own user id (docs/design.md §17).
-func (h *Handler) notSetUp(w http.ResponseWriter, r *http.Request, c caller, source, pingOneUser, reason string) {
+func (h *Handler) notSetUp(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow, source, pingOneUser, reason string) {
 	h.audit(r, "identity.rejected", c, "",
 		slog.String("reason", "pingone user not set up: "+reason),
 		slog.String("pingone_user", pingOneUser),
 		slog.String("pingone_user_source", source),
 		slog.String("check", h.cfg.MappingCheck))
-	h.render(w, r, http.StatusForbidden, &view{State: "error", Message: "not_set_up"})
+	h.tell(w, r, c, f, "not_set_up", 0) // a POST outcome: 303 to the page that says so
 }
 
 func (h *Handler) internal(w http.ResponseWriter, r *http.Request, c caller, err error) {

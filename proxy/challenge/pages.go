@@ -351,6 +351,7 @@ var messageKinds = map[string]struct{ status, place int }{
 	"expired":               {http.StatusGone, terminal},
 	"verification_failed":   {http.StatusForbidden, terminal},
 	"no_mfa_method":         {http.StatusForbidden, terminal},
+	"not_set_up":            {http.StatusForbidden, terminal},
 }
 
 // renderMessage renders the page for a flow (nil: not started, or over)
@@ -366,8 +367,9 @@ func (h *Handler) renderMessage(w http.ResponseWriter, r *http.Request, f *sessi
 	}
 	switch k.place {
 	case errorPage, terminal:
-		// A bypass ends the flow too, but starting again cannot help.
-		v := &view{State: "error", Message: msg, flow: f, Restart: k.place == terminal && msg != "no_mfa_method", Back: k.place == errorPage}
+		// A bypass or an account PingOne does not know ends the flow too, but
+		// starting again cannot help.
+		v := &view{State: "error", Message: msg, flow: f, Restart: k.place == terminal && msg != "no_mfa_method" && msg != "not_set_up", Back: k.place == errorPage}
 		switch msg {
 		case "rate_limited":
 			v.RetryAfter = time.Duration(max(n, 1)) * time.Second
