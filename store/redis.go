@@ -1,0 +1,256 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisOptions configures a Redis store.
+type RedisOptions struct {
+	// URL is redis://[user:password@]host:port[/db] or rediss:// (TLS).
+	URL string
+	// Password, when set, overrides any password in URL.
+	Password string
+	// Timeout bounds every call (dial, read, write and the whole
+	// operation); default 500ms.
+	Timeout time.Duration
+	// MaxValueBytes bounds one held request; default 1 MiB.
+	MaxValueBytes int
+	// Prefix starts every key and the revocation channel; default
+	// "stepgate:". Deployments sharing one Redis use different prefixes.
+	Prefix string
+	// Observe, optional, is told the outcome and latency of every call.
+	Observe func(op string, d time.Duration, err error)
+	// Now is the clock for deadlines sent to Redis; nil means time.Now.
+	Now func() time.Time
+}
+
+// Redis is the shared store: Redis or Valkey. Every call is bounded by
+// RedisOptions.Timeout and never retried, so a slow or paused server costs
+// a caller at most one timeout, and a command that arrives after its caller
+// gave up changes nothing a caller could act on twice.
+type Redis struct {
+	c        *redis.Client
+	timeout  time.Duration
+	maxValue int
+	prefix   string
+	observe  func(op string, d time.Duration, err error)
+	now      func() time.Time
+}
+
+var _ Approvals = (*Redis)(nil)
+
+// ParseRedisURL checks a Redis URL: redis:// or rediss:// with a host.
+func ParseRedisURL(raw string) (*redis.Options, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, errors.New("not a URL")
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return nil, errors.New("want a redis:// or rediss:// (TLS) URL")
+	}
+	if u.Hostname() == "" {
+		return nil, errors.New("the URL has no host")
+	}
+	o, err := redis.ParseURL(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w", err)
+	}
+	return o, nil
+}
+
+// RedactURL is the URL without its password, for logs and -check-config.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(invalid)"
+	}
+	return u.Redacted()
+}
+
+// NewRedis returns a Redis store. It does not connect: the first call does.
+func NewRedis(o RedisOptions) (*Redis, error) {
+	opt, err := ParseRedisURL(o.URL)
+	if err != nil {
+		return nil, fmt.Errorf("store: redis url: %w", err)
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 500 * time.Millisecond
+	}
+	if o.MaxValueBytes <= 0 {
+		o.MaxValueBytes = 1 << 20
+	}
+	if o.Prefix == "" {
+		o.Prefix = "stepgate:"
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Observe == nil {
+		o.Observe = func(string, time.Duration, error) {}
+	}
+	if o.Password != "" {
+		opt.Password = o.Password
+	}
+	opt.DialTimeout = o.Timeout
+	opt.ReadTimeout = o.Timeout
+	opt.WriteTimeout = o.Timeout
+	opt.PoolTimeout = o.Timeout
+	opt.ContextTimeoutEnabled = true
+	// No retries: a retried write could apply twice, and a caller waiting
+	// on a sick server should fail closed at once rather than wait longer.
+	opt.MaxRetries = -1
+	opt.PoolSize = 32
+	opt.MinIdleConns = 2
+	opt.ClientName = "stepgate"
+	opt.DisableIdentity = true // CLIENT SETINFO is not on older servers and Valkey forks
+	return &Redis{
+		c: redis.NewClient(opt), timeout: o.Timeout, maxValue: o.MaxValueBytes,
+		prefix: o.Prefix, observe: o.Observe, now: o.Now,
+	}, nil
+}
+
+// Close closes the connection pool.
+func (s *Redis) Close() error { return s.c.Close() }
+
+// Ping checks that the server answers within the timeout.
+func (s *Redis) Ping(ctx context.Context) error {
+	ctx, done := s.call(ctx, "ping")
+	err := s.c.Ping(ctx).Err()
+	done(err)
+	return err
+}
+
+// call bounds one operation by the timeout and returns the function that
+// records its outcome.
+func (s *Redis) call(ctx context.Context, op string) (context.Context, func(error)) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	start := time.Now()
+	return ctx, func(err error) {
+		cancel()
+		if errors.Is(err, redis.Nil) {
+			err = nil
+		}
+		s.observe(op, time.Since(start), err)
+	}
+}
+
+// key names a key of one kind; client-chosen parts longer than 128 bytes
+// are stored as their SHA-256, so no key grows with what a client sends.
+func (s *Redis) key(kind, id string) string {
+	if len(id) > 128 {
+		sum := sha256.Sum256([]byte(id))
+		id = "#" + hex.EncodeToString(sum[:])
+	}
+	return s.prefix + kind + id
+}
+
+// Hold implements Approvals.
+func (s *Redis) Hold(ctx context.Context, id string, sealed []byte, ttl time.Duration) error {
+	if len(sealed) > s.maxValue {
+		return ErrTooLarge
+	}
+	ctx, done := s.call(ctx, "hold")
+	err := s.c.Set(ctx, s.key(heldPrefix, id), sealed, ttlOf(ttl)).Err()
+	done(err)
+	if err != nil {
+		return fmt.Errorf("store: hold: %w", err)
+	}
+	return nil
+}
+
+// Held implements Approvals.
+func (s *Redis) Held(ctx context.Context, id string) ([]byte, error) {
+	ctx, done := s.call(ctx, "held")
+	b, err := s.c.Get(ctx, s.key(heldPrefix, id)).Bytes()
+	done(err)
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil, ErrNotFound
+	case err != nil:
+		return nil, fmt.Errorf("store: held: %w", err)
+	}
+	return b, nil
+}
+
+// Drop implements Approvals.
+func (s *Redis) Drop(ctx context.Context, id string) error {
+	ctx, done := s.call(ctx, "drop")
+	err := s.c.Del(ctx, s.key(heldPrefix, id)).Err()
+	done(err)
+	if err != nil {
+		return fmt.Errorf("store: drop: %w", err)
+	}
+	return nil
+}
+
+// Approve implements Approvals. Approving again only renews the one key:
+// it never makes an approval usable twice.
+func (s *Redis) Approve(ctx context.Context, digest string, ttl time.Duration) error {
+	ctx, done := s.call(ctx, "approve")
+	err := s.c.Set(ctx, s.key(approvalPrefix, digest), "1", ttlOf(ttl)).Err()
+	done(err)
+	if err != nil {
+		return fmt.Errorf("store: approve: %w", err)
+	}
+	return nil
+}
+
+// consumeScript deletes an approval, so exactly one caller sees 1. It does
+// nothing (-1) when it runs after ARGV[1], the caller's deadline in Unix
+// milliseconds: a command held up by a paused server or network and run
+// after its caller timed out (and refused the request) must not use up the
+// approval the user will retry with.
+var consumeScript = redis.NewScript(`
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if now > tonumber(ARGV[1]) then return -1 end
+return redis.call('DEL', KEYS[1])
+`)
+
+// clockSkew is how far the server's clock may run ahead of ours before a
+// consume that arrived in time is mistaken for a late one (NTP keeps hosts
+// within milliseconds).
+const clockSkew = time.Second
+
+// ErrLate reports an operation that reached the server after its caller's
+// deadline and was therefore not applied.
+var ErrLate = errors.New("store: operation reached the server after its deadline, not applied")
+
+// Consume implements Approvals.
+func (s *Redis) Consume(ctx context.Context, digest string) (bool, error) {
+	ctx, done := s.call(ctx, "consume")
+	deadline := s.now().Add(s.timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	deadline = deadline.Add(clockSkew)
+	n, err := consumeScript.Run(ctx, s.c, []string{s.key(approvalPrefix, digest)}, deadline.UnixMilli()).Int64()
+	if err == nil && n < 0 {
+		err = ErrLate
+	}
+	done(err)
+	if err != nil {
+		return false, fmt.Errorf("store: consume: %w", err)
+	}
+	return n == 1, nil
+}
+
+// ttlOf keeps a zero or negative ttl from meaning "forever" to Redis.
+func ttlOf(ttl time.Duration) time.Duration {
+	if ttl < time.Millisecond {
+		return time.Millisecond
+	}
+	return ttl
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
