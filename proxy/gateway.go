@@ -42,6 +42,15 @@ type StepUps interface {
 	StripCookies(h http.Header)
 }
 
+// Revocations says, from process memory, whether a step-up was revoked
+// server-side (SPEC §15). It must not make a network call.
+type Revocations interface {
+	Revoked(su session.StepUp) bool
+	// Stale reports that this replica cannot confirm its view is current:
+	// mfa paths then fail closed with 503.
+	Stale() bool
+}
+
 // Challenger serves the challenge endpoints and answers requests that need a
 // step-up.
 type Challenger interface {
@@ -62,6 +71,7 @@ type Config struct {
 	ClientIP      *clientip.Resolver
 	Identity      identity.Source
 	StepUps       StepUps
+	Revocations   Revocations // optional: nil means nothing is revoked
 	Challenge     Challenger
 	IDTokenHeader string // default X-Stepgate-Id-Token; "Authorization" sends "Bearer <token>"
 	// IdentityHeader, with header identity, is removed in every spelling
@@ -168,6 +178,7 @@ const (
 	decisionRejected = "rejected"
 	decisionNoIdent  = "no_identity"
 	decisionInternal = "stepgate"
+	decisionStale    = "store_unavailable"
 )
 
 // forward carries the per-request facts that Rewrite needs.
@@ -260,6 +271,11 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 		g.cfg.Challenge.Error(w, r, http.StatusUnauthorized, "no_identity")
 		return decisionNoIdent, "", client
 	}
+	if g.cfg.Revocations != nil && g.cfg.Revocations.Stale() {
+		w.Header().Set("Retry-After", "5")
+		g.cfg.Challenge.Error(w, r, http.StatusServiceUnavailable, "store_unavailable")
+		return decisionStale, user, client
+	}
 	su, ok := g.cfg.StepUps.StepUp(r)
 	if !ok || !g.fresh(su, user, rule) {
 		g.cfg.Challenge.Require(w, r, rule)
@@ -281,6 +297,9 @@ func (g *Gateway) fresh(su session.StepUp, user string, rule rules.Rule) bool {
 		return false
 	}
 	if now.Before(su.AuthTime.Add(-time.Minute)) { // a step-up from the future is not ours
+		return false
+	}
+	if g.cfg.Revocations != nil && g.cfg.Revocations.Revoked(su) {
 		return false
 	}
 	return rule.ACR == "" || su.ACR == rule.ACR

@@ -109,7 +109,6 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 	// on a sick server should fail closed at once rather than wait longer.
 	opt.MaxRetries = -1
 	opt.PoolSize = 32
-	opt.MinIdleConns = 2
 	opt.ClientName = "stepgate"
 	opt.DisableIdentity = true // CLIENT SETINFO is not on older servers and Valkey forks
 	return &Redis{

@@ -19,7 +19,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/time/rate"
 
 	"github.com/stepgate/stepgate/metrics"
 	"github.com/stepgate/stepgate/mfa"
@@ -31,6 +30,7 @@ import (
 	"github.com/stepgate/stepgate/proxy/reqpath"
 	"github.com/stepgate/stepgate/proxy/rules"
 	"github.com/stepgate/stepgate/session"
+	"github.com/stepgate/stepgate/store"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=…".
@@ -80,6 +80,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		for _, r := range s.rules.Rules() {
 			fmt.Fprintf(stdout, "  %s\n", r)
 		}
+		printStore(stdout, cfg, s, getenv)
 		return nil
 	}
 	return serve(ctx, cfg, s, stdout, nil, time.Now)
@@ -91,7 +92,11 @@ type gateway struct {
 	admin    http.Handler
 	client   *mfa.Client
 	idKeys   *jwks.Cache // upstream IdP keys, jwt identity only
-	draining atomic.Bool
+	// approvals holds requests awaiting approval and single-use approvals
+	// (SPEC §14), in the store STEPGATE_STORE chose.
+	approvals store.Approvals
+	stores    *stores
+	draining  atomic.Bool
 	log      *slog.Logger
 }
 
@@ -101,6 +106,11 @@ type gateway struct {
 func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prometheus.Registry, now func() time.Time) (*gateway, error) {
 	m := metrics.New(reg, version)
 	g := &gateway{log: log}
+	st, err := newStores(cfg, m, log)
+	if err != nil {
+		return nil, err
+	}
+	g.stores, g.approvals = st, st.approvals
 
 	pingoneHTTP := &http.Client{
 		Timeout:   cfg.PingOneTimeout,
@@ -121,7 +131,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		HTTPClient:   pingoneHTTP,
 		Now:          now,
 		Logger:       log,
-		Limiter:      rate.NewLimiter(rate.Limit(cfg.PingOneRateLimit), int(2*cfg.PingOneRateLimit)+1),
+		Limiter:      st.pingOneCap(cfg.PingOneRateLimit, int(2*cfg.PingOneRateLimit)+1),
 		Observe:      m.ObservePingOne,
 	})
 	if err != nil {
@@ -160,9 +170,9 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	// least-recently-used, so an attacker rotating keys only evicts
 	// themselves and idle users (the per-user limit still binds a user).
 	const maxKeys = 20_000
-	limiter := func(n int, per time.Duration) *ratelimit.Limiter {
+	limiter := func(name string, n int, per time.Duration) challenge.Limiter {
 		l, b := ratelimit.Every(n, per)
-		return ratelimit.New(ratelimit.Options{Limit: l, Burst: b, MaxKeys: maxKeys, Now: now})
+		return st.limiter(name, n, per, ratelimit.New(ratelimit.Options{Limit: l, Burst: b, MaxKeys: maxKeys, Now: now}))
 	}
 	ruleFor := func(ret string) rules.Rule {
 		if i := strings.IndexByte(ret, '?'); i >= 0 {
@@ -179,12 +189,15 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		Store:   store,
 		RuleFor: ruleFor,
 		Limits: challenge.Limits{
-			StartPerUser: limiter(cfg.LimitStartsPerUser, cfg.LimitWindow),
-			StartPerIP:   limiter(cfg.LimitStartsPerIP, cfg.LimitWindow),
-			OTPPerUser:   limiter(cfg.LimitOTPPerUser, cfg.LimitWindow),
-			PollPerFlow:  ratelimit.New(ratelimit.Options{Limit: 1, Burst: 3, MaxKeys: maxKeys, Now: now}),
-			SendPerUser:  limiter(cfg.LimitSendsPerUser, cfg.LimitWindow),
+			StartPerUser: limiter("start_user", cfg.LimitStartsPerUser, cfg.LimitWindow),
+			StartPerIP:   limiter("start_ip", cfg.LimitStartsPerIP, cfg.LimitWindow),
+			OTPPerUser:   limiter("otp_user", cfg.LimitOTPPerUser, cfg.LimitWindow),
+			// Polls stay per replica: they only pace one browser's page.
+			PollPerFlow: ratelimit.New(ratelimit.Options{Limit: 1, Burst: 3, MaxKeys: maxKeys, Now: now}),
+			SendPerUser: limiter("send_user", cfg.LimitSendsPerUser, cfg.LimitWindow),
 		},
+		Revoke:      st.logoutRevoker(store, log),
+		StoreDown:   st.down,
 		AllowBypass: cfg.AllowMFABypass,
 		Pages:       pages,
 		Logger:      log,
@@ -214,6 +227,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		ClientIP:      s.trusted,
 		Identity:      ident,
 		StepUps:       store,
+		Revocations:   revocationCheck{st.view},
 		Challenge:     chal,
 		IDTokenHeader: cfg.IDTokenHeader,
 		IdentityHeader: func() string {
@@ -243,11 +257,17 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	})
 	admin.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if reason := g.notReady(); reason != "" {
-			http.Error(w, "not ready: "+reason, http.StatusServiceUnavailable)
+			http.Error(w, "not ready: "+reason+"\n"+st.status(), http.StatusServiceUnavailable)
 			return
 		}
-		_, _ = io.WriteString(w, "ready\n")
+		// A store outage does not make a replica unready: every replica
+		// shares it, and allow paths and (within the staleness bound)
+		// stepped-up users still work. The body says what is refused.
+		_, _ = io.WriteString(w, "ready\n"+st.status()+"\n")
 	})
+	if cfg.AdminToken != "" {
+		admin.Handle("POST /revoke", revokeHandler(cfg.AdminToken, st.revoker, log))
+	}
 	if cfg.Pprof {
 		admin.HandleFunc("GET /debug/pprof/", pprof.Index)
 		admin.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
@@ -364,6 +384,9 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 	keysCtx, stopKeys := context.WithCancel(context.Background())
 	defer stopKeys()
 	go g.loadKeys(keysCtx)
+	storeDone := make(chan struct{})
+	go func() { defer close(storeDone); g.stores.run(keysCtx) }()
+	defer func() { stopKeys(); <-storeDone; g.stores.close() }()
 
 	errc := make(chan error, 2)
 	go func() {

@@ -79,8 +79,14 @@ type Config struct {
 	PingOne PingOne
 	Store   Store
 	// RuleFor returns the rule that guards a return path (query included).
-	RuleFor     func(returnPath string) rules.Rule
-	Limits      Limits
+	RuleFor func(returnPath string) rules.Rule
+	Limits  Limits
+	// Revoke, optional, revokes the request's step-up server-side when the
+	// user logs out (SPEC §15).
+	Revoke func(r *http.Request) error
+	// StoreDown, optional, reports the shared store unreachable: flows
+	// then do not start (503 page), so limits cannot be escaped (§15).
+	StoreDown   func() bool
 	AllowBypass bool
 	Pages       *Pages
 	Logger      *slog.Logger
@@ -328,6 +334,12 @@ const statusPick = "pick"
 func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow) {
 	if f.FlowID != "" { // a double submit or a reload: resume, never restart
 		h.continueTo(w, r)
+		return
+	}
+	if h.cfg.StoreDown != nil && h.cfg.StoreDown() {
+		h.audit(r, "mfa.refused", c, "", slog.String("reason", "store unreachable"))
+		w.Header().Set("Retry-After", "5")
+		h.render(w, r, http.StatusServiceUnavailable, &view{State: "error", Message: "store_unavailable", Back: true})
 		return
 	}
 	if !h.allow(w, r, c, h.cfg.Limits.StartPerUser, "start_user", "u:"+c.user) ||
@@ -612,9 +624,21 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		h.Error(w, r, http.StatusForbidden, "csrf")
 		return
 	}
+	var revokeErr error
+	if h.cfg.Revoke != nil {
+		revokeErr = h.cfg.Revoke(r)
+	}
 	h.cfg.Store.ClearStepUp(w)
 	h.cfg.Store.ClearFlow(w)
 	setNoStore(w.Header())
+	if revokeErr != nil {
+		// The browser forgets the cookie; a copy of it may still open on
+		// other replicas until the store is back, so say it did not work.
+		h.log.LogAttrs(r.Context(), slog.LevelError, "logout: revocation not stored", slog.String("error", revokeErr.Error()))
+		w.Header().Set("Retry-After", "5")
+		h.Error(w, r, http.StatusServiceUnavailable, "store_unavailable")
+		return
+	}
 	if clientKind(r) == kindAPI {
 		w.WriteHeader(http.StatusNoContent)
 		return
