@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -44,6 +45,8 @@ type Redis struct {
 	prefix   string
 	observe  func(op string, d time.Duration, err error)
 	now      func() time.Time
+
+	lastOK, lastErr atomic.Int64 // UnixNano of the latest success and failure
 }
 
 var _ Approvals = (*Redis)(nil)
@@ -138,9 +141,21 @@ func (s *Redis) call(ctx context.Context, op string) (context.Context, func(erro
 		if errors.Is(err, redis.Nil) {
 			err = nil
 		}
+		s.mark(err)
 		s.observe(op, time.Since(start), err)
 	}
 }
+
+func (s *Redis) mark(err error) {
+	if err != nil && !errors.Is(err, ErrLate) {
+		s.lastErr.Store(s.now().UnixNano())
+	} else {
+		s.lastOK.Store(s.now().UnixNano())
+	}
+}
+
+// Failing reports that the latest call to Redis failed.
+func (s *Redis) Failing() bool { return s.lastErr.Load() > s.lastOK.Load() }
 
 // key names a key of one kind; client-chosen parts longer than 128 bytes
 // are stored as their SHA-256, so no key grows with what a client sends.

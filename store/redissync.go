@@ -35,9 +35,10 @@ type RedisRevocations struct {
 	refreshEvery time.Duration
 	downAfter    time.Duration
 
-	gen    atomic.Int64 // subscription generation; bumped on every (re)subscribe and error
-	synced atomic.Int64 // generation whose full load completed
-	seen   atomic.Int64 // UnixNano of the latest pong (health, not freshness)
+	gen     atomic.Int64 // subscription generation; bumped on every (re)subscribe and error
+	synced  atomic.Int64 // generation whose full load completed
+	seen    atomic.Int64 // UnixNano of the latest pong (health, not freshness)
+	loading atomic.Bool  // a full load is running
 }
 
 // RedisRevocationsOptions tunes the sync; zero values take the defaults.
@@ -78,7 +79,7 @@ func (rr *RedisRevocations) channel() string { return rr.s.prefix + "revocations
 // once. On error it is applied here anyway (this replica refuses it), and
 // the error says the other replicas may not know.
 func (rr *RedisRevocations) Revoke(ctx context.Context, r Revocation) error {
-	now := rr.s.now()
+	now := rr.view.now()
 	kind, id, stamp := "s", r.Session, now.Add(RevocationTTL)
 	if r.User != "" {
 		kind, id, stamp = "u", r.User, now
@@ -115,9 +116,10 @@ func (rr *RedisRevocations) apply(msg string) error {
 }
 
 // Down reports that Redis has not answered the subscription's pings for
-// DownAfter: new challenges and approvals should fail closed.
+// DownAfter, or that the latest call failed: new challenges and approvals
+// should fail closed.
 func (rr *RedisRevocations) Down() bool {
-	return rr.s.now().Sub(time.Unix(0, rr.seen.Load())) > rr.downAfter
+	return rr.s.now().Sub(time.Unix(0, rr.seen.Load())) > rr.downAfter || rr.s.Failing()
 }
 
 // Run keeps the view in sync until ctx ends.
@@ -157,14 +159,15 @@ func (rr *RedisRevocations) Run(ctx context.Context) {
 			return
 		case <-refresh.C:
 			rr.view.Sweep()
-			go rr.load(ctx, rr.gen.Load())
+			rr.startLoad(ctx)
 		case m, ok := <-msgs:
 			if !ok {
 				return
 			}
 			switch m := m.(type) {
 			case *redis.Subscription:
-				go rr.load(ctx, rr.gen.Add(1))
+				rr.gen.Add(1)
+				rr.startLoad(ctx)
 			case *redis.Message:
 				if err := rr.apply(m.Payload); err != nil {
 					rr.log.Warn("store: revocation not applied", "error", err.Error())
@@ -175,12 +178,18 @@ func (rr *RedisRevocations) Run(ctx context.Context) {
 					continue
 				}
 				rr.seen.Store(rr.s.now().UnixNano())
+				rr.s.mark(nil)
 				if !up {
 					up = true
 					rr.log.Info("store: redis reachable again")
 				}
 				if rr.synced.Load() == rr.gen.Load() {
 					rr.view.confirm(time.Unix(0, n))
+				} else {
+					// After an error on a connection that survived (a
+					// paused server), no new subscription will announce
+					// itself: load again now that Redis answers.
+					rr.startLoad(ctx)
 				}
 			case error:
 				if ctx.Err() != nil {
@@ -211,6 +220,20 @@ func (rr *RedisRevocations) ping(ctx context.Context, ps *redis.PubSub) {
 		_ = ps.Ping(pctx, strconv.FormatInt(rr.s.now().UnixNano(), 10))
 		cancel()
 	}
+}
+
+// startLoad starts a full load for the current generation unless one is
+// running (which, if it started under an older generation, will not mark
+// the view synced; the next pong starts another).
+func (rr *RedisRevocations) startLoad(ctx context.Context) {
+	if !rr.loading.CompareAndSwap(false, true) {
+		return
+	}
+	gen := rr.gen.Load()
+	go func() {
+		defer rr.loading.Store(false)
+		rr.load(ctx, gen)
+	}()
 }
 
 // load reads every stored revocation into the view; when it completes and

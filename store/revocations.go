@@ -38,8 +38,12 @@ type RevocationsOptions struct {
 	// may go unconfirmed before Stale reports true. Zero: a local view,
 	// never stale.
 	MaxStaleness time.Duration
-	// Now is the clock; nil means time.Now.
+	// Now is the gateway's clock, the one step-ups' AuthTime comes from:
+	// it stamps revocations and expires them. Nil means time.Now.
 	Now func() time.Time
+	// Wall measures staleness against the store's confirmations; nil
+	// means time.Now.
+	Wall func() time.Time
 }
 
 // Revocations is the in-process set of revoked step-ups, read on every
@@ -47,6 +51,7 @@ type RevocationsOptions struct {
 // store it is fed by RedisSync and knows how fresh it is.
 type Revocations struct {
 	now      func() time.Time
+	wall     func() time.Time
 	max      int
 	maxStale time.Duration
 
@@ -66,8 +71,11 @@ func NewRevocations(o RevocationsOptions) *Revocations {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Wall == nil {
+		o.Wall = time.Now
+	}
 	return &Revocations{
-		now: o.Now, max: o.MaxEntries, maxStale: o.MaxStaleness,
+		now: o.Now, wall: o.Wall, max: o.MaxEntries, maxStale: o.MaxStaleness,
 		users: map[string]time.Time{}, sessions: map[string]time.Time{},
 	}
 }
@@ -103,7 +111,7 @@ func (v *Revocations) Stale() bool {
 	if v.maxStale <= 0 {
 		return false
 	}
-	return v.now().Sub(time.Unix(0, v.confirmed.Load())) > v.maxStale
+	return v.wall().Sub(time.Unix(0, v.confirmed.Load())) > v.maxStale
 }
 
 // Unconfirmed is how long ago the view was last confirmed complete (0 for a
@@ -112,7 +120,7 @@ func (v *Revocations) Unconfirmed() time.Duration {
 	if v.maxStale <= 0 {
 		return 0
 	}
-	return v.now().Sub(time.Unix(0, v.confirmed.Load()))
+	return v.wall().Sub(time.Unix(0, v.confirmed.Load()))
 }
 
 // Len is the number of revocations kept.

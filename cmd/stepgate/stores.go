@@ -28,11 +28,13 @@ type stores struct {
 	sync      *store.RedisRevocations // nil with the memory store
 }
 
-func newStores(cfg config, m *metrics.Metrics, log *slog.Logger) (*stores, error) {
+// now is the gateway's clock (step-ups' AuthTime); connections to Redis
+// run on real time.
+func newStores(cfg config, m *metrics.Metrics, log *slog.Logger, now func() time.Time) (*stores, error) {
 	st := &stores{kind: cfg.Store}
 	if cfg.Store != "redis" {
-		st.approvals = store.NewMemory(store.MemoryOptions{})
-		st.view = store.NewRevocations(store.RevocationsOptions{Now: time.Now})
+		st.approvals = store.NewMemory(store.MemoryOptions{Now: now})
+		st.view = store.NewRevocations(store.RevocationsOptions{Now: now})
 		st.revoker = st.view
 		return st, nil
 	}
@@ -45,7 +47,7 @@ func newStores(cfg config, m *metrics.Metrics, log *slog.Logger) (*stores, error
 	}
 	// Freshness is about real time whatever clock the rest runs on: it
 	// measures how long ago Redis last confirmed the view.
-	st.view = store.NewRevocations(store.RevocationsOptions{MaxStaleness: cfg.StoreMaxStaleness, Now: time.Now})
+	st.view = store.NewRevocations(store.RevocationsOptions{MaxStaleness: cfg.StoreMaxStaleness, Now: now, Wall: time.Now})
 	st.redis, st.approvals = r, r
 	st.sync = r.Revocations(st.view, store.RedisRevocationsOptions{
 		DownAfter: min(2*time.Second, cfg.StoreMaxStaleness), Logger: log,

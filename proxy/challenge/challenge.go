@@ -336,14 +336,15 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *ses
 		h.continueTo(w, r)
 		return
 	}
+	if !h.allow(w, r, c, h.cfg.Limits.StartPerUser, "start_user", "u:"+c.user) ||
+		!h.allow(w, r, c, h.cfg.Limits.StartPerIP, "start_ip", ipKey(c.client)) {
+		return
+	}
+	// Asked after the limits, so a limit call that just failed counts.
 	if h.cfg.StoreDown != nil && h.cfg.StoreDown() {
 		h.audit(r, "mfa.refused", c, "", slog.String("reason", "store unreachable"))
 		w.Header().Set("Retry-After", "5")
 		h.render(w, r, http.StatusServiceUnavailable, &view{State: "error", Message: "store_unavailable", Back: true})
-		return
-	}
-	if !h.allow(w, r, c, h.cfg.Limits.StartPerUser, "start_user", "u:"+c.user) ||
-		!h.allow(w, r, c, h.cfg.Limits.StartPerIP, "start_ip", ipKey(c.client)) {
 		return
 	}
 	rule := h.cfg.RuleFor(f.ReturnPath)
