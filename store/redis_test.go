@@ -305,3 +305,29 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 		time.Sleep(10 * time.Millisecond) // polling with a deadline
 	}
 }
+
+func TestRedisPingOneCapIsGlobal(t *testing.T) {
+	srv := redistest.Start(t)
+	var caps []*store.RedisRate
+	for range 3 {
+		s := newRedis(t, srv, time.Second)
+		caps = append(caps, s.Rate("pingone", 0.01, 4, alwaysAllow{}))
+	}
+	var admitted atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 30 {
+		wg.Go(func() {
+			if caps[i%3].Allow() {
+				admitted.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if got := admitted.Load(); got != 4 {
+		t.Fatalf("three replicas made %d calls under a global burst of 4, want 4", got)
+	}
+}
+
+type alwaysAllow struct{}
+
+func (alwaysAllow) Allow() bool { return true }

@@ -167,3 +167,72 @@ func TestUnknownArgumentIsAnError(t *testing.T) {
 		t.Fatal("unknown argument accepted")
 	}
 }
+
+func TestStoreConfiguration(t *testing.T) {
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "redis-password")
+	tokenFile := filepath.Join(dir, "admin-token")
+	if err := os.WriteFile(pwFile, []byte("s3cret-redis-password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tokenFile, []byte(testAdminToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		env     map[string]string
+		wantErr string   // a variable the error must name; "" means valid
+		wantOut []string // in -check-config's output
+	}{
+		{"the default is the memory store", nil, "", []string{"store: memory", "POST /revoke off"}},
+		{"redis with its URL, password and admin token from files", map[string]string{
+			"STEPGATE_STORE": "redis", "STEPGATE_REDIS_URL": "rediss://user:inline-pw@redis.example:6380/2",
+			"STEPGATE_REDIS_PASSWORD_FILE": pwFile, "STEPGATE_ADMIN_TOKEN_FILE": tokenFile,
+		}, "", []string{"store: redis rediss://user:xxxxx@redis.example:6380/2", "POST /revoke on the admin listener"}},
+		{"redis without a URL", map[string]string{"STEPGATE_STORE": "redis"}, "STEPGATE_REDIS_URL", nil},
+		{"a URL of another scheme", map[string]string{"STEPGATE_STORE": "redis", "STEPGATE_REDIS_URL": "http://redis:6379"}, "STEPGATE_REDIS_URL", nil},
+		{"a URL without a host", map[string]string{"STEPGATE_STORE": "redis", "STEPGATE_REDIS_URL": "redis://"}, "STEPGATE_REDIS_URL", nil},
+		{"a URL with the memory store", map[string]string{"STEPGATE_REDIS_URL": "redis://r:6379"}, "STEPGATE_REDIS_URL", nil},
+		{"an unknown store", map[string]string{"STEPGATE_STORE": "etcd"}, "STEPGATE_STORE", nil},
+		{"a short admin token", map[string]string{"STEPGATE_ADMIN_TOKEN": "short"}, "STEPGATE_ADMIN_TOKEN", nil},
+		{"a zero Redis timeout", map[string]string{"STEPGATE_REDIS_TIMEOUT": "0s"}, "STEPGATE_REDIS_TIMEOUT", nil},
+		{"an unbounded staleness", map[string]string{"STEPGATE_STORE_MAX_STALENESS": "1h"}, "STEPGATE_STORE_MAX_STALENESS", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := validEnv()
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			out, _, err := runWith(t, env, "-check-config")
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got %v, want an error naming %s", err, tc.wantErr)
+				}
+				if strings.Contains(err.Error(), "inline-pw") {
+					t.Errorf("the error repeats a password: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range tc.wantOut {
+				if !strings.Contains(out, want) {
+					t.Errorf("output lacks %q:\n%s", want, out)
+				}
+			}
+			for _, secret := range []string{"inline-pw", "s3cret-redis-password", testAdminToken} {
+				if strings.Contains(out, secret) {
+					t.Errorf("check-config printed a secret:\n%s", out)
+				}
+			}
+			c, err := loadConfig(func(k string) string { return env[k] })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.env["STEPGATE_REDIS_PASSWORD_FILE"] != "" && (c.RedisPassword != "s3cret-redis-password" || c.AdminToken != testAdminToken) {
+				t.Errorf("secrets from files: password %q, token %q", c.RedisPassword, c.AdminToken)
+			}
+		})
+	}
+}
