@@ -88,16 +88,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // gateway is a built, not yet serving, stepgate.
 type gateway struct {
-	proxy    http.Handler
-	admin    http.Handler
-	client   *mfa.Client
-	idKeys   *jwks.Cache // upstream IdP keys, jwt identity only
+	proxy  http.Handler
+	admin  http.Handler
+	client *mfa.Client
+	idKeys *jwks.Cache // upstream IdP keys, jwt identity only
 	// approvals holds requests awaiting approval and single-use approvals
 	// (SPEC §14), in the store STEPGATE_STORE chose.
 	approvals store.Approvals
 	stores    *stores
 	draining  atomic.Bool
-	log      *slog.Logger
+	log       *slog.Logger
 }
 
 // build wires every piece from validated settings.
