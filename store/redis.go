@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -79,8 +79,19 @@ func RedactURL(raw string) string {
 	return u.Redacted()
 }
 
+// quietLibrary silences go-redis's own logger, which is process-wide and
+// writes plain text; stepgate logs the store's state itself (JSON, once per
+// change). Done once, before the first client exists, so no client reads
+// the logger while it changes.
+var quietLibrary sync.Once
+
+type discardLogger struct{}
+
+func (discardLogger) Printf(context.Context, string, ...any) {}
+
 // NewRedis returns a Redis store. It does not connect: the first call does.
 func NewRedis(o RedisOptions) (*Redis, error) {
+	quietLibrary.Do(func() { redis.SetLogger(discardLogger{}) })
 	opt, err := ParseRedisURL(o.URL)
 	if err != nil {
 		return nil, fmt.Errorf("store: redis url: %w", err)
@@ -266,5 +277,3 @@ func ttlOf(ttl time.Duration) time.Duration {
 	}
 	return ttl
 }
-
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }
