@@ -46,7 +46,8 @@ type Redis struct {
 	observe  func(op string, d time.Duration, err error)
 	now      func() time.Time
 
-	lastOK, lastErr atomic.Int64 // UnixNano of the latest success and failure
+	lastOK, lastErr  atomic.Int64 // UnixNano of the latest success and failure
+	offset, offsetAt atomic.Int64 // server clock minus ours (ns), and when measured
 }
 
 var _ Approvals = (*Redis)(nil)
@@ -230,36 +231,40 @@ func (s *Redis) Approve(ctx context.Context, digest string, ttl time.Duration) e
 }
 
 // consumeScript deletes an approval, so exactly one caller sees 1. It does
-// nothing (-1) when it runs after ARGV[1], the caller's deadline in Unix
-// milliseconds: a command held up by a paused server or network and run
-// after its caller timed out (and refused the request) must not use up the
-// approval the user will retry with.
+// nothing (-1) when it runs after ARGV[1], a deadline in microseconds of the
+// server's clock: a command held up by a paused server or network, run after
+// its caller gave up (and refused the request), must not use up the approval
+// the user will retry with.
 var consumeScript = redis.NewScript(`
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 if now > tonumber(ARGV[1]) then return -1 end
 return redis.call('DEL', KEYS[1])
 `)
-
-// clockSkew is how far the server's clock may run ahead of ours before a
-// consume that arrived in time is mistaken for a late one (NTP keeps hosts
-// within milliseconds).
-const clockSkew = time.Second
 
 // ErrLate reports an operation that reached the server after its caller's
 // deadline and was therefore not applied.
 var ErrLate = errors.New("store: operation reached the server after its deadline, not applied")
 
-// Consume implements Approvals.
+// clockEvery is how often the offset between our clock and the server's is
+// measured again.
+const clockEvery = 30 * time.Second
+
+// Consume implements Approvals. The script's deadline is the caller's own
+// give-up time minus a quarter of the timeout, translated to the server's
+// clock: a consume the server applies leaves its answer that long to come
+// back, so a caller never times out on an approval the server used up.
 func (s *Redis) Consume(ctx context.Context, digest string) (bool, error) {
 	ctx, done := s.call(ctx, "consume")
-	deadline := s.now().Add(s.timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
+	offset, err := s.serverOffset(ctx)
+	if err != nil {
+		done(err)
+		return false, fmt.Errorf("store: consume: %w", err)
 	}
-	deadline = deadline.Add(clockSkew)
-	n, err := consumeScript.Run(ctx, s.c, []string{s.key(approvalPrefix, digest)}, deadline.UnixMilli()).Int64()
+	giveUp, _ := ctx.Deadline()
+	deadline := giveUp.Add(-s.timeout / 4).Add(offset)
+	n, err := consumeScript.Run(ctx, s.c, []string{s.key(approvalPrefix, digest)}, deadline.UnixMicro()).Int64()
 	if err == nil && n < 0 {
 		err = ErrLate
 	}
@@ -268,6 +273,24 @@ func (s *Redis) Consume(ctx context.Context, digest string) (bool, error) {
 		return false, fmt.Errorf("store: consume: %w", err)
 	}
 	return n == 1, nil
+}
+
+// serverOffset is the server's clock minus ours, measured with TIME (to
+// within half a round trip) at most every clockEvery.
+func (s *Redis) serverOffset(ctx context.Context) (time.Duration, error) {
+	if at := s.offsetAt.Load(); at != 0 && s.now().Sub(time.Unix(0, at)) < clockEvery {
+		return time.Duration(s.offset.Load()), nil
+	}
+	t0 := s.now()
+	server, err := s.c.Time(ctx).Result()
+	t1 := s.now()
+	if err != nil {
+		return 0, err
+	}
+	off := server.Sub(t0.Add(t1.Sub(t0) / 2))
+	s.offset.Store(int64(off))
+	s.offsetAt.Store(t1.UnixNano())
+	return off, nil
 }
 
 // ttlOf keeps a zero or negative ttl from meaning "forever" to Redis.

@@ -178,14 +178,19 @@ func TestRedisConsumeHeldUpByAPausedServerDoesNotUseTheApproval(t *testing.T) {
 	if err := s.Approve(ctx, "d", time.Minute); err != nil {
 		t.Fatal(err)
 	}
+	// Load the script first, so the queued command is the script itself
+	// (EVALSHA) and not one Redis would refuse as unknown.
+	if _, err := s.Consume(ctx, "warm-up"); err != nil {
+		t.Fatal(err)
+	}
 	srv.Pause()
 	ok, err := s.Consume(ctx, "d")
 	if ok || err == nil {
 		t.Fatalf("consume against a paused server: ok=%v err=%v, want a failure", ok, err)
 	}
-	// Stay paused past the consume's deadline plus the allowed skew, so the
-	// queued command, when it finally runs, is late.
-	time.Sleep(1500 * time.Millisecond) // the pause itself is the fault under test
+	// Stay paused past the consume's deadline, so the queued command, when
+	// it finally runs, is late.
+	time.Sleep(300 * time.Millisecond) // the pause itself is the fault under test
 	srv.Resume()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -351,4 +356,89 @@ func BenchmarkRevocationsCheck(b *testing.B) {
 			}
 		}
 	})
+}
+
+func TestRedisFlappingNeverConsumesAnApprovalTwiceNorLosesOne(t *testing.T) {
+	srv := redistest.Start(t)
+	clients := []*store.Redis{
+		newRedis(t, srv, 100*time.Millisecond), newRedis(t, srv, 100*time.Millisecond), newRedis(t, srv, 100*time.Millisecond),
+	}
+	ctx := context.Background()
+	const n = 200
+	for i := range n {
+		if _, err := clients[0].Consume(ctx, "warm-up"); err != nil {
+			t.Fatal(err)
+		}
+		if err := clients[i%3].Approve(ctx, "d"+strconv.Itoa(i), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Redis flaps (paused 150 ms, up 30 ms) while three clients race
+	// to consume every approval, each caller failing closed on an error.
+	stop := make(chan struct{})
+	flapped := make(chan struct{})
+	go func() {
+		defer close(flapped)
+		for {
+			srv.Pause()
+			select {
+			case <-stop:
+				srv.Resume()
+				return
+			case <-time.After(150 * time.Millisecond):
+			}
+			srv.Resume()
+			select {
+			case <-stop:
+				return
+			case <-time.After(30 * time.Millisecond):
+			}
+		}
+	}()
+	wins := make([]atomic.Int32, n)
+	var failures atomic.Int32
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(2 * time.Second)
+	for c := range 3 {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				for i := range n {
+					ok, err := clients[c].Consume(ctx, "d"+strconv.Itoa(i))
+					if err != nil {
+						failures.Add(1)
+					}
+					if ok {
+						wins[i].Add(1)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	<-flapped
+	if failures.Load() == 0 {
+		t.Fatal("no call failed: Redis did not flap")
+	}
+	// Once Redis is steady, every approval nobody won is still there:
+	// failed (fail-closed) consumes did not use any up.
+	for i := range n {
+		if got := wins[i].Load(); got > 1 {
+			t.Fatalf("approval %d consumed %d times while Redis flapped", i, got)
+		}
+		if wins[i].Load() == 1 {
+			continue
+		}
+		var ok bool
+		var err error
+		for range 50 {
+			if ok, err = clients[1].Consume(ctx, "d"+strconv.Itoa(i)); err == nil {
+				break
+			}
+		}
+		if err != nil || !ok {
+			t.Errorf("approval %d, never won while Redis flapped, is gone afterwards (ok=%v err=%v): lost", i, ok, err)
+		}
+	}
+	t.Logf("%d failed calls (fail closed) while Redis flapped", failures.Load())
 }
