@@ -122,6 +122,12 @@ func (rr *RedisRevocations) Down() bool {
 	return rr.s.now().Sub(time.Unix(0, rr.seen.Load())) > rr.downAfter || rr.s.Failing()
 }
 
+// Reached reports that Redis answered and the view was loaded and
+// confirmed at least once since start.
+func (rr *RedisRevocations) Reached() bool {
+	return rr.seen.Load() != 0 && rr.synced.Load() >= 0 && !rr.view.Stale()
+}
+
 // Run keeps the view in sync until ctx ends.
 func (rr *RedisRevocations) Run(ctx context.Context) {
 	ps := rr.s.c.Subscribe(ctx, rr.channel())

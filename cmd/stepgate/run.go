@@ -287,6 +287,8 @@ func (g *gateway) notReady() string {
 		return "pingone signing keys not loaded"
 	case g.idKeys != nil && !g.idKeys.Ready():
 		return "identity provider keys not loaded"
+	case !g.stores.reached():
+		return "store not reached since start"
 	}
 	return ""
 }

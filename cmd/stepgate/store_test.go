@@ -357,3 +357,23 @@ func TestRedisStoreFaultsFailClosed(t *testing.T) {
 		})
 	}
 }
+
+func TestRedisStoreUnreachableAtStartKeepsTheReplicaUnready(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.Kill() // its port is now closed
+	base := newStack(t) // the simulator and upstream; its own gateway is not used
+	base.Env["STEPGATE_STORE"] = "redis"
+	base.Env["STEPGATE_REDIS_URL"] = srv.URL()
+	_, admin, _ := startWithoutWaiting(t, base)
+	s := &stack{t: t, Admin: admin}
+
+	// Keys load, but without a store answer the replica stays unready: its
+	// revocation view is empty and unconfirmed.
+	waitReadyz(t, s, "store not reached since start", 5*time.Second)
+	if code, _ := readyz(t, s); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz without Redis since start: %d, want 503", code)
+	}
+	srv.Restart()
+	waitStatus(t, admin+"/readyz", http.StatusOK, 10*time.Second)
+	waitStoreOK(t, s)
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -26,6 +27,7 @@ type stores struct {
 	view      *store.Revocations
 	redis     *store.Redis            // nil with the memory store
 	sync      *store.RedisRevocations // nil with the memory store
+	once      atomic.Bool             // the store answered since start
 }
 
 // now is the gateway's clock (step-ups' AuthTime); connections to Redis
@@ -85,6 +87,20 @@ func (st *stores) pingOneCap(perSecond float64, burst int) interface{ Allow() bo
 		return local
 	}
 	return st.redis.Rate("pingone", perSecond, burst, local)
+}
+
+// reached reports whether the shared store has answered since start: until
+// then the replica is not ready (its revocation view is empty and
+// unconfirmed). Later outages do not make it unready (see /readyz).
+func (st *stores) reached() bool {
+	if st.sync == nil || st.once.Load() {
+		return true
+	}
+	if st.sync.Reached() {
+		st.once.Store(true)
+		return true
+	}
+	return false
 }
 
 // down reports that the shared store is unreachable: flows do not start.
