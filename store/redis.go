@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -20,6 +21,9 @@ type RedisOptions struct {
 	URL string
 	// Password, when set, overrides any password in URL.
 	Password string
+	// RootCAs, optional, verifies a rediss:// server (default: the
+	// system's roots).
+	RootCAs *x509.CertPool
 	// Timeout bounds every call (dial, read, write and the whole
 	// operation); default 500ms.
 	Timeout time.Duration
@@ -63,6 +67,9 @@ func ParseRedisURL(raw string) (*redis.Options, error) {
 	}
 	if u.Hostname() == "" {
 		return nil, errors.New("the URL has no host")
+	}
+	if u.Query().Has("skip_verify") {
+		return nil, errors.New("skip_verify is refused: the server's certificate is always verified (set STEPGATE_REDIS_CA_FILE for a private CA)")
 	}
 	o, err := redis.ParseURL(raw)
 	if err != nil {
@@ -114,6 +121,9 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 	}
 	if o.Password != "" {
 		opt.Password = o.Password
+	}
+	if opt.TLSConfig != nil && o.RootCAs != nil {
+		opt.TLSConfig.RootCAs = o.RootCAs
 	}
 	opt.DialTimeout = o.Timeout
 	opt.ReadTimeout = o.Timeout

@@ -3,7 +3,9 @@ package store_test
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -441,4 +443,45 @@ func TestRedisFlappingNeverConsumesAnApprovalTwiceNorLosesOne(t *testing.T) {
 		}
 	}
 	t.Logf("%d failed calls (fail closed) while Redis flapped", failures.Load())
+}
+
+func TestRedisOverTLSVerifiesTheServer(t *testing.T) {
+	srv := redistest.StartTLS(t)
+	pem, err := os.ReadFile(srv.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := x509.NewCertPool()
+	ca.AppendCertsFromPEM(pem)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name   string
+		url    string
+		roots  *x509.CertPool
+		wantOK bool
+	}{
+		{"rediss with the CA that signed the server's certificate", srv.TLSURL(), ca, true},
+		{"rediss with the system roots only", srv.TLSURL(), nil, false},
+		{"plain redis to the TLS port", "redis://" + srv.TLSAddr, ca, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := store.NewRedis(store.RedisOptions{URL: tc.url, RootCAs: tc.roots, Timeout: time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			err = s.Approve(ctx, "tls", time.Minute)
+			if (err == nil) != tc.wantOK {
+				t.Fatalf("approve: %v, want success %v", err, tc.wantOK)
+			}
+			if tc.wantOK {
+				if ok, err := s.Consume(ctx, "tls"); !ok || err != nil {
+					t.Fatalf("consume over TLS: %v %v", ok, err)
+				}
+			}
+		})
+	}
+	if _, err := store.NewRedis(store.RedisOptions{URL: srv.TLSURL() + "?skip_verify=true"}); err == nil {
+		t.Error("a URL turning certificate verification off was accepted")
+	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
@@ -70,6 +71,7 @@ type config struct {
 	Store               string        `env:"STORE" envDefault:"memory"`
 	RedisURL            string        `env:"REDIS_URL" secret:"true"`
 	RedisPassword       string        `env:"REDIS_PASSWORD" secret:"true"`
+	RedisCAFile         string        `env:"REDIS_CA_FILE"`
 	RedisTimeout        time.Duration `env:"REDIS_TIMEOUT" envDefault:"500ms"`
 	StoreMaxStaleness   time.Duration `env:"STORE_MAX_STALENESS" envDefault:"10s"`
 	AdminToken          string        `env:"ADMIN_TOKEN" secret:"true"`
@@ -146,6 +148,7 @@ type settings struct {
 	trusted    *clientip.Resolver
 	cookieKeys [][]byte
 	cookieName string
+	redisCAs   *x509.CertPool // STEPGATE_REDIS_CA_FILE; nil: the system's roots
 }
 
 // validate checks every value and names the variable at fault.
@@ -296,6 +299,17 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 			bad("REDIS_URL", "required when STEPGATE_STORE=redis (redis://host:6379 or rediss:// for TLS)")
 		} else if _, err := store.ParseRedisURL(c.RedisURL); err != nil {
 			bad("REDIS_URL", "%v", err) // the value is not repeated: it may hold a password
+		} else if c.RedisCAFile != "" && !strings.HasPrefix(c.RedisURL, "rediss://") {
+			bad("REDIS_CA_FILE", "set, but STEPGATE_REDIS_URL is not rediss:// (TLS)")
+		}
+		if c.RedisCAFile != "" {
+			pem, err := readFile(c.RedisCAFile)
+			s.redisCAs = x509.NewCertPool()
+			if err != nil {
+				bad("REDIS_CA_FILE", "%v", err)
+			} else if !s.redisCAs.AppendCertsFromPEM(pem) {
+				bad("REDIS_CA_FILE", "no PEM certificate found")
+			}
 		}
 	default:
 		bad("STORE", "want memory or redis")

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/stepgate/stepgate/store/redistest"
 )
 
 // validEnv is a complete, valid configuration.
@@ -178,6 +180,7 @@ func TestStoreConfiguration(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte(testAdminToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	caFile := redistest.WriteCerts(t, dir)
 	for _, tc := range []struct {
 		name    string
 		env     map[string]string
@@ -189,6 +192,18 @@ func TestStoreConfiguration(t *testing.T) {
 			"STEPGATE_STORE": "redis", "STEPGATE_REDIS_URL": "rediss://user:inline-pw@redis.example:6380/2",
 			"STEPGATE_REDIS_PASSWORD_FILE": pwFile, "STEPGATE_ADMIN_TOKEN_FILE": tokenFile,
 		}, "", []string{"store: redis rediss://user:xxxxx@redis.example:6380/2", "POST /revoke on the admin listener"}},
+		{"rediss with a private CA", map[string]string{
+			"STEPGATE_STORE": "redis", "STEPGATE_REDIS_URL": "rediss://redis.example:6380", "STEPGATE_REDIS_CA_FILE": caFile,
+		}, "", []string{"store: redis rediss://redis.example:6380"}},
+		{"a CA file for a plain redis URL", map[string]string{
+			"STEPGATE_STORE": "redis", "STEPGATE_REDIS_URL": "redis://redis.example:6379", "STEPGATE_REDIS_CA_FILE": caFile,
+		}, "STEPGATE_REDIS_CA_FILE", nil},
+		{"a CA file without a certificate", map[string]string{
+			"STEPGATE_STORE": "redis", "STEPGATE_REDIS_URL": "rediss://redis.example:6380", "STEPGATE_REDIS_CA_FILE": pwFile,
+		}, "STEPGATE_REDIS_CA_FILE", nil},
+		{"a URL that turns certificate checks off", map[string]string{
+			"STEPGATE_STORE": "redis", "STEPGATE_REDIS_URL": "rediss://redis.example:6380?skip_verify=true",
+		}, "STEPGATE_REDIS_URL", nil},
 		{"redis without a URL", map[string]string{"STEPGATE_STORE": "redis"}, "STEPGATE_REDIS_URL", nil},
 		{"a URL of another scheme", map[string]string{"STEPGATE_STORE": "redis", "STEPGATE_REDIS_URL": "http://redis:6379"}, "STEPGATE_REDIS_URL", nil},
 		{"a URL without a host", map[string]string{"STEPGATE_STORE": "redis", "STEPGATE_REDIS_URL": "redis://"}, "STEPGATE_REDIS_URL", nil},

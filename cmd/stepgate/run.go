@@ -106,7 +106,7 @@ type gateway struct {
 func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prometheus.Registry, now func() time.Time) (*gateway, error) {
 	m := metrics.New(reg, version)
 	g := &gateway{log: log}
-	st, err := newStores(cfg, m, log, now)
+	st, err := newStores(cfg, s, m, log, now)
 	if err != nil {
 		return nil, err
 	}

@@ -360,7 +360,7 @@ func TestRedisStoreFaultsFailClosed(t *testing.T) {
 
 func TestRedisStoreUnreachableAtStartKeepsTheReplicaUnready(t *testing.T) {
 	srv := redistest.Start(t)
-	srv.Kill() // its port is now closed
+	srv.Kill()          // its port is now closed
 	base := newStack(t) // the simulator and upstream; its own gateway is not used
 	base.Env["STEPGATE_STORE"] = "redis"
 	base.Env["STEPGATE_REDIS_URL"] = srv.URL()

@@ -32,7 +32,7 @@ type stores struct {
 
 // now is the gateway's clock (step-ups' AuthTime); connections to Redis
 // run on real time.
-func newStores(cfg config, m *metrics.Metrics, log *slog.Logger, now func() time.Time) (*stores, error) {
+func newStores(cfg config, s settings, m *metrics.Metrics, log *slog.Logger, now func() time.Time) (*stores, error) {
 	st := &stores{kind: cfg.Store}
 	if cfg.Store != "redis" {
 		st.approvals = store.NewMemory(store.MemoryOptions{Now: now})
@@ -41,7 +41,7 @@ func newStores(cfg config, m *metrics.Metrics, log *slog.Logger, now func() time
 		return st, nil
 	}
 	r, err := store.NewRedis(store.RedisOptions{
-		URL: cfg.RedisURL, Password: cfg.RedisPassword, Timeout: cfg.RedisTimeout,
+		URL: cfg.RedisURL, Password: cfg.RedisPassword, RootCAs: s.redisCAs, Timeout: cfg.RedisTimeout,
 		Observe: m.ObserveStore, Now: time.Now,
 	})
 	if err != nil {

@@ -28,6 +28,11 @@ type Server struct {
 	port int
 	dir  string
 	bin  string
+	// TLSAddr and CAFile are set by StartTLS: the TLS port, and a PEM file
+	// with the CA that signed the server's certificate (for 127.0.0.1).
+	TLSAddr string
+	CAFile  string
+	tlsPort int
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -59,25 +64,52 @@ func Path(t testing.TB) string {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	s := &Server{t: t, bin: Path(t), dir: t.TempDir()}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.port = l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	s.port = freePort(t)
 	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
 	s.start()
 	t.Cleanup(s.Kill)
 	return s
 }
 
+// StartTLS is Start with a TLS port as well, its certificate signed by a
+// CA made for the test (CAFile).
+func StartTLS(t testing.TB) *Server {
+	t.Helper()
+	s := &Server{t: t, bin: Path(t), dir: t.TempDir()}
+	s.port, s.tlsPort = freePort(t), freePort(t)
+	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port))
+	s.TLSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(s.tlsPort))
+	s.CAFile = WriteCerts(t, s.dir)
+	s.start()
+	t.Cleanup(s.Kill)
+	return s
+}
+
+func freePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
 // URL is the server's redis:// URL.
 func (s *Server) URL() string { return "redis://" + s.Addr }
 
+// TLSURL is the server's rediss:// URL (StartTLS only).
+func (s *Server) TLSURL() string { return "rediss://" + s.TLSAddr }
+
 func (s *Server) start() {
 	s.t.Helper()
-	cmd := exec.Command(s.bin, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", s.dir, "--loglevel", "warning")
+	args := []string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", s.dir, "--loglevel", "warning"}
+	if s.tlsPort != 0 {
+		args = append(args, "--tls-port", strconv.Itoa(s.tlsPort),
+			"--tls-cert-file", filepath.Join(s.dir, "server.pem"), "--tls-key-file", filepath.Join(s.dir, "server-key.pem"),
+			"--tls-ca-cert-file", s.CAFile, "--tls-auth-clients", "no")
+	}
+	cmd := exec.Command(s.bin, args...)
 	logf, err := os.OpenFile(filepath.Join(s.dir, "redis.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		s.t.Fatal(err)
