@@ -195,6 +195,7 @@ func TestHelmChartRendersAndIsLockedDown(t *testing.T) {
 					"STEPGATE_REDIS_TIMEOUT":          "250ms",
 					"STEPGATE_STORE_MAX_STALENESS":    "5s",
 					"STEPGATE_REDIS_URL_FILE":         "/var/run/secrets/stepgate/redis-url",
+					"STEPGATE_REDIS_CA_FILE":          "/var/run/secrets/stepgate/redis-ca",
 					"STEPGATE_ADMIN_TOKEN_FILE":       "/var/run/secrets/stepgate/admin-token",
 				},
 				rulesContain:   "POST,PUT /api/transfer mfa max_age=5m",
