@@ -111,10 +111,13 @@ func (st *stores) status() string {
 	if st.sync == nil {
 		return "store: memory (this replica only)"
 	}
+	unconfirmed := "never confirmed since start"
+	if st.reached() {
+		unconfirmed = "unconfirmed for " + st.view.Unconfirmed().Round(time.Second).String()
+	}
 	switch {
 	case st.view.Stale():
-		return fmt.Sprintf("store: redis unreachable, revocations unconfirmed for %s: mfa paths refused (503), limits per replica",
-			st.view.Unconfirmed().Round(time.Second))
+		return "store: redis unreachable, revocations " + unconfirmed + ": mfa paths refused (503), limits per replica"
 	case st.sync.Down():
 		return "store: redis unreachable: challenge starts and approvals refused (503), limits per replica"
 	}
