@@ -48,6 +48,15 @@ type StepUps interface {
 	ClearApproved(w http.ResponseWriter)
 }
 
+// Revocations says, from process memory, whether a step-up was revoked
+// server-side (docs/design.md §15). It must not make a network call.
+type Revocations interface {
+	Revoked(su session.StepUp) bool
+	// Stale reports that this replica cannot confirm its view is current:
+	// mfa paths then fail closed with 503.
+	Stale() bool
+}
+
 // Challenger serves the challenge endpoints and answers requests that need a
 // step-up.
 type Challenger interface {
@@ -82,7 +91,9 @@ type Config struct {
 	Challenge    Challenger
 	// Approvals, optional, serves approve rules; required when the rules
 	// have one.
-	Approvals     *approve.Gate
+	Approvals *approve.Gate
+	// Revocations, optional: nil means nothing is revoked.
+	Revocations   Revocations
 	IDTokenHeader string // default X-Stepgate-Id-Token; "Authorization" sends "Bearer <token>"
 	// IdentityHeader, with header identity, is removed in every spelling
 	// from requests whose peer is not a trusted proxy.
@@ -202,6 +213,7 @@ const (
 	decisionRejected = "rejected"
 	decisionNoIdent  = "no_identity"
 	decisionInternal = "stepgate"
+	decisionStale    = "store_unavailable"
 )
 
 // forward carries the per-request facts that Rewrite needs.
@@ -325,6 +337,11 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 		g.cfg.Challenge.Error(w, r, http.StatusUnauthorized, "no_identity")
 		return decisionNoIdent, "", client
 	}
+	if g.cfg.Revocations != nil && g.cfg.Revocations.Stale() {
+		w.Header().Set("Retry-After", "5")
+		g.cfg.Challenge.Error(w, r, http.StatusServiceUnavailable, "store_unavailable")
+		return decisionStale, user, client
+	}
 	su, ok := g.cfg.StepUps.StepUp(r)
 	if !ok || !g.fresh(su, user, rule) {
 		g.cfg.Challenge.Require(w, r, rule)
@@ -339,6 +356,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 // fresh reports whether a step-up is valid for this user and rule (docs/design.md §5).
 // A zero rule (allow path) asks only that the step-up is still valid at all.
 func (g *Gateway) fresh(su session.StepUp, user string, rule rules.Rule) bool {
+	if g.cfg.Revocations != nil && g.cfg.Revocations.Revoked(su) {
+		return false
+	}
 	return Fresh(su, user, rule, g.now())
 }
 

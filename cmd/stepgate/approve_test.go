@@ -17,7 +17,7 @@ import (
 	"github.com/stepgate/stepgate/mfa/pingonesim"
 )
 
-const approveRules = "/admin/ mfa max_age=15m; " +
+const approveTestRules = "/admin/ mfa max_age=15m; " +
 	"POST /payments/transfer approve show=Amount:form.amount,Currency:form.currency,Payee:form.payee " +
 	"template=transaction vars=sum:form.amount,currency:form.currency,recipient:form.payee ttl=2m; " +
 	"POST /api/payments approve show=Amount:json./amount,Payee:json./payee/name template=transaction " +
@@ -66,7 +66,7 @@ func (u *bodyRecorder) all() []recorded {
 func newApproveStack(t *testing.T, opts ...stackOption) (*stack, *bodyRecorder) {
 	t.Helper()
 	up := &bodyRecorder{}
-	opts = append([]stackOption{withUpstream(up), withEnv("STEPGATE_RULES", approveRules)}, opts...)
+	opts = append([]stackOption{withUpstream(up), withEnv("STEPGATE_RULES", approveTestRules)}, opts...)
 	return newStack(t, opts...), up
 }
 

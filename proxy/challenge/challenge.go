@@ -107,7 +107,13 @@ type Config struct {
 	Limits  Limits
 	// Approvals, optional, opens and approves requests held by approve
 	// rules.
-	Approvals   Approvals
+	Approvals Approvals
+	// Revoke, optional, revokes the request's step-up server-side when the
+	// user logs out (docs/design.md §15).
+	Revoke func(r *http.Request) error
+	// StoreDown, optional, reports the shared store unreachable: flows
+	// then do not start (503 page), so limits cannot be escaped (§15).
+	StoreDown   func() bool
 	AllowBypass bool
 	// Verified reports whether the request already carries a step-up that
 	// is valid for this user and fresh enough for the rule of returnPath.
@@ -462,6 +468,13 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *ses
 	}
 	if !h.allow(w, r, c, f, h.cfg.Limits.StartPerUser, "start_user", "u:"+c.user) ||
 		!h.allow(w, r, c, f, h.cfg.Limits.StartPerIP, "start_ip", ipKey(c.client)) {
+		return
+	}
+	// Asked after the limits, so a limit call that just failed counts.
+	if h.cfg.StoreDown != nil && h.cfg.StoreDown() {
+		h.audit(r, "mfa.refused", c, "", slog.String("reason", "store unreachable"))
+		w.Header().Set("Retry-After", "5")
+		h.tell(w, r, c, f, "store_unavailable", 0)
 		return
 	}
 	req, what, ok := h.startRequest(w, r, c, f)
@@ -828,9 +841,21 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		h.Error(w, r, http.StatusForbidden, "csrf")
 		return
 	}
+	var revokeErr error
+	if h.cfg.Revoke != nil {
+		revokeErr = h.cfg.Revoke(r)
+	}
 	h.cfg.Store.ClearStepUp(w)
 	h.cfg.Store.ClearFlow(w)
 	setNoStore(w.Header())
+	if revokeErr != nil {
+		// The browser forgets the cookie; a copy of it may still open on
+		// other replicas until the store is back, so say it did not work.
+		h.log.LogAttrs(r.Context(), slog.LevelError, "logout: revocation not stored", slog.String("error", revokeErr.Error()))
+		w.Header().Set("Retry-After", "5")
+		h.Error(w, r, http.StatusServiceUnavailable, "store_unavailable")
+		return
+	}
 	if clientKind(r) == kindAPI {
 		w.WriteHeader(http.StatusNoContent)
 		return
