@@ -90,8 +90,12 @@ type Config struct {
 	StepUps      StepUps
 	Challenge    Challenger
 	// Approvals, optional, serves approve rules; required when the rules
-	// have one.
-	Approvals *approve.Gate
+	// have one. ApproveHoldLimit, optional, bounds the requests one user
+	// may hold (keyed "u:"+user).
+	Approvals        *approve.Gate
+	ApproveHoldLimit interface {
+		Allow(key string) (ok bool, retryAfter time.Duration)
+	}
 	// Revocations, optional: nil means nothing is revoked.
 	Revocations   Revocations
 	IDTokenHeader string // default X-Stepgate-Id-Token; "Authorization" sends "Bearer <token>"
@@ -295,7 +299,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 	// 5. A request the user has just approved is forwarded in place of the
 	// browser's GET of its URL (approve rules).
 	fw := &forward{path: p, client: client, trusted: trusted}
-	if g.cfg.Approvals != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+	if g.cfg.Approvals != nil && r.Method == http.MethodGet {
 		if ref, ok := g.cfg.StepUps.Approved(r); ok {
 			if decision, user, done := g.replay(w, r, ref, fw); done {
 				return decision, user, client

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -254,7 +256,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	}
 	// Held requests and approvals (approve rules): in this process,
 	// bounded; see the store package.
-	approvals := approve.New(g.approvals, cfg.ApproveMaxBody, now)
+	approvals := approve.New(g.approvals, approvalDigestKey(s.cookieKeys[0]), cfg.ApproveMaxBody, now)
 	revocations := revocationCheck{st.view}
 	chal, err := challenge.New(challenge.Config{
 		PingOne:   client,
@@ -304,18 +306,22 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		upstreamTLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	gw, err := proxy.New(proxy.Config{
-		Upstream:      s.upstream,
-		UpstreamHost:  cfg.UpstreamHost,
-		PreserveHost:  cfg.PreserveHost,
-		Transport:     newTransport(upstreamTLS, cfg.UpstreamTimeout, 512),
-		Rules:         s.rules,
-		ClientIP:      s.trusted,
-		Identity:      ident,
-		StepUps:       store,
-		Revocations:   revocations,
-		Challenge:     chal,
-		Approvals:     approvals,
-		IDTokenHeader: cfg.IDTokenHeader,
+		Upstream:     s.upstream,
+		UpstreamHost: cfg.UpstreamHost,
+		PreserveHost: cfg.PreserveHost,
+		Transport:    newTransport(upstreamTLS, cfg.UpstreamTimeout, 512),
+		Rules:        s.rules,
+		ClientIP:     s.trusted,
+		Identity:     ident,
+		StepUps:      store,
+		Revocations:  revocations,
+		Challenge:    chal,
+		Approvals:    approvals,
+		// A person approves a few actions a minute; twice the start limit
+		// per window leaves room for retries and bounds what one user can
+		// hold in the store.
+		ApproveHoldLimit: limiter("hold_user", 2*cfg.LimitStartsPerUser, cfg.LimitWindow),
+		IDTokenHeader:    cfg.IDTokenHeader,
 		IdentityHeader: func() string {
 			if cfg.Identity == "header" {
 				return cfg.IdentityHeader
@@ -551,4 +557,13 @@ func parseLevel(s string) (slog.Level, error) {
 		return l, fmt.Errorf("want debug, info, warn or error")
 	}
 	return l, nil
+}
+
+// approvalDigestKey keys approval digests (proxy/approve): derived from the
+// sealing cookie key, which every replica sharing a store already shares,
+// and separate from it by a label, so that one key never serves two uses.
+func approvalDigestKey(cookieKey []byte) []byte {
+	m := hmac.New(sha256.New, cookieKey)
+	m.Write([]byte("stepgate approval digest v1"))
+	return m.Sum(nil)
 }

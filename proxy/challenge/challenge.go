@@ -289,9 +289,22 @@ func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 	}
 	ret := q.Get("return")
 	method := returnMethod(q.Get("method"))
+	if ok && f.User == c.user && f.Approval != "" && ret != "" && SafeReturn(ret) != f.ReturnPath {
+		// A step-up for another page is asked for while an approval was
+		// pending: the approval is given up (its held request dropped)
+		// rather than carried into a flow the user takes for a step-up.
+		if f.FlowID != "" {
+			_, _ = h.cfg.PingOne.Reset(r.Context(), &f.Pending)
+		}
+		if h.cfg.Approvals != nil {
+			h.cfg.Approvals.Forget(r.Context(), f.Approval)
+		}
+		h.audit(r, "approval.cancelled", c, f.FlowID, slog.String("reason", "a step-up was asked for"))
+		ok = false
+	}
 	if !ok || f.User != c.user {
 		f = session.Flow{User: c.user, ReturnPath: SafeReturn(ret), ReturnMethod: method, CSRF: randomBytes(32), Created: h.now(), From: safeFrom(q.Get("from"))}
-	} else if f.FlowID == "" && ret != "" && f.Approval == "" {
+	} else if f.FlowID == "" && ret != "" {
 		f.ReturnPath, f.ReturnMethod = SafeReturn(ret), method
 		if from := safeFrom(q.Get("from")); from != "" {
 			f.From = from
@@ -646,6 +659,18 @@ func (h *Handler) cancel(w http.ResponseWriter, r *http.Request, c caller, f *se
 		h.audit(r, "mfa.cancelled", c, f.FlowID)
 	}
 	f.Pending, f.Status, f.SentAt = mfa.Pending{}, "", time.Time{}
+	if f.Approval != "" {
+		// A cancelled approval is over: the held request is dropped, so
+		// no later flow can approve (and so send) it.
+		if h.cfg.Approvals != nil {
+			h.cfg.Approvals.Forget(r.Context(), f.Approval)
+		}
+		h.audit(r, "approval.cancelled", c, f.FlowID)
+		h.cfg.Store.ClearFlow(w)
+		setNoStore(w.Header())
+		http.Redirect(w, r, homeFor(f), http.StatusSeeOther)
+		return
+	}
 	if err := h.cfg.Store.SaveFlow(w, *f); err != nil {
 		h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
 		return
