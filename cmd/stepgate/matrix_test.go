@@ -245,6 +245,18 @@ func matrixAttacks() []matrixAttack {
 			first: func(s string) string {
 				return strings.Replace(crlf(append(allowHead("GET", s), "Connection: keep-alive")...), "HTTP/1.1", "HTTP/1.0", 1) + smuggled(s)
 			}},
+		matrixAttack{class: "pipelining", name: "a body holding a request on a challenged POST to an mfa path",
+			first: func(s string) string {
+				b := smuggled(s)
+				return crlf("POST /admin/"+s+"-outer HTTP/1.1", "Host: "+matrixHost, "X-Forwarded-User: mallory",
+					"Content-Length: "+strconv.Itoa(len(b))) + b
+			}},
+		matrixAttack{class: "pipelining", name: "Expect: 100-continue on a challenged POST, the body sent anyway",
+			first: func(s string) string {
+				b := smuggled(s)
+				return crlf("POST /admin/"+s+"-outer HTTP/1.1", "Host: "+matrixHost, "X-Forwarded-User: mallory",
+					"Expect: 100-continue", "Content-Length: "+strconv.Itoa(len(b))) + b
+			}},
 		matrixAttack{class: "method confusion", name: "lower-case post on a POST-only mfa rule",
 			first: func(s string) string {
 				return crlf("post /forms/"+s+" HTTP/1.1", "Host: "+matrixHost, "X-Forwarded-User: mallory", "Content-Length: 3") + "a=1"
