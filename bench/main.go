@@ -1,4 +1,4 @@
-// Command bench is stepgate's load benchmark (SPEC §13): one command that
+// Command bench is stepgate's load benchmark (docs/design.md §13): one command that
 // builds stepgate, starts on loopback a small upstream, a bare
 // httputil.ReverseProxy and stepgate, mints a real step-up cookie through a
 // challenge against the PingOne simulator, and drives the same load at each:
@@ -341,7 +341,7 @@ func run(o options) error {
 		if o.instr == "only" {
 			fmt.Print(instrTable)
 			if strings.Contains(instrTable, "❌") {
-				return errors.New("a target of SPEC §13 is missed by the instruction counts")
+				return errors.New("a target of docs/design.md §13 is missed by the instruction counts")
 			}
 			return nil
 		}
@@ -901,7 +901,7 @@ func report(o options, targets []target, sizes []string, results map[string]*res
 				ms(median(r.openBareP50)), ms(median(r.openBareP99)), float64(median(r.openAdded))/1e6, r.openErrs)
 		}
 	}
-	fmt.Fprintf(&b, "\nTargets (SPEC §13), closed loop 1 KiB, log info (the default): ")
+	fmt.Fprintf(&b, "\nTargets (docs/design.md §13), closed loop 1 KiB, log info (the default): ")
 	var verdicts []string
 	for _, t := range targets {
 		if t.admin == "" {

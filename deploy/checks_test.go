@@ -21,7 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// documentedEnv is every STEPGATE_ variable stepgate reads (SPEC §9 and the
+// documentedEnv is every STEPGATE_ variable stepgate reads (docs/design.md §9 and the
 // deployment brief), plus the _FILE form of each secret. A manifest that sets
 // anything else has a typo that stepgate would silently ignore.
 func documentedEnv() map[string]bool {

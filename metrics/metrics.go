@@ -1,4 +1,4 @@
-// Package metrics defines stepgate's Prometheus metrics (SPEC §10) on a
+// Package metrics defines stepgate's Prometheus metrics (docs/design.md §10) on a
 // registry the caller owns. Labels carry only small fixed vocabularies
 // (decisions, status codes, event names): never a raw path, user or client
 // address, so cardinality stays bounded whatever clients send.
@@ -22,6 +22,10 @@ type Metrics struct {
 	PingOneRequests *prometheus.CounterVec   // op, code
 	PingOneDuration *prometheus.HistogramVec // op
 	RateLimited     *prometheus.CounterVec   // limit
+	Approvals       *prometheus.CounterVec   // event: required, approved, forwarded, expired, refused
+	// PingOneUnexpected counts flow content stepgate does not know, by
+	// what: status, device_type.
+	PingOneUnexpected *prometheus.CounterVec
 }
 
 // New registers stepgate's metrics, build info and the Go and process
@@ -58,6 +62,14 @@ func New(reg *prometheus.Registry, version string) *Metrics {
 			Name: "stepgate_rate_limited_total",
 			Help: "Requests refused by an abuse limit, by limit name.",
 		}, []string{"limit"}),
+		Approvals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stepgate_approvals_total",
+			Help: "Approve-rule events: required, approved, forwarded, expired, refused.",
+		}, []string{"event"}),
+		PingOneUnexpected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stepgate_pingone_unexpected_total",
+			Help: "PingOne flow content stepgate does not know, by what: status, device_type.",
+		}, []string{"what"}),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "stepgate_build_info",
@@ -66,7 +78,7 @@ func New(reg *prometheus.Registry, version string) *Metrics {
 	})
 	buildInfo.Set(1)
 	reg.MustRegister(m.Requests, m.RequestDuration, m.Challenges, m.OTPChecks,
-		m.PingOneRequests, m.PingOneDuration, m.RateLimited, buildInfo,
+		m.PingOneRequests, m.PingOneDuration, m.RateLimited, m.Approvals, m.PingOneUnexpected, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the fixed label values so every family is visible (at
@@ -76,6 +88,12 @@ func New(reg *prometheus.Registry, version string) *Metrics {
 	}
 	for _, r := range []string{"ok", "wrong", "error"} {
 		m.OTPChecks.WithLabelValues(r)
+	}
+	for _, e := range []string{"required", "approved", "forwarded", "expired", "refused"} {
+		m.Approvals.WithLabelValues(e)
+	}
+	for _, w := range []string{"status", "device_type"} {
+		m.PingOneUnexpected.WithLabelValues(w)
 	}
 	return m
 }

@@ -22,7 +22,7 @@ import (
 	"github.com/stepgate/stepgate/mfa/jwks"
 )
 
-// Response types the client can complete (SPEC §7).
+// Response types the client can complete (docs/design.md §7).
 const (
 	ResponseTypeTokenIDToken = "token id_token"
 	ResponseTypeIDToken      = "id_token"
@@ -50,7 +50,7 @@ var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
 // and the JWKS cache. Everything about one flow lives in Pending, so any
 // Client built from the same Config can continue a flow another started.
 //
-// Choices where PingOne's behaviour is only inferred (PROTOCOL.md):
+// Choices where PingOne's behaviour is only inferred (docs/pingone.md):
 //   - Every method that receives a flow returns it with a nil error whatever
 //     its status, FAILED and unknown statuses included; the caller renders
 //     Status. Errors are for calls that did not yield a flow.
@@ -191,8 +191,14 @@ func (c *Client) Start(ctx context.Context, req StartRequest) (*Flow, *Pending, 
 	if req.User == "" {
 		return nil, nil, newError(op, KindInvalid, errors.New("no user"))
 	}
+	if req.Prompt != "" && req.Prompt != PromptLogin {
+		return nil, nil, newError(op, KindInvalid, fmt.Errorf("prompt %q is not %q", req.Prompt, PromptLogin))
+	}
+	tpl, err := templateClaim(req.Template)
+	if err != nil {
+		return nil, nil, newError(op, KindInvalid, err)
+	}
 	p := &Pending{ACR: req.ACR}
-	var err error
 	if p.Nonce, err = randomString(32); err != nil {
 		return nil, nil, newError(op, KindUnavailable, err)
 	}
@@ -204,7 +210,7 @@ func (c *Client) Start(ctx context.Context, req StartRequest) (*Flow, *Pending, 
 	if err != nil {
 		return nil, nil, newError(op, KindUnavailable, err)
 	}
-	reqJWT, err := c.requestObject(req.RemoteIP, now)
+	reqJWT, err := c.requestObject(req.RemoteIP, tpl, now)
 	if err != nil {
 		return nil, nil, newError(op, KindUnavailable, err)
 	}
@@ -221,6 +227,9 @@ func (c *Client) Start(ctx context.Context, req StartRequest) (*Flow, *Pending, 
 	if req.ACR != "" {
 		form.Set("acr_values", req.ACR)
 	}
+	if req.Prompt != "" {
+		form.Set("prompt", req.Prompt)
+	}
 	if req.MaxAge > 0 {
 		secs := int64((req.MaxAge + time.Second - 1) / time.Second)
 		form.Set("max_age", strconv.FormatInt(secs, 10))
@@ -233,7 +242,7 @@ func (c *Client) Start(ctx context.Context, req StartRequest) (*Flow, *Pending, 
 		form.Set("code_challenge", base64.RawURLEncoding.EncodeToString(sum[:]))
 		form.Set("code_challenge_method", "S256")
 	}
-	// POST keeps the tokens out of URLs and access logs (PROTOCOL §2.1).
+	// POST keeps the tokens out of URLs and access logs (docs/pingone.md §2.1).
 	r, err := c.call(ctx, op, p, http.MethodPost, c.endpoint("as", "authorize"),
 		"application/x-www-form-urlencoded", []byte(form.Encode()), false)
 	if err != nil {
@@ -277,7 +286,7 @@ func (c *Client) Read(ctx context.Context, p *Pending) (*Flow, error) {
 }
 
 // SelectDevice posts device.select. It also resends an OTP (select the same
-// device again) and switches device (select another), PROTOCOL §5.4.
+// device again) and switches device (select another), docs/pingone.md §5.4.
 func (c *Client) SelectDevice(ctx context.Context, p *Pending, deviceID string) (*Flow, error) {
 	const op = "device_select"
 	if deviceID == "" || len(deviceID) > maxField {
@@ -300,7 +309,7 @@ func (c *Client) CheckOTP(ctx context.Context, p *Pending, otp Secret) (*Flow, e
 }
 
 // CheckAssertion posts assertion.check with the origin and the serialised
-// WebAuthn credential the browser produced (a JSON string, PROTOCOL §5.3).
+// WebAuthn credential the browser produced (a JSON string, docs/pingone.md §5.3).
 func (c *Client) CheckAssertion(ctx context.Context, p *Pending, origin, assertion string) (*Flow, error) {
 	const op = "assertion_check"
 	if origin == "" || len(origin) > maxField || assertion == "" || len(assertion) > maxAssertion {
@@ -310,7 +319,7 @@ func (c *Client) CheckAssertion(ctx context.Context, p *Pending, origin, asserti
 	return c.post(ctx, op, p, "assertion.check", body)
 }
 
-// Reset posts session.reset (the best-effort cancel, PROTOCOL §5.4).
+// Reset posts session.reset (the best-effort cancel, docs/pingone.md §5.4).
 func (c *Client) Reset(ctx context.Context, p *Pending) (*Flow, error) {
 	return c.post(ctx, "session_reset", p, "session.reset", []byte("{}"))
 }
@@ -401,7 +410,7 @@ func (c *Client) onAuthBase(raw string) bool {
 // flowURL is the canonical flow URL. Action URLs are always built here
 // rather than taken from _links: Pending (all that survives between the
 // browser's requests) does not carry links, and in PingOne every link of a
-// flow is this same URL anyway (PROTOCOL §5.1).
+// flow is this same URL anyway (docs/pingone.md §5.1).
 func (c *Client) flowURL(flowID string) string {
 	return c.endpoint("flows", flowID)
 }

@@ -46,6 +46,7 @@ type Error struct {
 	HTTPStatus        int    // 0 when no response
 	Code              string // PingOne top-level code, e.g. INVALID_DATA
 	DetailCode        string // details[0].code, e.g. INVALID_OTP
+	DetailTarget      string // details[0].target, e.g. login_hint_token
 	Message           string
 	CorrelationID     string // PingOne error id
 	RetryAfter        time.Duration
@@ -72,3 +73,14 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// UserRefused reports whether PingOne refused the user named in the
+// login_hint_token: a 400 from authorize whose detail targets
+// login_hint_token. PingOne documents that sub must be a username or user
+// id of the environment; an unknown one is refused this way (the exact code
+// is not documented, see docs/pingone.md §2.5), and so is a token PingOne
+// cannot verify, which stepgate mints itself, so the user value is by far
+// the likelier cause.
+func (e *Error) UserRefused() bool {
+	return e.Op == "authorize" && e.HTTPStatus == 400 && e.DetailTarget == "login_hint_token"
+}

@@ -17,7 +17,7 @@ const maxDevices = 32
 const maxField = 512
 
 // decodeFlow turns a PingOne flow object into a Flow. It is deliberately
-// tolerant (PROTOCOL §6.4): only id and status are required; a field of an
+// tolerant (docs/pingone.md §6.4): only id and status are required; a field of an
 // unexpected type is ignored rather than failing the whole flow, because most
 // of the shape is inferred rather than documented.
 func decodeFlow(body []byte) (*Flow, error) {
@@ -85,6 +85,11 @@ func decodeFlow(body []byte) (*Flow, error) {
 	}
 
 	f.AssertionOptions = normaliseOptions(top["publicKeyCredentialRequestOptions"])
+
+	var nm map[string]json.RawMessage
+	if json.Unmarshal(top["numberMatching"], &nm) == nil {
+		f.PushNumber = pushNumber(nm["number"])
+	}
 
 	if raw, ok := top["authorizeResponse"]; ok {
 		f.AuthorizeResponse = decodeAuthorizeResponse(raw)
@@ -179,6 +184,28 @@ func decodeAuthorizeResponse(raw json.RawMessage) *AuthorizeResponse {
 		}
 	}
 	return &ar
+}
+
+// pushNumber reads a number-matching number: a JSON string or integer of
+// 1 to 8 decimal digits; anything else is "" (never shown).
+func pushNumber(raw json.RawMessage) string {
+	var s string
+	if !str(raw, &s) {
+		var n json.Number
+		if json.Unmarshal(raw, &n) != nil {
+			return ""
+		}
+		s = n.String()
+	}
+	if len(s) < 1 || len(s) > 8 {
+		return ""
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return ""
+		}
+	}
+	return s
 }
 
 // str decodes raw into *dst when it is a JSON string, reporting success.

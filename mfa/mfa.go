@@ -40,13 +40,17 @@ type Config struct {
 	CustomDomain bool
 	ClientID     string
 	ClientSecret Secret
+	// RequestKey, when set, signs the request object (RS256 or ES256)
+	// instead of HS256 with the client secret. The login_hint_token stays
+	// HS256 with the secret.
+	RequestKey   *RequestKey
 	Scopes       string        // default "openid profile email"
 	ResponseType string        // "token id_token" (default), "id_token" or "code"
 	Timeout      time.Duration // per call, default 10s
 	HTTPClient   *http.Client  // default: own transport; redirects are never followed
 	Now          func() time.Time
 	Logger       *slog.Logger
-	// Limiter caps calls to PingOne from this process (SPEC §8); nil means no cap.
+	// Limiter caps calls to PingOne from this process (docs/design.md §8); nil means no cap.
 	Limiter *rate.Limiter
 	// Observe, if set, is called once per PingOne call: op is one of
 	// authorize, flow_read, device_select, otp_check, assertion_check,
@@ -110,6 +114,12 @@ type Flow struct {
 	ResumeURL         string
 	AuthorizeResponse *AuthorizeResponse
 	UserID            string
+	// PushNumber is the number the user must pick or type on the phone
+	// when the tenant uses push number matching (SOURCES C3). Where PingOne
+	// puts it is not documented: the client reads numberMatching.number
+	// (a string or an integer, 1–8 digits), the simulator's INFERRED shape;
+	// "" when absent or not digits.
+	PushNumber string
 }
 
 // AuthorizeResponse is the pi.flow authorizeResponse object.
@@ -129,6 +139,28 @@ type StartRequest struct {
 	RemoteIP string        // pi.remoteIp in the request JWT
 	ACR      string        // acr_values; "" sends none
 	MaxAge   time.Duration // max_age; 0 sends none
+	// Template, when set, is sent as pi.template in the request JWT: the
+	// notification template PingOne renders into the SMS, e-mail, voice
+	// or push message (transaction approval, SOURCES C1).
+	Template *Template
+	// Prompt is the OIDC prompt parameter: "" sends none, "login" asks
+	// for a fresh authentication. Other values are refused.
+	Prompt string
+}
+
+// PromptLogin is the only Prompt value the client sends.
+const PromptLogin = "login"
+
+// Template is a PingOne notification template reference with its variables
+// (pi.template, SOURCES C1). Name is the template (e.g. "transaction"),
+// Variant one of its variants ("" = the default content), Variables the
+// values of its ${name} placeholders. Values longer than MaxTemplateValue
+// characters are cut and control characters become spaces; names and
+// variants that do not fit PingOne's limits are refused.
+type Template struct {
+	Name      string
+	Variant   string
+	Variables map[string]string
 }
 
 // Result is a verified completion.

@@ -19,15 +19,15 @@ import (
 
 const (
 	// hintLifetime is the login_hint_token and request JWT lifetime. PingOne
-	// documents no maximum; short limits replay (PROTOCOL §3: 60–300 s).
+	// documents no maximum; short limits replay (docs/pingone.md §3: 60–300 s).
 	hintLifetime = 2 * time.Minute
 	// maxIDToken bounds the ID token we parse and later seal into a cookie.
 	maxIDToken = 16 << 10
-	// leeway is the clock skew allowed on exp/iat/nbf (SPEC §7).
+	// leeway is the clock skew allowed on exp/iat/nbf (docs/design.md §7).
 	leeway = 60 * time.Second
 )
 
-// loginHintToken mints the JWT that names the user to PingOne (PROTOCOL §3):
+// loginHintToken mints the JWT that names the user to PingOne (docs/pingone.md §3):
 // HS256 with the client secret, header exactly {"alg":"HS256","typ":"JWT"}.
 func (c *Client) loginHintToken(user string, now time.Time) (string, error) {
 	jti, err := randomString(16)
@@ -46,8 +46,10 @@ func (c *Client) loginHintToken(user string, now time.Time) (string, error) {
 }
 
 // requestObject mints the request JWT that carries pi.remoteIp, the end
-// user's address, for PingOne's risk and audit (PROTOCOL §4).
-func (c *Client) requestObject(remoteIP string, now time.Time) (string, error) {
+// user's address, for PingOne's risk and audit (docs/pingone.md §4), and
+// pi.template when the step-up shows a transaction (docs/pingone.md, the
+// transaction-approval facts). tpl must have passed templateClaim.
+func (c *Client) requestObject(remoteIP string, tpl map[string]any, now time.Time) (string, error) {
 	jti, err := randomString(16)
 	if err != nil {
 		return "", err
@@ -61,6 +63,12 @@ func (c *Client) requestObject(remoteIP string, now time.Time) (string, error) {
 	}
 	if remoteIP != "" {
 		claims["pi.remoteIp"] = remoteIP
+	}
+	if tpl != nil {
+		claims["pi.template"] = tpl
+	}
+	if c.cfg.RequestKey != nil {
+		return c.cfg.RequestKey.sign(claims)
 	}
 	return c.signHS256(claims)
 }
@@ -100,7 +108,7 @@ func (c *Client) Complete(ctx context.Context, p *Pending, f *Flow) (*Result, er
 	// In pi.flow the response comes back on our own TLS call, not through
 	// the browser, so state's CSRF role is moot; an absent state is
 	// tolerated (its presence in authorizeResponse is only inferred,
-	// PROTOCOL §7), a different one is not.
+	// docs/pingone.md §7), a different one is not.
 	if ar.State != "" && subtle.ConstantTimeCompare([]byte(ar.State), []byte(p.State)) != 1 {
 		return nil, newError("resume", KindTokenInvalid, errors.New("state mismatch"))
 	}
@@ -229,7 +237,7 @@ type idClaims struct {
 	AuthTime *jwt.NumericDate `json:"auth_time"`
 }
 
-// verifyIDToken checks the ID token (SPEC §7): RS256 only, key by kid from
+// verifyIDToken checks the ID token (docs/design.md §7): RS256 only, key by kid from
 // PingOne's JWKS, iss, aud (and azp when there are several audiences),
 // exp/iat/nbf with 60 s leeway on our clock, nonce, acr, sub.
 func (c *Client) verifyIDToken(ctx context.Context, p *Pending, raw Secret) (*Result, error) {

@@ -119,7 +119,7 @@ func (c *Client) admit(op string) error {
 	return nil
 }
 
-// pingError is PingOne's error body (PROTOCOL §8.1); error and
+// pingError is PingOne's error body (docs/pingone.md §8.1); error and
 // error_description are the OAuth form /as/token may use.
 type pingError struct {
 	ID      string `json:"id"`
@@ -127,6 +127,7 @@ type pingError struct {
 	Message string `json:"message"`
 	Details []struct {
 		Code       string          `json:"code"`
+		Target     string          `json:"target"`
 		Message    string          `json:"message"`
 		InnerError json.RawMessage `json:"innerError"`
 	} `json:"details"`
@@ -144,7 +145,7 @@ func (c *Client) statusError(op string, r *reply) *Error {
 			e.Code, e.Message = pe.OAuthError, pe.OAuthDesc
 		}
 		if len(pe.Details) > 0 {
-			e.DetailCode = pe.Details[0].Code
+			e.DetailCode, e.DetailTarget = pe.Details[0].Code, pe.Details[0].Target
 		}
 	}
 	if e.CorrelationID == "" {
@@ -160,7 +161,7 @@ func (c *Client) statusError(op string, r *reply) *Error {
 		}
 		c.mu.Unlock()
 	case r.status == http.StatusNotFound && (op != "authorize" && op != "token"):
-		// Unknown or idle-expired flow (PROTOCOL §5.1). On authorize or
+		// Unknown or idle-expired flow (docs/pingone.md §5.1). On authorize or
 		// token a 404 means a wrong environment, which starting again
 		// would not fix.
 		e.Kind = KindFlowExpired

@@ -135,7 +135,7 @@ func TestRequestObjectClaims(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Unix(1_750_000_000, 0)
-	tok, err := c.requestObject("203.0.113.7", now)
+	tok, err := c.requestObject("203.0.113.7", nil, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestRequestObjectClaims(t *testing.T) {
 	if int64(cl["exp"].(float64)) != now.Add(2*time.Minute).Unix() || cl["jti"] == "" {
 		t.Errorf("exp/jti = %v/%v", cl["exp"], cl["jti"])
 	}
-	tok, _ = c.requestObject("", now)
+	tok, _ = c.requestObject("", nil, now)
 	if _, ok := decodeSegment(t, tok, 1)["pi.remoteIp"]; ok {
 		t.Error("pi.remoteIp sent without a remote IP")
 	}
@@ -278,6 +278,7 @@ func FuzzDecodeFlow(f *testing.F) {
 	f.Add([]byte(`{"id":"f1","status":"COMPLETED","authorizeResponse":{"id_token":"a","expires_in":1e99}}`))
 	f.Add([]byte(`{"id":"f1","status":"x","_links":{"self":{"href":5}},"expiresAt":"2026-13-40T99:00:00Z"}`))
 	f.Add([]byte(`[]`))
+	f.Add([]byte(`{"id":"f1","status":"PUSH_CONFIRMATION_REQUIRED","numberMatching":{"type":"SELECT_NUMBER","number":"47"}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		fl, err := decodeFlow(body)
 		if err != nil {

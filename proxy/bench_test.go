@@ -1,6 +1,6 @@
 package proxy
 
-// Hot-path benchmarks (SPEC §13). The gateway is measured over an in-memory
+// Hot-path benchmarks (docs/design.md §13). The gateway is measured over an in-memory
 // upstream (a RoundTripper that returns a fixed 1 KiB response), next to a
 // bare httputil.ReverseProxy over the same transport, so the ratio of the
 // two is computed in one run on one machine:
@@ -74,6 +74,10 @@ func (nopChallenger) Require(w http.ResponseWriter, _ *http.Request, _ rules.Rul
 func (nopChallenger) Error(w http.ResponseWriter, _ *http.Request, status int, _ string) {
 	w.WriteHeader(status)
 }
+func (nopChallenger) RequireApproval(w http.ResponseWriter, _ *http.Request, _ rules.Rule, _ string) {
+	w.WriteHeader(http.StatusSeeOther)
+}
+func (nopChallenger) IsAPI(*http.Request) bool { return false }
 
 // sinkWriter is a ResponseWriter that keeps nothing but its header map, which
 // it clears between requests, like a server connection would reuse it.
@@ -268,7 +272,7 @@ func BenchmarkStageStripSpoofable(b *testing.B) {
 	b.ReportAllocs()
 	defer cpuPerOp(b)()
 	for b.Loop() {
-		stripSpoofable(r.Header, "X-Stepgate-Id-Token", "X-Forwarded-User")
+		stripSpoofable(r.Header, "X-Stepgate-Id-Token", []string{"X-Forwarded-User"})
 	}
 }
 

@@ -19,12 +19,14 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/stepgate/stepgate/metrics"
+	"github.com/stepgate/stepgate/proxy/approve"
 	"github.com/stepgate/stepgate/proxy/clientip"
 	"github.com/stepgate/stepgate/proxy/identity"
 	"github.com/stepgate/stepgate/proxy/reqpath"
@@ -40,6 +42,10 @@ const ReservedPrefix = "/.stepgate/"
 type StepUps interface {
 	StepUp(r *http.Request) (session.StepUp, bool)
 	StripCookies(h http.Header)
+	// Approved returns the reference of a request the user has approved
+	// and that waits to be forwarded (approve rules); ClearApproved drops it.
+	Approved(r *http.Request) (string, bool)
+	ClearApproved(w http.ResponseWriter)
 }
 
 // Challenger serves the challenge endpoints and answers requests that need a
@@ -50,6 +56,10 @@ type Challenger interface {
 	Serve(w http.ResponseWriter, r *http.Request, user string, client netip.Addr)
 	// Require answers a request to an mfa path that has no valid step-up.
 	Require(w http.ResponseWriter, r *http.Request, rule rules.Rule)
+	// RequireApproval answers a request held under ref until its user
+	// approves it; IsAPI tells whether that answer goes to a program.
+	RequireApproval(w http.ResponseWriter, r *http.Request, rule rules.Rule, ref string)
+	IsAPI(r *http.Request) bool
 	// Error renders a user-facing error page (HTML or JSON by Accept).
 	Error(w http.ResponseWriter, r *http.Request, status int, message string)
 }
@@ -62,18 +72,24 @@ type Config struct {
 	// PreserveHost is set: an upstream that routes by Host (virtual hosts)
 	// would otherwise serve another site's paths under rules written for
 	// this one.
-	UpstreamHost  string
-	PreserveHost  bool
-	Transport     http.RoundTripper
-	Rules         *rules.Set
-	ClientIP      *clientip.Resolver
-	Identity      identity.Source
-	StepUps       StepUps
-	Challenge     Challenger
+	UpstreamHost string
+	PreserveHost bool
+	Transport    http.RoundTripper
+	Rules        *rules.Set
+	ClientIP     *clientip.Resolver
+	Identity     identity.Source
+	StepUps      StepUps
+	Challenge    Challenger
+	// Approvals, optional, serves approve rules; required when the rules
+	// have one.
+	Approvals     *approve.Gate
 	IDTokenHeader string // default X-Stepgate-Id-Token; "Authorization" sends "Bearer <token>"
 	// IdentityHeader, with header identity, is removed in every spelling
 	// from requests whose peer is not a trusted proxy.
 	IdentityHeader string
+	// PingOneUserHeader, optional, is the header the PingOne user is mapped
+	// from (docs/design.md §17); it is treated like IdentityHeader.
+	PingOneUserHeader string
 	// CaseInsensitivePaths marks an IIS-style upstream: paths that Windows
 	// would read as another name (trailing dots, 8.3 names, streams) are
 	// refused as well.
@@ -94,16 +110,18 @@ type Config struct {
 
 // Gateway is the proxy listener's handler.
 type Gateway struct {
-	cfg            Config
-	proxy          *httputil.ReverseProxy
-	log            *slog.Logger
-	access         *accessLog // nil: no access lines
-	rm             *requestMetrics
-	now            func() time.Time
-	tokenHeader    string
-	identityHeader string // canonical form, header identity only
-	bearer         bool
-	windowsPaths   bool
+	cfg             Config
+	proxy           *httputil.ReverseProxy
+	log             *slog.Logger
+	access          *accessLog // nil: no access lines
+	rm              *requestMetrics
+	now             func() time.Time
+	tokenHeader     string
+	identityHeaders []string // canonical forms: identity and PingOne-user headers
+	identityHeader  string   // canonical form of the identity header, header identity only
+	bearer          bool
+	windowsPaths    bool
+	origin          *http.CrossOriginProtection
 }
 
 // New builds a Gateway.
@@ -114,6 +132,8 @@ func New(cfg Config) (*Gateway, error) {
 	case cfg.Rules == nil, cfg.ClientIP == nil, cfg.Identity == nil, cfg.StepUps == nil,
 		cfg.Challenge == nil, cfg.Logger == nil, cfg.Metrics == nil, cfg.Transport == nil:
 		return nil, errors.New("proxy: incomplete configuration")
+	case cfg.Approvals == nil && slices.ContainsFunc(cfg.Rules.Rules(), func(r rules.Rule) bool { return r.Action == rules.Approve }):
+		return nil, errors.New("proxy: approve rules need an approvals store")
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -128,10 +148,14 @@ func New(cfg Config) (*Gateway, error) {
 		rm:          newRequestMetrics(cfg.Metrics),
 		now:         cfg.Now,
 		tokenHeader: http.CanonicalHeaderKey(cfg.IDTokenHeader),
+		origin:      http.NewCrossOriginProtection(),
 	}
 	g.bearer = g.tokenHeader == "Authorization"
-	if cfg.IdentityHeader != "" {
-		g.identityHeader = http.CanonicalHeaderKey(cfg.IdentityHeader)
+	g.identityHeader = http.CanonicalHeaderKey(cfg.IdentityHeader)
+	for _, h := range []string{cfg.IdentityHeader, cfg.PingOneUserHeader} {
+		if h != "" {
+			g.identityHeaders = append(g.identityHeaders, http.CanonicalHeaderKey(h))
+		}
 	}
 	g.windowsPaths = cfg.CaseInsensitivePaths
 	g.proxy = &httputil.ReverseProxy{
@@ -182,11 +206,12 @@ const (
 
 // forward carries the per-request facts that Rewrite needs.
 type forward struct {
-	path    reqpath.Path
-	client  netip.Addr
-	trusted bool
-	stepUp  *session.StepUp
-	body    *clientBody // nil without a request body
+	path     reqpath.Path
+	client   netip.Addr
+	trusted  bool
+	stepUp   *session.StepUp
+	approval string      // digest of the approval this request uses, if any
+	body     *clientBody // nil without a request body
 	// until, on an mfa path, is when the step-up stops being fresh for
 	// the rule: the response, a WebSocket or an event stream included, is
 	// cut then, so a stream opened just in time cannot outlive max_age.
@@ -239,13 +264,13 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 
 	// 2. Strip every header a client could use to impersonate stepgate, to
 	// steer the upstream's routing or to frame the message another way.
-	stripSpoofable(r.Header, g.tokenHeader, g.identityHeader)
+	stripSpoofable(r.Header, g.tokenHeader, g.identityHeaders)
 	stripFraming(r.Header)
 
 	// 3. Resolve the client address once, for logs, limits and pi.remoteIp.
 	client, trusted := g.cfg.ClientIP.Resolve(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
 	if !trusted {
-		stripForwarded(r.Header, g.cfg.IdentityHeader)
+		stripForwarded(r.Header, g.identityHeaders)
 	}
 
 	// 4. stepgate's own endpoints are never proxied.
@@ -255,10 +280,23 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 		return decisionInternal, user, client
 	}
 
-	// 5. Decide.
-	rule := g.cfg.Rules.Match(r.Method, p.Match)
+	// 5. A request the user has just approved is forwarded in place of the
+	// browser's GET of its URL (approve rules).
 	fw := &forward{path: p, client: client, trusted: trusted}
+	if g.cfg.Approvals != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		if ref, ok := g.cfg.StepUps.Approved(r); ok {
+			if decision, user, done := g.replay(w, r, ref, fw); done {
+				return decision, user, client
+			}
+		}
+	}
+
+	// 6. Decide.
+	rule := g.cfg.Rules.Match(r.Method, p.Match)
 	switch rule.Action {
+	case rules.Approve:
+		decision, user = g.approve(w, r, rule, fw)
+		return decision, user, client
 	case rules.Deny:
 		g.cfg.Challenge.Error(w, r, http.StatusForbidden, "forbidden")
 		return decisionDeny, "", client
@@ -269,12 +307,18 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 			if user, err = g.cfg.Identity.User(r, trusted); err == nil && g.fresh(su, user, rules.Rule{}) {
 				fw.stepUp = &su
 			}
+		} else if vs := r.Header[g.identityHeader]; g.identityHeader != "" && trusted && len(vs) == 1 && identity.ValidUser(vs[0]) {
+			// For the access line only (the upstream gets the header as
+			// it is): a header identity from a trusted peer is a map
+			// lookup; spelling variants went in step 2. A JWT identity
+			// would cost a signature check, so it is not worked out here.
+			user = vs[0]
 		}
 		g.forward(w, r, fw)
 		return decisionAllow, user, client
 	}
 
-	// 6. mfa: an identity is a precondition, not something to prompt for.
+	// 7. mfa: an identity is a precondition, not something to prompt for.
 	user, err = g.cfg.Identity.User(r, trusted)
 	if err != nil || user == "" {
 		g.audit(r, "identity.rejected", "", client, slog.String("reason", errString(err)))
@@ -292,10 +336,15 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 	return decisionStepUp, user, client
 }
 
-// fresh reports whether a step-up is valid for this user and rule (SPEC §5).
+// fresh reports whether a step-up is valid for this user and rule (docs/design.md §5).
 // A zero rule (allow path) asks only that the step-up is still valid at all.
 func (g *Gateway) fresh(su session.StepUp, user string, rule rules.Rule) bool {
-	now := g.now()
+	return Fresh(su, user, rule, g.now())
+}
+
+// Fresh reports whether a step-up is valid at now for this user and rule
+// (docs/design.md §5); the challenge page uses it to send an already verified user on.
+func Fresh(su session.StepUp, user string, rule rules.Rule, now time.Time) bool {
 	if su.User != user || !now.Before(su.TokenExpiry) {
 		return false
 	}
@@ -410,6 +459,9 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 		h[HeaderACR] = v[4:5:5]
 		h[HeaderAMR] = v[5:6:6]
 	}
+	if fw.approval != "" {
+		pr.Out.Header[HeaderApproval] = []string{fw.approval}
+	}
 }
 
 func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
@@ -444,7 +496,11 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	g.log.LogAttrs(r.Context(), slog.LevelWarn, "upstream error",
 		slog.String("path", logPath(r)), slog.Int("status", status), slog.String("error", err.Error()))
 	if status == 499 {
-		w.WriteHeader(http.StatusBadGateway)
+		// Nobody reads this answer. Writing 499 (nginx's "client closed
+		// request") rather than 502 keeps the access line and
+		// stepgate_requests_total from blaming the upstream, so an
+		// "upstream down" alert does not fire whenever a client hangs up.
+		w.WriteHeader(499)
 		return
 	}
 	g.cfg.Challenge.Error(w, r, status, msg)

@@ -58,6 +58,10 @@ func (stubChallenger) Require(w http.ResponseWriter, _ *http.Request, _ rules.Ru
 func (stubChallenger) Error(w http.ResponseWriter, _ *http.Request, status int, _ string) {
 	w.WriteHeader(status)
 }
+func (stubChallenger) RequireApproval(w http.ResponseWriter, _ *http.Request, _ rules.Rule, _ string) {
+	w.WriteHeader(http.StatusSeeOther)
+}
+func (stubChallenger) IsAPI(*http.Request) bool { return false }
 
 // headerStepUps grants alice a valid step-up when the request carries the
 // test-only header X-Test-Stepped-Up (a stand-in for a good cookie).
@@ -70,7 +74,9 @@ func (s headerStepUps) StepUp(r *http.Request) (session.StepUp, bool) {
 	return session.StepUp{ID: "s", User: "alice", Subject: "sub-alice", AuthTime: s.now, ACR: "MFA-Only",
 		AMR: []string{"otp"}, IDToken: "id.token.sig", TokenExpiry: s.now.Add(time.Hour)}, true
 }
-func (headerStepUps) StripCookies(h http.Header) {}
+func (headerStepUps) StripCookies(h http.Header)            {}
+func (headerStepUps) Approved(*http.Request) (string, bool) { return "", false }
+func (headerStepUps) ClearApproved(http.ResponseWriter)     {}
 
 const fuzzPolicy = "/admin/ mfa; /api/ mfa; /blocked deny; POST /forms/ mfa"
 

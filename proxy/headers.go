@@ -2,7 +2,7 @@ package proxy
 
 import "net/http"
 
-// The forwarded header contract (SPEC §6).
+// The forwarded header contract (docs/design.md §6).
 const (
 	HeaderIDToken  = "X-Stepgate-Id-Token"
 	HeaderSubject  = "X-Stepgate-Subject"
@@ -26,44 +26,76 @@ const (
 // that honour X-HTTP-Method-Override would run a GET that stepgate allowed
 // as the POST a rule guards.
 //
-// A spelling variant of the identity header (X_Forwarded_User for
-// X-Forwarded-User) is removed even from trusted peers: the IdP sets the
-// canonical name, and a variant can only come from the client.
-func stripSpoofable(h http.Header, tokenHeader, identityHeader string) {
+// A spelling variant of an identity header (X_Forwarded_User for
+// X-Forwarded-User; likewise the PingOne-user header) is removed even from
+// trusted peers: the IdP sets the canonical name, and a variant can only
+// come from the client.
+func stripSpoofable(h http.Header, tokenHeader string, identityHeaders []string) {
 	for name := range h {
 		if hasFoldedPrefix(name, "x-stepgate-") || foldedEqual(name, tokenHeader) ||
 			foldedEqual(name, "x-original-url") || foldedEqual(name, "x-rewrite-url") ||
 			foldedEqual(name, "x-http-method-override") || foldedEqual(name, "x-http-method") ||
-			foldedEqual(name, "x-method-override") ||
-			(identityHeader != "" && name != identityHeader && foldedEqual(name, identityHeader)) {
+			foldedEqual(name, "x-method-override") || isVariant(name, identityHeaders) {
 			delete(h, name)
 		}
 	}
 }
 
-// forwardedHeaders are honoured only from trusted proxies.
+// isVariant reports whether name is another spelling of one of the
+// (canonical) identity headers.
+func isVariant(name string, identityHeaders []string) bool {
+	for _, f := range identityHeaders {
+		if name != f && foldedEqual(name, f) {
+			return true
+		}
+	}
+	return false
+}
+
+// forwardedHeaders are honoured only from trusted proxies: forwarding
+// headers, and the identity families that front proxies and auth proxies set
+// (oauth2-proxy's X-Forwarded-User/-Email/-Preferred-Username/-Groups and
+// X-Auth-Request-*, Authelia's and Authentik's Remote-*). An upstream that
+// reads any of them as "who is signed in" must never see a client's copy.
 var forwardedHeaders = []string{
-	"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
-	"X-Forwarded-Prefix", "X-Forwarded-Uri", "X-Forwarded-Port", "X-Forwarded-Server",
-	"X-Real-Ip", "X-Client-Ip", "True-Client-Ip", "Cf-Connecting-Ip",
+	"forwarded", "x-real-ip", "x-client-ip", "true-client-ip", "cf-connecting-ip",
+	"remote-user", "remote-email", "remote-groups", "remote-name",
 }
 
-// stripForwarded removes forwarding headers sent by an untrusted peer, and
-// the identity header if one is configured, in every spelling, so they
-// cannot change what the upstream believes.
-func stripForwarded(h http.Header, identityHeader string) {
+// forwardedPrefixes are whole families removed from untrusted peers, in
+// folded form.
+var forwardedPrefixes = []string{"x-forwarded-", "x-auth-request-"}
+
+// stripForwarded removes, from a request whose peer is not a trusted proxy,
+// every forwarding and identity header (forwardedHeaders, forwardedPrefixes)
+// and each of identityHeaders (the configured identity and PingOne-user
+// headers), in every spelling ('_' and '.' read as '-', any case), so none
+// can change what stepgate or the upstream believes (docs/design.md §17).
+func stripForwarded(h http.Header, identityHeaders []string) {
 	for name := range h {
-		if identityHeader != "" && foldedEqual(name, identityHeader) {
+		if isForwarded(name, identityHeaders) {
 			delete(h, name)
-			continue
-		}
-		for _, f := range forwardedHeaders {
-			if foldedEqual(name, f) {
-				delete(h, name)
-				break
-			}
 		}
 	}
+}
+
+func isForwarded(name string, identityHeaders []string) bool {
+	for _, p := range forwardedPrefixes {
+		if hasFoldedPrefix(name, p) {
+			return true
+		}
+	}
+	for _, f := range forwardedHeaders {
+		if foldedEqual(name, f) {
+			return true
+		}
+	}
+	for _, f := range identityHeaders {
+		if foldedEqual(name, f) {
+			return true
+		}
+	}
+	return false
 }
 
 // fold maps a header-name byte to its comparison form: ASCII lower case,

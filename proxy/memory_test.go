@@ -20,7 +20,7 @@ import (
 // them (20,000 keys each), and checks that the heap after the limiters
 // fill up stays flat, and the process's resident set with it: nothing on
 // the request path keeps per-client state beyond those bounded limiters
-// (SPEC §13).
+// (docs/design.md §13).
 //
 // It takes about 15 s, so it is skipped under -short, and under the race
 // detector (which adds nothing to a memory bound and makes it minutes)

@@ -11,7 +11,7 @@ import (
 )
 
 // The step-up cookie is opened on every request through an mfa rule, so its
-// cost is part of the gateway's per-request overhead (SPEC §13). Compare
+// cost is part of the gateway's per-request overhead (docs/design.md §13). Compare
 // BenchmarkStepUp with BenchmarkGorillaCookieStore, which stores the same
 // value the way gorilla's CookieStore does (gob, HMAC, AES-CTR).
 

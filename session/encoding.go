@@ -11,7 +11,7 @@ import (
 )
 
 // StepUp is the content of the step-up cookie: proof that User passed MFA
-// as PingOne user Subject at AuthTime (SPEC §5).
+// as PingOne user Subject at AuthTime (docs/design.md §5).
 type StepUp struct {
 	ID          string    // random session id, new at every completion
 	User        string    // upstream user
@@ -45,10 +45,24 @@ type Flow struct {
 	CSRF       []byte // 32 random bytes
 	Created    time.Time
 	Status     string // last known flow status (for rendering without a PingOne call)
+
+	// Optional fields, written in the flow's tail only when set (see the
+	// format below), so that cookies sealed before a field existed still
+	// open.
+
 	// ReturnMethod is the method of the request that needed the step-up:
 	// with ReturnPath it picks the rule (and so the acr and max_age) the
 	// flow asks PingOne for. "" means GET.
 	ReturnMethod string
+	// Approval, for a flow that approves one held request (docs/design.md
+	// §14), is the reference that finds and opens it; "" for a step-up.
+	Approval string
+	// What the page shows once after a redirect, so that every POST ends
+	// in a 303 and a reload never re-submits.
+	Flash  string    // one-time message key for the next GET of the page
+	FlashN int       // its number: attempts left, or seconds to wait; 0 when none
+	SentAt time.Time // when the last code or push was sent (resend cool-down)
+	From   string    // where the user came from: Cancel goes back there
 }
 
 // LogValue keeps the flow's secrets (PingOne cookies, PKCE verifier, CSRF)
@@ -68,10 +82,28 @@ func (f Flow) LogValue() slog.Value {
 //
 //	step-up: 0x01 ID User Subject AuthTime ACR count(AMR) AMR... IDToken TokenExpiry
 //	flow:    0x02 FlowID count(Cookies) (Name Value)... Nonce State CodeVerifier ACR
-//	         Challenged(0|1) User ReturnPath CSRF Created Status [ReturnMethod]
+//	         Challenged(0|1) User ReturnPath CSRF Created Status Tail
 //
-// ReturnMethod was added later and is written only when not empty, so flow
-// cookies sealed before it (and by replicas not yet upgraded) still open.
+// The flow's Tail is zero or more optional fields, each a tag byte and its
+// value, in increasing tag order, each at most once and never with a zero
+// value (one value, one encoding); a field left zero is not written, so a
+// cookie sealed before a field existed still opens. An unknown tag is a
+// decoding error (a cookie from a newer replica is absent, and the user
+// starts again). Tags:
+//
+//	1 ReturnMethod (string)   2 Approval (string)   3 Flash (string)
+//	4 FlashN (uvarint)        5 SentAt (time)       6 From (string)
+
+// Tags of the flow's optional fields.
+const (
+	tagReturnMethod byte = iota + 1
+	tagApproval
+	tagFlash
+	tagFlashN
+	tagSentAt
+	tagFrom
+)
+
 const (
 	kindStepUp byte = 1
 	kindFlow   byte = 2
@@ -144,9 +176,24 @@ func marshalFlow(f Flow) ([]byte, error) {
 	b = appendString(b, string(f.CSRF))
 	b = appendTime(b, f.Created)
 	b = appendString(b, f.Status)
-	if f.ReturnMethod != "" {
-		b = appendString(b, f.ReturnMethod)
+	if f.FlashN < 0 {
+		return nil, fmt.Errorf("session: flow: negative flash number %d", f.FlashN)
 	}
+	str := func(tag byte, v string) {
+		if v != "" {
+			b = appendString(append(b, tag), v)
+		}
+	}
+	str(tagReturnMethod, f.ReturnMethod)
+	str(tagApproval, f.Approval)
+	str(tagFlash, f.Flash)
+	if f.FlashN != 0 {
+		b = binary.AppendUvarint(append(b, tagFlashN), uint64(f.FlashN))
+	}
+	if !f.SentAt.IsZero() {
+		b = appendTime(append(b, tagSentAt), f.SentAt)
+	}
+	str(tagFrom, f.From)
 	return b, nil
 }
 
@@ -312,9 +359,43 @@ func unmarshalFlow(p []byte) (Flow, error) {
 	}
 	f.Created = d.time()
 	f.Status = d.string()
-	if d.err == nil && d.off < len(d.s) {
-		if f.ReturnMethod = d.string(); f.ReturnMethod == "" {
-			d.fail() // never written empty: one plaintext per flow
+	last := byte(0)
+	for d.err == nil && d.off < len(d.s) {
+		tag := d.byte()
+		if tag <= last {
+			d.fail() // out of order or repeated
+			break
+		}
+		last = tag
+		zero := false
+		switch tag {
+		case tagReturnMethod:
+			f.ReturnMethod = d.string()
+			zero = f.ReturnMethod == ""
+		case tagApproval:
+			f.Approval = d.string()
+			zero = f.Approval == ""
+		case tagFlash:
+			f.Flash = d.string()
+			zero = f.Flash == ""
+		case tagFlashN:
+			n := d.uvarint()
+			if n > 1<<20 {
+				d.fail()
+			}
+			f.FlashN = int(n)
+			zero = n == 0
+		case tagSentAt:
+			f.SentAt = d.time()
+			zero = f.SentAt.IsZero()
+		case tagFrom:
+			f.From = d.string()
+			zero = f.From == ""
+		default:
+			d.fail()
+		}
+		if zero {
+			d.fail() // never written zero
 		}
 	}
 	if err := d.end(); err != nil {

@@ -1,4 +1,4 @@
-// Package session seals stepgate's two browser cookies (SPEC §5): the
+// Package session seals stepgate's two browser cookies (docs/design.md §5): the
 // step-up cookie, proof that the user passed MFA, read on every request
 // through an mfa rule; and the pending-flow cookie (<name>-flow), which
 // carries a challenge in progress so that any replica can continue it.

@@ -13,7 +13,7 @@ const stepUpCacheSize = 1024
 // stepUpCache remembers step-up cookies that opened, keyed by their exact
 // sealed value, so that the cookie sent with every request through an mfa
 // rule is base64-decoded, AES-GCM-opened and decoded once rather than on
-// every request (SPEC §13).
+// every request (docs/design.md §13).
 //
 // Only values that authenticated under our keys are ever inserted, and a hit
 // needs the byte-identical value, so a tampered or forged cookie can only

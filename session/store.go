@@ -1,6 +1,7 @@
 package session
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/http"
@@ -25,6 +26,10 @@ const (
 
 	// FlowSuffix is appended to the step-up cookie name for the flow cookie.
 	FlowSuffix = "-flow"
+	// ApprovedSuffix is appended to the step-up cookie name for the cookie
+	// that carries an approved request's reference to the original URL,
+	// where the gateway forwards the held request (docs/design.md §14).
+	ApprovedSuffix = "-approved"
 
 	// Keys of sessions.Session.Values used by the gorilla/sessions API.
 	ValueStepUp = "stepup"
@@ -50,8 +55,10 @@ type Store struct {
 	codec    *Codec
 	name     string
 	flowName string
+	apprName string
 	aad      []byte // name as additional data, converted once
 	flowAAD  []byte
+	apprAAD  []byte
 	secure   bool
 	flowTTL  time.Duration
 	now      func() time.Time
@@ -93,8 +100,10 @@ func NewStore(o Options) (*Store, error) {
 		codec:    c,
 		name:     name,
 		flowName: name + FlowSuffix,
+		apprName: name + ApprovedSuffix,
 		aad:      []byte(name),
 		flowAAD:  []byte(name + FlowSuffix),
+		apprAAD:  []byte(name + ApprovedSuffix),
 		secure:   o.Secure,
 		flowTTL:  o.FlowTTL,
 		now:      o.Now,
@@ -236,6 +245,40 @@ func (s *Store) FlowCookie(f Flow) (*http.Cookie, error) {
 // ClearFlow deletes the pending-flow cookie.
 func (s *Store) ClearFlow(w http.ResponseWriter) { s.clear(w, s.flowName) }
 
+// Approved returns the approval reference of the request's approved-request
+// cookie, if it has exactly one that opens and has not expired.
+func (s *Store) Approved(r *http.Request) (string, bool) {
+	value, ok := cookieValue(r.Header, s.apprName)
+	if !ok {
+		return "", false
+	}
+	bp := s.codec.bufs.Get().(*[]byte)
+	defer s.codec.bufs.Put(bp)
+	pt, err := s.codec.open(s.apprAAD, value, *bp)
+	if err != nil || len(pt) < 9 {
+		return "", false
+	}
+	exp := time.Unix(int64(binary.BigEndian.Uint64(pt)), 0)
+	if !s.now().Before(exp) {
+		return "", false
+	}
+	return string(pt[8:]), true // copies out of the pooled buffer
+}
+
+// SaveApproved sets the approved-request cookie for ttl.
+func (s *Store) SaveApproved(w http.ResponseWriter, ref string, ttl time.Duration) error {
+	pt := binary.BigEndian.AppendUint64(nil, uint64(s.now().Add(ttl).Unix()))
+	c, err := s.sealedCookie(s.apprName, s.apprAAD, append(pt, ref...), ttl)
+	if err != nil {
+		return fmt.Errorf("session: save approved: %w", err)
+	}
+	http.SetCookie(w, c)
+	return nil
+}
+
+// ClearApproved deletes the approved-request cookie.
+func (s *Store) ClearApproved(w http.ResponseWriter) { s.clear(w, s.apprName) }
+
 func (s *Store) sealedCookie(name string, aad, plaintext []byte, maxAge time.Duration) (*http.Cookie, error) {
 	value := s.codec.seal(aad, plaintext)
 	if n := len(name) + 1 + len(value); n > MaxCookieSize {
@@ -347,14 +390,14 @@ func (s *Store) Save(r *http.Request, w http.ResponseWriter, sess *sessions.Sess
 	return fmt.Errorf("session: save %q: want Values[%q] of type session.Flow", name, ValueFlow)
 }
 
-// StripCookies removes both stepgate cookies from every Cookie header, so
+// StripCookies removes every stepgate cookie from every Cookie header, so
 // the upstream never sees them. Other cookies are kept byte for byte (only
 // the separators between them are normalised to "; "); a header left empty
 // is removed.
 func (s *Store) StripCookies(h http.Header) {
 	lines := h["Cookie"]
 	// Nothing to do (and nothing allocated) unless some line may hold one
-	// of ours: the flow cookie's name starts with the step-up cookie's.
+	// of ours: the other cookies' names start with the step-up cookie's.
 	if !slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, s.name) }) {
 		return
 	}
@@ -371,7 +414,7 @@ func (s *Store) StripCookies(h http.Header) {
 				continue
 			}
 			name, _, _ := strings.Cut(pair, "=")
-			if n := trimOWS(name); n == s.name || n == s.flowName {
+			if n := trimOWS(name); n == s.name || n == s.flowName || n == s.apprName {
 				continue
 			}
 			if b.Len() > 0 {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
 	"reflect"
@@ -11,64 +12,73 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
+	"github.com/stepgate/stepgate/mfa"
 	"github.com/stepgate/stepgate/proxy/clientip"
+	"github.com/stepgate/stepgate/proxy/identity"
 	"github.com/stepgate/stepgate/proxy/rules"
 	"github.com/stepgate/stepgate/session"
 )
 
-// config is every STEPGATE_ environment variable (SPEC §9). Loading (this
+// config is every STEPGATE_ environment variable (docs/design.md §9). Loading (this
 // struct) is kept apart from validation (validate), which builds the typed
 // values the program runs on.
 type config struct {
-	Upstream            string        `env:"UPSTREAM,required"`
-	UpstreamHost        string        `env:"UPSTREAM_HOST"`
-	PreserveHost        bool          `env:"PRESERVE_HOST" envDefault:"false"`
-	PingOneEnvID        string        `env:"PINGONE_ENV_ID,required"`
-	PingOneClientID     string        `env:"PINGONE_CLIENT_ID,required"`
-	PingOneClientSecret string        `env:"PINGONE_CLIENT_SECRET,required" secret:"true"`
-	CookieKeys          string        `env:"COOKIE_KEYS,required" secret:"true"`
-	Listen              string        `env:"LISTEN" envDefault:":8080"`
-	AdminListen         string        `env:"ADMIN_LISTEN" envDefault:":9090"`
-	PingOneAuthBase     string        `env:"PINGONE_AUTH_BASE" envDefault:"https://auth.pingone.com"`
-	PingOneCustomDomain bool          `env:"PINGONE_CUSTOM_DOMAIN" envDefault:"false"`
-	PingOneACRValues    string        `env:"PINGONE_ACR_VALUES"`
-	PingOneScopes       string        `env:"PINGONE_SCOPES" envDefault:"openid profile email"`
-	PingOneResponseType string        `env:"PINGONE_RESPONSE_TYPE" envDefault:"token id_token"`
-	PingOneTimeout      time.Duration `env:"PINGONE_TIMEOUT" envDefault:"10s"`
-	PingOneRateLimit    float64       `env:"PINGONE_RATE_LIMIT" envDefault:"50"`
-	LimitWindow         time.Duration `env:"LIMIT_WINDOW" envDefault:"10m"`
-	LimitStartsPerUser  int           `env:"LIMIT_STARTS_PER_USER" envDefault:"5"`
-	LimitStartsPerIP    int           `env:"LIMIT_STARTS_PER_IP" envDefault:"20"`
-	LimitOTPPerUser     int           `env:"LIMIT_OTP_PER_USER" envDefault:"10"`
-	LimitSendsPerUser   int           `env:"LIMIT_SENDS_PER_USER" envDefault:"10"`
-	Rules               string        `env:"RULES"`
-	RulesFile           string        `env:"RULES_FILE"`
-	DefaultAction       string        `env:"DEFAULT_ACTION" envDefault:"allow"`
-	MFAMaxAge           time.Duration `env:"MFA_MAX_AGE" envDefault:"1h"`
-	CaseInsensitive     bool          `env:"CASE_INSENSITIVE_PATHS" envDefault:"false"`
-	Identity            string        `env:"IDENTITY" envDefault:"header"`
-	IdentityHeader      string        `env:"IDENTITY_HEADER" envDefault:"X-Forwarded-User"`
-	TrustedProxies      string        `env:"TRUSTED_PROXIES" envDefault:"127.0.0.1/32,::1/128"`
-	IdentityJWTHeader   string        `env:"IDENTITY_JWT_HEADER" envDefault:"Authorization"`
-	IdentityJWKSURL     string        `env:"IDENTITY_JWKS_URL"`
-	IdentityIssuer      string        `env:"IDENTITY_ISSUER"`
-	IdentityAudience    string        `env:"IDENTITY_AUDIENCE"`
-	IdentityClaim       string        `env:"IDENTITY_CLAIM" envDefault:"sub"`
-	CookieName          string        `env:"COOKIE_NAME"`
-	CookieSecure        bool          `env:"COOKIE_SECURE" envDefault:"true"`
-	IDTokenHeader       string        `env:"ID_TOKEN_HEADER" envDefault:"X-Stepgate-Id-Token"`
-	AllowMFABypass      bool          `env:"ALLOW_MFA_BYPASS" envDefault:"false"`
-	TemplatesDir        string        `env:"TEMPLATES_DIR"`
-	TLSCertFile         string        `env:"TLS_CERT_FILE"`
-	TLSKeyFile          string        `env:"TLS_KEY_FILE"`
-	UpstreamCAFile      string        `env:"UPSTREAM_CA_FILE"`
-	UpstreamTimeout     time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"60s"`
-	BodyIdleTimeout     time.Duration `env:"BODY_IDLE_TIMEOUT" envDefault:"30s"`
-	LogLevel            string        `env:"LOG_LEVEL" envDefault:"info"`
-	AccessLog           bool          `env:"ACCESS_LOG" envDefault:"true"`
-	ShutdownDrain       time.Duration `env:"SHUTDOWN_DRAIN" envDefault:"5s"`
-	ShutdownTimeout     time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s"`
-	Pprof               bool          `env:"PPROF" envDefault:"false"`
+	Upstream             string        `env:"UPSTREAM,required"`
+	UpstreamHost         string        `env:"UPSTREAM_HOST"`
+	PreserveHost         bool          `env:"PRESERVE_HOST" envDefault:"false"`
+	PingOneEnvID         string        `env:"PINGONE_ENV_ID,required"`
+	PingOneClientID      string        `env:"PINGONE_CLIENT_ID,required"`
+	PingOneClientSecret  string        `env:"PINGONE_CLIENT_SECRET,required" secret:"true"`
+	CookieKeys           string        `env:"COOKIE_KEYS,required" secret:"true"`
+	Listen               string        `env:"LISTEN" envDefault:":8080"`
+	AdminListen          string        `env:"ADMIN_LISTEN" envDefault:":9090"`
+	PingOneAuthBase      string        `env:"PINGONE_AUTH_BASE" envDefault:"https://auth.pingone.com"`
+	PingOneCustomDomain  bool          `env:"PINGONE_CUSTOM_DOMAIN" envDefault:"false"`
+	PingOneACRValues     string        `env:"PINGONE_ACR_VALUES"`
+	PingOneScopes        string        `env:"PINGONE_SCOPES" envDefault:"openid profile email"`
+	PingOneResponseType  string        `env:"PINGONE_RESPONSE_TYPE" envDefault:"token id_token"`
+	PingOneTimeout       time.Duration `env:"PINGONE_TIMEOUT" envDefault:"10s"`
+	PingOneRateLimit     float64       `env:"PINGONE_RATE_LIMIT" envDefault:"50"`
+	PingOneRequestKey    string        `env:"PINGONE_REQUEST_KEY_FILE"`
+	LimitWindow          time.Duration `env:"LIMIT_WINDOW" envDefault:"10m"`
+	LimitStartsPerUser   int           `env:"LIMIT_STARTS_PER_USER" envDefault:"5"`
+	LimitStartsPerIP     int           `env:"LIMIT_STARTS_PER_IP" envDefault:"20"`
+	LimitOTPPerUser      int           `env:"LIMIT_OTP_PER_USER" envDefault:"10"`
+	LimitSendsPerUser    int           `env:"LIMIT_SENDS_PER_USER" envDefault:"10"`
+	Rules                string        `env:"RULES"`
+	RulesFile            string        `env:"RULES_FILE"`
+	DefaultAction        string        `env:"DEFAULT_ACTION" envDefault:"allow"`
+	MFAMaxAge            time.Duration `env:"MFA_MAX_AGE" envDefault:"1h"`
+	CaseInsensitive      bool          `env:"CASE_INSENSITIVE_PATHS" envDefault:"false"`
+	Identity             string        `env:"IDENTITY" envDefault:"header"`
+	IdentityHeader       string        `env:"IDENTITY_HEADER" envDefault:"X-Forwarded-User"`
+	TrustedProxies       string        `env:"TRUSTED_PROXIES" envDefault:"127.0.0.1/32,::1/128"`
+	IdentityJWTHeader    string        `env:"IDENTITY_JWT_HEADER" envDefault:"Authorization"`
+	IdentityJWKSURL      string        `env:"IDENTITY_JWKS_URL"`
+	IdentityIssuer       string        `env:"IDENTITY_ISSUER"`
+	IdentityAudience     string        `env:"IDENTITY_AUDIENCE"`
+	IdentityClaim        string        `env:"IDENTITY_CLAIM" envDefault:"sub"`
+	IdentityJWTAnyPeer   bool          `env:"IDENTITY_JWT_ANY_PEER" envDefault:"false"`
+	PingOneUserFrom      string        `env:"PINGONE_USER_FROM"`
+	PingOneUserKind      string        `env:"PINGONE_USER_KIND" envDefault:"username"`
+	PingOneUserTransform string        `env:"PINGONE_USER_TRANSFORM"`
+	CookieName           string        `env:"COOKIE_NAME"`
+	CookieSecure         bool          `env:"COOKIE_SECURE" envDefault:"true"`
+	IDTokenHeader        string        `env:"ID_TOKEN_HEADER" envDefault:"X-Stepgate-Id-Token"`
+	AllowMFABypass       bool          `env:"ALLOW_MFA_BYPASS" envDefault:"false"`
+	TemplatesDir         string        `env:"TEMPLATES_DIR"`
+	AppName              string        `env:"APP_NAME"`
+	TLSCertFile          string        `env:"TLS_CERT_FILE"`
+	TLSKeyFile           string        `env:"TLS_KEY_FILE"`
+	UpstreamCAFile       string        `env:"UPSTREAM_CA_FILE"`
+	UpstreamTimeout      time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"60s"`
+	BodyIdleTimeout      time.Duration `env:"BODY_IDLE_TIMEOUT" envDefault:"30s"`
+	ApproveMaxBody       int64         `env:"APPROVE_MAX_BODY" envDefault:"65536"`
+	LogLevel             string        `env:"LOG_LEVEL" envDefault:"info"`
+	AccessLog            bool          `env:"ACCESS_LOG" envDefault:"true"`
+	ShutdownDrain        time.Duration `env:"SHUTDOWN_DRAIN" envDefault:"5s"`
+	ShutdownTimeout      time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s"`
+	Pprof                bool          `env:"PPROF" envDefault:"false"`
 }
 
 const envPrefix = "STEPGATE_"
@@ -142,7 +152,13 @@ type settings struct {
 	trusted    *clientip.Resolver
 	cookieKeys [][]byte
 	cookieName string
+	mapping    identity.MappingOptions // Source is set by build
+	requestKey *mfa.RequestKey         // nil: the request object is HS256 with the client secret
 }
+
+// mappingVars are the settings that decide the PingOne user, named in the
+// log line of a refused user.
+const mappingVars = "STEPGATE_PINGONE_USER_FROM, STEPGATE_PINGONE_USER_KIND, STEPGATE_PINGONE_USER_TRANSFORM"
 
 // validate checks every value and names the variable at fault.
 func (c config) validate(readFile func(string) ([]byte, error)) (settings, error) {
@@ -170,6 +186,10 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	base, err := url.Parse(c.PingOneAuthBase)
 	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" || base.RawQuery != "" {
 		bad("PINGONE_AUTH_BASE", "want an absolute https URL such as https://auth.pingone.eu")
+	} else if base.Scheme == "http" && !isLoopbackHost(base.Hostname()) {
+		// The client secret signs what travels there, and the tokens come
+		// back: plain http only to a simulator on this machine.
+		bad("PINGONE_AUTH_BASE", "http:// is accepted only for a loopback host (a local simulator); use https://")
 	} else {
 		s.authBase = strings.TrimSuffix(c.PingOneAuthBase, "/")
 	}
@@ -206,6 +226,9 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	}
 	if c.UpstreamTimeout <= 0 {
 		bad("UPSTREAM_TIMEOUT", "want a positive duration")
+	}
+	if c.ApproveMaxBody < 1 || c.ApproveMaxBody > 16<<20 {
+		bad("APPROVE_MAX_BODY", "want a size in bytes between 1 and 16777216")
 	}
 	if c.BodyIdleTimeout < 100*time.Millisecond || c.BodyIdleTimeout > 10*time.Minute {
 		bad("BODY_IDLE_TIMEOUT", "want a duration between 100ms and 10m")
@@ -285,13 +308,111 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	if strings.EqualFold(c.IDTokenHeader, c.IdentityHeader) && c.Identity == "header" {
 		bad("ID_TOKEN_HEADER", "must differ from STEPGATE_IDENTITY_HEADER")
 	}
+	if m, err := c.parseMapping(); err != nil {
+		errs = append(errs, err)
+	} else {
+		s.mapping = m
+	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		bad("TLS_CERT_FILE", "set both STEPGATE_TLS_CERT_FILE and STEPGATE_TLS_KEY_FILE, or neither")
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		bad("LOG_LEVEL", "%v", err)
 	}
+	if c.PingOneRequestKey != "" {
+		if b, err := readFile(c.PingOneRequestKey); err != nil {
+			bad("PINGONE_REQUEST_KEY_FILE", "%v", err)
+		} else if s.requestKey, err = mfa.ParseRequestKey(b); err != nil {
+			bad("PINGONE_REQUEST_KEY_FILE", "%v", err)
+		}
+	}
 	return s, errors.Join(errs...)
+}
+
+// parseMapping reads STEPGATE_PINGONE_USER_* (docs/design.md §17): FROM is
+// empty (the upstream user itself), "header:NAME" (header identity) or
+// "claim:NAME" (jwt identity); KIND is username or id; TRANSFORM is a
+// comma-separated list of lower and strip-domain.
+func (c config) parseMapping() (identity.MappingOptions, error) {
+	var o identity.MappingOptions
+	bad := func(name, format string, args ...any) (identity.MappingOptions, error) {
+		return o, fmt.Errorf("%s%s: %s", envPrefix, name, fmt.Sprintf(format, args...))
+	}
+	if from := c.PingOneUserFrom; from != "" {
+		where, name, ok := strings.Cut(from, ":")
+		switch {
+		case !ok || name == "" || strings.TrimSpace(name) != name:
+			return bad("PINGONE_USER_FROM", "want header:NAME or claim:NAME, got %q", from)
+		case where == "header" && c.Identity != "header":
+			return bad("PINGONE_USER_FROM", "header:%s needs STEPGATE_IDENTITY=header (with jwt, map from a claim)", name)
+		case where == "claim" && c.Identity != "jwt":
+			return bad("PINGONE_USER_FROM", "claim:%s needs STEPGATE_IDENTITY=jwt (with header, map from a header)", name)
+		case where == "header":
+			if strings.EqualFold(name, c.IDTokenHeader) || len(name) >= 11 && strings.EqualFold(strings.ReplaceAll(name[:11], "_", "-"), "x-stepgate-") {
+				return bad("PINGONE_USER_FROM", "%s is a header stepgate sets; name the header your identity proxy sets", name)
+			}
+			o.Header = name
+		case where == "claim":
+			o.Claim = name
+		default:
+			return bad("PINGONE_USER_FROM", "want header:NAME or claim:NAME, got %q", from)
+		}
+	}
+	switch k := identity.Kind(c.PingOneUserKind); k {
+	case identity.KindUsername, identity.KindID:
+		o.Kind = k
+	default:
+		return bad("PINGONE_USER_KIND", "want username or id, got %q", c.PingOneUserKind)
+	}
+	if c.PingOneUserTransform != "" {
+		for _, t := range strings.Split(c.PingOneUserTransform, ",") {
+			o.Transforms = append(o.Transforms, identity.Transform(strings.TrimSpace(t)))
+		}
+	}
+	if o.Header != "" {
+		// NewMapping checks the header name, kind and transforms; a claim
+		// mapping is checked the same way once the JWT source exists.
+		if _, err := identity.NewMapping(o); err != nil {
+			return bad("PINGONE_USER_FROM", "%v", err)
+		}
+	} else if _, err := identity.NewMapping(identity.MappingOptions{Kind: o.Kind, Transforms: o.Transforms}); err != nil {
+		return bad("PINGONE_USER_TRANSFORM", "%v", err)
+	}
+	return o, nil
+}
+
+// describeMapping explains, for -check-config, how the PingOne user is found.
+func (c config) describeMapping(m identity.MappingOptions) string {
+	var from string
+	switch {
+	case m.Header != "":
+		from = "the header " + m.Header + " (believed only from STEPGATE_TRUSTED_PROXIES)"
+	case m.Claim != "":
+		from = "the claim " + m.Claim + " of the verified identity JWT"
+	case c.Identity == "jwt":
+		from = "the upstream user (the claim " + c.IdentityClaim + " of the verified identity JWT)"
+	default:
+		from = "the upstream user (the header " + c.IdentityHeader + ")"
+	}
+	s := "the PingOne user is read from " + from
+	if len(m.Transforms) > 0 {
+		var ts []string
+		for _, t := range m.Transforms {
+			switch t {
+			case identity.Lower:
+				ts = append(ts, "lower-cased")
+			case identity.StripDomain:
+				ts = append(ts, "cut at the last @")
+			}
+		}
+		s += ", " + strings.Join(ts, ", then ")
+	}
+	kind := "a PingOne username"
+	if m.Kind == identity.KindID {
+		kind = "a PingOne user id (a UUID)"
+	}
+	return s + ", and sent to PingOne as " + kind + "; it must exist in the PingOne environment.\n" +
+		"  the step-up cookie stays bound to the upstream user."
 }
 
 // validHostPort accepts a Host header value: a host name or IP literal
@@ -320,4 +441,27 @@ func validUUIDish(s string) bool {
 		}
 	}
 	return true
+}
+
+// describeIdentity explains, for -check-config, where the upstream user
+// comes from and which peers are believed.
+func (c config) describeIdentity() string {
+	if c.Identity == "jwt" {
+		peers := "only from STEPGATE_TRUSTED_PROXIES (" + c.TrustedProxies + ")"
+		if c.IdentityJWTAnyPeer {
+			peers = "from any peer (STEPGATE_IDENTITY_JWT_ANY_PEER=true)"
+		}
+		return "a JWT in " + c.IdentityJWTHeader + " verified against " + c.IdentityJWKSURL +
+			", user from the claim " + c.IdentityClaim + ", believed " + peers
+	}
+	return "the header " + c.IdentityHeader + ", believed only from STEPGATE_TRUSTED_PROXIES (" + c.TrustedProxies + ")"
+}
+
+// isLoopbackHost reports whether host is localhost or a loopback address.
+func isLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
 }

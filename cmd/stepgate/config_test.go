@@ -68,6 +68,7 @@ func TestInvalidConfigurationNamesTheVariable(t *testing.T) {
 		{"negative timeout", "STEPGATE_PINGONE_TIMEOUT", "-1s", "STEPGATE_PINGONE_TIMEOUT"},
 		{"bad response type", "STEPGATE_PINGONE_RESPONSE_TYPE", "token", "STEPGATE_PINGONE_RESPONSE_TYPE"},
 		{"bad auth base", "STEPGATE_PINGONE_AUTH_BASE", "auth.pingone.eu", "STEPGATE_PINGONE_AUTH_BASE"},
+		{"plain http auth base off loopback", "STEPGATE_PINGONE_AUTH_BASE", "http://auth.pingone.eu", "STEPGATE_PINGONE_AUTH_BASE"},
 		{"bad env id", "STEPGATE_PINGONE_ENV_ID", "not a uuid!", "STEPGATE_PINGONE_ENV_ID"},
 		{"bad trusted proxy", "STEPGATE_TRUSTED_PROXIES", "10.0.0.0/33", "STEPGATE_TRUSTED_PROXIES"},
 		{"bad default action", "STEPGATE_DEFAULT_ACTION", "maybe", "STEPGATE_DEFAULT_ACTION"},
@@ -173,5 +174,35 @@ func TestRulesFromFile(t *testing.T) {
 func TestUnknownArgumentIsAnError(t *testing.T) {
 	if _, _, err := runWith(t, validEnv(), "serve-please"); err == nil {
 		t.Fatal("unknown argument accepted")
+	}
+}
+
+func TestCheckConfigPrintsApproveRulesAndWarnsAboutTheMemoryStore(t *testing.T) {
+	env := validEnv()
+	env["STEPGATE_RULES"] = "POST /pay approve show=Amount:form.amount template=transaction vars=sum:form.amount ttl=2m"
+	out, _, err := runWith(t, env, "-check-config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"POST /pay approve show=Amount:form.amount template=transaction vars=sum:form.amount ttl=2m0s",
+		"approve rules: 1; held request bodies up to 65536 bytes",
+		"warning: approvals are kept in this process's memory",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("-check-config output lacks %q:\n%s", want, out)
+		}
+	}
+	env["STEPGATE_RULES"] = "POST /pay approve show=Amount:header.amount"
+	if _, _, err := runWith(t, env, "-check-config"); err == nil || !strings.Contains(err.Error(), `source "header.amount": unknown`) {
+		t.Errorf("a bad approve rule: err = %v, want one naming the source", err)
+	}
+	env["STEPGATE_RULES"] = "/admin/ mfa"
+	if out, _, _ := runWith(t, env, "-check-config"); strings.Contains(out, "approvals are kept") {
+		t.Error("the approvals warning is printed without approve rules")
+	}
+	env["STEPGATE_APPROVE_MAX_BODY"] = "0"
+	if _, _, err := runWith(t, env, "-check-config"); err == nil || !strings.Contains(err.Error(), "STEPGATE_APPROVE_MAX_BODY") {
+		t.Errorf("a zero approve body limit: err = %v, want one naming the variable", err)
 	}
 }

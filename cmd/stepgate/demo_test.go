@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
@@ -89,7 +91,7 @@ func TestDemoModeStepsUpThroughTheStandInIdP(t *testing.T) {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 	dave.Client.Jar.SetCookies(mustURL(t, entry[1]), []*http.Cookie{{Name: "demo_user", Value: "dave"}})
 	dave.follow(dave.get("/admin/"))
-	if r := dave.post("action", "start"); r.StatusCode != http.StatusForbidden {
+	if r := dave.submit("action", "start"); r.StatusCode != http.StatusForbidden {
 		t.Fatalf("dave's bypass: %d, want 403", r.StatusCode)
 	}
 }
@@ -142,4 +144,74 @@ func mustURL(t *testing.T, s string) *url.URL {
 		t.Fatal(err)
 	}
 	return u
+}
+
+func TestDemoPaymentIsApprovedWithTheAmountInTheSMS(t *testing.T) {
+	_, stderr := startCommand(t, "Press Ctrl-C", "demo", "-idp-addr", "127.0.0.1:0", "-sim-addr", "127.0.0.1:0",
+		"-app-addr", "127.0.0.1:0", "-proxy-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0", "-log-level", "warn")
+	out := stderr.String()
+	entry := regexp.MustCompile(`open\s+(http://127\.0\.0\.1:\d+)/`).FindStringSubmatch(out)
+	inbox := regexp.MustCompile(`inbox\s+(http://127\.0\.0\.1:\d+)/_sim/inbox/page`).FindStringSubmatch(out)
+	admin := regexp.MustCompile(`metrics\s+(http://127\.0\.0\.1:\d+)/metrics`).FindStringSubmatch(out)
+	if entry == nil || inbox == nil || admin == nil || !strings.Contains(out, "/payments/") {
+		t.Fatalf("demo did not print its URLs:\n%s", out)
+	}
+	waitStatus(t, admin[1]+"/readyz", http.StatusOK, 10*time.Second)
+	b := &browser{t: t, base: entry[1], Client: &http.Client{Jar: mustJar(t), Timeout: 10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	if r := b.get("/payments/"); r.StatusCode != http.StatusOK || !strings.Contains(r.Body, `action="/payments/transfer"`) {
+		t.Fatalf("payments page: %d %s", r.StatusCode, r.Body)
+	}
+	r := b.postForm("/payments/transfer", url.Values{"amount": {"500"}, "currency": {"EUR"}, "payee": {"ACME GmbH"}})
+	r = b.follow(b.follow(r))
+	if !strings.Contains(r.Body, "<dt>Payee</dt><dd>ACME GmbH</dd>") {
+		t.Fatalf("approval page: %s", r.Body)
+	}
+	r = b.follow(b.post("action", "start"))
+	b.follow(b.post("action", "select", "device", deviceIDs(r.Body)[0]))
+	resp, err := http.Get(inbox[1] + "/_sim/inbox?user=alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []struct{ OTP, Text string }
+	err = json.NewDecoder(resp.Body).Decode(&msgs)
+	resp.Body.Close()
+	if err != nil || len(msgs) == 0 || !strings.Contains(msgs[0].Text, "500 EUR to ACME GmbH") {
+		t.Fatalf("inbox: %+v %v", msgs, err)
+	}
+	r = b.post("action", "otp", "otp", msgs[0].OTP)
+	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/payments/transfer" {
+		t.Fatalf("OTP: %d %q", r.StatusCode, r.Header.Get("Location"))
+	}
+	r = b.follow(r)
+	if r.StatusCode != http.StatusOK || !strings.Contains(r.Body, "500 EUR to ACME GmbH, as alice") {
+		t.Fatalf("after approval: %d %s", r.StatusCode, r.Body)
+	}
+}
+
+func TestDemoAppSaysWhoSteppedUpAndOffersForgetOnlyThen(t *testing.T) {
+	app := httptest.NewServer(demoApp())
+	t.Cleanup(app.Close)
+	get := func(h map[string]string) string {
+		req, _ := http.NewRequest(http.MethodGet, app.URL+"/admin/", nil)
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		resp, err := app.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	plain := get(nil)
+	if strings.Contains(plain, "Forget the step-up") {
+		t.Error("Forget the step-up is offered without a step-up")
+	}
+	up := get(map[string]string{"X-Stepgate-Id-Token": "a.e30.c", "X-Stepgate-User": "alice",
+		"X-Stepgate-Amr": "otp", "X-Stepgate-Auth-Time": "1764067320"})
+	if !strings.Contains(up, "Stepped up as alice via a one-time code at 10:42 UTC") || !strings.Contains(up, "Forget the step-up") {
+		t.Errorf("stepped-up page lacks the line or the Forget button:\n%s", up)
+	}
 }

@@ -1,6 +1,6 @@
 package main
 
-// Stateless replicas (issue 8, SPEC §5): three real stepgate processes that
+// Stateless replicas (issue 8, docs/design.md §5): three real stepgate processes that
 // share only their configuration and cookie keys, behind a round-robin
 // balancer that opens a new connection for every request, so consecutive
 // requests of one browser land on different processes. The processes are

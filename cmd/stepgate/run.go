@@ -25,12 +25,14 @@ import (
 	"github.com/stepgate/stepgate/mfa"
 	"github.com/stepgate/stepgate/mfa/jwks"
 	"github.com/stepgate/stepgate/proxy"
+	"github.com/stepgate/stepgate/proxy/approve"
 	"github.com/stepgate/stepgate/proxy/challenge"
 	"github.com/stepgate/stepgate/proxy/identity"
 	"github.com/stepgate/stepgate/proxy/ratelimit"
 	"github.com/stepgate/stepgate/proxy/reqpath"
 	"github.com/stepgate/stepgate/proxy/rules"
 	"github.com/stepgate/stepgate/session"
+	stepstore "github.com/stepgate/stepgate/store"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=…".
@@ -50,9 +52,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	fs := flag.NewFlagSet("stepgate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	checkConfig := fs.Bool("check-config", false, "validate the configuration, print the effective rules, and exit")
+	checkConfig := fs.Bool("check-config", false, "validate the configuration, print the effective rules and identity mapping, and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // asked for help: the usage is printed, and that is success
+		}
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -64,6 +73,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	cfg, err := loadConfig(getenv)
 	if err != nil {
+		if getenv(envPrefix+"UPSTREAM") == "" && getenv(envPrefix+"PINGONE_ENV_ID") == "" {
+			return fmt.Errorf("%w\nno configuration found: stepgate is configured by STEPGATE_* environment variables (see README.md).\n"+
+				"To try it without PingOne or an IdP, run: stepgate demo", err)
+		}
 		return err
 	}
 	s, err := cfg.validate(os.ReadFile)
@@ -77,13 +90,38 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		fmt.Fprintf(stdout, "configuration ok\nupstream: %s\npingone: %s\nrules (first match wins):\n",
 			s.upstream.Redacted(), issuer)
+		approves := 0
 		for _, r := range s.rules.Rules() {
 			fmt.Fprintf(stdout, "  %s\n", r)
+			if r.Action == rules.Approve {
+				approves++
+			}
 		}
+		if approves > 0 {
+			fmt.Fprintf(stdout, "approve rules: %d; held request bodies up to %d bytes\n", approves, cfg.ApproveMaxBody)
+			fmt.Fprintln(stdout, "warning: approvals are kept in this process's memory: each is single-use on one replica only; run a single replica (or route a user to one)")
+		}
+		fmt.Fprintf(stdout, "identity: %s\n", cfg.describeIdentity())
+		fmt.Fprintf(stdout, "pingone user: %s\n", cfg.describeMapping(s.mapping))
 		return nil
 	}
 	return serve(ctx, cfg, s, stdout, nil, time.Now)
 }
+
+// usage is the top of `stepgate -h`.
+const usage = `stepgate: step-up MFA through PingOne in front of a web application.
+
+Usage:
+  stepgate                 serve, configured by STEPGATE_* environment variables (README.md)
+  stepgate -check-config   validate the configuration, explain it, and exit
+  stepgate -version        print the version and exit
+  stepgate demo [flags]    run a complete demo on loopback (simulator, IdP, app, stepgate);
+                           flags -idp-addr -sim-addr -app-addr -proxy-addr -admin-addr -log-level
+  stepgate simulate [-addr 127.0.0.1:8081]
+                           run the PingOne simulator alone with the demo tenant
+
+Flags:
+`
 
 // Page-load flow reads allowed per minute (burst the same): see
 // challenge.Limits.ReadPerFlow. One user can so spend at most
@@ -123,6 +161,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		CustomDomain: cfg.PingOneCustomDomain,
 		ClientID:     cfg.PingOneClientID,
 		ClientSecret: mfa.Secret(cfg.PingOneClientSecret),
+		RequestKey:   s.requestKey,
 		Scopes:       cfg.PingOneScopes,
 		ResponseType: cfg.PingOneResponseType,
 		Timeout:      cfg.PingOneTimeout,
@@ -150,7 +189,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		g.idKeys = jwks.New(jwks.Options{URL: cfg.IdentityJWKSURL, Client: pingoneHTTP, Now: now})
 		ident, err = identity.NewJWT(identity.JWTOptions{
 			Header: cfg.IdentityJWTHeader, Issuer: cfg.IdentityIssuer, Audience: cfg.IdentityAudience,
-			Claim: cfg.IdentityClaim, Keyfunc: g.idKeys.Keyfunc, Now: now,
+			Claim: cfg.IdentityClaim, Keyfunc: g.idKeys.Keyfunc, Now: now, AnyPeer: cfg.IdentityJWTAnyPeer,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("identity: %w", err)
@@ -159,9 +198,29 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		ident = identity.NewHeader(cfg.IdentityHeader)
 	}
 
+	mo := s.mapping
+	mo.Source = ident
+	mo.UpstreamSource = "header " + http.CanonicalHeaderKey(cfg.IdentityHeader)
+	if cfg.Identity == "jwt" {
+		mo.UpstreamSource = "claim " + cfg.IdentityClaim
+	}
+	mapping, err := identity.NewMapping(mo)
+	if err != nil {
+		return nil, fmt.Errorf("STEPGATE_PINGONE_USER_FROM: %w", err)
+	}
+
 	pages, err := challenge.NewPages(cfg.TemplatesDir)
 	if err != nil {
 		return nil, err
+	}
+	pages.AppName = cfg.AppName
+	if pages.AppName == "" && s.upstream != nil {
+		// A host name says which application; a sidecar's loopback
+		// address or "localhost" says nothing to the user, nor should an
+		// internal IP address appear on the page.
+		if h := s.upstream.Hostname(); h != "localhost" && net.ParseIP(h) == nil {
+			pages.AppName = h
+		}
 	}
 	// Each remembered key costs ~390 B; five limiters of 20k keys stay
 	// under ~40 MB at worst, inside a sidecar's memory limit. Eviction is
@@ -185,10 +244,14 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		}
 		return s.rules.Match(method, p.Match)
 	}
+	// Held requests and approvals (approve rules): in this process,
+	// bounded; see the store package.
+	approvals := approve.New(stepstore.NewMemory(stepstore.MemoryOptions{Now: now}), cfg.ApproveMaxBody, now)
 	chal, err := challenge.New(challenge.Config{
-		PingOne: client,
-		Store:   store,
-		RuleFor: ruleFor,
+		PingOne:   client,
+		Store:     store,
+		Approvals: approvals,
+		RuleFor:   ruleFor,
 		Limits: challenge.Limits{
 			StartPerUser: limiter(cfg.LimitStartsPerUser, cfg.LimitWindow),
 			StartPerIP:   limiter(cfg.LimitStartsPerIP, cfg.LimitWindow),
@@ -200,11 +263,17 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 			ReadPerFlow: limiter(pageReadsPerFlow, time.Minute),
 			ReadPerUser: limiter(pageReadsPerUser, time.Minute),
 		},
-		AllowBypass: cfg.AllowMFABypass,
-		Pages:       pages,
-		Logger:      log,
-		Metrics:     m,
-		Now:         now,
+		Mapping:      mapping,
+		MappingCheck: mappingVars,
+		AllowBypass:  cfg.AllowMFABypass,
+		Verified: func(r *http.Request, user, method, ret string) bool {
+			su, ok := store.StepUp(r)
+			return ok && proxy.Fresh(su, user, ruleFor(method, ret), now())
+		},
+		Pages:   pages,
+		Logger:  log,
+		Metrics: m,
+		Now:     now,
 	})
 	if err != nil {
 		return nil, err
@@ -232,6 +301,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		Identity:      ident,
 		StepUps:       store,
 		Challenge:     chal,
+		Approvals:     approvals,
 		IDTokenHeader: cfg.IDTokenHeader,
 		IdentityHeader: func() string {
 			if cfg.Identity == "header" {
@@ -239,6 +309,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 			}
 			return ""
 		}(),
+		PingOneUserHeader:    mapping.Header(),
 		CaseInsensitivePaths: cfg.CaseInsensitive,
 		BodyIdleTimeout:      cfg.BodyIdleTimeout,
 		AccessLog:            access,
@@ -266,6 +337,9 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
+	if s.requestKey != nil {
+		admin.Handle("GET /jwks.json", requestKeyJWKS(s.requestKey, log))
+	}
 	if cfg.Pprof {
 		admin.HandleFunc("GET /debug/pprof/", pprof.Index)
 		admin.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
@@ -275,6 +349,22 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	}
 	g.admin = admin
 	return g, nil
+}
+
+// requestKeyJWKS serves the public key of the request-object key, for the
+// PingOne application's jwksUrl (README, "Signing the request object").
+func requestKeyJWKS(k *mfa.RequestKey, log *slog.Logger) http.Handler {
+	log.Info("request object signed with own key", "alg", k.Alg(), "kid", k.KeyID(), "jwks_path", "/jwks.json")
+	if k.Alg() != "RS256" {
+		log.Warn("PingOne documents only HS256/384/512 and RS256/384/512 request objects; " +
+			k.Alg() + " is unverified, use an RSA key if PingOne refuses it")
+	}
+	body := k.JWKS()
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		_, _ = w.Write(body)
+	})
 }
 
 func (g *gateway) notReady() string {
@@ -335,7 +425,7 @@ type listeners struct {
 }
 
 // serve runs the proxy and admin listeners until ctx ends, then drains and
-// shuts down gracefully (SPEC §10).
+// shuts down gracefully (docs/design.md §10).
 func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *listeners, now func() time.Time) error {
 	level, _ := parseLevel(cfg.LogLevel)
 	stdout, flushLogs := bufferLogs(stdout)
@@ -354,13 +444,13 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 	}
 	if ls.proxy == nil {
 		if ls.proxy, err = net.Listen("tcp", cfg.Listen); err != nil {
-			return fmt.Errorf("STEPGATE_LISTEN: %w", err)
+			return fmt.Errorf("STEPGATE_LISTEN: %w (set STEPGATE_LISTEN to a free address)", err)
 		}
 	}
 	if ls.admin == nil {
 		if ls.admin, err = net.Listen("tcp", cfg.AdminListen); err != nil {
 			ls.proxy.Close()
-			return fmt.Errorf("STEPGATE_ADMIN_LISTEN: %w", err)
+			return fmt.Errorf("STEPGATE_ADMIN_LISTEN: %w (set STEPGATE_ADMIN_LISTEN to a free address)", err)
 		}
 	}
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)

@@ -1,6 +1,6 @@
 package main
 
-// Upstream JWT identity attacks (SPEC §4) through the real gateway with
+// Upstream JWT identity attacks (docs/design.md §4) through the real gateway with
 // STEPGATE_IDENTITY=jwt: the token classes that forward-auth proxies have
 // shipped advisories for. Each test names the attack it guards against.
 

@@ -102,7 +102,7 @@ func mustBeChallenged(t *testing.T, s *stack, b *browser, path string) {
 }
 
 // ---------------------------------------------------------------------------
-// Path confusion (SPEC §2): the decision and the upstream must agree on the
+// Path confusion (docs/design.md §2): the decision and the upstream must agree on the
 // path. Forms already in TestRefusedPathFormsAnswer400 are not repeated.
 
 func TestPathConfusion_EncodedDotSegmentsInEveryCase(t *testing.T) {
@@ -222,7 +222,7 @@ func TestPathConfusion_OverlongPath(t *testing.T) {
 }
 
 // ---------------------------------------------------------------------------
-// Forwarded-header trust (SPEC §4, §6).
+// Forwarded-header trust (docs/design.md §4, §6).
 
 func TestForwardedHeaderTrust_UntrustedPeerCannotSteerTheUpstream(t *testing.T) {
 	s := newStack(t, withEnv("STEPGATE_TRUSTED_PROXIES", "10.9.9.9/32"))
@@ -316,7 +316,7 @@ func TestForwardedHeaderTrust_MalformedXFFFallsBackToThePeer(t *testing.T) {
 }
 
 // ---------------------------------------------------------------------------
-// Identity headers (SPEC §4, §6).
+// Identity headers (docs/design.md §4, §6).
 
 func TestIdentityHeaders_DuplicatedOrJoinedIdentityIsRefused(t *testing.T) {
 	s := newStack(t)
@@ -387,7 +387,7 @@ func TestIdentityHeaders_DuplicatedStepUpCookie(t *testing.T) {
 }
 
 // ---------------------------------------------------------------------------
-// Step-up cookie (SPEC §5). Tampered, truncated, oversized, retired-key and
+// Step-up cookie (docs/design.md §5). Tampered, truncated, oversized, retired-key and
 // other-user cookies are in gateway_test.go.
 
 func TestStepUpCookie_ExpiredIDToken(t *testing.T) {
@@ -440,7 +440,7 @@ func TestStepUpCookie_ReplayedFlowCookieDoesNotExtendFreshness(t *testing.T) {
 }
 
 // ---------------------------------------------------------------------------
-// The challenge (SPEC §7). CSRF, GET-start and bypass are in gateway_test.go.
+// The challenge (docs/design.md §7). CSRF, GET-start and bypass are in gateway_test.go.
 
 func TestChallenge_FlowCookieFromAnotherUsersFlow(t *testing.T) {
 	s := newStack(t)
@@ -458,7 +458,7 @@ func TestChallenge_FlowCookieFromAnotherUsersFlow(t *testing.T) {
 		t.Errorf("status with another user's flow = %v, want NONE", st)
 	}
 	alice.csrf = bob.csrf
-	if r := alice.post("action", "select", "device", pingoneBobDevice); r.StatusCode != http.StatusForbidden {
+	if r := alice.submit("action", "select", "device", pingoneBobDevice); r.StatusCode != http.StatusForbidden {
 		t.Errorf("action on another user's flow: %d, want 403", r.StatusCode)
 	}
 	alice.get("/.stepgate/challenge")
@@ -473,7 +473,7 @@ func TestChallenge_DeviceIDFromAnotherUser(t *testing.T) {
 	b := s.browser("alice")
 	b.get("/.stepgate/challenge?return=/admin/")
 	b.follow(b.post("action", "start"))
-	r := b.post("action", "select", "device", pingoneBobDevice)
+	r := b.submit("action", "select", "device", pingoneBobDevice)
 	if r.StatusCode < 400 {
 		t.Errorf("selecting bob's device in alice's flow: %d, want a 4xx", r.StatusCode)
 	}
@@ -486,7 +486,9 @@ func TestChallenge_DeviceIDFromAnotherUser(t *testing.T) {
 }
 
 func TestChallenge_OTPBruteForceIsRateLimitedPerUser(t *testing.T) {
-	s := newStack(t)
+	// PingOne's own per-user cool-down (3 wrong codes) is switched off so
+	// that stepgate's limit is what stops the guessing.
+	s := newStack(t, withTenant(func(ten *pingonesim.Tenant) { ten.Policies[0].OTPCoolDown = -1 }))
 	checks, limited := 0, false
 	for flow := 0; flow < 6 && !limited; flow++ {
 		b := s.browser("alice")
@@ -497,7 +499,7 @@ func TestChallenge_OTPBruteForceIsRateLimitedPerUser(t *testing.T) {
 		}
 		b.follow(b.post("action", "select", "device", ids[0]))
 		for i := 0; i < 5; i++ {
-			r := b.post("action", "otp", "otp", wrongCode(s.latestOTP("alice")))
+			r := b.submit("action", "otp", "otp", wrongCode(s.latestOTP("alice")))
 			if r.StatusCode == http.StatusTooManyRequests {
 				if ra, _ := strconv.Atoi(r.Header.Get("Retry-After")); ra < 1 {
 					t.Errorf("429 without a usable Retry-After: %q", r.Header.Get("Retry-After"))
@@ -528,7 +530,7 @@ func TestChallenge_SMSPumpingByRepeatedStarts(t *testing.T) {
 	for i := 0; i < 6; i++ {
 		b := s.browser("bob") // every start sends bob a push
 		b.get("/.stepgate/challenge?return=/admin/")
-		last = b.post("action", "start")
+		last = b.submit("action", "start")
 	}
 	if last.StatusCode != http.StatusTooManyRequests || last.Header.Get("Retry-After") == "" {
 		t.Fatalf("6th start in 10 min: %d Retry-After %q, want 429 with Retry-After", last.StatusCode, last.Header.Get("Retry-After"))
@@ -555,10 +557,10 @@ func TestChallenge_SMSPumpingByRepeatedResends(t *testing.T) {
 	ids := deviceIDs(b.follow(b.post("action", "start")).Body)
 	var r response
 	for i := 0; i < 30; i++ {
-		if r = b.post("action", "resend"); r.StatusCode == http.StatusTooManyRequests {
+		if r = b.submit("action", "resend"); r.StatusCode == http.StatusTooManyRequests {
 			break
 		}
-		if r = b.post("action", "select", "device", ids[0]); r.StatusCode == http.StatusTooManyRequests {
+		if r = b.submit("action", "select", "device", ids[0]); r.StatusCode == http.StatusTooManyRequests {
 			break
 		}
 	}
@@ -574,7 +576,7 @@ func TestChallenge_SMSPumpingByRepeatedResends(t *testing.T) {
 }
 
 // ---------------------------------------------------------------------------
-// Abuse limits (SPEC §8) beyond the per-user ones above.
+// Abuse limits (docs/design.md §8) beyond the per-user ones above.
 
 func TestAbuseLimit_FlowStartsPerIPIgnoreSpoofedXFFEntries(t *testing.T) {
 	s := newStack(t)
@@ -591,7 +593,7 @@ func TestAbuseLimit_FlowStartsPerIPIgnoreSpoofedXFFEntries(t *testing.T) {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.Header.Set("Origin", s.Proxy)
 		req.Header.Set("X-Forwarded-For", "198.51.100."+strconv.Itoa(i)+", 203.0.113.7")
-		last = b.do(req)
+		last = b.follow(b.do(req))
 	}
 	if last.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("21st start from one client IP: %d, want 429", last.StatusCode)
@@ -635,7 +637,7 @@ func TestAbuseLimit_PingOneRetryAfterIsHonoured(t *testing.T) {
 	s.Sim.SetFault(pingoneFault("authorize", "rate_limit", 0, 7))
 	b := s.browser("alice")
 	b.get("/.stepgate/challenge?return=/admin/")
-	r := b.post("action", "start")
+	r := b.submit("action", "start")
 	if r.StatusCode != http.StatusTooManyRequests || r.Header.Get("Retry-After") != "7" {
 		t.Fatalf("PingOne 429: got %d Retry-After %q, want 429 and 7", r.StatusCode, r.Header.Get("Retry-After"))
 	}
@@ -646,14 +648,14 @@ func TestAbuseLimit_PingOneRetryAfterIsHonoured(t *testing.T) {
 }
 
 // ---------------------------------------------------------------------------
-// Fail closed (SPEC §1, §10): no failure ever becomes an allow on an mfa path.
+// Fail closed (docs/design.md §1, §10): no failure ever becomes an allow on an mfa path.
 
 func TestFailClosed_PingOneDown(t *testing.T) {
 	s := newStack(t)
 	s.Sim.SetFault(pingoneFault("", "status", 503, 0))
 	b := s.browser("alice")
 	b.get("/.stepgate/challenge?return=/admin/")
-	if r := b.post("action", "start"); r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
+	if r := b.submit("action", "start"); r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
 		t.Errorf("start with PingOne down: %d Retry-After %q, want 503 with Retry-After", r.StatusCode, r.Header.Get("Retry-After"))
 	}
 	mustBeChallenged(t, s, b, "/admin/")
@@ -668,7 +670,7 @@ func TestFailClosed_MalformedPingOneJSON(t *testing.T) {
 	b.get("/.stepgate/challenge?return=/admin/")
 	ids := deviceIDs(b.follow(b.post("action", "start")).Body)
 	s.Sim.SetFault(pingoneFault("flows", "malformed", 0, 0))
-	r := b.post("action", "select", "device", ids[0])
+	r := b.submit("action", "select", "device", ids[0])
 	if r.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("malformed PingOne answer: %d, want 503", r.StatusCode)
 	}
@@ -688,9 +690,10 @@ func TestFailClosed_PingOneJWKSUnreachable(t *testing.T) {
 	s.Sim.RotateKey()
 	s.Sim.SetFault(pingoneFault("jwks", "status", 500, 0))
 	r := b.post("action", "otp", "otp", s.latestOTP("alice"))
-	if r.StatusCode == http.StatusSeeOther || b.cookie("stepgate") != "" {
-		t.Fatalf("completion with an unverifiable ID token: %d, step-up issued", r.StatusCode)
+	if r.Header.Get("Location") == "/admin/" || b.cookie("stepgate") != "" {
+		t.Fatalf("completion with an unverifiable ID token: %d to %q, step-up issued", r.StatusCode, r.Header.Get("Location"))
 	}
+	r = b.follow(r)
 	if r.StatusCode != http.StatusForbidden && r.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("got %d, want 403 or 503", r.StatusCode)
 	}

@@ -1,6 +1,6 @@
 package main
 
-// Graceful shutdown with a real process and a real SIGTERM (SPEC §10).
+// Graceful shutdown with a real process and a real SIGTERM (docs/design.md §10).
 //
 // How the process is made: the test binary re-executes itself with
 // STEPGATE_TEST_RUN_MAIN=1, and TestMain then calls main() instead of the

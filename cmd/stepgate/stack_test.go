@@ -11,7 +11,6 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,6 +18,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -177,7 +177,7 @@ func serveForTest(t testing.TB, env map[string]string, now func() time.Time, log
 	if err != nil {
 		t.Fatalf("load config: %v", err)
 	}
-	set, err := c.validate(func(string) ([]byte, error) { return nil, errors.New("no files in tests") })
+	set, err := c.validate(os.ReadFile)
 	if err != nil {
 		t.Fatalf("validate config: %v", err)
 	}
@@ -258,7 +258,8 @@ type browser struct {
 	t      testing.TB
 	s      *stack
 	base   string
-	user   string // sent as X-Forwarded-User (we are a trusted peer)
+	user   string      // sent as X-Forwarded-User (we are a trusted peer)
+	header http.Header // optional: more headers on every request
 	Client *http.Client
 	csrf   string
 }
@@ -282,6 +283,9 @@ func (b *browser) do(req *http.Request) response {
 	b.t.Helper()
 	if b.user != "" {
 		req.Header.Set("X-Forwarded-User", b.user)
+	}
+	for k, v := range b.header {
+		req.Header[k] = v
 	}
 	if req.Header.Get("Accept") == "" {
 		req.Header.Set("Accept", "text/html,application/xhtml+xml")
@@ -323,6 +327,18 @@ func (b *browser) postForm(path string, form url.Values) response {
 	req.Header.Set("Origin", b.base)
 	req.Header.Set("Sec-Fetch-Site", "same-origin")
 	return b.do(req)
+}
+
+// submit posts a challenge form as a browser does: every answer to a POST
+// is a 303 (so a reload or Back never re-submits it, issue 16), which
+// submit follows to the page that shows the outcome.
+func (b *browser) submit(fields ...string) response {
+	b.t.Helper()
+	r := b.post(fields...)
+	if r.StatusCode != http.StatusSeeOther {
+		b.t.Fatalf("POST %v answered %d, want 303: %s", fields, r.StatusCode, r.Body)
+	}
+	return b.follow(r)
 }
 
 // follow GETs a redirect's Location.

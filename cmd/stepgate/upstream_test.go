@@ -1,6 +1,6 @@
 package main
 
-// Upstream faults (issue 8, SPEC §6 and §10): an upstream that is down,
+// Upstream faults (issue 8, docs/design.md §6 and §10): an upstream that is down,
 // slow or drops connections gets the right page and status, and long-lived
 // streams (WebSocket, server-sent events) pass through unbuffered for their
 // whole length, longer than the upstream response timeout.

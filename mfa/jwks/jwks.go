@@ -47,7 +47,7 @@ type Options struct {
 	// Now is the clock for the refetch rate limit; nil means time.Now.
 	Now func() time.Time
 	// MinRefreshInterval is how often an unknown kid may cause a refetch;
-	// default 1 minute (SPEC §7). A token with a made-up kid must not turn
+	// default 1 minute (docs/design.md §7). A token with a made-up kid must not turn
 	// the gateway into a JWKS-fetching amplifier.
 	MinRefreshInterval time.Duration
 	// Observe, if set, is called after every fetch with the HTTP status (0 on

@@ -7,7 +7,7 @@ import (
 	"encoding/hex"
 )
 
-// Demo tenant identifiers (SPEC §12).
+// Demo tenant identifiers (docs/design.md §12).
 const (
 	DemoEnvID        = "6f1c2a4e-0d7b-4c1e-9a52-3b8f0e6d2c11"
 	DemoClientID     = "c0a8e3b2-5d4f-4e6a-8b7c-1d2e3f4a5b6c"
@@ -59,17 +59,38 @@ func mustHex(s string) []byte {
 	return b
 }
 
-// DemoTenant is the demo environment of SPEC §12: policy MFA-Only
+// DemoTransactionTemplate is the demo environment's transaction template
+// (one default variant), with the variable names of Ping's own example
+// (C1: sum, currency, recipient).
+func DemoTransactionTemplate() Template {
+	return Template{DefaultVariant: {
+		SMS:          "Approve ${sum} ${currency} to ${recipient}? Code: ${otp}",
+		Voice:        "To approve ${sum} ${currency} to ${recipient}, your code is ${otp}.",
+		EmailSubject: "Approve ${sum} ${currency} to ${recipient}?",
+		EmailBody: "Hello ${user.username}, to approve ${sum} ${currency} to ${recipient} enter the code ${otp}. " +
+			"If you did not ask for this, do not enter it.",
+		PushTitle: "Approve ${sum} ${currency}?",
+		PushBody:  "To ${recipient}. Deny if you did not ask for this.",
+	}}
+}
+
+// DemoTenant is the demo environment of docs/design.md §12: policy MFA-Only
 // (DEFAULT_TO_FIRST, BYPASS for users without devices), RP ID localhost, and
 // users alice (SMS+EMAIL, prompt), bob (push), carol (TOTP+FIDO2, prompt) and
-// dave (no device: the bypass stepgate must refuse).
+// dave (no device: the bypass stepgate must refuse), and the notification
+// templates strong_authentication and transaction.
 func DemoTenant() Tenant {
 	return Tenant{
 		EnvID: DemoEnvID,
 		RPID:  "localhost",
+		Templates: map[string]Template{
+			TemplateStrongAuthentication: defaultTemplates()[TemplateStrongAuthentication],
+			TemplateTransaction:          DemoTransactionTemplate(),
+		},
 		Apps: []App{{
 			ClientID: DemoClientID,
 			Secret:   DemoClientSecret,
+			Name:     "stepgate demo",
 			Policies: []string{DemoPolicy},
 		}},
 		Policies: []Policy{{

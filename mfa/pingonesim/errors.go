@@ -5,7 +5,7 @@ import (
 	"net/http"
 )
 
-// PingOne top-level error codes the simulator emits (PROTOCOL §8.2). 405 and
+// PingOne top-level error codes the simulator emits (docs/pingone.md §8.2). 405 and
 // 415 answer INVALID_REQUEST: PingOne's published OpenAPI has no
 // METHOD_NOT_ALLOWED or UNSUPPORTED_MEDIA_TYPE code (its 415 schema allows
 // only INVALID_REQUEST; README, divergences).

@@ -79,7 +79,7 @@ func (s *Server) signLocked(claims jwt.MapClaims) string {
 	return out
 }
 
-// idTokenLocked mints the ID token of a completed flow (PROTOCOL §10).
+// idTokenLocked mints the ID token of a completed flow (docs/pingone.md §10).
 func (s *Server) idTokenLocked(f *flow, accessToken string, now time.Time) string {
 	c := jwt.MapClaims{
 		"iss":                f.issuer,

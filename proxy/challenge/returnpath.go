@@ -6,7 +6,7 @@ import "strings"
 const MaxReturnPath = 2048
 
 // SafeReturn returns p if it is a same-origin relative path that a browser
-// cannot read as another origin, and "/" otherwise (SPEC §7). It accepts
+// cannot read as another origin, and "/" otherwise (docs/design.md §7). It accepts
 // only "/" followed by a non-slash, non-backslash character, with no
 // control characters, no backslash anywhere (browsers read "\" as "/"), and
 // at most MaxReturnPath bytes.

@@ -1,4 +1,4 @@
-// Package clientip decides which address a request comes from (SPEC §4): the
+// Package clientip decides which address a request comes from (docs/design.md §4): the
 // TCP peer, or, when the peer is a trusted proxy, the right-most
 // X-Forwarded-For entry that is not itself trusted.
 //

@@ -1,11 +1,12 @@
 // Package identity reads who the upstream identity provider says the user is
-// (SPEC §4): a header set by a trusted proxy, or a verified JWT.
+// (docs/design.md §4): a header set by a trusted proxy, or a verified JWT.
 //
 // It must never believe an identity a client could have forged: the header is
 // read only from a trusted TCP peer and is deleted otherwise (with every
 // spelling an upstream could read as the same header), and a JWT is accepted
 // only with an asymmetric signature, the configured issuer and audience, and
-// an expiry. Ambiguity (two values, a comma-joined value, an odd character)
+// an expiry, and (unless configured for any peer) only from a trusted peer.
+// A Mapping (mapping.go) then names the PingOne user (docs/design.md §17). Ambiguity (two values, a comma-joined value, an odd character)
 // is an error, never a guess. It never logs or returns token contents in
 // errors.
 //
@@ -103,7 +104,7 @@ type header struct {
 }
 
 // NewHeader returns a Source that reads the user from the named header, only
-// when the TCP peer is trusted (SPEC §4). From an untrusted peer the header
+// when the TCP peer is trusted (docs/design.md §4). From an untrusted peer the header
 // is deleted from r.Header and ErrNoIdentity (wrapped) is returned.
 func NewHeader(name string) Source {
 	c := textproto.CanonicalMIMEHeaderKey(name)
@@ -178,16 +179,23 @@ type JWTOptions struct {
 	Keyfunc func(ctx context.Context) jwt.Keyfunc
 	// Now is the clock for exp, nbf and iat; required.
 	Now func() time.Time
+	// AnyPeer believes a verified token from any TCP peer. By default a
+	// token is read only from a trusted peer, like the identity header:
+	// the JWT proves who signed in, not that the request came through the
+	// edge that checked it. Edges whose address is not known in advance
+	// (Google IAP, Cloudflare Access) need AnyPeer.
+	AnyPeer bool
 }
 
-// asymmetric is the only algorithm list ever accepted (SPEC §4): no "none",
+// asymmetric is the only algorithm list ever accepted (docs/design.md §4): no "none",
 // no HMAC, so a public key can never be used as a shared secret.
 var asymmetric = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"}
 
 type jwtSource struct {
-	o      JWTOptions
-	bearer bool
-	parser *jwt.Parser
+	o         JWTOptions
+	bearer    bool
+	parser    *jwt.Parser
+	untrusted error
 }
 
 // NewJWT returns a Source that verifies a JWT from o.Header.
@@ -210,8 +218,9 @@ func NewJWT(o JWTOptions) (Source, error) {
 	}
 	o.Header = textproto.CanonicalMIMEHeaderKey(o.Header)
 	return &jwtSource{
-		o:      o,
-		bearer: o.Header == "Authorization",
+		o:         o,
+		untrusted: fmt.Errorf("%w: a token in %s from an untrusted peer was ignored", ErrNoIdentity, o.Header),
+		bearer:    o.Header == "Authorization",
 		parser: jwt.NewParser(
 			jwt.WithValidMethods(append([]string(nil), asymmetric...)),
 			jwt.WithIssuer(o.Issuer),
@@ -224,33 +233,16 @@ func NewJWT(o JWTOptions) (Source, error) {
 	}, nil
 }
 
-func (s *jwtSource) User(r *http.Request, _ bool) (string, error) {
-	vs := r.Header[s.o.Header]
-	switch {
-	case len(vs) == 0:
-		return "", ErrNoIdentity
-	case len(vs) > 1:
-		return "", invalid("%s has more than one value", s.o.Header)
-	}
-	raw := vs[0]
-	if s.bearer {
-		scheme, tok, ok := strings.Cut(raw, " ")
-		if !ok || !strings.EqualFold(scheme, "Bearer") {
+func (s *jwtSource) User(r *http.Request, peerTrusted bool) (string, error) {
+	if !peerTrusted && !s.o.AnyPeer {
+		if len(r.Header[s.o.Header]) == 0 {
 			return "", ErrNoIdentity
 		}
-		raw = strings.TrimLeft(tok, " ")
+		return "", s.untrusted
 	}
-	if raw == "" {
-		return "", ErrNoIdentity
-	}
-	if len(raw) > MaxTokenLen {
-		return "", invalid("token longer than %d bytes", MaxTokenLen)
-	}
-	claims := jwt.MapClaims{}
-	if _, err := s.parser.ParseWithClaims(raw, claims, s.o.Keyfunc(r.Context())); err != nil {
-		// jwt's errors name the failed check (expired, issuer, signature)
-		// and never include the token.
-		return "", invalid("jwt: %w", err)
+	claims, err := s.claims(r)
+	if err != nil {
+		return "", err
 	}
 	v, ok := claims[s.o.Claim].(string)
 	if !ok {
@@ -260,4 +252,36 @@ func (s *jwtSource) User(r *http.Request, _ bool) (string, error) {
 		return "", invalid("jwt: claim %q is not an acceptable user", s.o.Claim)
 	}
 	return v, nil
+}
+
+// claims verifies the request's token and returns its claims.
+func (s *jwtSource) claims(r *http.Request) (jwt.MapClaims, error) {
+	vs := r.Header[s.o.Header]
+	switch {
+	case len(vs) == 0:
+		return nil, ErrNoIdentity
+	case len(vs) > 1:
+		return nil, invalid("%s has more than one value", s.o.Header)
+	}
+	raw := vs[0]
+	if s.bearer {
+		scheme, tok, ok := strings.Cut(raw, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") {
+			return nil, ErrNoIdentity
+		}
+		raw = strings.TrimLeft(tok, " ")
+	}
+	if raw == "" {
+		return nil, ErrNoIdentity
+	}
+	if len(raw) > MaxTokenLen {
+		return nil, invalid("token longer than %d bytes", MaxTokenLen)
+	}
+	claims := jwt.MapClaims{}
+	if _, err := s.parser.ParseWithClaims(raw, claims, s.o.Keyfunc(r.Context())); err != nil {
+		// jwt's errors name the failed check (expired, issuer, signature)
+		// and never include the token.
+		return nil, invalid("jwt: %w", err)
+	}
+	return claims, nil
 }

@@ -286,7 +286,7 @@ func TestJWTSource(t *testing.T) {
 			}
 			r := httptest.NewRequest("GET", "/", nil)
 			r.Header = tt.header
-			got, err := src.User(r, false)
+			got, err := src.User(r, true)
 			if got != tt.want || !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
 				t.Errorf("User() = %q, %v; want %q, %v", got, err, tt.want, tt.wantErr)
 			}

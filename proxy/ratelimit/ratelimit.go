@@ -1,6 +1,6 @@
 // Package ratelimit keeps one token bucket (golang.org/x/time/rate) per key —
 // a canonical user, a client IP, a flow id — for stepgate's abuse limits
-// (SPEC §8).
+// (docs/design.md §8).
 //
 // Keys come from clients, so the key set must never grow with them: it is
 // bounded by Options.MaxKeys with least-recently-used eviction, and keys

@@ -1,6 +1,6 @@
 // Package reqpath turns a raw HTTP request target (r.RequestURI) into the one
 // path that policy rules match and the exact bytes forwarded upstream
-// (SPEC §2).
+// (docs/design.md §2).
 //
 // It fails closed: any target whose meaning could differ between stepgate and
 // the upstream (encoded separators, dot segments, empty segments, invalid or

@@ -1,4 +1,4 @@
-// Package rules parses stepgate's path policy (SPEC §3) and decides, for a
+// Package rules parses stepgate's path policy (docs/design.md §3) and decides, for a
 // method and a normalised path, whether a request is allowed, denied or needs
 // step-up MFA.
 //
@@ -32,6 +32,8 @@
 //     holds them space-separated, as acr_values wants. Defaults.ACR may be
 //     space-separated.
 //   - '#' starts a comment anywhere on a line (it cannot occur in a rule).
+//   - prompt=login is the only prompt option (PingOne's parameter list has
+//     prompt, SEED; what it does in an MFA-only flow is unverified).
 package rules
 
 import (
@@ -48,9 +50,10 @@ import (
 type Action uint8
 
 const (
-	Allow Action = iota // pass through
-	Deny                // 403
-	MFA                 // step-up required
+	Allow   Action = iota // pass through
+	Deny                  // 403
+	MFA                   // step-up required
+	Approve               // this one request needs its own approval (docs/design.md §14)
 )
 
 func (a Action) String() string {
@@ -61,11 +64,14 @@ func (a Action) String() string {
 		return "deny"
 	case MFA:
 		return "mfa"
+	case Approve:
+		return "approve"
 	}
 	return fmt.Sprintf("action(%d)", uint8(a))
 }
 
-// ParseAction reads "allow", "deny" or "mfa" (ASCII case-insensitive).
+// ParseAction reads "allow", "deny", "mfa" or "approve" (ASCII
+// case-insensitive).
 func ParseAction(s string) (Action, error) {
 	switch {
 	case strings.EqualFold(s, "allow"):
@@ -74,6 +80,8 @@ func ParseAction(s string) (Action, error) {
 		return Deny, nil
 	case strings.EqualFold(s, "mfa"):
 		return MFA, nil
+	case strings.EqualFold(s, "approve"):
+		return Approve, nil
 	}
 	return 0, fmt.Errorf("unknown action %q", s)
 }
@@ -81,7 +89,7 @@ func ParseAction(s string) (Action, error) {
 // MaxMaxAge caps max_age (and Defaults.MaxAge).
 const MaxMaxAge = 24 * time.Hour
 
-// DefaultMaxAge is used when Defaults.MaxAge is zero (SPEC §3).
+// DefaultMaxAge is used when Defaults.MaxAge is zero (docs/design.md §3).
 const DefaultMaxAge = time.Hour
 
 // Rule is one policy line, with MFA defaults filled in.
@@ -91,8 +99,16 @@ type Rule struct {
 	Action  Action        //
 	MaxAge  time.Duration // MFA only: the freshness a step-up needs
 	ACR     string        // MFA only: acr_values, space-separated sign-on policy names in order of preference; "" for none
+	Prompt  string        // MFA only: "login" sends prompt=login (a fresh authentication); "" sends none
 	Line    int           // 1-based source line; 0 for the default rule
 	Source  string        // "STEPGATE_RULES" or the file name
+
+	// Approve rules only (ACR applies too).
+	Show     []Field       // what the challenge page shows, in order
+	Template string        // PingOne notification template name; "" for none
+	Variant  string        // template variant; "" for the default
+	Vars     []Field       // template variables (Label is the variable name)
+	TTL      time.Duration // how long the request waits for approval, and the approval for use
 }
 
 // String is the canonical, re-parseable one-line form, for example
@@ -122,6 +138,10 @@ func (r Rule) String() string {
 }
 
 func (r Rule) writeOptions(b *strings.Builder) {
+	if r.Action == Approve {
+		r.writeApproveOptions(b)
+		return
+	}
 	if r.Action != MFA {
 		return
 	}
@@ -130,6 +150,10 @@ func (r Rule) writeOptions(b *strings.Builder) {
 	if r.ACR != "" {
 		b.WriteString(" acr=")
 		b.WriteString(strings.ReplaceAll(r.ACR, " ", ","))
+	}
+	if r.Prompt != "" {
+		b.WriteString(" prompt=")
+		b.WriteString(r.Prompt)
 	}
 }
 
@@ -167,7 +191,8 @@ func Parse(source, text string, d Defaults) (*Set, error) {
 		return nil, fmt.Errorf("%s: default max_age %s: must be > 0 and <= %s", source, d.MaxAge, MaxMaxAge)
 	}
 	if d.Action > MFA {
-		return nil, fmt.Errorf("%s: default action %s: unknown", source, d.Action)
+		// approve needs methods and options of its own: never a default.
+		return nil, fmt.Errorf("%s: default action %s: must be allow, deny or mfa", source, d.Action)
 	}
 	if d.ACR != "" {
 		acr, err := acrList(strings.Fields(d.ACR))
@@ -258,9 +283,12 @@ func parseRule(line string, d Defaults) (Rule, error) {
 	}
 	r.Action = a
 	opts := f[2:]
+	if a == Approve {
+		return parseApprove(r, opts, d)
+	}
 	if a != MFA {
 		if len(opts) > 0 {
-			return Rule{}, fmt.Errorf("option %q: options are only allowed on mfa rules", opts[0])
+			return Rule{}, fmt.Errorf("option %q: options are only allowed on mfa and approve rules", opts[0])
 		}
 		return r, nil
 	}
@@ -291,6 +319,13 @@ func parseRule(line string, d Defaults) (Rule, error) {
 				return Rule{}, fmt.Errorf("option %q: %w", o, err)
 			}
 			r.ACR = acr
+		case "show", "template", "variant", "vars", "ttl":
+			return Rule{}, fmt.Errorf("option %q: %s is an approve option, not an mfa one", o, k)
+		case "prompt":
+			if v != "login" {
+				return Rule{}, fmt.Errorf("option %q: the only prompt is login", o)
+			}
+			r.Prompt = v
 		default:
 			return Rule{}, fmt.Errorf("option %q: unknown key %q", o, k)
 		}

@@ -1,0 +1,139 @@
+package proxy
+
+import (
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/stepgate/stepgate/proxy/approve"
+	"github.com/stepgate/stepgate/proxy/rules"
+)
+
+// HeaderApproval tells the upstream that this request was approved on its
+// own (docs/design.md §14): its value is the approval's digest. Like every
+// X-Stepgate-* header it is removed from what clients send.
+const HeaderApproval = "X-Stepgate-Approval"
+
+// decision labels of approve rules.
+const (
+	decisionApprovalRequired = "approval_required"
+	decisionApproved         = "approved"
+)
+
+// approve answers a request that an approve rule matched: forwarded when
+// an approval of exactly this request is unused, else held while the user
+// approves it.
+func (g *Gateway) approve(w http.ResponseWriter, r *http.Request, rule rules.Rule, fw *forward) (decision, user string) {
+	user, err := g.cfg.Identity.User(r, fw.trusted)
+	if err != nil || user == "" {
+		g.audit(r, "identity.rejected", "", fw.client, slog.String("reason", errString(err)))
+		g.cfg.Challenge.Error(w, r, http.StatusUnauthorized, "no_identity")
+		return decisionNoIdent, ""
+	}
+	// A cross-site page must not be able to make anyone's phone ring: the
+	// refusal comes before anything is held or sent to PingOne.
+	if err := g.origin.Check(r); err != nil {
+		g.approvalEvent(r, "refused", user, fw, "", slog.String("reason", "cross-site request"))
+		g.cfg.Challenge.Error(w, r, http.StatusForbidden, "approve_cross_site")
+		return decisionRejected, user
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		// The same idle limit as a forwarded body: a held body that
+		// trickles must not hold the connection either.
+		r.Body = newClientBody(r.Body, w, g.cfg.BodyIdleTimeout)
+	}
+	q, err := g.cfg.Approvals.Read(r, user, fw.path)
+	var be *clientBodyError
+	switch {
+	case errors.As(err, &be) && be.timedOut():
+		g.audit(r, "request.rejected", user, fw.client, slog.String("reason", "request body stalled"))
+		w.Header().Set("Connection", "close") // the rest of the body is unreadable
+		g.cfg.Challenge.Error(w, r, http.StatusRequestTimeout, "request_timeout")
+		return decisionRejected, user
+	case errors.Is(err, approve.ErrTooLarge):
+		g.approvalEvent(r, "refused", user, fw, "", slog.String("reason", "body over STEPGATE_APPROVE_MAX_BODY"))
+		g.cfg.Challenge.Error(w, r, http.StatusRequestEntityTooLarge, "approve_too_large")
+		return decisionRejected, user
+	case err != nil:
+		g.audit(r, "request.rejected", user, fw.client, slog.String("reason", "unreadable request body"))
+		w.Header().Set("Connection", "close")
+		g.cfg.Challenge.Error(w, r, http.StatusBadRequest, "bad_request")
+		return decisionRejected, user
+	}
+	used, err := g.cfg.Approvals.Consume(r.Context(), q)
+	if err != nil {
+		g.log.LogAttrs(r.Context(), slog.LevelError, "approval store", slog.String("error", err.Error()))
+		g.cfg.Challenge.Error(w, r, http.StatusServiceUnavailable, "store_unavailable")
+		return decisionApprovalRequired, user
+	}
+	if used {
+		// An API client's retry of the request the user approved.
+		digest := approve.Digest(q)
+		g.approvalEvent(r, "forwarded", user, fw, digest)
+		fw.approval = digest
+		g.forward(w, r, fw)
+		return decisionApproved, user
+	}
+	api := g.cfg.Challenge.IsAPI(r)
+	ref, h, err := g.cfg.Approvals.Hold(r.Context(), q, r, rule, api)
+	if err != nil {
+		g.log.LogAttrs(r.Context(), slog.LevelError, "approval store", slog.String("error", err.Error()))
+		g.cfg.Challenge.Error(w, r, http.StatusServiceUnavailable, "store_unavailable")
+		return decisionApprovalRequired, user
+	}
+	g.approvalEvent(r, "required", user, fw, h.Digest)
+	g.cfg.Challenge.RequireApproval(w, r, rule, ref)
+	return decisionApprovalRequired, user
+}
+
+// replay forwards, in place of the browser's GET of the original URL, the
+// held request the user has just approved. It reports false when there is
+// nothing (any more) to replay, and the GET then goes through the rules
+// like any other: a reload, a second tab or Back after the approval was
+// used is a plain GET.
+func (g *Gateway) replay(w http.ResponseWriter, r *http.Request, ref string, fw *forward) (decision, user string, done bool) {
+	user, err := g.cfg.Identity.User(r, fw.trusted)
+	if err != nil || user == "" {
+		return "", "", false
+	}
+	h, err := g.cfg.Approvals.Open(r.Context(), ref)
+	if err != nil {
+		g.cfg.StepUps.ClearApproved(w)
+		if errors.Is(err, approve.ErrExpired) {
+			g.approvalEvent(r, "expired", user, fw, "")
+		}
+		return "", user, false
+	}
+	if h.Path != fw.path.Escaped || (g.cfg.Rules.Match(r.Method, fw.path.Match).Action == rules.Approve) {
+		// Another path (the browser sends the cookie everywhere), or a GET
+		// that is itself an approve-rule action: not the replay.
+		return "", user, false
+	}
+	// From here the cookie is used, whatever happens next.
+	g.cfg.StepUps.ClearApproved(w)
+	if h.User != user || h.API {
+		g.approvalEvent(r, "refused", user, fw, h.Digest, slog.String("reason", "approved request opened by another user or at another path"))
+		return "", user, false
+	}
+	ok, err := g.cfg.Approvals.Release(r.Context(), ref, h)
+	if err != nil {
+		g.log.LogAttrs(r.Context(), slog.LevelError, "approval store", slog.String("error", err.Error()))
+		g.cfg.Challenge.Error(w, r, http.StatusServiceUnavailable, "store_unavailable")
+		return decisionApprovalRequired, user, true
+	}
+	if !ok {
+		return "", user, false
+	}
+	g.approvalEvent(r, "forwarded", user, fw, h.Digest)
+	fw.path, fw.approval = h.ReqPath(), h.Digest
+	g.forward(w, h.Forward(r), fw)
+	return decisionApproved, user, true
+}
+
+func (g *Gateway) approvalEvent(r *http.Request, event, user string, fw *forward, digest string, attrs ...slog.Attr) {
+	g.cfg.Metrics.Approvals.WithLabelValues(event).Inc()
+	if digest != "" {
+		attrs = append(attrs, slog.String("digest", digest))
+	}
+	g.audit(r, "approval."+event, user, fw.client, attrs...)
+}

@@ -1,0 +1,310 @@
+// Package approve implements approve rules (docs/design.md §14):
+// it reads the request an approve rule intercepts, binds an approval to its
+// digest, and holds the request, sealed, while the user approves it, so
+// that exactly that request is forwarded, once.
+//
+// It must never forward a request that differs from the one approved, never
+// let an approval be used twice (the store's Consume is atomic), never keep
+// a held request in clear, and never log a body or a value from one.
+package approve
+
+import (
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/stepgate/stepgate/proxy/reqpath"
+	"github.com/stepgate/stepgate/proxy/rules"
+	"github.com/stepgate/stepgate/store"
+)
+
+// DefaultMaxBody is STEPGATE_APPROVE_MAX_BODY's default.
+const DefaultMaxBody = 64 << 10
+
+// Errors of Read and Open.
+var (
+	ErrTooLarge = errors.New("approve: request body over the approve limit")
+	ErrBadBody  = errors.New("approve: request body could not be read")
+	ErrExpired  = errors.New("approve: held request expired or unknown")
+	ErrBadRef   = errors.New("approve: malformed approval reference")
+)
+
+// Digest binds an approval to one request (docs/design.md §14): the upstream user,
+// method, path as forwarded, raw query, Content-Type and the SHA-256 of the
+// body, each length-prefixed so that no two requests share an encoding.
+func Digest(q *Request) string {
+	body := sha256.Sum256(q.Body)
+	h := sha256.New()
+	for _, s := range []string{"stepgate-approval-v1", q.User, q.Method, q.Path, q.RawQuery, q.ContentType} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	h.Write(body[:])
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Shown is one label and value on the challenge page.
+type Shown struct {
+	Label string `json:"l"`
+	Value string `json:"v"`
+	Found bool   `json:"f"`
+}
+
+// Held is a request kept while its user approves it, and what the page and
+// PingOne are told about it.
+type Held struct {
+	Request
+	Host    string            `json:"host"`
+	Header  http.Header       `json:"header"` // the headers to forward, as they arrived after stripping
+	Digest  string            `json:"digest"`
+	Show    []Shown           `json:"show"`
+	Vars    map[string]string `json:"vars"`
+	Tmpl    string            `json:"tmpl"`
+	Variant string            `json:"variant"`
+	ACR     string            `json:"acr"`
+	TTL     time.Duration     `json:"ttl"`
+	Created time.Time         `json:"created"`
+	API     bool              `json:"api"` // held for an API client: it retries, nothing is replayed
+}
+
+// Target is the original URL, path and query, as the browser should see it
+// after approval.
+func (h *Held) Target() string {
+	if h.RawQuery == "" {
+		return h.Path
+	}
+	return h.Path + "?" + h.RawQuery
+}
+
+// ReqPath is the held path in the form the gateway forwards.
+func (h *Held) ReqPath() reqpath.Path {
+	return reqpath.Path{Match: h.Match, Escaped: h.Path, Query: h.RawQuery}
+}
+
+// Gate reads, holds and releases approve-rule requests.
+type Gate struct {
+	store   store.Approvals
+	maxBody int64
+	now     func() time.Time
+}
+
+// New returns a Gate; maxBody <= 0 means DefaultMaxBody.
+func New(s store.Approvals, maxBody int64, now func() time.Time) *Gate {
+	if maxBody <= 0 {
+		maxBody = DefaultMaxBody
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Gate{store: s, maxBody: maxBody, now: now}
+}
+
+// MaxBody is the largest body an approve rule holds.
+func (g *Gate) MaxBody() int64 { return g.maxBody }
+
+// Read reads the whole body (up to MaxBody) of a request an approve rule
+// matched, and restores it on r so the request can still be forwarded.
+func (g *Gate) Read(r *http.Request, user string, p reqpath.Path) (*Request, error) {
+	if r.ContentLength > g.maxBody {
+		return nil, ErrTooLarge
+	}
+	var body []byte
+	if r.Body != nil && r.Body != http.NoBody {
+		b, err := io.ReadAll(io.LimitReader(r.Body, g.maxBody+1))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBadBody, err)
+		}
+		if int64(len(b)) > g.maxBody {
+			return nil, ErrTooLarge
+		}
+		body = b
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	r.TransferEncoding = nil
+	r.Header.Del("Transfer-Encoding")
+	return &Request{
+		User: user, Method: r.Method, Path: p.Escaped, Match: p.Match, RawQuery: p.Query,
+		ContentType: r.Header.Get("Content-Type"), Body: body,
+	}, nil
+}
+
+// Consume uses the approval of q, if there is one.
+func (g *Gate) Consume(ctx context.Context, q *Request) (bool, error) {
+	return g.store.Consume(ctx, Digest(q))
+}
+
+// Hold keeps q with what rule says to show and send, and returns the
+// reference that finds and opens it. The reference holds the only copy of
+// the key that seals the request at rest.
+func (g *Gate) Hold(ctx context.Context, q *Request, r *http.Request, rule rules.Rule, api bool) (ref string, h *Held, err error) {
+	h = &Held{
+		Request: *q, Host: r.Host, Header: r.Header.Clone(), Digest: Digest(q),
+		Tmpl: rule.Template, Variant: rule.Variant, ACR: rule.ACR, TTL: rule.TTL,
+		Created: g.now(), API: api,
+	}
+	size := 0
+	for _, f := range rule.Show {
+		v, ok := q.Value(f.From)
+		s := Shown{Label: strings.ReplaceAll(f.Label, "_", " "), Value: Clean(v), Found: ok}
+		if size += len(s.Label) + len(s.Value); size > MaxSummarySize {
+			break
+		}
+		h.Show = append(h.Show, s)
+	}
+	if len(rule.Vars) > 0 {
+		h.Vars = make(map[string]string, len(rule.Vars))
+		for _, f := range rule.Vars {
+			v, _ := q.Value(f.From)
+			h.Vars[f.Label] = Clean(v)
+		}
+	}
+	plain, err := json.Marshal(h)
+	if err != nil {
+		return "", nil, fmt.Errorf("approve: hold: %w", err)
+	}
+	id, key := random(16), random(32)
+	sealed, err := seal(key, id, plain)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := g.store.Hold(ctx, string(id), sealed, rule.TTL); err != nil {
+		return "", nil, fmt.Errorf("approve: hold: %w", err)
+	}
+	return string(id) + "." + base64.RawURLEncoding.EncodeToString(key), h, nil
+}
+
+// Open finds and opens the request held under ref.
+func (g *Gate) Open(ctx context.Context, ref string) (*Held, error) {
+	id, key, err := parseRef(ref)
+	if err != nil {
+		return nil, err
+	}
+	sealed, err := g.store.Held(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrExpired
+	}
+	if err != nil {
+		return nil, fmt.Errorf("approve: open: %w", err)
+	}
+	plain, err := open(key, []byte(id), sealed)
+	if err != nil {
+		return nil, ErrBadRef // the right id with the wrong key
+	}
+	var h Held
+	if err := json.Unmarshal(plain, &h); err != nil {
+		return nil, fmt.Errorf("approve: open: %w", err)
+	}
+	if !g.now().Before(h.Created.Add(h.TTL)) {
+		return nil, ErrExpired
+	}
+	return &h, nil
+}
+
+// Approve records the approval of h, usable once within its ttl.
+func (g *Gate) Approve(ctx context.Context, h *Held) error {
+	return g.store.Approve(ctx, h.Digest, h.TTL)
+}
+
+// Release uses the approval of h and forgets it: true for exactly one caller.
+func (g *Gate) Release(ctx context.Context, ref string, h *Held) (bool, error) {
+	ok, err := g.store.Consume(ctx, h.Digest)
+	if err != nil || !ok {
+		return false, err
+	}
+	if id, _, err := parseRef(ref); err == nil {
+		_ = g.store.Drop(ctx, id)
+	}
+	return true, nil
+}
+
+// Forget drops the request held under ref (a cancelled approval).
+func (g *Gate) Forget(ctx context.Context, ref string) {
+	if id, _, err := parseRef(ref); err == nil {
+		_ = g.store.Drop(ctx, id)
+	}
+}
+
+// Request rebuilds the held request to forward in place of in (the
+// browser's GET of the original URL): method, path, query, headers and
+// body all come from what was approved.
+func (h *Held) Forward(in *http.Request) *http.Request {
+	out := in.Clone(in.Context())
+	out.Method = h.Method
+	out.Header = h.Header.Clone()
+	out.Host = h.Host
+	out.URL.Path, out.URL.RawPath, out.URL.RawQuery = h.Match, h.Path, h.RawQuery
+	out.RequestURI = h.Target()
+	out.Body = io.NopCloser(bytes.NewReader(h.Body))
+	out.ContentLength = int64(len(h.Body))
+	out.TransferEncoding = nil
+	return out
+}
+
+func random(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	if n == 16 { // ids travel in URLs and cookies: base64url text
+		return []byte(base64.RawURLEncoding.EncodeToString(b))
+	}
+	return b
+}
+
+func parseRef(ref string) (id string, key []byte, err error) {
+	id, k, ok := strings.Cut(ref, ".")
+	if !ok || len(id) != 22 || len(k) != 43 {
+		return "", nil, ErrBadRef
+	}
+	key, err = base64.RawURLEncoding.DecodeString(k)
+	if err != nil || len(key) != 32 {
+		return "", nil, ErrBadRef
+	}
+	if _, err := base64.RawURLEncoding.DecodeString(id); err != nil {
+		return "", nil, ErrBadRef
+	}
+	return id, key, nil
+}
+
+func seal(key, aad, plain []byte) ([]byte, error) {
+	aead, err := newAEAD(key)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, aead.NonceSize())
+	_, _ = rand.Read(nonce)
+	return aead.Seal(nonce, nonce, plain, aad), nil
+}
+
+func open(key, aad, sealed []byte) ([]byte, error) {
+	aead, err := newAEAD(key)
+	if err != nil {
+		return nil, err
+	}
+	if len(sealed) < aead.NonceSize() {
+		return nil, errors.New("approve: short sealed value")
+	}
+	return aead.Open(nil, sealed[:aead.NonceSize()], sealed[aead.NonceSize():], aad)
+}
+
+func newAEAD(key []byte) (cipher.AEAD, error) {
+	b, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("approve: %w", err)
+	}
+	return cipher.NewGCM(b)
+}

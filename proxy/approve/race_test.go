@@ -1,0 +1,5 @@
+//go:build race
+
+package approve
+
+const raceEnabled = true

@@ -1,0 +1,85 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stepgate/stepgate/proxy/approve"
+	"github.com/stepgate/stepgate/proxy/rules"
+	"github.com/stepgate/stepgate/store"
+)
+
+// The approve path's cost per request (docs/design.md §14), reported beside
+// the others, not gated: a payment form post of ~100 bytes, either held
+// (no approval yet: read, digest, seal, store, answer) or forwarded (an
+// unused approval consumed first, as an API client's retry).
+
+const benchPayment = "amount=500&currency=EUR&payee=ACME+GmbH&iban=DE00123456780000000000&reference=INV-2026-0042"
+
+func approveBenchGateway(b *testing.B) (*Gateway, *approve.Gate) {
+	b.Helper()
+	e := newBenchEnv(b, slog.LevelInfo)
+	set, err := rules.Parse("bench", "/admin/ mfa max_age=15m; POST /payments/transfer approve "+
+		"show=Amount:form.amount,Currency:form.currency,Payee:form.payee template=transaction "+
+		"vars=sum:form.amount,currency:form.currency,recipient:form.payee",
+		rules.Defaults{Action: rules.Allow, MaxAge: time.Hour, ACR: "MFA-Only"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := func() time.Time { return benchEpoch }
+	gate := approve.New(store.NewMemory(store.MemoryOptions{Now: now}), 0, now)
+	cfg := e.gw.cfg
+	cfg.Rules, cfg.Approvals = set, gate
+	gw, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return gw, gate
+}
+
+func paymentRequest() *http.Request {
+	r, _ := http.NewRequestWithContext(context.Background(), http.MethodPost, "http://gw.example/payments/transfer", strings.NewReader(benchPayment))
+	r.RequestURI = "/payments/transfer"
+	r.RemoteAddr = "127.0.0.1:54321"
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	r.Header.Set("Accept", "application/json")
+	r.Header.Set("X-Forwarded-User", "alice")
+	r.Header.Set("Cookie", "theme=dark; lang=en")
+	return r
+}
+
+func BenchmarkGatewayApproveHold(b *testing.B) {
+	gw, _ := approveBenchGateway(b)
+	w := &sinkWriter{h: http.Header{}}
+	b.ReportAllocs()
+	defer cpuPerOp(b)()
+	for b.Loop() {
+		w.reset()
+		gw.ServeHTTP(w, paymentRequest())
+		if w.code != http.StatusSeeOther {
+			b.Fatalf("status %d, want the stub's 303", w.code)
+		}
+	}
+}
+
+func BenchmarkGatewayApproveForward(b *testing.B) {
+	gw, gate := approveBenchGateway(b)
+	w := &sinkWriter{h: http.Header{}}
+	q := &approve.Request{User: "alice", Method: "POST", Path: "/payments/transfer", Match: "/payments/transfer",
+		ContentType: "application/x-www-form-urlencoded", Body: []byte(benchPayment)}
+	h := &approve.Held{Request: *q, Digest: approve.Digest(q), TTL: time.Minute}
+	b.ReportAllocs()
+	defer cpuPerOp(b)()
+	for b.Loop() {
+		_ = gate.Approve(context.Background(), h) // part of the loop: one approval per forward
+		w.reset()
+		gw.ServeHTTP(w, paymentRequest())
+		if w.code != http.StatusOK && w.code != 0 {
+			b.Fatalf("status %d, want 200", w.code)
+		}
+	}
+}

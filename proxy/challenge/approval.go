@@ -1,0 +1,215 @@
+package challenge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/stepgate/stepgate/mfa"
+	"github.com/stepgate/stepgate/proxy/approve"
+	"github.com/stepgate/stepgate/proxy/rules"
+	"github.com/stepgate/stepgate/session"
+)
+
+// Approvals is what the challenge needs from the approve gate.
+type Approvals interface {
+	Open(ctx context.Context, ref string) (*approve.Held, error)
+	Approve(ctx context.Context, h *approve.Held) error
+	Forget(ctx context.Context, ref string)
+}
+
+// doneApproved marks the page an API client's user lands on after
+// approving: the program retries the request itself.
+const doneApproved = "approved"
+
+// IsAPI reports whether answers to r go to a program rather than a person.
+func (h *Handler) IsAPI(r *http.Request) bool { return clientKind(r) == kindAPI }
+
+// RequireApproval answers a request that waits, held under ref, for its
+// user to approve it (docs/design.md §14). Browsers go to the challenge page, which
+// shows what is being approved; programs get 401 JSON with the page's URL
+// to hand to their user.
+func (h *Handler) RequireApproval(w http.ResponseWriter, r *http.Request, rule rules.Rule, ref string) {
+	target := PathChallenge + "?approval=" + url.QueryEscape(ref)
+	setNoStore(w.Header())
+	if clientKind(r) != kindAPI {
+		http.Redirect(w, r, target, http.StatusSeeOther)
+		return
+	}
+	chal := `Bearer error="insufficient_user_authentication", error_description="This request needs its own approval"`
+	if rule.ACR != "" {
+		chal += `, acr_values="` + rule.ACR + `"`
+	}
+	chal += ", max_age=0"
+	w.Header().Set("WWW-Authenticate", chal)
+	writeJSON(w, http.StatusUnauthorized, map[string]any{
+		"error":        "approval_required",
+		"message":      "This request needs its own approval. Open approval_url in a browser, approve, then send the same request again.",
+		"approval_url": target,
+		"expires_in":   int64(rule.TTL / time.Second),
+	})
+}
+
+// adoptApproval starts a pending flow for the approval the page was opened
+// with, and sends the browser on to the page without the reference in its
+// URL. The held request must belong to the signed-in user.
+func (h *Handler) adoptApproval(w http.ResponseWriter, r *http.Request, c caller, ref string) {
+	held, ok := h.openApproval(w, r, c, nil, ref)
+	if !ok {
+		return
+	}
+	if f, ok := h.cfg.Store.Flow(r); ok && f.FlowID != "" && f.User == c.user {
+		// Best effort: a flow given up for another one.
+		_, _ = h.cfg.PingOne.Reset(r.Context(), &f.Pending)
+	}
+	f := session.Flow{User: c.user, ReturnPath: SafeReturn(held.Target()), CSRF: randomBytes(32), Created: h.now(), Approval: ref}
+	if err := h.cfg.Store.SaveFlow(w, f); err != nil {
+		h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
+		return
+	}
+	h.continueTo(w, r, nil) // the flow cookie has the return path
+}
+
+// openApproval opens the held request, or answers why it cannot be. After
+// a POST the answer is a 303, like every POST outcome, so a reload never
+// re-submits: a gone or foreign approval ends the flow and the page says
+// so (done=expired, done=refused); a store outage keeps the flow to retry.
+func (h *Handler) openApproval(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow, ref string) (*approve.Held, bool) {
+	if h.cfg.Approvals == nil {
+		h.Error(w, r, http.StatusNotFound, "not_found")
+		return nil, false
+	}
+	held, err := h.cfg.Approvals.Open(r.Context(), ref)
+	switch {
+	case errors.Is(err, approve.ErrExpired), errors.Is(err, approve.ErrBadRef):
+		h.m.Approvals.WithLabelValues("expired").Inc()
+		h.audit(r, "approval.expired", c, "")
+		h.endApproval(w, r, doneExpired)
+		return nil, false
+	case err != nil:
+		h.log.LogAttrs(r.Context(), slog.LevelError, "approval store", slog.String("error", err.Error()))
+		w.Header().Set("Retry-After", "5")
+		if f != nil && r.Method == http.MethodPost {
+			h.tell(w, r, c, f, "store_unavailable", 0)
+			return nil, false
+		}
+		h.render(w, r, http.StatusServiceUnavailable, &view{State: "error", Message: "store_unavailable", Back: true})
+		return nil, false
+	case held.User != c.user:
+		h.m.Approvals.WithLabelValues("refused").Inc()
+		h.audit(r, "approval.refused", c, "", slog.String("reason", "held request of another user"))
+		h.endApproval(w, r, doneRefused)
+		return nil, false
+	}
+	return held, true
+}
+
+// Outcomes of an approval that ended without a flow to carry a message.
+const (
+	doneExpired = "expired"
+	doneRefused = "refused"
+)
+
+// endApproval drops the flow and shows why: at once for a GET, through a
+// 303 for a POST.
+func (h *Handler) endApproval(w http.ResponseWriter, r *http.Request, done string) {
+	h.cfg.Store.ClearFlow(w)
+	if r.Method == http.MethodPost {
+		setNoStore(w.Header())
+		http.Redirect(w, r, PathChallenge+"?done="+done, http.StatusSeeOther)
+		return
+	}
+	h.showDone(w, r, done)
+}
+
+// showDone renders the page an approval ends on.
+func (h *Handler) showDone(w http.ResponseWriter, r *http.Request, done string) bool {
+	switch done {
+	case doneApproved:
+		h.render(w, r, http.StatusOK, &view{State: "approved"})
+	case doneExpired:
+		h.render(w, r, http.StatusGone, &view{State: "error", Message: "approval_expired"})
+	case doneRefused:
+		h.render(w, r, http.StatusForbidden, &view{State: "error", Message: "approval_other_user"})
+	default:
+		return false
+	}
+	return true
+}
+
+// approvalView is what the page says is being approved.
+type approvalView struct {
+	Method, Path string
+	Fields       []approve.Shown
+}
+
+func newApprovalView(held *approve.Held) *approvalView {
+	return &approvalView{Method: held.Method, Path: held.Match, Fields: held.Show}
+}
+
+// startRequest is what PingOne is asked for: a step-up for the rule of the
+// return path, or the approval of one held request, with the transaction
+// template that names what is approved in the user's SMS, e-mail or push.
+// It renders a page and reports false when the held request is gone.
+func (h *Handler) startRequest(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow) (mfa.StartRequest, string, bool) {
+	req := mfa.StartRequest{User: c.user, RemoteIP: c.client.String()}
+	if f.Approval == "" {
+		rule := h.cfg.RuleFor(f.ReturnMethod, f.ReturnPath)
+		req.ACR, req.MaxAge, req.Prompt = rule.ACR, rule.MaxAge, rule.Prompt
+		return req, rule.Path, true
+	}
+	held, ok := h.openApproval(w, r, c, f, f.Approval)
+	if !ok {
+		return req, "", false
+	}
+	// Every approval is a fresh authentication, whatever PingOne session
+	// might exist.
+	req.ACR, req.Prompt = held.ACR, mfa.PromptLogin
+	if held.Tmpl != "" {
+		req.Template = &mfa.Template{Name: held.Tmpl, Variant: held.Variant, Variables: held.Vars}
+	}
+	return req, held.Method + " " + held.Match, true
+}
+
+// finishApproval records a verified approval. A browser's held request is
+// forwarded when the browser, sent back to the original URL, fetches it;
+// a program retries the request itself. It returns where to go next, or
+// renders a page and returns "".
+func (h *Handler) finishApproval(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow) string {
+	held, ok := h.openApproval(w, r, c, f, f.Approval)
+	if !ok {
+		return ""
+	}
+	if err := h.cfg.Approvals.Approve(r.Context(), held); err != nil {
+		h.log.LogAttrs(r.Context(), slog.LevelError, "approval store", slog.String("error", err.Error()))
+		w.Header().Set("Retry-After", "5")
+		h.tell(w, r, c, f, "store_unavailable", 0)
+		return ""
+	}
+	h.cfg.Store.ClearFlow(w)
+	h.m.Challenges.WithLabelValues("completed").Inc()
+	h.m.Approvals.WithLabelValues("approved").Inc()
+	h.audit(r, "approval.approved", c, f.FlowID, slog.String("digest", held.Digest),
+		slog.String("method", held.Method), slog.String("path", held.Match))
+	if held.API {
+		return PathChallenge + "?done=" + doneApproved
+	}
+	if err := h.cfg.Store.SaveApproved(w, f.Approval, held.TTL); err != nil {
+		h.internal(w, r, c, fmt.Errorf("challenge: save approved: %w", err))
+		return ""
+	}
+	return held.Target()
+}
+
+// ttlText is a ttl in whole minutes or seconds, for the page.
+func ttlText(d time.Duration) string {
+	if d >= time.Minute && d%time.Minute == 0 {
+		return strconv.Itoa(int(d/time.Minute)) + " min"
+	}
+	return strconv.Itoa(int(d/time.Second)) + " s"
+}
