@@ -636,6 +636,9 @@ func TestUpstreamMatrix_NoAttackReachesAnMFAPathOnAnyUpstream(t *testing.T) {
 				for _, r := range reqs {
 					t.Logf("%s recorded: %v", k.Name, r)
 				}
+				for _, l := range jsonLogLines(s.Logs.String(), "upstream error") {
+					t.Logf("%s: stepgate logged: %v", k.Name, l)
+				}
 			}
 		})
 	}
