@@ -513,33 +513,37 @@ func flowCookie(t *testing.T, b *browser) *http.Cookie {
 	return nil
 }
 
+const apiPaymentBody = `{"amount":"250.00","currency":"EUR","payee":{"name":"ACME GmbH"}}`
+
+// payByAPI posts the JSON payment as alice's API client would and returns
+// the status and, when held, the approval URL to hand to her.
+func payByAPI(t *testing.T, proxy string) (status int, approvalURL string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", proxy+"/api/payments", strings.NewReader(apiPaymentBody))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Forwarded-User", "alice")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var a struct {
+		ApprovalURL string `json:"approval_url"`
+	}
+	_ = jsonUnmarshal(string(raw), &a)
+	return resp.StatusCode, a.ApprovalURL
+}
+
 func TestACompletedApprovalFlowNeverApprovesTwice(t *testing.T) {
 	s, up := newApproveStack(t)
-	body := `{"amount":"250.00","currency":"EUR","payee":{"name":"ACME GmbH"}}`
-	call := func() int {
-		req, _ := http.NewRequest("POST", s.Proxy+"/api/payments", strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-Forwarded-User", "alice")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode == http.StatusUnauthorized {
-			var a struct {
-				ApprovalURL string `json:"approval_url"`
-			}
-			_ = jsonUnmarshal(string(raw), &a)
-			lastApprovalURL = a.ApprovalURL
-		}
-		return resp.StatusCode
-	}
-	if call() != http.StatusUnauthorized {
+	call := func() int { code, _ := payByAPI(t, s.Proxy); return code }
+	_, approvalURL := payByAPI(t, s.Proxy)
+	if approvalURL == "" {
 		t.Fatal("the first call was not held")
 	}
 	alice := s.browser("alice")
-	r := alice.follow(alice.get(lastApprovalURL))
+	r := alice.follow(alice.get(approvalURL))
 	r = alice.follow(alice.post("action", "start"))
 	alice.follow(alice.post("action", "select", "device", deviceIDs(r.Body)[0]))
 	kept := flowCookie(t, alice) // the flow cookie just before the completion
@@ -562,8 +566,6 @@ func TestACompletedApprovalFlowNeverApprovesTwice(t *testing.T) {
 		t.Fatalf("the request was forwarded %d times", n)
 	}
 }
-
-var lastApprovalURL string
 
 func TestACancelledApprovalIsDroppedAndNeverSent(t *testing.T) {
 	s, up := newApproveStack(t)

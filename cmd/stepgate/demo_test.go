@@ -44,16 +44,7 @@ func startCommand(t *testing.T, want string, args ...string) (stdout, stderr *sy
 }
 
 func TestDemoModeStepsUpThroughTheStandInIdP(t *testing.T) {
-	_, stderr := startCommand(t, "Press Ctrl-C", "demo", "-idp-addr", "127.0.0.1:0", "-sim-addr", "127.0.0.1:0",
-		"-app-addr", "127.0.0.1:0", "-proxy-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0", "-log-level", "warn")
-	out := stderr.String()
-	entry := regexp.MustCompile(`open\s+(http://127\.0\.0\.1:\d+)/`).FindStringSubmatch(out)
-	inbox := regexp.MustCompile(`inbox\s+(http://127\.0\.0\.1:\d+)/_sim/inbox/page`).FindStringSubmatch(out)
-	admin := regexp.MustCompile(`metrics\s+(http://127\.0\.0\.1:\d+)/metrics`).FindStringSubmatch(out)
-	if entry == nil || inbox == nil || admin == nil {
-		t.Fatalf("demo did not print its URLs:\n%s", out)
-	}
-	waitStatus(t, admin[1]+"/readyz", http.StatusOK, 10*time.Second)
+	entry, inbox, _ := startDemo(t)
 
 	jar, _ := cookiejar.New(nil)
 	b := &browser{t: t, base: entry[1], Client: &http.Client{Jar: jar, Timeout: 10 * time.Second,
@@ -146,17 +137,26 @@ func mustURL(t *testing.T, s string) *url.URL {
 	return u
 }
 
-func TestDemoPaymentIsApprovedWithTheAmountInTheSMS(t *testing.T) {
+// startDemo runs `stepgate demo` on free ports until the test ends, waits
+// until it is ready, and returns the entry (stand-in IdP), inbox and admin
+// base URLs it printed.
+func startDemo(t *testing.T) (entry, inbox, admin []string) {
+	t.Helper()
 	_, stderr := startCommand(t, "Press Ctrl-C", "demo", "-idp-addr", "127.0.0.1:0", "-sim-addr", "127.0.0.1:0",
 		"-app-addr", "127.0.0.1:0", "-proxy-addr", "127.0.0.1:0", "-admin-addr", "127.0.0.1:0", "-log-level", "warn")
 	out := stderr.String()
-	entry := regexp.MustCompile(`open\s+(http://127\.0\.0\.1:\d+)/`).FindStringSubmatch(out)
-	inbox := regexp.MustCompile(`inbox\s+(http://127\.0\.0\.1:\d+)/_sim/inbox/page`).FindStringSubmatch(out)
-	admin := regexp.MustCompile(`metrics\s+(http://127\.0\.0\.1:\d+)/metrics`).FindStringSubmatch(out)
+	entry = regexp.MustCompile(`open\s+(http://127\.0\.0\.1:\d+)/`).FindStringSubmatch(out)
+	inbox = regexp.MustCompile(`inbox\s+(http://127\.0\.0\.1:\d+)/_sim/inbox/page`).FindStringSubmatch(out)
+	admin = regexp.MustCompile(`metrics\s+(http://127\.0\.0\.1:\d+)/metrics`).FindStringSubmatch(out)
 	if entry == nil || inbox == nil || admin == nil || !strings.Contains(out, "/payments/") {
 		t.Fatalf("demo did not print its URLs:\n%s", out)
 	}
 	waitStatus(t, admin[1]+"/readyz", http.StatusOK, 10*time.Second)
+	return entry, inbox, admin
+}
+
+func TestDemoPaymentIsApprovedWithTheAmountInTheSMS(t *testing.T) {
+	entry, inbox, _ := startDemo(t)
 	b := &browser{t: t, base: entry[1], Client: &http.Client{Jar: mustJar(t), Timeout: 10 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 	if r := b.get("/payments/"); r.StatusCode != http.StatusOK || !strings.Contains(r.Body, `action="/payments/transfer"`) {

@@ -389,30 +389,13 @@ func TestRedisStoreUnreachableAtStartKeepsTheReplicaUnready(t *testing.T) {
 func TestRedisStoreApprovalIsHeldSharedAndUsedOnceAcrossReplicas(t *testing.T) {
 	srv := redistest.Start(t)
 	stacks := redisStacks(t, srv, 3, "STEPGATE_RULES", approveTestRules)
-	body := `{"amount":"250.00","currency":"EUR","payee":{"name":"ACME GmbH"}}`
-	call := func(s *stack) (int, string) {
-		req, _ := http.NewRequest("POST", s.Proxy+"/api/payments", strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-Forwarded-User", "alice")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode, string(raw)
-	}
-	code, raw := call(stacks[0])
-	var answer struct {
-		ApprovalURL string `json:"approval_url"`
-	}
-	_ = jsonUnmarshal(raw, &answer)
-	if code != http.StatusUnauthorized || answer.ApprovalURL == "" {
-		t.Fatalf("held on replica 0: %d %s", code, raw)
+	code, approvalURL := payByAPI(t, stacks[0].Proxy)
+	if code != http.StatusUnauthorized || approvalURL == "" {
+		t.Fatalf("held on replica 0: %d", code)
 	}
 	// The user approves on replica 1, which finds the held request in Redis.
 	alice := stacks[1].browser("alice")
-	r := alice.follow(alice.get(answer.ApprovalURL))
+	r := alice.follow(alice.get(approvalURL))
 	if !strings.Contains(r.Body, "<dd>250.00</dd>") {
 		t.Fatalf("replica 1 does not show the request held on replica 0: %d %s", r.StatusCode, r.Body)
 	}
@@ -427,7 +410,7 @@ func TestRedisStoreApprovalIsHeldSharedAndUsedOnceAcrossReplicas(t *testing.T) {
 	for range 4 {
 		for _, s := range stacks {
 			wg.Go(func() {
-				if code, _ := call(s); code == http.StatusOK {
+				if code, _ := payByAPI(t, s.Proxy); code == http.StatusOK {
 					ok.Add(1)
 				}
 			})
@@ -446,7 +429,7 @@ func TestRedisStoreApprovalIsHeldSharedAndUsedOnceAcrossReplicas(t *testing.T) {
 		t.Fatalf("the approved request passed %d times and reached upstreams %d times, want once", ok.Load(), forwarded)
 	}
 	srv.Kill()
-	code, _ = call(stacks[2])
+	code, _ = payByAPI(t, stacks[2].Proxy)
 	if code != http.StatusServiceUnavailable {
 		t.Fatalf("an approve-rule request with Redis gone: %d, want 503", code)
 	}
