@@ -96,6 +96,10 @@ type Config struct {
 	Metrics       *metrics.Metrics
 	Now           func() time.Time
 	FlushInterval time.Duration // optional; -1 flushes every write
+	// Doors, optional, are the front doors served (docs/design.md §16); the
+	// zero value means the proxy alone. Upstream and Transport are needed
+	// only with the proxy door.
+	Doors Doors
 }
 
 // Gateway is the proxy listener's handler.
@@ -111,15 +115,19 @@ type Gateway struct {
 	bearer          bool
 	windowsPaths    bool
 	origin          *http.CrossOriginProtection
+	doors           Doors
 }
 
 // New builds a Gateway.
 func New(cfg Config) (*Gateway, error) {
+	if cfg.Doors == (Doors{}) {
+		cfg.Doors.Proxy = true
+	}
 	switch {
-	case cfg.Upstream == nil || cfg.Upstream.Scheme == "" || cfg.Upstream.Host == "":
+	case cfg.Doors.Proxy && (cfg.Upstream == nil || cfg.Upstream.Scheme == "" || cfg.Upstream.Host == ""):
 		return nil, errors.New("proxy: upstream must be an absolute URL")
 	case cfg.Rules == nil, cfg.ClientIP == nil, cfg.Identity == nil, cfg.StepUps == nil,
-		cfg.Challenge == nil, cfg.Logger == nil, cfg.Metrics == nil, cfg.Transport == nil:
+		cfg.Challenge == nil, cfg.Logger == nil, cfg.Metrics == nil, cfg.Doors.Proxy && cfg.Transport == nil:
 		return nil, errors.New("proxy: incomplete configuration")
 	case cfg.Approvals == nil && slices.ContainsFunc(cfg.Rules.Rules(), func(r rules.Rule) bool { return r.Action == rules.Approve }):
 		return nil, errors.New("proxy: approve rules need an approvals store")
@@ -138,6 +146,7 @@ func New(cfg Config) (*Gateway, error) {
 		now:         cfg.Now,
 		tokenHeader: http.CanonicalHeaderKey(cfg.IDTokenHeader),
 		origin:      http.NewCrossOriginProtection(),
+		doors:       cfg.Doors,
 	}
 	g.bearer = g.tokenHeader == "Authorization"
 	for _, h := range []string{cfg.IdentityHeader, cfg.PingOneUserHeader} {
@@ -207,7 +216,11 @@ type forwardKey struct{}
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := g.now()
 	rec := &recorder{ResponseWriter: w, code: http.StatusOK}
-	decision, user, client := g.serve(rec, r)
+	serve := g.serve
+	if door := g.door(r); door != nil { // forward-auth, ext_authz (docs/design.md §16)
+		serve = door
+	}
+	decision, user, client := serve(rec, r)
 	end := g.now()
 	d := end.Sub(start)
 	g.rm.observe(decision, rec.code, d)
