@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -244,6 +245,17 @@ func (g *Gateway) challengeAnswer(rec *capture, style Style, code string) Answer
 	a := Answer{Status: rec.status, Header: rec.header, Body: rec.body.Bytes(), Decision: decisionRequired}
 	a.Header.Set(HeaderError, code)
 	loc := a.Header.Get("Location")
+	if loc != "" {
+		a.Header.Set(HeaderChallenge, loc)
+	} else {
+		var j struct {
+			Challenge string `json:"challenge_url"`
+			Approval  string `json:"approval_url"`
+		}
+		if json.Unmarshal(a.Body, &j) == nil {
+			a.Header.Set(HeaderChallenge, j.Challenge+j.Approval)
+		}
+	}
 	if style == StyleNginx && loc != "" {
 		// nginx lets only 401 and 403 through; its error_page 401
 		// redirects to X-Stepgate-Redirect.

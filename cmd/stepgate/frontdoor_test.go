@@ -1,0 +1,279 @@
+package main
+
+// Front doors (docs/design.md §16) with real front proxies from Debian's
+// packages: nginx (auth_request) and Caddy (forward_auth), started on
+// loopback with the very files under deploy/frontdoors/ (only the listen
+// and upstream addresses are replaced).
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// frontProxyBinary finds a front proxy's program. Missing, the test fails
+// in CI (CI=true; .ci/run installs it) and skips loudly elsewhere.
+func frontProxyBinary(t *testing.T, pkg string, paths ...string) string {
+	t.Helper()
+	for _, p := range paths {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	msg := fmt.Sprintf("NO %s FOUND: the front-door tests through %s did NOT run. Install it (Debian: apt-get install %s).",
+		strings.ToUpper(pkg), pkg, pkg)
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip("\n\n******** " + msg + " ********\n")
+	return ""
+}
+
+// freeAddr returns a loopback address nobody listens on right now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// deployFile reads a file under deploy/frontdoors and replaces each old
+// string by its new one; a string that is not in the file fails the test,
+// so the shipped file and the test cannot drift apart.
+func deployFile(t *testing.T, name string, replace ...string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "frontdoors", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	for i := 0; i+1 < len(replace); i += 2 {
+		if !strings.Contains(s, replace[i]) {
+			t.Fatalf("deploy/frontdoors/%s no longer contains %q", name, replace[i])
+		}
+		s = strings.ReplaceAll(s, replace[i], replace[i+1])
+	}
+	return s
+}
+
+// runFrontProxy starts cmd, stops it at the end of the test, and waits
+// until base answers.
+func runFrontProxy(t *testing.T, cmd *exec.Cmd, base string, logs *syncBuffer) {
+	t.Helper()
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", cmd.Path, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		select {
+		case <-done:
+			t.Fatalf("%s exited: %s", cmd.Path, logs.String())
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", strings.TrimPrefix(base, "http://"), time.Second); err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not listen on %s: %s", cmd.Path, base, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// startNginx runs nginx in the foreground with deploy/frontdoors/nginx.conf
+// in front of the stack's stepgate and upstream, and returns its base URL.
+func startNginx(t *testing.T, s *stack) string {
+	t.Helper()
+	bin := frontProxyBinary(t, "nginx", "/usr/sbin/nginx")
+	dir := t.TempDir()
+	listen := freeAddr(t)
+	site := deployFile(t, "nginx.conf",
+		"server 127.0.0.1:8080;", "server "+strings.TrimPrefix(s.Proxy, "http://")+";",
+		"server 127.0.0.1:3000;", "server "+strings.TrimPrefix(s.Upstream.URL, "http://")+";",
+		"listen 127.0.0.1:80;", "listen "+listen+";")
+	if err := os.WriteFile(filepath.Join(dir, "stepgate.conf"), []byte(site), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	main := fmt.Sprintf(`daemon off;
+master_process off;
+worker_processes 1;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log warn;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path %[1]s/body;
+    proxy_temp_path %[1]s/proxy;
+    fastcgi_temp_path %[1]s/fastcgi;
+    uwsgi_temp_path %[1]s/uwsgi;
+    scgi_temp_path %[1]s/scgi;
+    include %[1]s/stepgate.conf;
+}
+`, dir)
+	conf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(conf, []byte(main), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	runFrontProxy(t, exec.Command(bin, "-e", filepath.Join(dir, "error.log"), "-p", dir, "-c", conf), "http://"+listen, logs)
+	return "http://" + listen
+}
+
+// startCaddy runs Caddy with deploy/frontdoors/Caddyfile (admin API off,
+// plain http on loopback) and returns its base URL.
+func startCaddy(t *testing.T, s *stack) string {
+	t.Helper()
+	bin := frontProxyBinary(t, "caddy", "/usr/bin/caddy")
+	dir := t.TempDir()
+	listen := freeAddr(t)
+	site := deployFile(t, "Caddyfile",
+		"app.example.com {", "http://"+listen+" {",
+		"127.0.0.1:8080", strings.TrimPrefix(s.Proxy, "http://"),
+		"reverse_proxy 127.0.0.1:3000", "reverse_proxy "+strings.TrimPrefix(s.Upstream.URL, "http://"))
+	conf := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(conf, []byte("{\n\tadmin off\n}\n\n"+site), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "run", "--config", conf, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	logs := &syncBuffer{}
+	runFrontProxy(t, cmd, "http://"+listen, logs)
+	return "http://" + listen
+}
+
+// forwardAuthStack is stepgate with the forward-auth door only, trusting
+// the front proxy on 127.0.0.1 (tests play untrusted clients from
+// 127.0.0.2).
+func forwardAuthStack(t *testing.T, kv ...string) *stack {
+	return newStack(t, withEnv(append([]string{
+		"STEPGATE_FRONT_DOORS", "forward-auth",
+		"STEPGATE_TRUSTED_PROXIES", "127.0.0.1/32",
+		"STEPGATE_RULES", "/admin/ mfa max_age=15m; /api/ mfa; /blocked deny; POST /forms/ mfa",
+	}, kv...)...))
+}
+
+// frontProxies are the front proxies under test.
+var frontProxies = []struct {
+	name  string
+	start func(*testing.T, *stack) string
+}{
+	{"nginx", startNginx},
+	{"caddy", startCaddy},
+}
+
+// untrustedClient dials from 127.0.0.2, outside STEPGATE_TRUSTED_PROXIES.
+func untrustedClient() *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
+	return &http.Client{
+		Timeout:       10 * time.Second,
+		Transport:     &http.Transport{DialContext: d.DialContext},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// stepUpAliceAt is stepUpAlice through base (a front proxy).
+func (s *stack) stepUpAliceAt(base, path string) *browser {
+	s.t.Helper()
+	b := s.browser("alice")
+	b.base = base
+	r := b.get(path)
+	if r.StatusCode != http.StatusFound || r.Header.Get("Cache-Control") != "no-store" {
+		s.t.Fatalf("GET %s: got %d (Cache-Control %q), want 302 no-store: %s", path, r.StatusCode, r.Header.Get("Cache-Control"), r.Body)
+	}
+	if loc := r.Header.Get("Location"); !strings.HasPrefix(loc, "/.stepgate/challenge?return=") {
+		s.t.Fatalf("GET %s: redirected to %q, want the challenge page", path, loc)
+	}
+	r = b.follow(r)
+	if !strings.Contains(r.Body, `data-state="start"`) {
+		s.t.Fatalf("challenge page not in start state: %d %s", r.StatusCode, r.Body)
+	}
+	r = b.follow(b.post("action", "start"))
+	ids := deviceIDs(r.Body)
+	if len(ids) < 1 {
+		s.t.Fatalf("no devices offered: %s", r.Body)
+	}
+	r = b.follow(b.post("action", "select", "device", ids[0]))
+	if !strings.Contains(r.Body, `data-state="otp"`) {
+		s.t.Fatalf("not on OTP page: %s", r.Body)
+	}
+	r = b.post("action", "otp", "otp", s.latestOTP("alice"))
+	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != path {
+		s.t.Fatalf("OTP: got %d to %q, want 303 to %q: %s", r.StatusCode, r.Header.Get("Location"), path, r.Body)
+	}
+	return b
+}
+
+func TestAFullStepUpThroughARealFrontProxy(t *testing.T) {
+	for _, fp := range frontProxies {
+		t.Run(fp.name, func(t *testing.T) {
+			s := forwardAuthStack(t)
+			base := fp.start(t, s)
+
+			// An API call without a step-up: 401 JSON with the challenge.
+			api := s.browser("alice")
+			api.base = base
+			req, _ := http.NewRequest(http.MethodGet, base+"/api/orders", nil)
+			req.Header.Set("Accept", "application/json")
+			r := api.do(req)
+			if r.StatusCode != http.StatusUnauthorized || !strings.Contains(r.Body, `"step_up_required"`) ||
+				!strings.Contains(r.Body, "/.stepgate/challenge?return=%2Fapi%2Forders") ||
+				!strings.Contains(r.Header.Get("WWW-Authenticate"), "insufficient_user_authentication") ||
+				r.Header.Get("Cache-Control") != "no-store" {
+				t.Fatalf("API without step-up: %d %v %s", r.StatusCode, r.Header, r.Body)
+			}
+			if n := len(s.Requests()); n != 0 {
+				t.Fatalf("upstream received %d requests before any step-up", n)
+			}
+
+			b := s.stepUpAliceAt(base, "/admin/users")
+			r = b.get("/admin/users")
+			if r.StatusCode != http.StatusOK || r.Body != "upstream saw GET /admin/users" {
+				t.Fatalf("after step-up: %d %s", r.StatusCode, r.Body)
+			}
+			up := s.LastRequest()
+			if up.Header.Get("X-Stepgate-User") != "alice" || up.Header.Get("X-Stepgate-Subject") == "" ||
+				up.Header.Get("X-Stepgate-Id-Token") == "" || up.Header.Get("X-Stepgate-Auth-Time") == "" {
+				t.Fatalf("upstream did not get the step-up headers: %v", up.Header)
+			}
+
+			// The same session on an API path, and a denied one.
+			req, _ = http.NewRequest(http.MethodGet, base+"/api/orders?id=7", nil)
+			req.Header.Set("Accept", "application/json")
+			if r := b.do(req); r.StatusCode != http.StatusOK || r.Body != "upstream saw GET /api/orders?id=7" {
+				t.Fatalf("API after step-up: %d %s", r.StatusCode, r.Body)
+			}
+			if r := b.get("/blocked"); r.StatusCode != http.StatusForbidden || r.Header.Get("Cache-Control") != "no-store" {
+				t.Fatalf("deny rule: %d %v", r.StatusCode, r.Header)
+			}
+
+			// Another user with alice's cookies is not stepped up.
+			b.user = "mallory"
+			if r := b.get("/admin/users"); r.StatusCode != http.StatusFound {
+				t.Fatalf("alice's step-up served mallory: %d", r.StatusCode)
+			}
+		})
+	}
+}
