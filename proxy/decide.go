@@ -88,6 +88,12 @@ type Decision struct {
 // read the body and writes nothing; the door carries the decision out.
 func (g *Gateway) Decide(ctx context.Context, q Request) Decision {
 	d := Decision{req: q.req}
+	if d.req == nil {
+		d.req = (&http.Request{
+			Method: q.Method, Header: q.Header, Host: q.Host, RemoteAddr: q.Peer, RequestURI: q.Target,
+			URL: &url.URL{}, Body: http.NoBody,
+		}).WithContext(ctx)
+	}
 
 	// 1. Normalise: one decoded path that both the rules and the upstream see.
 	p, err := reqpath.Parse(q.Method, q.Target)
@@ -99,11 +105,8 @@ func (g *Gateway) Decide(ctx context.Context, q Request) Decision {
 		return d.is(Reject, decisionRejected, err.Error())
 	}
 	d.Path = p
-	if d.req == nil {
-		d.req = (&http.Request{
-			Method: q.Method, Header: q.Header, Host: q.Host, RemoteAddr: q.Peer, RequestURI: q.Target,
-			URL: &url.URL{Path: p.Match, RawPath: p.Escaped, RawQuery: p.Query}, Body: http.NoBody,
-		}).WithContext(ctx)
+	if q.req == nil {
+		d.req.URL.Path, d.req.URL.RawPath, d.req.URL.RawQuery = p.Match, p.Escaped, p.Query
 	}
 	if p.Match == "*" {
 		return d.is(Asterisk, decisionInternal, "")

@@ -100,6 +100,7 @@ func (g *Gateway) Check(ctx context.Context, q Request, style Style, body *Body)
 	if peer, ok := clientip.ParsePeer(q.Peer); !ok || !g.cfg.ClientIP.Trusted(peer) {
 		a := g.refuse(http.StatusForbidden, "forbidden", decisionRejected)
 		a.Client = peer
+		a.Header.Set("Cache-Control", "no-store")
 		g.log.LogAttrs(ctx, slog.LevelInfo, "audit", slog.String("event", "request.rejected"),
 			slog.String("reason", errUntrustedPeer.Error()), slog.String("client_ip", addrString(peer)))
 		return a
@@ -167,7 +168,9 @@ func (g *Gateway) answer(ctx context.Context, d Decision, style Style, body *Bod
 		a := g.refuse(http.StatusForbidden, "forbidden", decisionRejected)
 		return a
 	case Internal:
-		return Answer{OK: true, Status: http.StatusOK, Header: http.Header{}}
+		// stepgate's own paths are never forwarded to the application, in
+		// any spelling: the front proxy routes /.stepgate/ to stepgate.
+		return g.refuse(http.StatusNotFound, "not_found", decisionInternal)
 	case Deny:
 		return g.refuse(http.StatusForbidden, "forbidden", decisionDeny)
 	case NoIdentity:

@@ -6,6 +6,7 @@ package main
 // and upstream addresses are replaced).
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"net/http"
@@ -276,4 +277,249 @@ func TestAFullStepUpThroughARealFrontProxy(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rawRequest sends exactly target and headers (no client-side cleaning)
+// to base and returns the answer's status and headers.
+func rawTarget(t *testing.T, base, method, target string, headers ...string) (int, http.Header) {
+	t.Helper()
+	host := strings.TrimPrefix(base, "http://")
+	c, err := net.DialTimeout("tcp", host, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n", method, target, host)
+	for i := 0; i+1 < len(headers); i += 2 {
+		fmt.Fprintf(&b, "%s: %s\r\n", headers[i], headers[i+1])
+	}
+	b.WriteString("\r\n")
+	if _, err := c.Write([]byte(b.String())); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, target, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode, resp.Header
+}
+
+// foldName reads a header name as frameworks do: any case, '_' and '.' as '-'.
+func foldName(s string) string {
+	return strings.NewReplacer("_", "-", ".", "-").Replace(strings.ToLower(s))
+}
+
+func TestForwardAuthBelievesTheOriginalRequestOnlyFromTrustedProxies(t *testing.T) {
+	s := forwardAuthStack(t, "STEPGATE_FRONT_DOORS", "proxy,forward-auth")
+	b := s.stepUpAliceAt(s.Proxy, "/admin/users") // alice's step-up cookie, for the attacker to replay
+	cookies := b.Client.Jar.Cookies(mustURL(t, s.Proxy))
+	auth := s.Proxy + "/.stepgate/auth"
+	ask := func(t *testing.T, c *http.Client, h ...string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, auth, nil)
+		for i := 0; i+1 < len(h); i += 2 {
+			req.Header.Add(h[i], h[i+1])
+		}
+		req.Header.Set("X-Forwarded-User", "alice")
+		for _, ck := range cookies {
+			req.AddCookie(ck)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	trusted := &http.Client{Timeout: 10 * time.Second}
+	for _, tc := range []struct {
+		name    string
+		client  *http.Client
+		headers []string
+		want    int
+	}{
+		{"nginx's description from the front proxy", trusted, []string{"X-Original-Method", "GET", "X-Original-URI", "/admin/users"}, http.StatusOK},
+		{"Traefik's or Caddy's from the front proxy", trusted, []string{"X-Forwarded-Method", "GET", "X-Forwarded-Uri", "/admin/users"}, http.StatusOK},
+		{"nginx's description from a client", untrustedClient(), []string{"X-Original-Method", "GET", "X-Original-URI", "/admin/users"}, http.StatusForbidden},
+		{"Traefik's or Caddy's from a client", untrustedClient(), []string{"X-Forwarded-Method", "GET", "X-Forwarded-Uri", "/admin/users"}, http.StatusForbidden},
+		{"both descriptions at once", trusted, []string{"X-Original-Method", "GET", "X-Original-URI", "/public", "X-Forwarded-Method", "GET", "X-Forwarded-Uri", "/admin/users"}, http.StatusForbidden},
+		{"no description", trusted, nil, http.StatusForbidden},
+		{"a URI without a method", trusted, []string{"X-Original-URI", "/public"}, http.StatusForbidden},
+		{"two URIs", trusted, []string{"X-Original-Method", "GET", "X-Original-URI", "/public", "X-Original-URI", "/admin/users"}, http.StatusForbidden},
+		{"a method that is not a token", trusted, []string{"X-Original-Method", "GET /admin", "X-Original-URI", "/public"}, http.StatusForbidden},
+		{"an absolute URI", trusted, []string{"X-Original-Method", "GET", "X-Original-URI", "http://evil/public"}, http.StatusForbidden},
+		{"a dot segment", trusted, []string{"X-Original-Method", "GET", "X-Original-URI", "/public/../admin/users"}, http.StatusForbidden},
+		{"an encoded slash", trusted, []string{"X-Forwarded-Method", "GET", "X-Forwarded-Uri", "/admin%2fusers"}, http.StatusForbidden},
+		{"an encoded dot segment", trusted, []string{"X-Forwarded-Method", "GET", "X-Forwarded-Uri", "/public/%2e%2e/admin"}, http.StatusForbidden},
+		{"an empty segment", trusted, []string{"X-Original-Method", "GET", "X-Original-URI", "//admin/users"}, http.StatusForbidden},
+		{"a semicolon", trusted, []string{"X-Original-Method", "GET", "X-Original-URI", "/admin;x/users"}, http.StatusForbidden},
+		{"OPTIONS *", trusted, []string{"X-Original-Method", "OPTIONS", "X-Original-URI", "*"}, http.StatusForbidden},
+		{"stepgate's own path in another case", trusted, []string{"X-Original-Method", "GET", "X-Original-URI", "/.STEPGATE/challenge"}, http.StatusNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := ask(t, tc.client, tc.headers...)
+			if resp.StatusCode != tc.want {
+				t.Fatalf("got %d, want %d", resp.StatusCode, tc.want)
+			}
+			if resp.Header.Get("Cache-Control") != "no-store" {
+				t.Errorf("Cache-Control %q, want no-store", resp.Header.Get("Cache-Control"))
+			}
+			if tok := resp.Header.Get("X-Stepgate-Id-Token"); (tok != "") != (tc.want == http.StatusOK) {
+				t.Errorf("X-Stepgate-Id-Token present=%v on a %d", tok != "", resp.StatusCode)
+			}
+		})
+	}
+}
+
+func TestForwardAuthAnswersAreNeverCacheable(t *testing.T) {
+	s := forwardAuthStack(t, "STEPGATE_FRONT_DOORS", "proxy,forward-auth")
+	b := s.stepUpAliceAt(s.Proxy, "/admin/users")
+	for _, tc := range []struct {
+		name, user, uri string
+		stepped         bool
+		want            int
+	}{
+		{"200 with alice's step-up headers", "alice", "/admin/users", true, http.StatusOK},
+		{"200 on an allow path", "alice", "/public", false, http.StatusOK},
+		{"401 for a step-up", "bob", "/admin/users", false, http.StatusUnauthorized},
+		{"401 without identity", "", "/admin/users", false, http.StatusUnauthorized},
+		{"403 for deny", "alice", "/blocked", false, http.StatusForbidden},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(http.MethodGet, s.Proxy+"/.stepgate/auth", nil)
+			req.Header.Set("X-Original-Method", "GET")
+			req.Header.Set("X-Original-URI", tc.uri)
+			req.Header.Set("Accept", "text/html")
+			if tc.user != "" {
+				req.Header.Set("X-Forwarded-User", tc.user)
+			}
+			if tc.stepped {
+				for _, ck := range b.Client.Jar.Cookies(mustURL(t, s.Proxy)) {
+					req.AddCookie(ck)
+				}
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want || resp.Header.Get("Cache-Control") != "no-store" {
+				t.Fatalf("got %d Cache-Control %q, want %d no-store", resp.StatusCode, resp.Header.Get("Cache-Control"), tc.want)
+			}
+			if tc.stepped && resp.Header.Get("X-Stepgate-User") != "alice" {
+				t.Fatalf("no step-up headers on the 200: %v", resp.Header)
+			}
+		})
+	}
+}
+
+func TestPathConfusionThroughARealFrontProxyNeverReachesTheUpstream(t *testing.T) {
+	targets := []string{
+		"/public/../admin/users", "/public/%2e%2e/admin/users", "/public/%2E%2E/admin/users",
+		"/admin%2fusers", "/admin%2Fusers", "//admin/users", "/admin//users", "/./admin/users",
+		"/%61dmin/users", "/admin/users;x", "/admin;/users", "/admin%3busers", "/admin%5cusers",
+		"/admin/users%00", "/admin/users%23", "/api%2forders",
+	}
+	for _, fp := range frontProxies {
+		t.Run(fp.name, func(t *testing.T) {
+			s := forwardAuthStack(t)
+			base := fp.start(t, s)
+			for _, target := range targets {
+				code, _ := rawTarget(t, base, http.MethodGet, target, "X-Forwarded-User", "alice", "Accept", "text/html")
+				if code == http.StatusOK {
+					t.Errorf("GET %s through %s: 200 without a step-up", target, fp.name)
+				}
+			}
+			if reqs := s.Requests(); len(reqs) != 0 {
+				t.Fatalf("the upstream received %d requests, first %s %s", len(reqs), reqs[0].Method, reqs[0].RequestURI)
+			}
+		})
+	}
+}
+
+func TestSpoofedHeadersThroughARealFrontProxyNeverReachTheUpstream(t *testing.T) {
+	spoofs := [][2]string{
+		{"X-Stepgate-User", "admin"}, {"X_Stepgate_User", "admin"}, {"X.Stepgate.User", "admin"},
+		{"x-stepgate-id-token", "forged"}, {"X-Stepgate-Subject", "forged"}, {"X-Stepgate-Auth-Time", "9999999999"},
+		{"X-Stepgate-Acr", "MFA-Only"}, {"X-Stepgate-Amr", "mfa"}, {"X-Stepgate-Approval", "forged"},
+		{"X_Forwarded_User", "root"}, {"X.Forwarded.User", "root"}, {"x_forwarded_user", "root"},
+		{"X-Original-URL", "/admin/users"}, {"X-Rewrite-URL", "/admin/users"}, {"X-HTTP-Method-Override", "DELETE"},
+	}
+	for _, fp := range frontProxies {
+		t.Run(fp.name, func(t *testing.T) {
+			s := forwardAuthStack(t)
+			base := fp.start(t, s)
+			b := s.stepUpAliceAt(base, "/admin/users")
+			cookie := ""
+			for _, ck := range b.Client.Jar.Cookies(mustURL(t, base)) {
+				cookie += ck.Name + "=" + ck.Value + "; "
+			}
+			for _, path := range []string{"/public", "/admin/users"} {
+				for _, sp := range spoofs {
+					before := len(s.Requests())
+					code, h := rawTarget(t, base, http.MethodGet, path,
+						"X-Forwarded-User", "alice", "Accept", "text/html", "Cookie", cookie, sp[0], sp[1])
+					if h.Get("Cache-Control") == "" && code != http.StatusOK {
+						t.Errorf("%s %s: %d without Cache-Control", path, sp[0], code)
+					}
+					for _, r := range s.Requests()[before:] {
+						for name, vs := range r.Header {
+							if foldName(name) == foldName(sp[0]) && slicesContains(vs, sp[1]) {
+								t.Errorf("%s with %s: the upstream received %s: %v", path, sp[0], name, vs)
+							}
+						}
+						if r.Method != http.MethodGet {
+							t.Errorf("%s with %s: the upstream ran %s", path, sp[0], r.Method)
+						}
+					}
+					if code == http.StatusOK && sp[0] == http.CanonicalHeaderKey(sp[0]) {
+						// A spelling the front proxy passes on is refused.
+						t.Errorf("%s with %s: 200", path, sp[0])
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestTheChallengeIsReachableAndTheAuthEndpointIsNotThroughAFrontProxy(t *testing.T) {
+	for _, fp := range frontProxies {
+		t.Run(fp.name, func(t *testing.T) {
+			s := forwardAuthStack(t)
+			base := fp.start(t, s)
+			b := s.stepUpAliceAt(base, "/admin/users")
+			for _, p := range []string{"/.stepgate/assets/stepgate.css", "/.stepgate/challenge?return=%2Fadmin%2Fusers"} {
+				if r := b.get(p); r.StatusCode != http.StatusOK {
+					t.Errorf("GET %s through %s: %d", p, fp.name, r.StatusCode)
+				}
+			}
+			cookie := ""
+			for _, ck := range b.Client.Jar.Cookies(mustURL(t, base)) {
+				cookie += ck.Name + "=" + ck.Value + "; "
+			}
+			// A page's script asking the auth endpoint itself, for alice's
+			// step-up headers (her ID token among them).
+			for _, target := range []string{"/.stepgate/auth", "/.stepgate/auth?x=1", "/.stepgate//auth", "/.STEPGATE/auth",
+				"/.stepgate/Auth", "/.stepgate/%61uth", "/.stepgate/ext-authz/admin/users"} {
+				code, h := rawTarget(t, base, http.MethodGet, target, "X-Forwarded-User", "alice", "Cookie", cookie,
+					"X-Original-Method", "GET", "X-Original-URI", "/admin/users",
+					"X-Forwarded-Method", "GET", "X-Forwarded-Uri", "/admin/users")
+				if code == http.StatusOK || h.Get("X-Stepgate-Id-Token") != "" || h.Get("X-Stepgate-User") != "" {
+					t.Errorf("GET %s through %s: %d with step-up headers %v", target, fp.name, code, h)
+				}
+			}
+		})
+	}
+}
+
+func slicesContains(vs []string, v string) bool {
+	for _, x := range vs {
+		if strings.Contains(x, v) {
+			return true
+		}
+	}
+	return false
 }
