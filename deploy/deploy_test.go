@@ -161,6 +161,8 @@ func TestHelmChartRendersAndIsLockedDown(t *testing.T) {
 					"STEPGATE_IDENTITY":               "jwt",
 					"STEPGATE_IDENTITY_JWT_HEADER":    "Cf-Access-Jwt-Assertion",
 					"STEPGATE_IDENTITY_CLAIM":         "email",
+					"STEPGATE_IDENTITY_JWT_ANY_PEER":  "false",
+					"STEPGATE_PINGONE_USER_TRANSFORM": "lower",
 					"STEPGATE_PINGONE_ACR_VALUES":     "MFA-Only",
 					"STEPGATE_PINGONE_TIMEOUT":        "5s",
 					"STEPGATE_DEFAULT_ACTION":         "deny",

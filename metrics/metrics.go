@@ -23,6 +23,9 @@ type Metrics struct {
 	PingOneDuration *prometheus.HistogramVec // op
 	RateLimited     *prometheus.CounterVec   // limit
 	Approvals       *prometheus.CounterVec   // event: required, approved, forwarded, expired, refused
+	// PingOneUnexpected counts flow content stepgate does not know, by
+	// what: status, device_type.
+	PingOneUnexpected *prometheus.CounterVec
 }
 
 // New registers stepgate's metrics, build info and the Go and process
@@ -63,6 +66,10 @@ func New(reg *prometheus.Registry, version string) *Metrics {
 			Name: "stepgate_approvals_total",
 			Help: "Approve-rule events: required, approved, forwarded, expired, refused.",
 		}, []string{"event"}),
+		PingOneUnexpected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stepgate_pingone_unexpected_total",
+			Help: "PingOne flow content stepgate does not know, by what: status, device_type.",
+		}, []string{"what"}),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "stepgate_build_info",
@@ -71,7 +78,7 @@ func New(reg *prometheus.Registry, version string) *Metrics {
 	})
 	buildInfo.Set(1)
 	reg.MustRegister(m.Requests, m.RequestDuration, m.Challenges, m.OTPChecks,
-		m.PingOneRequests, m.PingOneDuration, m.RateLimited, m.Approvals, buildInfo,
+		m.PingOneRequests, m.PingOneDuration, m.RateLimited, m.Approvals, m.PingOneUnexpected, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the fixed label values so every family is visible (at
@@ -84,6 +91,9 @@ func New(reg *prometheus.Registry, version string) *Metrics {
 	}
 	for _, e := range []string{"required", "approved", "forwarded", "expired", "refused"} {
 		m.Approvals.WithLabelValues(e)
+	}
+	for _, w := range []string{"status", "device_type"} {
+		m.PingOneUnexpected.WithLabelValues(w)
 	}
 	return m
 }

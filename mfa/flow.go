@@ -86,6 +86,11 @@ func decodeFlow(body []byte) (*Flow, error) {
 
 	f.AssertionOptions = normaliseOptions(top["publicKeyCredentialRequestOptions"])
 
+	var nm map[string]json.RawMessage
+	if json.Unmarshal(top["numberMatching"], &nm) == nil {
+		f.PushNumber = pushNumber(nm["number"])
+	}
+
 	if raw, ok := top["authorizeResponse"]; ok {
 		f.AuthorizeResponse = decodeAuthorizeResponse(raw)
 	}
@@ -179,6 +184,28 @@ func decodeAuthorizeResponse(raw json.RawMessage) *AuthorizeResponse {
 		}
 	}
 	return &ar
+}
+
+// pushNumber reads a number-matching number: a JSON string or integer of
+// 1 to 8 decimal digits; anything else is "" (never shown).
+func pushNumber(raw json.RawMessage) string {
+	var s string
+	if !str(raw, &s) {
+		var n json.Number
+		if json.Unmarshal(raw, &n) != nil {
+			return ""
+		}
+		s = n.String()
+	}
+	if len(s) < 1 || len(s) > 8 {
+		return ""
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return ""
+		}
+	}
+	return s
 }
 
 // str decodes raw into *dst when it is a JSON string, reporting success.

@@ -40,6 +40,10 @@ type Config struct {
 	CustomDomain bool
 	ClientID     string
 	ClientSecret Secret
+	// RequestKey, when set, signs the request object (RS256 or ES256)
+	// instead of HS256 with the client secret. The login_hint_token stays
+	// HS256 with the secret.
+	RequestKey   *RequestKey
 	Scopes       string        // default "openid profile email"
 	ResponseType string        // "token id_token" (default), "id_token" or "code"
 	Timeout      time.Duration // per call, default 10s
@@ -110,6 +114,12 @@ type Flow struct {
 	ResumeURL         string
 	AuthorizeResponse *AuthorizeResponse
 	UserID            string
+	// PushNumber is the number the user must pick or type on the phone
+	// when the tenant uses push number matching (SOURCES C3). Where PingOne
+	// puts it is not documented: the client reads numberMatching.number
+	// (a string or an integer, 1–8 digits), the simulator's INFERRED shape;
+	// "" when absent or not digits.
+	PushNumber string
 }
 
 // AuthorizeResponse is the pi.flow authorizeResponse object.

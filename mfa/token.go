@@ -67,6 +67,9 @@ func (c *Client) requestObject(remoteIP string, tpl map[string]any, now time.Tim
 	if tpl != nil {
 		claims["pi.template"] = tpl
 	}
+	if c.cfg.RequestKey != nil {
+		return c.cfg.RequestKey.sign(claims)
+	}
 	return c.signHS256(claims)
 }
 

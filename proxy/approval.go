@@ -10,7 +10,7 @@ import (
 )
 
 // HeaderApproval tells the upstream that this request was approved on its
-// own (SPEC §14): its value is the approval's digest. Like every
+// own (docs/design.md §14): its value is the approval's digest. Like every
 // X-Stepgate-* header it is removed from what clients send.
 const HeaderApproval = "X-Stepgate-Approval"
 
@@ -37,14 +37,26 @@ func (g *Gateway) approve(w http.ResponseWriter, r *http.Request, rule rules.Rul
 		g.cfg.Challenge.Error(w, r, http.StatusForbidden, "approve_cross_site")
 		return decisionRejected, user
 	}
+	if r.Body != nil && r.Body != http.NoBody {
+		// The same idle limit as a forwarded body: a held body that
+		// trickles must not hold the connection either.
+		r.Body = newClientBody(r.Body, w, g.cfg.BodyIdleTimeout)
+	}
 	q, err := g.cfg.Approvals.Read(r, user, fw.path)
+	var be *clientBodyError
 	switch {
+	case errors.As(err, &be) && be.timedOut():
+		g.audit(r, "request.rejected", user, fw.client, slog.String("reason", "request body stalled"))
+		w.Header().Set("Connection", "close") // the rest of the body is unreadable
+		g.cfg.Challenge.Error(w, r, http.StatusRequestTimeout, "request_timeout")
+		return decisionRejected, user
 	case errors.Is(err, approve.ErrTooLarge):
 		g.approvalEvent(r, "refused", user, fw, "", slog.String("reason", "body over STEPGATE_APPROVE_MAX_BODY"))
 		g.cfg.Challenge.Error(w, r, http.StatusRequestEntityTooLarge, "approve_too_large")
 		return decisionRejected, user
 	case err != nil:
 		g.audit(r, "request.rejected", user, fw.client, slog.String("reason", "unreadable request body"))
+		w.Header().Set("Connection", "close")
 		g.cfg.Challenge.Error(w, r, http.StatusBadRequest, "bad_request")
 		return decisionRejected, user
 	}

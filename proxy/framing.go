@@ -11,7 +11,7 @@ import (
 var (
 	errUpgrade     = errors.New("upgrade other than websocket")
 	errUpgradeVerb = errors.New("websocket upgrade on a method other than GET")
-	errBodyOnGet   = errors.New("GET or HEAD request with a body")
+	errBodyOnGet   = errors.New("body on a method without defined content (GET, HEAD, DELETE, OPTIONS, TRACE)")
 )
 
 // checkFraming refuses what must never reach the upstream:
@@ -23,11 +23,14 @@ var (
 //     or stripped. Only "websocket" (RFC 6455 §4.1: a GET) may switch
 //     protocols; every Upgrade header line and every comma-separated token
 //     in it is checked, in any letter case.
-//   - A GET or HEAD with a body (Content-Length > 0 or chunked). An upstream
-//     that does not read bodies on those methods would take the body for
-//     the next request on the connection (CL.0 smuggling), a request
-//     stepgate never decided on. Refused rather than dropped, so that the
-//     client sees the problem.
+//   - A GET, HEAD, DELETE, OPTIONS or TRACE with a body (Content-Length > 0
+//     or chunked): content on these has no defined meaning (RFC 9110 §9.3;
+//     TRACE must not carry any). An upstream that does not read bodies on
+//     those methods (Python's http.server with a do_DELETE or a CORS
+//     do_OPTIONS that never touches rfile, found by the upstream matrix)
+//     would take the body for the next request on the connection (CL.0
+//     smuggling), a request stepgate never decided on. Refused rather than
+//     dropped, so that the client sees the problem.
 func checkFraming(r *http.Request) error {
 	if ups, ok := r.Header["Upgrade"]; ok {
 		for _, v := range ups {
@@ -41,11 +44,22 @@ func checkFraming(r *http.Request) error {
 			return errUpgradeVerb
 		}
 	}
-	if (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
-		(r.ContentLength != 0 || len(r.TransferEncoding) > 0) {
+	if noContentMethod(r.Method) && (r.ContentLength != 0 || len(r.TransferEncoding) > 0) {
 		return errBodyOnGet
 	}
 	return nil
+}
+
+// noContentMethod reports whether a request body on method has no defined
+// meaning, so that upstreams may leave it unread. Methods are compared
+// ignoring case: rules do too, and some upstreams upper-case them.
+func noContentMethod(m string) bool {
+	for _, n := range []string{http.MethodGet, http.MethodHead, http.MethodDelete, http.MethodOptions, http.MethodTrace} {
+		if strings.EqualFold(m, n) {
+			return true
+		}
+	}
+	return false
 }
 
 // framingHeaders are hop-by-hop and message-framing header names that

@@ -100,6 +100,9 @@ type Config struct {
 	// zero value means the proxy alone. Upstream and Transport are needed
 	// only with the proxy door.
 	Doors Doors
+	// BodyIdleTimeout, optional, is the longest wait for the next bytes of
+	// a request body; a body that stalls longer is answered 408. 0: none.
+	BodyIdleTimeout time.Duration
 }
 
 // Gateway is the proxy listener's handler.
@@ -207,7 +210,8 @@ type forward struct {
 	client   netip.Addr
 	trusted  bool
 	stepUp   *session.StepUp
-	approval string // digest of the approval this request uses, if any
+	approval string      // digest of the approval this request uses, if any
+	body     *clientBody // nil without a request body
 }
 
 type forwardKey struct{}
@@ -239,7 +243,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 		err = reqpath.CheckWindows(p.Match)
 	}
 	if err == nil {
-		err = checkFraming(r) // only WebSocket upgrades; no body on GET/HEAD
+		err = checkFraming(r) // only WebSocket upgrades; no body on GET/HEAD/DELETE/OPTIONS/TRACE
 	}
 	if err != nil {
 		client, _ = g.cfg.ClientIP.Resolve(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
@@ -336,10 +340,31 @@ func (g *Gateway) fresh(su session.StepUp, user string, rule rules.Rule) bool {
 	if now.Before(su.AuthTime.Add(-time.Minute)) { // a step-up from the future is not ours
 		return false
 	}
-	return rule.ACR == "" || su.ACR == rule.ACR
+	return acrSatisfies(su.ACR, rule.ACR)
+}
+
+// acrSatisfies reports whether a step-up's acr (the one sign-on policy
+// PingOne ran) is one of the rule's policies. A rule's ACR is acr_values:
+// names separated by spaces (acr=A,B in the rule), any of which will do.
+func acrSatisfies(got, want string) bool {
+	if want == "" {
+		return true
+	}
+	for name := range strings.FieldsSeq(want) {
+		if name == got {
+			return true
+		}
+	}
+	return false
 }
 
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, fw *forward) {
+	if r.Body != nil && r.Body != http.NoBody {
+		// Marks the client's body errors as the client's, and gives up on
+		// a body that stops arriving.
+		fw.body = newClientBody(r.Body, w, g.cfg.BodyIdleTimeout)
+		r.Body = fw.body
+	}
 	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
 }
 
@@ -403,6 +428,18 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 }
 
 func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	fw := r.Context().Value(forwardKey{}).(*forward)
+	if be := fw.body.err(); be != nil {
+		// The client's fault, not the upstream's: no WARN, no 502.
+		status, msg := http.StatusBadRequest, "bad_request"
+		if be.timedOut() {
+			status, msg = http.StatusRequestTimeout, "request_timeout"
+		}
+		g.audit(r, "request.rejected", "", fw.client, slog.String("reason", be.Error()))
+		w.Header().Set("Connection", "close") // the rest of the body is unreadable
+		g.cfg.Challenge.Error(w, r, status, msg)
+		return
+	}
 	status, msg := http.StatusBadGateway, "upstream_unavailable"
 	var ne interface{ Timeout() bool }
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {

@@ -50,3 +50,35 @@ func TestApprovedCookieIsNotAFlowOrStepUpCookie(t *testing.T) {
 		t.Errorf("after StripCookies: %q, want the approved cookie removed", got)
 	}
 }
+
+func TestFlowTailFieldsRoundTripAndDecodeStrictly(t *testing.T) {
+	f := testFlow(epoch)
+	f.ReturnMethod, f.Approval = "POST", "id.key"
+	b, err := marshalFlow(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := unmarshalFlow(b)
+	if err != nil || got.ReturnMethod != "POST" || got.Approval != "id.key" {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	plain := testFlow(epoch)
+	base, _ := marshalFlow(plain) // no tail: the format before the tail existed
+	if _, err := unmarshalFlow(base); err != nil {
+		t.Fatalf("a flow without a tail: %v", err)
+	}
+	field := func(tag byte, v string) []byte { return appendString([]byte{tag}, v) }
+	for name, tail := range map[string][]byte{
+		"an unknown tag":             field(9, "x"),
+		"tags out of order":          append(field(tagApproval, "a"), field(tagReturnMethod, "POST")...),
+		"a tag twice":                append(field(tagApproval, "a"), field(tagApproval, "b")...),
+		"an empty value":             field(tagApproval, ""),
+		"a truncated value":          field(tagApproval, "abc")[:3],
+		"a tag without a value":      {tagApproval},
+		"a zero tag (no such field)": field(0, "x"),
+	} {
+		if _, err := unmarshalFlow(append(append([]byte(nil), base...), tail...)); err == nil {
+			t.Errorf("%s decoded", name)
+		}
+	}
+}

@@ -45,8 +45,17 @@ type Flow struct {
 	CSRF       []byte // 32 random bytes
 	Created    time.Time
 	Status     string // last known flow status (for rendering without a PingOne call)
-	// Approval, for a flow that approves one held request (SPEC §14), is
-	// the reference that finds and opens it; "" for a step-up flow.
+
+	// Optional fields, written in the flow's tail only when set (see the
+	// format below), so that cookies sealed before a field existed still
+	// open.
+
+	// ReturnMethod is the method of the request that needed the step-up:
+	// with ReturnPath it picks the rule (and so the acr and max_age) the
+	// flow asks PingOne for. "" means GET.
+	ReturnMethod string
+	// Approval, for a flow that approves one held request (docs/design.md
+	// §14), is the reference that finds and opens it; "" for a step-up.
 	Approval string
 }
 
@@ -67,7 +76,23 @@ func (f Flow) LogValue() slog.Value {
 //
 //	step-up: 0x01 ID User Subject AuthTime ACR count(AMR) AMR... IDToken TokenExpiry
 //	flow:    0x02 FlowID count(Cookies) (Name Value)... Nonce State CodeVerifier ACR
-//	         Challenged(0|1) User ReturnPath CSRF Created Status Approval
+//	         Challenged(0|1) User ReturnPath CSRF Created Status Tail
+//
+// The flow's Tail is zero or more optional fields, each a tag byte and its
+// value, in increasing tag order, each at most once and never with a zero
+// value (one value, one encoding); a field left zero is not written, so a
+// cookie sealed before a field existed still opens. An unknown tag is a
+// decoding error (a cookie from a newer replica is absent, and the user
+// starts again). Tags:
+//
+//	1 ReturnMethod (string)   2 Approval (string)
+
+// Tags of the flow's optional fields.
+const (
+	tagReturnMethod byte = 1
+	tagApproval     byte = 2
+)
+
 const (
 	kindStepUp byte = 1
 	kindFlow   byte = 2
@@ -140,7 +165,15 @@ func marshalFlow(f Flow) ([]byte, error) {
 	b = appendString(b, string(f.CSRF))
 	b = appendTime(b, f.Created)
 	b = appendString(b, f.Status)
-	b = appendString(b, f.Approval)
+	for _, t := range []struct {
+		tag byte
+		v   string
+	}{{tagReturnMethod, f.ReturnMethod}, {tagApproval, f.Approval}} {
+		if t.v != "" {
+			b = append(b, t.tag)
+			b = appendString(b, t.v)
+		}
+	}
 	return b, nil
 }
 
@@ -306,7 +339,29 @@ func unmarshalFlow(p []byte) (Flow, error) {
 	}
 	f.Created = d.time()
 	f.Status = d.string()
-	f.Approval = d.string()
+	last := byte(0)
+	for d.err == nil && d.off < len(d.s) {
+		tag := d.byte()
+		if tag <= last {
+			d.fail() // out of order or repeated
+			break
+		}
+		last = tag
+		var v string
+		switch tag {
+		case tagReturnMethod:
+			v = d.string()
+			f.ReturnMethod = v
+		case tagApproval:
+			v = d.string()
+			f.Approval = v
+		default:
+			d.fail()
+		}
+		if v == "" {
+			d.fail() // never written empty
+		}
+	}
 	if err := d.end(); err != nil {
 		return Flow{}, err
 	}

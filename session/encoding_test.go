@@ -39,6 +39,12 @@ func TestDecodeIsStrict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	withMethod := testFlow(epoch)
+	withMethod.ReturnMethod = "POST"
+	flowPOST, err := marshalFlow(withMethod)
+	if err != nil {
+		t.Fatal(err)
+	}
 	manyCookies := append([]byte{kindFlow}, appendString(nil, "flow-id")...)
 	manyCookies = binary.AppendUvarint(manyCookies, maxCookies+1)
 
@@ -63,6 +69,8 @@ func TestDecodeIsStrict(t *testing.T) {
 		{"a Challenged byte other than 0 or 1 is refused", bytes.Replace(flow, []byte("MFA-Only\x01"), []byte("MFA-Only\x02"), 1), decodeFlow, true},
 		{"a flow with a trailing byte is refused", append(flow[:len(flow):len(flow)], 0), decodeFlow, true},
 		{"the flow control decodes", flow, decodeFlow, false},
+		{"a flow with a return method decodes", flowPOST, decodeFlow, false},
+		{"a flow with a return method and a trailing byte is refused", append(flowPOST[:len(flowPOST):len(flowPOST)], 0), decodeFlow, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -71,6 +79,24 @@ func TestDecodeIsStrict(t *testing.T) {
 				t.Errorf("decode error = %v, want error %v", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+func TestFlowReturnMethodRoundTripsAndOldFlowsStillOpen(t *testing.T) {
+	for _, method := range []string{"", "POST"} {
+		f := testFlow(epoch)
+		f.ReturnMethod = method
+		b, err := marshalFlow(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := unmarshalFlow(b)
+		if err != nil {
+			t.Fatalf("method %q: %v", method, err)
+		}
+		if got.ReturnMethod != method || got.ReturnPath != f.ReturnPath || got.Status != f.Status {
+			t.Errorf("method %q: decoded %+v", method, got)
+		}
 	}
 }
 

@@ -28,7 +28,7 @@ const (
 	FlowSuffix = "-flow"
 	// ApprovedSuffix is appended to the step-up cookie name for the cookie
 	// that carries an approved request's reference to the original URL,
-	// where the gateway forwards the held request (SPEC §14).
+	// where the gateway forwards the held request (docs/design.md §14).
 	ApprovedSuffix = "-approved"
 
 	// Keys of sessions.Session.Values used by the gorilla/sessions API.

@@ -1,5 +1,5 @@
 // Package store keeps the state that stepgate shares between requests and,
-// with a shared backend, between replicas (SPEC §15; docs/design.md §15):
+// with a shared backend, between replicas (docs/design.md §15):
 // requests held while a user approves them and the single-use approvals of
 // approve rules (§14).
 //

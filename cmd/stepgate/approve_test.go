@@ -1,6 +1,6 @@
 package main
 
-// End-to-end tests of approve rules (SPEC §14; docs/design.md §14) through
+// End-to-end tests of approve rules (docs/design.md §14) through
 // the simulator: what is held, shown, sent to PingOne and forwarded, and
 // the attacks an approval must stand up to.
 
@@ -457,5 +457,35 @@ func TestADeleteApprovalShowsThePathAndForwardsTheDelete(t *testing.T) {
 	}
 	if n := up.count("DELETE", "/users/42"); n != 1 {
 		t.Fatalf("DELETE forwarded %d times", n)
+	}
+}
+
+func TestApprovalOfAStalledOrBrokenBodyIsTheClientsError(t *testing.T) {
+	s, up := newApproveStack(t, withEnv("STEPGATE_BODY_IDLE_TIMEOUT", "300ms"))
+	before := s.Sim.Requests()
+	tests := []struct {
+		name, raw string
+		want      int
+	}{
+		{"a body that stalls", "POST /payments/transfer HTTP/1.1\r\nHost: x\r\nX-Forwarded-User: alice\r\n" +
+			"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\namount=5", http.StatusRequestTimeout},
+		{"a broken chunked body", "POST /payments/transfer HTTP/1.1\r\nHost: x\r\nX-Forwarded-User: alice\r\n" +
+			"Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\namount=5\r\n0\r\n\r\n", http.StatusBadRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, br := rawDial(t, s.Proxy, tt.raw)
+			resp, err := http.ReadResponse(br, &http.Request{Method: "POST"})
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Errorf("got %d, want %d", resp.StatusCode, tt.want)
+			}
+		})
+	}
+	if n := s.Sim.Requests() - before; n != 0 || len(up.all()) != 0 {
+		t.Errorf("bad bodies led to %d PingOne calls and %d upstream requests", n, len(up.all()))
 	}
 }

@@ -108,14 +108,14 @@ func TestAUserPingOneDoesNotKnowSeesNotSetUpAndTheLogSaysWhatToCheck(t *testing.
 		wantSource string
 		pingOne    bool // whether PingOne is asked at all
 	}{
-		{"the IdP's opaque user sent as it is is refused by PingOne", nil, nil, "the upstream user", true},
+		{"the IdP's opaque user sent as it is is refused by PingOne", nil, nil, "the upstream user (header X-Forwarded-User)", true},
 		{"a mapped header that is missing is caught before PingOne",
 			[]string{"STEPGATE_PINGONE_USER_FROM", "header:X-Forwarded-Email"}, nil, "header X-Forwarded-Email", false},
 		{"an e-mail PingOne does not know is refused by PingOne",
 			[]string{"STEPGATE_PINGONE_USER_FROM", "header:X-Forwarded-Email"},
 			http.Header{"X-Forwarded-Email": {"mallory@example.com"}}, "header X-Forwarded-Email", true},
 		{"a user id kind that is not a UUID is caught before PingOne",
-			[]string{"STEPGATE_PINGONE_USER_KIND", "id"}, nil, "the upstream user", false},
+			[]string{"STEPGATE_PINGONE_USER_KIND", "id"}, nil, "the upstream user (header X-Forwarded-User)", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/caarlos0/env/v11"
 
+	"github.com/stepgate/stepgate/mfa"
 	"github.com/stepgate/stepgate/proxy"
 	"github.com/stepgate/stepgate/proxy/clientip"
 	"github.com/stepgate/stepgate/proxy/identity"
@@ -38,6 +39,7 @@ type config struct {
 	PingOneResponseType  string        `env:"PINGONE_RESPONSE_TYPE" envDefault:"token id_token"`
 	PingOneTimeout       time.Duration `env:"PINGONE_TIMEOUT" envDefault:"10s"`
 	PingOneRateLimit     float64       `env:"PINGONE_RATE_LIMIT" envDefault:"50"`
+	PingOneRequestKey    string        `env:"PINGONE_REQUEST_KEY_FILE"`
 	LimitWindow          time.Duration `env:"LIMIT_WINDOW" envDefault:"10m"`
 	LimitStartsPerUser   int           `env:"LIMIT_STARTS_PER_USER" envDefault:"5"`
 	LimitStartsPerIP     int           `env:"LIMIT_STARTS_PER_IP" envDefault:"20"`
@@ -72,6 +74,7 @@ type config struct {
 	TLSKeyFile           string        `env:"TLS_KEY_FILE"`
 	UpstreamCAFile       string        `env:"UPSTREAM_CA_FILE"`
 	UpstreamTimeout      time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"60s"`
+	BodyIdleTimeout      time.Duration `env:"BODY_IDLE_TIMEOUT" envDefault:"30s"`
 	ApproveMaxBody       int64         `env:"APPROVE_MAX_BODY" envDefault:"65536"`
 	LogLevel             string        `env:"LOG_LEVEL" envDefault:"info"`
 	AccessLog            bool          `env:"ACCESS_LOG" envDefault:"true"`
@@ -165,6 +168,7 @@ type settings struct {
 	cookieName string
 	mapping    identity.MappingOptions // Source is set by build
 	doors      proxy.Doors
+	requestKey *mfa.RequestKey // nil: the request object is HS256 with the client secret
 }
 
 // mappingVars are the settings that decide the PingOne user, named in the
@@ -255,6 +259,9 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	}
 	if c.ApproveMaxBody < 1 || c.ApproveMaxBody > 16<<20 {
 		bad("APPROVE_MAX_BODY", "want a size in bytes between 1 and 16777216")
+	}
+	if c.BodyIdleTimeout < 100*time.Millisecond || c.BodyIdleTimeout > 10*time.Minute {
+		bad("BODY_IDLE_TIMEOUT", "want a duration between 100ms and 10m")
 	}
 	if c.MFAMaxAge <= 0 {
 		bad("MFA_MAX_AGE", "want a positive duration")
@@ -349,6 +356,13 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		bad("LOG_LEVEL", "%v", err)
+	}
+	if c.PingOneRequestKey != "" {
+		if b, err := readFile(c.PingOneRequestKey); err != nil {
+			bad("PINGONE_REQUEST_KEY_FILE", "%v", err)
+		} else if s.requestKey, err = mfa.ParseRequestKey(b); err != nil {
+			bad("PINGONE_REQUEST_KEY_FILE", "%v", err)
+		}
 	}
 	return s, errors.Join(errs...)
 }

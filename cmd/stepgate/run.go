@@ -162,6 +162,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		CustomDomain: cfg.PingOneCustomDomain,
 		ClientID:     cfg.PingOneClientID,
 		ClientSecret: mfa.Secret(cfg.PingOneClientSecret),
+		RequestKey:   s.requestKey,
 		Scopes:       cfg.PingOneScopes,
 		ResponseType: cfg.PingOneResponseType,
 		Timeout:      cfg.PingOneTimeout,
@@ -200,6 +201,10 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 
 	mo := s.mapping
 	mo.Source = ident
+	mo.UpstreamSource = "header " + http.CanonicalHeaderKey(cfg.IdentityHeader)
+	if cfg.Identity == "jwt" {
+		mo.UpstreamSource = "claim " + cfg.IdentityClaim
+	}
 	mapping, err := identity.NewMapping(mo)
 	if err != nil {
 		return nil, fmt.Errorf("STEPGATE_PINGONE_USER_FROM: %w", err)
@@ -218,15 +223,18 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		l, b := ratelimit.Every(n, per)
 		return ratelimit.New(ratelimit.Options{Limit: l, Burst: b, MaxKeys: maxKeys, Now: now})
 	}
-	ruleFor := func(ret string) rules.Rule {
+	ruleFor := func(method, ret string) rules.Rule {
+		if method == "" {
+			method = http.MethodGet
+		}
 		if i := strings.IndexByte(ret, '?'); i >= 0 {
 			ret = ret[:i]
 		}
-		p, err := reqpath.Parse(http.MethodGet, ret)
+		p, err := reqpath.Parse(method, ret)
 		if err != nil {
-			return s.rules.Match(http.MethodGet, "/")
+			return s.rules.Match(method, "/")
 		}
-		return s.rules.Match(http.MethodGet, p.Match)
+		return s.rules.Match(method, p.Match)
 	}
 	// Held requests and approvals (approve rules): in this process,
 	// bounded; see the store package.
@@ -286,6 +294,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		PingOneUserHeader:    mapping.Header(),
 		CaseInsensitivePaths: cfg.CaseInsensitive,
 		Doors:                s.doors,
+		BodyIdleTimeout:      cfg.BodyIdleTimeout,
 		AccessLog:            access,
 		Logger:               log,
 		Metrics:              m,
@@ -314,6 +323,9 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
+	if s.requestKey != nil {
+		admin.Handle("GET /jwks.json", requestKeyJWKS(s.requestKey, log))
+	}
 	if cfg.Pprof {
 		admin.HandleFunc("GET /debug/pprof/", pprof.Index)
 		admin.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
@@ -323,6 +335,22 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	}
 	g.admin = admin
 	return g, nil
+}
+
+// requestKeyJWKS serves the public key of the request-object key, for the
+// PingOne application's jwksUrl (README, "Signing the request object").
+func requestKeyJWKS(k *mfa.RequestKey, log *slog.Logger) http.Handler {
+	log.Info("request object signed with own key", "alg", k.Alg(), "kid", k.KeyID(), "jwks_path", "/jwks.json")
+	if k.Alg() != "RS256" {
+		log.Warn("PingOne documents only HS256/384/512 and RS256/384/512 request objects; " +
+			k.Alg() + " is unverified, use an RSA key if PingOne refuses it")
+	}
+	body := k.JWKS()
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		_, _ = w.Write(body)
+	})
 }
 
 func (g *gateway) notReady() string {

@@ -486,7 +486,9 @@ func TestChallenge_DeviceIDFromAnotherUser(t *testing.T) {
 }
 
 func TestChallenge_OTPBruteForceIsRateLimitedPerUser(t *testing.T) {
-	s := newStack(t)
+	// PingOne's own per-user cool-down (3 wrong codes) is switched off so
+	// that stepgate's limit is what stops the guessing.
+	s := newStack(t, withTenant(func(ten *pingonesim.Tenant) { ten.Policies[0].OTPCoolDown = -1 }))
 	checks, limited := 0, false
 	for flow := 0; flow < 6 && !limited; flow++ {
 		b := s.browser("alice")

@@ -20,6 +20,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/stepgate/stepgate/mfa/pingonesim"
 )
 
 // lenientUpstream is a raw HTTP/1.1 server on loopback that accepts what a
@@ -279,5 +281,170 @@ func TestCL0_GetAndHeadWithABodyAreRefused(t *testing.T) {
 	// A GET with an empty body stays fine.
 	if status := rawRequest(t, s.Proxy, "GET /public HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"); status != http.StatusOK {
 		t.Errorf("GET with Content-Length: 0: %d, want 200", status)
+	}
+}
+
+func TestClientBodyErrors_Are400NotUpstreamFailures(t *testing.T) {
+	s := newStack(t)
+	for _, tt := range []struct {
+		name, raw string
+		halfClose bool
+	}{
+		{"a broken chunked body", "POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n", false},
+		{"a chunk longer than announced", "POST /public HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n", false},
+		{"a body shorter than Content-Length", "POST /public HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, br := rawDial(t, s.Proxy, tt.raw)
+			if tt.halfClose {
+				_ = c.(*net.TCPConn).CloseWrite()
+			}
+			resp, err := http.ReadResponse(br, &http.Request{Method: "POST"})
+			if err != nil {
+				t.Fatalf("read response: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Errorf("got %d, want 400", resp.StatusCode)
+			}
+		})
+	}
+	if n := len(jsonLogLines(s.Logs.String(), "upstream error")); n != 0 {
+		t.Errorf(`%d "upstream error" lines for the client's own broken bodies; want none: %v`, n, jsonLogLines(s.Logs.String(), "upstream error"))
+	}
+	if got := promCounter(t, s.Admin, "stepgate_requests_total", lbl("code", "502")); got != 0 {
+		t.Errorf(`stepgate_requests_total{code="502"} = %v, want 0 (the upstream did nothing wrong)`, got)
+	}
+	if n := len(s.Logs.Events("request.rejected")); n != 3 {
+		t.Errorf("request.rejected audit events: %d, want 3", n)
+	}
+}
+
+func TestClientBodyIdleTimeout_AStalledBodyIsCutAndFreesTheUpstream(t *testing.T) {
+	upstreamErr := make(chan error, 4)
+	s := newStack(t,
+		withEnv("STEPGATE_BODY_IDLE_TIMEOUT", "500ms"),
+		withUpstream(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n, err := io.Copy(io.Discard, r.Body)
+			if err == nil {
+				fmt.Fprintf(w, "read %d bytes", n)
+			}
+			upstreamErr <- err
+		})))
+
+	t.Run("a body that stalls", func(t *testing.T) {
+		start := time.Now()
+		_, br := rawDial(t, s.Proxy, "POST /public HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nfive.")
+		resp, err := http.ReadResponse(br, &http.Request{Method: "POST"})
+		if err != nil {
+			t.Fatalf("no answer to a stalled body: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestTimeout {
+			t.Errorf("got %d, want 408", resp.StatusCode)
+		}
+		if d := time.Since(start); d > 4*time.Second {
+			t.Errorf("answered after %v, want about the 500ms idle timeout", d)
+		}
+		select {
+		case err := <-upstreamErr:
+			if err == nil {
+				t.Error("the upstream read a whole body; want its request abandoned")
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("the upstream is still waiting for the body")
+		}
+	})
+
+	t.Run("a body that trickles but keeps moving", func(t *testing.T) {
+		c, br := rawDial(t, s.Proxy, "POST /public HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\n")
+		tick := time.NewTicker(200 * time.Millisecond) // slower in total than the idle timeout, never idle that long
+		defer tick.Stop()
+		for range 8 {
+			<-tick.C
+			if _, err := io.WriteString(c, "b"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		resp, err := http.ReadResponse(br, &http.Request{Method: "POST"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(body) != "read 8 bytes" {
+			t.Errorf("got %d %q, want 200 \"read 8 bytes\"", resp.StatusCode, body)
+		}
+	})
+	if n := len(jsonLogLines(s.Logs.String(), "upstream error")); n != 0 {
+		t.Errorf(`%d "upstream error" lines for a client's stalled body; want none: %v`, n, jsonLogLines(s.Logs.String(), "upstream error"))
+	}
+}
+
+// withStrictPolicy adds a second sign-on policy, Strict-MFA, to the demo
+// tenant's app.
+func withStrictPolicy() stackOption {
+	return withTenant(func(tn *pingonesim.Tenant) {
+		p := tn.Policies[0]
+		p.Name = "Strict-MFA"
+		tn.Policies = append(tn.Policies, p)
+		tn.Apps[0].Policies = append(tn.Apps[0].Policies, p.Name)
+	})
+}
+
+// finishChallenge runs alice's SMS step-up from a challenge redirect and
+// returns where the completion sends her back to.
+func finishChallenge(t *testing.T, s *stack, b *browser, redirect response) string {
+	t.Helper()
+	r := b.follow(redirect)
+	if !strings.Contains(r.Body, `data-state="start"`) {
+		t.Fatalf("challenge page not in start state: %d %s", r.StatusCode, r.Body)
+	}
+	r = b.follow(b.post("action", "start"))
+	ids := deviceIDs(r.Body)
+	if len(ids) == 0 {
+		t.Fatalf("no devices offered: %s", r.Body)
+	}
+	b.follow(b.post("action", "select", "device", ids[0]))
+	r = b.post("action", "otp", "otp", s.latestOTP("alice"))
+	if r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("OTP: got %d, want 303: %s", r.StatusCode, r.Body)
+	}
+	return r.Header.Get("Location")
+}
+
+func TestMultiPolicyRule_AStepUpByAnyListedPolicyPasses(t *testing.T) {
+	s := newStack(t, withStrictPolicy(), withEnv("STEPGATE_RULES", "/multi/ mfa acr=Strict-MFA,MFA-Only"))
+	b := s.browser("alice")
+	r := b.get("/multi/")
+	if r.StatusCode != http.StatusFound {
+		t.Fatalf("GET /multi/: %d, want 302", r.StatusCode)
+	}
+	if back := finishChallenge(t, s, b, r); back != "/multi/" {
+		t.Fatalf("completion returns to %q, want /multi/", back)
+	}
+	if r := b.get("/multi/"); r.StatusCode != http.StatusOK {
+		t.Fatalf("GET /multi/ after the step-up: %d, want 200 (a challenge again is an endless loop)", r.StatusCode)
+	}
+	if got := s.LastRequest().Header.Get("X-Stepgate-Acr"); got != "Strict-MFA" {
+		t.Errorf("X-Stepgate-Acr = %q, want Strict-MFA (the first listed policy PingOne has)", got)
+	}
+}
+
+func TestMultiPolicyRule_TheFlowAsksForThePolicyOfTheRuleTheMethodMatched(t *testing.T) {
+	s := newStack(t, withStrictPolicy(),
+		withEnv("STEPGATE_RULES", "GET /orders/ mfa acr=MFA-Only; POST /orders/ mfa acr=Strict-MFA"))
+	b := s.browser("alice")
+	r := b.postForm("/orders/new", url.Values{"item": {"1"}})
+	if r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("POST /orders/new: %d, want 303 to the challenge", r.StatusCode)
+	}
+	finishChallenge(t, s, b, r)
+	id := startedFlowID(t, s, 0)
+	if fi, _ := s.Sim.Flow(id); fi.ACR != "Strict-MFA" {
+		t.Errorf("the flow ran policy %q, want Strict-MFA (the POST rule's)", fi.ACR)
+	}
+	if r := b.postForm("/orders/new", url.Values{"item": {"1"}}); r.StatusCode != http.StatusOK {
+		t.Errorf("POST /orders/new after the step-up: %d, want 200", r.StatusCode)
 	}
 }

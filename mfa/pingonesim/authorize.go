@@ -117,7 +117,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		invalidValue(w, "login_hint_token", "login_hint_token is required")
 		return
 	}
-	claims, err := s.verifyClientJWT(lht, app, issuer, now)
+	claims, err := s.verifyClientJWT(lht, app, issuer, now, kindLoginHint)
 	if err != nil {
 		invalidValue(w, "login_hint_token", "Invalid login_hint_token: "+err.Error())
 		return
@@ -128,14 +128,22 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		invalidValue(w, "login_hint_token", "The user in login_hint_token was not found")
 		return
 	}
-	remoteIP := ""
+	remoteIP, requestAlg := "", ""
 	var tpl *TemplateRequest
+	if app.RequireSignedRequestObject && get("request") == "" {
+		invalidValue(w, "request", "A signed request object is required for this application")
+		return
+	}
 	if req := get("request"); req != "" {
-		rc, err := s.verifyClientJWT(req, app, issuer, now)
+		// Unknown claims of the request object are ignored, as PingOne
+		// ignores them (issue 17 item 5); only pi.remoteIp and
+		// pi.template are read.
+		rc, err := s.verifyClientJWT(req, app, issuer, now, kindRequest)
 		if err != nil {
 			invalidValue(w, "request", "Invalid request JWT: "+err.Error())
 			return
 		}
+		requestAlg = jwtAlg(req)
 		if ip, ok := rc["pi.remoteIp"]; ok {
 			str, isStr := ip.(string)
 			if !isStr {
@@ -178,6 +186,7 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 		codeMethod:    method,
 		remoteIP:      remoteIP,
 		prompt:        get("prompt"),
+		requestAlg:    requestAlg,
 		template:      tpl,
 		maxAge:        maxAge,
 		createdAt:     now,
@@ -239,11 +248,40 @@ func (s *Server) pickPolicy(app *App, acrValues string) (*Policy, bool) {
 	return nil, false
 }
 
-// verifyClientJWT checks a login_hint_token or request JWT: HMAC-signed with
-// the secret of the app named by iss (which must be the authorizing client),
-// aud = issuer, exp required unless the app allows its absence, 60 s skew,
-// and no cty/enc header (no nesting or encryption).
-func (s *Server) verifyClientJWT(raw string, app *App, issuer string, now time.Time) (jwt.MapClaims, error) {
+// jwtAlg is the alg header of a JWT that has already been verified.
+func jwtAlg(raw string) string {
+	head, _, _ := strings.Cut(raw, ".")
+	hb, _ := base64.RawURLEncoding.DecodeString(head)
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	_ = json.Unmarshal(hb, &h)
+	return h.Alg
+}
+
+// jwtKind says which JWT verifyClientJWT checks.
+type jwtKind int
+
+const (
+	kindLoginHint jwtKind = iota
+	kindRequest
+)
+
+// verifyClientJWT checks a login_hint_token or request JWT (SOURCES A9,
+// A11, B4, B7, REQJWT): header without cty/enc (no nesting or
+// encryption); aud = issuer; exp required unless the app allows its
+// absence; 60 s skew. The key depends on alg:
+//   - HS256/384/512: the client secret of the application named by iss;
+//   - RS256/384/512: that application's JWKS (App.JWKS or App.JWKSURL);
+//   - none: only for a request object, and only when the authorizing app
+//     sets SupportUnsignedRequestObject.
+//
+// A login_hint_token may be issued by any application of the environment
+// (SEED names its issuer "issuerApplicationID", B4; which key PingOne then
+// uses is unknown, A6: the simulator uses the issuing app's). A request
+// object must be issued by the authorizing client. ES* request objects
+// are refused: REQJWT lists only HS* and RS*.
+func (s *Server) verifyClientJWT(raw string, app *App, issuer string, now time.Time, kind jwtKind) (jwt.MapClaims, error) {
 	head, _, ok := strings.Cut(raw, ".")
 	if !ok {
 		return nil, errors.New("not a JWT")
@@ -262,12 +300,21 @@ func (s *Server) verifyClientJWT(raw string, app *App, issuer string, now time.T
 	if _, ok := h["enc"]; ok {
 		return nil, errors.New("enc header is not allowed")
 	}
+	methods := []string{"HS256", "HS384", "HS512", "RS256", "RS384", "RS512"}
+	if alg, _ := h["alg"].(string); alg == "none" {
+		if kind != kindRequest || !app.SupportUnsignedRequestObject || app.RequireSignedRequestObject {
+			return nil, errors.New("unsigned JWTs are not accepted for this application")
+		}
+		methods = []string{"none"}
+	}
 	popts := []jwt.ParserOption{
-		jwt.WithValidMethods([]string{"HS256", "HS384", "HS512"}),
+		jwt.WithValidMethods(methods),
 		jwt.WithTimeFunc(func() time.Time { return now }),
 		jwt.WithLeeway(jwtSkew),
 		jwt.WithAudience(issuer),
-		jwt.WithIssuer(app.ClientID),
+	}
+	if kind == kindRequest {
+		popts = append(popts, jwt.WithIssuer(app.ClientID))
 	}
 	if !app.AllowNoExp {
 		popts = append(popts, jwt.WithExpirationRequired())
@@ -275,12 +322,21 @@ func (s *Server) verifyClientJWT(raw string, app *App, issuer string, now time.T
 	claims := jwt.MapClaims{}
 	_, err = jwt.NewParser(popts...).ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
 		iss, _ := t.Claims.(jwt.MapClaims)["iss"].(string)
-		// The key is the secret of the client named by iss; only the
-		// authorizing client itself is accepted (docs/pingone.md §3, INFERRED).
-		if subtle.ConstantTimeCompare([]byte(iss), []byte(app.ClientID)) != 1 {
-			return nil, errors.New("iss is not the client_id")
+		signer := s.findApp(iss)
+		if kind == kindRequest && subtle.ConstantTimeCompare([]byte(iss), []byte(app.ClientID)) != 1 {
+			signer = nil
 		}
-		return []byte(app.Secret), nil
+		if signer == nil {
+			return nil, errors.New("iss is not an application of this environment")
+		}
+		switch t.Method.Alg() {
+		case "none":
+			return jwt.UnsafeAllowNoneSignatureType, nil
+		case "RS256", "RS384", "RS512":
+			kid, _ := t.Header["kid"].(string)
+			return s.appKey(signer, kid)
+		}
+		return []byte(signer.Secret), nil
 	})
 	if err != nil {
 		return nil, err

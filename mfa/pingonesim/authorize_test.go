@@ -58,8 +58,11 @@ func TestAuthorizeRejectsBadRequests(t *testing.T) {
 			url.Values{"login_hint_token": {h.token(map[string]any{"exp": nil})}}, 400, "login_hint_token"},
 		{"a login_hint_token for an unknown user is refused",
 			url.Values{"login_hint_token": {h.token(map[string]any{"sub": "mallory"})}}, 400, "login_hint_token"},
-		{"a login_hint_token issued by another client is refused",
+		{"a login_hint_token issued by an application the environment lacks is refused",
 			url.Values{"login_hint_token": {signed(jwt.SigningMethodHS256, []byte("other-secret"), nil,
+				jwt.MapClaims{"iss": "stranger-app", "sub": "alice", "aud": h.issuer(), "exp": t0.Add(time.Minute).Unix()})}}, 400, "login_hint_token"},
+		{"a login_hint_token naming another application but signed with this client's secret is refused",
+			url.Values{"login_hint_token": {signed(jwt.SigningMethodHS256, []byte(DemoClientSecret), nil,
 				jwt.MapClaims{"iss": "other-app", "sub": "alice", "aud": h.issuer(), "exp": t0.Add(time.Minute).Unix()})}}, 400, "login_hint_token"},
 		{"a login_hint_token with a cty header is refused",
 			url.Values{"login_hint_token": {signed(jwt.SigningMethodHS256, []byte(DemoClientSecret), map[string]any{"cty": "JWT"}, baseClaims())}}, 400, "login_hint_token"},
@@ -69,7 +72,7 @@ func TestAuthorizeRejectsBadRequests(t *testing.T) {
 			url.Values{"login_hint_token": {signed(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, nil, baseClaims())}}, 400, "login_hint_token"},
 		{"a request JWT with a bad signature is refused",
 			url.Values{"request": {signed(jwt.SigningMethodHS256, []byte("wrong"), nil, baseClaims())}}, 400, "request"},
-		{"a request JWT that is RS256 is refused (no key registered)",
+		{"a request JWT that is RS256 is refused when the app has no JWKS",
 			url.Values{"request": {h.sim.SignIDToken(baseClaims())}}, 400, "request"},
 		{"a request JWT with a non-string pi.remoteIp is refused",
 			url.Values{"request": {h.token(map[string]any{"pi.remoteIp": 7})}}, 400, "request"},
@@ -217,10 +220,25 @@ func TestFlowJSONShape(t *testing.T) {
 	r, _ := h.start("alice", nil)
 	id := str(r.body, "id")
 	self := h.env() + "/flows/" + id
-	for _, l := range []string{"self", "session.reset", "device.select"} {
+	for _, l := range []string{"self", "device.select"} {
 		if got := str(r.body, "_links", l, "href"); got != self {
 			t.Errorf("_links.%s = %q, want %q", l, got, self)
 		}
+	}
+	// As PingOne's example flow (SEED, SOURCES A21/A22): no session.reset
+	// link, a signOnPage on apps.pingone.com, bypassAllowed, the
+	// application's name, no _embedded.user, userRetries on each device.
+	if _, ok := r.body["_links"].(map[string]any)["session.reset"]; ok {
+		t.Error("flow advertises session.reset; PingOne's example has none")
+	}
+	if got, want := str(r.body, "_links", "signOnPage", "href"), "https://apps.pingone.com/"+DemoEnvID+"/signon/?flowId="+id; got != want {
+		t.Errorf("_links.signOnPage = %q, want %q", got, want)
+	}
+	if v, ok := r.body["bypassAllowed"].(bool); !ok || !v {
+		t.Errorf("bypassAllowed = %v, want true under the demo's BYPASS policy", r.body["bypassAllowed"])
+	}
+	if got := str(r.body, "_embedded", "application", "name"); got != "stepgate demo" {
+		t.Errorf("_embedded.application.name = %q", got)
 	}
 	if got, want := str(r.body, "resumeUrl"), h.env()+"/as/resume?flowId="+id; got != want {
 		t.Errorf("resumeUrl = %q, want %q", got, want)
@@ -231,12 +249,15 @@ func TestFlowJSONShape(t *testing.T) {
 	if got, want := str(r.body, "environment", "id"), DemoEnvID; got != want {
 		t.Errorf("environment.id = %q, want %q", got, want)
 	}
-	if got, want := str(r.body, "_embedded", "user", "username"), "alice"; got != want {
-		t.Errorf("user.username = %q, want %q", got, want)
+	if _, ok := r.body["_embedded"].(map[string]any)["user"]; ok {
+		t.Error("a non-terminal flow embeds the user; PingOne's example does not")
 	}
 	devs := r.body["_embedded"].(map[string]any)["devices"].([]any)
 	d0, d1 := devs[0].(map[string]any), devs[1].(map[string]any)
-	if got, want := str(d0, "phone"), "+1*******1234"; got != want {
+	if got, want := str(d0, "userRetries"), "0"; got != want {
+		t.Errorf("userRetries = %q, want %q", got, want)
+	}
+	if got, want := str(d0, "phone"), "*******34"; got != want {
 		t.Errorf("masked phone = %q, want %q", got, want)
 	}
 	if got, want := str(d1, "email"), "a****@example.com"; got != want {

@@ -57,27 +57,21 @@ func hotp(secret []byte, counter uint64) string {
 	return fmt.Sprintf("%06d", v%1000000)
 }
 
-// maskPhone shows the country prefix and the last four digits:
-// "+1 555 0100 1234" → "+1*******1234".
+// maskPhone shows only the last two digits behind seven stars, as PingOne's
+// example flow does (SEED, SOURCES A21: "*******01"): "+1 555 0100 1234" →
+// "*******34". Whether the number of stars follows the number's length is
+// unknown; the simulator always writes seven.
 func maskPhone(p string) string {
 	var digits []byte
-	plus := false
 	for i := 0; i < len(p); i++ {
-		switch c := p[i]; {
-		case c == '+' && len(digits) == 0:
-			plus = true
-		case c >= '0' && c <= '9':
+		if c := p[i]; c >= '0' && c <= '9' {
 			digits = append(digits, c)
 		}
 	}
-	prefix := ""
-	if plus && len(digits) > 0 {
-		prefix, digits = "+"+string(digits[0]), digits[1:]
+	if len(digits) <= 2 {
+		return strings.Repeat("*", 7)
 	}
-	if len(digits) <= 4 {
-		return prefix + strings.Repeat("*", len(digits))
-	}
-	return prefix + strings.Repeat("*", len(digits)-4) + string(digits[len(digits)-4:])
+	return strings.Repeat("*", 7) + string(digits[len(digits)-2:])
 }
 
 // maskEmail keeps the first character of the local part and the domain:

@@ -90,6 +90,7 @@ func DemoTenant() Tenant {
 		Apps: []App{{
 			ClientID: DemoClientID,
 			Secret:   DemoClientSecret,
+			Name:     "stepgate demo",
 			Policies: []string{DemoPolicy},
 		}},
 		Policies: []Policy{{

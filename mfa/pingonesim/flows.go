@@ -42,6 +42,7 @@ type flow struct {
 	codeMethod    string
 	remoteIP      string
 	prompt        string
+	requestAlg    string
 	template      *TemplateRequest // pi.template; nil = strong_authentication
 	maxAge        int64
 	createdAt     time.Time
@@ -53,6 +54,8 @@ type flow struct {
 	otpExpiry  time.Time
 	failures   int
 	pushSentAt time.Time
+	pushNumber string   // number matching: the number to match ("" = off)
+	pushChoice []string // SELECT_NUMBER: the three numbers the phone offers
 	challenge  []byte
 	challenged bool
 
@@ -89,6 +92,10 @@ func (s *Server) beginLocked(f *flow, now time.Time) {
 	case mode == AlwaysDisplayDevices, mode == PromptToSelect && len(devs) > 1:
 		f.status = statusDeviceSelection
 	default:
+		if until := s.blockedUntilLocked(f, &devs[0], now); !until.IsZero() {
+			s.failLocked(f, limitExceeded, "The default device's method is blocked until "+rfc3339ms(until))
+			return
+		}
 		s.selectLocked(f, &devs[0], now)
 	}
 }
@@ -108,7 +115,12 @@ func (s *Server) selectLocked(f *flow, d *Device, now time.Time) {
 		f.status = statusOTP
 	case "MOBILE":
 		f.pushSentAt = now
+		f.pushNumber, f.pushChoice = "", nil
+		if m := f.policy.NumberMatching; m != "" {
+			f.pushNumber, f.pushChoice = newPushNumbers(m)
+		}
 		s.deliverLocked(Message{DeviceID: d.ID, Type: d.Type, Text: s.messageText(f, d, ""),
+			NumberMatching: f.policy.NumberMatching, NumberChoices: f.pushChoice,
 			FlowID: f.id, User: f.user.Username, SentAt: now})
 		f.status = statusPush
 	case "FIDO2":
@@ -177,10 +189,14 @@ func (s *Server) failLocked(f *flow, code, msg string) {
 	f.failure = &flowError{Code: code, Message: msg}
 }
 
-// refreshLocked applies time-driven changes: an unanswered push times out.
+// refreshLocked applies time-driven changes: an unanswered push times out
+// (and counts towards the user's push limit).
 func (s *Server) refreshLocked(f *flow, now time.Time) {
-	if f.status == statusPush && !now.Before(f.pushSentAt.Add(f.policy.PushTimeout)) {
-		f.status = statusPushTimedOut
+	if f.status == statusPush {
+		if timeout := f.pushSentAt.Add(f.policy.PushTimeout); !now.Before(timeout) {
+			f.status = statusPushTimedOut
+			s.pushFailedLocked(f, timeout)
+		}
 	}
 }
 
@@ -221,40 +237,52 @@ type (
 		ID string `json:"id"`
 	}
 	deviceJSON struct {
-		ID       string `json:"id"`
-		Type     string `json:"type"`
-		Status   string `json:"status"`
-		Nickname string `json:"nickname,omitempty"`
-		Phone    string `json:"phone,omitempty"`
-		Email    string `json:"email,omitempty"`
+		ID          string `json:"id"`
+		Type        string `json:"type"`
+		Status      string `json:"status"`
+		UserRetries int    `json:"userRetries"`
+		Nickname    string `json:"nickname,omitempty"`
+		Phone       string `json:"phone,omitempty"`
+		Email       string `json:"email,omitempty"`
+	}
+	appName struct {
+		Name string `json:"name"`
 	}
 	embedded struct {
-		User    map[string]string `json:"user"`
-		Devices []deviceJSON      `json:"devices,omitempty"`
+		User        map[string]string `json:"user,omitempty"`
+		Devices     []deviceJSON      `json:"devices,omitempty"`
+		Application *appName          `json:"application,omitempty"`
 	}
 	flowJSON struct {
-		ID                                string          `json:"id"`
-		Environment                       idRef           `json:"environment"`
-		Status                            string          `json:"status"`
-		ResumeURL                         string          `json:"resumeUrl"`
-		CreatedAt                         string          `json:"createdAt"`
-		ExpiresAt                         string          `json:"expiresAt"`
-		Links                             map[string]link `json:"_links"`
-		Embedded                          embedded        `json:"_embedded"`
-		SelectedDevice                    *idRef          `json:"selectedDevice,omitempty"`
-		PublicKeyCredentialRequestOptions string          `json:"publicKeyCredentialRequestOptions,omitempty"`
-		AuthorizeResponse                 map[string]any  `json:"authorizeResponse,omitempty"`
-		Error                             *flowError      `json:"error,omitempty"`
+		ID                                string              `json:"id"`
+		Environment                       idRef               `json:"environment"`
+		Status                            string              `json:"status"`
+		ResumeURL                         string              `json:"resumeUrl"`
+		CreatedAt                         string              `json:"createdAt"`
+		ExpiresAt                         string              `json:"expiresAt"`
+		BypassAllowed                     bool                `json:"bypassAllowed"`
+		Links                             map[string]link     `json:"_links"`
+		Embedded                          embedded            `json:"_embedded"`
+		SelectedDevice                    *idRef              `json:"selectedDevice,omitempty"`
+		PublicKeyCredentialRequestOptions string              `json:"publicKeyCredentialRequestOptions,omitempty"`
+		NumberMatching                    *numberMatchingJSON `json:"numberMatching,omitempty"`
+		AuthorizeResponse                 map[string]any      `json:"authorizeResponse,omitempty"`
+		Error                             *flowError          `json:"error,omitempty"`
 	}
 )
 
-// linksFor lists the actions a status allows; self is always there.
+// linksFor lists the actions a status advertises; self is always there,
+// signOnPage in every non-terminal status. PingOne's example OTP_REQUIRED
+// flow has otp.check, device.select, self and signOnPage, and no
+// session.reset (SEED, SOURCES A22/B17), so no status advertises
+// session.reset; the action itself is still accepted (its real behaviour
+// is unknown).
 var linksFor = map[string][]string{
-	statusDeviceSelection: {"session.reset", "device.select"},
-	statusOTP:             {"session.reset", "otp.check", "device.select"},
-	statusPush:            {"session.reset", "device.select"},
-	statusPushTimedOut:    {"session.reset", "device.select"},
-	statusAssertion:       {"session.reset", "assertion.check", "device.select"},
+	statusDeviceSelection: {"device.select"},
+	statusOTP:             {"otp.check", "device.select"},
+	statusPush:            {"device.select"},
+	statusPushTimedOut:    {"device.select"},
+	statusAssertion:       {"assertion.check", "device.select"},
 }
 
 func (s *Server) flowJSONLocked(f *flow, base string) flowJSON {
@@ -267,19 +295,29 @@ func (s *Server) flowJSONLocked(f *flow, base string) flowJSON {
 		ResumeURL:   env + "/as/resume?flowId=" + f.id,
 		CreatedAt:   rfc3339ms(f.createdAt),
 		ExpiresAt:   rfc3339ms(f.lastUsed.Add(s.flowIdle)),
-		Links:       map[string]link{"self": {self}},
-		Embedded:    embedded{User: map[string]string{"id": f.user.ID, "username": f.user.Username}},
-		Error:       f.failure,
+		// bypassAllowed: false in PingOne's example (SEED), whose policy
+		// would be BLOCK, PingOne's default; INFERRED to follow NoDevice.
+		BypassAllowed: f.policy.NoDevice == NoDeviceBypass,
+		Links:         map[string]link{"self": {self}},
+		Embedded:      embedded{Application: &appName{Name: f.app.name()}},
+		Error:         f.failure,
 	}
 	for _, l := range linksFor[f.status] {
 		j.Links[l] = link{self}
 	}
 	switch f.status {
 	case statusCompleted:
+		// The seed shows no _embedded.user in OTP_REQUIRED; the completed
+		// flow's shape is not documented, and here keeps the user.
+		j.Embedded.User = map[string]string{"id": f.user.ID, "username": f.user.Username}
 		j.AuthorizeResponse = f.authorizeResponse
 	case statusFailed:
 	default:
+		// PingOne's sign-on page for the flow, on apps.pingone.com (SEED);
+		// a client must not follow it (it is not on the auth base).
+		j.Links["signOnPage"] = link{"https://apps.pingone.com/" + s.tenant.EnvID + "/signon/?flowId=" + f.id}
 		for _, d := range f.user.Devices {
+			// userRetries: 0 in the seed; its meaning is unknown.
 			dj := deviceJSON{ID: d.ID, Type: d.Type, Status: "ACTIVE", Nickname: d.Nickname}
 			if d.Phone != "" {
 				dj.Phone = maskPhone(d.Phone)
@@ -294,6 +332,9 @@ func (s *Server) flowJSONLocked(f *flow, base string) flowJSON {
 		}
 		if f.status == statusAssertion {
 			j.PublicKeyCredentialRequestOptions = s.requestOptions(f)
+		}
+		if f.status == statusPush && f.pushNumber != "" {
+			j.NumberMatching = &numberMatchingJSON{Type: f.policy.NumberMatching, Number: f.pushNumber}
 		}
 	}
 	return j
@@ -530,6 +571,10 @@ func (s *Server) handleFlow(w http.ResponseWriter, r *http.Request, id string) {
 			invalidValue(w, "device.id", "The device was not found for this user")
 			return
 		}
+		if until := s.blockedUntilLocked(f, d, now); !until.IsZero() {
+			blockedAnswer(w, "device.id", until)
+			return
+		}
 		s.selectLocked(f, d, now)
 	case "otp.check":
 		if a.OTP == "" {
@@ -537,9 +582,16 @@ func (s *Server) handleFlow(w http.ResponseWriter, r *http.Request, id string) {
 				errDetail{Code: "REQUIRED_VALUE", Target: "otp", Message: "otp is required"})
 			return
 		}
+		if until := s.blockedUntilLocked(f, f.selected, now); !until.IsZero() {
+			blockedAnswer(w, "otp", until)
+			return
+		}
 		if !s.otpValid(f, a.OTP, now) {
 			f.failures++
 			left := max(f.policy.OTPFailureCount-f.failures, 0)
+			if s.otpFailedLocked(f, now) {
+				left = 0
+			}
 			if left == 0 {
 				s.failLocked(f, "TOO_MANY_ATTEMPTS", "Too many invalid one-time passcodes")
 			}
@@ -549,6 +601,7 @@ func (s *Server) handleFlow(w http.ResponseWriter, r *http.Request, id string) {
 			})
 			return
 		}
+		s.otpPassedLocked(f)
 		s.completeLocked(f, amrFor(f.selected), now)
 	case "assertion.check":
 		if err := s.verifyAssertion(f, a.Origin, a.Assertion); err != nil {
@@ -574,13 +627,14 @@ func (f *flow) deviceByID(id string) *Device {
 }
 
 // otpValid checks a code in constant time: the delivered code within its
-// lifetime, or for TOTP the current 30 s step ±1.
+// lifetime, or for TOTP any 30 s step of the policy's grace windows.
 func (s *Server) otpValid(f *flow, otp string, now time.Time) bool {
 	eq := func(want string) bool { return subtle.ConstantTimeCompare([]byte(otp), []byte(want)) == 1 }
 	if f.selected.Type == "TOTP" {
+		n := f.policy.TOTPGraceWindows
 		ok := false
-		for _, d := range []time.Duration{-30 * time.Second, 0, 30 * time.Second} {
-			ok = eq(totpAt(f.selected.TOTPSecret, now.Add(d))) || ok
+		for step := -(n / 2); step < n-n/2; step++ {
+			ok = eq(totpAt(f.selected.TOTPSecret, now.Add(time.Duration(step)*30*time.Second))) || ok
 		}
 		return ok
 	}
@@ -619,6 +673,7 @@ func (s *Server) Flow(id string) (FlowInfo, bool) {
 	info := FlowInfo{
 		ID: f.id, User: f.user.Username, Status: f.status, RemoteIP: f.remoteIP,
 		ACR: f.policy.Name, ClientID: f.app.ClientID, Challenged: f.challenged, Prompt: f.prompt,
+		RequestAlg: f.requestAlg,
 	}
 	if f.template != nil {
 		t := *f.template
@@ -652,15 +707,36 @@ func (s *Server) Push(flowID string, o PushOutcome) error {
 	}
 	switch o {
 	case PushApprove:
+		if f.pushNumber != "" {
+			return fmt.Errorf("pingonesim: push: flow %q uses number matching; answer with PushNumber", flowID)
+		}
 		s.completeLocked(f, amrFor(f.selected), now)
 	case PushDeny:
 		s.failLocked(f, "PUSH_DENIED", "The user denied the push notification")
+		s.pushFailedLocked(f, now)
 	case PushTimeout:
 		f.status = statusPushTimedOut
+		s.pushFailedLocked(f, now)
 	default:
 		return fmt.Errorf("pingonesim: push: unknown outcome %q", o)
 	}
 	s.log.Info("pingonesim: push answered", "flow", f.id, "outcome", string(o))
+	return nil
+}
+
+// ForceStatus puts a flow into any status, known to PingOne or not, so that
+// tests can check how a client copes with a status it does not know. The
+// flow keeps its devices; it can be answered only by session.reset or
+// device.select when the status allows them (it does not, unless known).
+func (s *Server) ForceStatus(flowID, status string) error {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.lookupLocked(flowID, now)
+	if f == nil {
+		return fmt.Errorf("pingonesim: force status: flow %q not found", flowID)
+	}
+	f.status = status
 	return nil
 }
 

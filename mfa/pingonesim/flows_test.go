@@ -72,6 +72,7 @@ func TestOTPCheck(t *testing.T) {
 	})
 
 	t.Run("a wrong code reports attempts remaining and the limit fails the flow", func(t *testing.T) {
+		h := newHarness(t, nil) // the limit also blocks alice for a while
 		id, st := aliceOTP(t, h)
 		right := h.sim.Inbox("alice")[0].OTP
 		for _, want := range []string{"2", "1", "0"} {
@@ -136,22 +137,30 @@ func TestOTPCheck(t *testing.T) {
 	})
 }
 
-func TestTOTPAcceptsCurrentStepPlusMinusOne(t *testing.T) {
+func TestTOTPGraceWindows(t *testing.T) {
 	t.Parallel()
 	secret := DemoTOTPSecret()
+	const step = 30 * time.Second
 	tests := []struct {
-		name   string
-		offset time.Duration
-		want   string
+		name    string
+		windows int // 0 = PingOne's default, 5
+		offset  time.Duration
+		want    string
 	}{
-		{"the current step completes", 0, "COMPLETED"},
-		{"the previous step completes", -30 * time.Second, "COMPLETED"},
-		{"the next step completes", 30 * time.Second, "COMPLETED"},
-		{"two steps back is refused", -60 * time.Second, "OTP_REQUIRED"},
+		{"the current step completes", 0, 0, "COMPLETED"},
+		{"by default two steps back complete", 0, -2 * step, "COMPLETED"},
+		{"by default two steps ahead complete", 0, 2 * step, "COMPLETED"},
+		{"by default three steps back are refused", 0, -3 * step, "OTP_REQUIRED"},
+		{"by default three steps ahead are refused", 0, 3 * step, "OTP_REQUIRED"},
+		{"three windows accept the previous step", 3, -step, "COMPLETED"},
+		{"three windows refuse two steps back", 3, -2 * step, "OTP_REQUIRED"},
+		{"one window accepts only the current step", 1, step, "OTP_REQUIRED"},
+		{"two windows add the previous step", 2, -step, "COMPLETED"},
+		{"two windows do not add the next step", 2, step, "OTP_REQUIRED"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t, nil)
+			h := newHarness(t, func(ten *Tenant) { ten.Policies[0].TOTPGraceWindows = tt.windows })
 			r, st := h.start("carol", nil)
 			id := str(r.body, "id")
 			r = h.post(id, st, "device.select", selectDevice(DemoCarolTOTPID))

@@ -55,7 +55,7 @@ func FuzzVerifyClientJWT(f *testing.F) {
 	sim := New(Options{Tenant: DemoTenant(), SigningKey: testKey()})
 	app := sim.findApp(DemoClientID)
 	f.Fuzz(func(t *testing.T, raw string) {
-		if _, err := sim.verifyClientJWT(raw, app, "http://x/"+DemoEnvID+"/as", t0); err == nil {
+		if _, err := sim.verifyClientJWT(raw, app, "http://x/"+DemoEnvID+"/as", t0, kindRequest); err == nil {
 			t.Errorf("a fuzzed token verified: %q", raw)
 		}
 	})

@@ -58,7 +58,7 @@ func (h *harness) env() string    { return h.srv.URL + "/" + DemoEnvID }
 func (h *harness) token(claims map[string]any) string {
 	c := jwt.MapClaims{
 		"iss": DemoClientID, "sub": "alice", "aud": h.issuer(),
-		"iat": t0.Unix(), "exp": t0.Add(5 * time.Minute).Unix(), "jti": newUUID(),
+		"iat": h.clock.Now().Unix(), "exp": h.clock.Now().Add(5 * time.Minute).Unix(), "jti": newUUID(),
 	}
 	for k, v := range claims {
 		if v == nil {

@@ -30,6 +30,17 @@ const (
 	DefaultFlowIdle        = 15 * time.Minute
 	DefaultOTPFailureCount = 3
 	DefaultPushTimeout     = 40 * time.Second // PingOne's default (40 s to 150 s)
+	// DefaultOTPCoolDown is how long a user is blocked from OTP methods
+	// after OTPFailureCount wrong codes (SDK-MFA/TF-MFAPOL: 2 min).
+	DefaultOTPCoolDown = 2 * time.Minute
+	// Push limit defaults (SDK-MFA): 5 denied or ignored pushes within
+	// 10 min block push for the user for 30 min.
+	DefaultPushLimitCount    = 5
+	DefaultPushLimitWindow   = 10 * time.Minute
+	DefaultPushLimitDuration = 30 * time.Minute
+	// DefaultTOTPGraceWindows is PingOne's TOTP grace period in 30 s
+	// windows (TF-MFAPOL: 1–10, default 5).
+	DefaultTOTPGraceWindows = 5
 	// OTPLifetime is how long a delivered SMS/VOICE/EMAIL code stays valid.
 	OTPLifetime = 5 * time.Minute
 	// maxBody bounds every request body the simulator reads.
@@ -92,19 +103,52 @@ type Tenant struct {
 // App is an OIDC application of the environment.
 type App struct {
 	ClientID, Secret string
+	Name             string   // _embedded.application.name; default "Application {ClientID}"
 	RedirectURIs     []string // optional; when set, a sent redirect_uri must be one of them
 	PKCERequired     bool     // pkceEnforcement S256_REQUIRED
 	Policies         []string // sign-on policy names assigned (acr_values must name one)
 	AllowNoExp       bool     // accept a login_hint_token / request JWT without exp
+	// JWKS (an inline JWKS document) and JWKSURL (fetched on each use,
+	// 5 s timeout; PingOne requires https, the simulator also takes
+	// http for loopback tests) hold the RSA keys that verify RS256/384/512
+	// request objects and login_hint_tokens (SOURCES A9, B7).
+	JWKS    string
+	JWKSURL string
+	// SupportUnsignedRequestObject accepts a request object with alg none;
+	// RequireSignedRequestObject refuses an authorize without a signed
+	// one. PingOne forbids setting both (A9); RequireSigned wins here.
+	SupportUnsignedRequestObject bool
+	RequireSignedRequestObject   bool
 }
 
 // Policy is an MFA-only sign-on policy.
 type Policy struct {
 	Name            string
-	DeviceSelection string        // DEFAULT_TO_FIRST (default) | PROMPT_TO_SELECT | ALWAYS_DISPLAY_DEVICES
-	NoDevice        string        // BYPASS | BLOCK (default BLOCK)
-	OTPFailureCount int           // wrong OTPs per flow before FAILED; default 3
-	PushTimeout     time.Duration // default 40 s, as PingOne's
+	DeviceSelection string // DEFAULT_TO_FIRST (default) | PROMPT_TO_SELECT | ALWAYS_DISPLAY_DEVICES
+	NoDevice        string // BYPASS | BLOCK (default BLOCK)
+	// OTPFailureCount is the number of wrong OTPs, per flow and per user
+	// across flows, before the flow fails and the user is blocked from OTP
+	// methods for OTPCoolDown; default 3 (SOURCES A28).
+	OTPFailureCount int
+	// OTPCoolDown is the user's block after OTPFailureCount wrong codes;
+	// 0 = DefaultOTPCoolDown, negative = no user block (PingOne's
+	// "onetime authentication" mode, A28).
+	OTPCoolDown time.Duration
+	PushTimeout time.Duration // default 40 s, as PingOne's
+	// Push limit (SDK-MFA, B13): PushLimitCount denied or timed-out
+	// pushes within PushLimitWindow block push for PushLimitDuration.
+	// Zero values get the defaults; a negative count disables the limit.
+	PushLimitCount    int
+	PushLimitWindow   time.Duration
+	PushLimitDuration time.Duration
+	// TOTPGraceWindows is how many 30 s windows a TOTP code is accepted
+	// in, centred on the current one (odd: ±n/2; even: one more in the
+	// past); default 5 (TF-MFAPOL), so ±2 steps. The centring is INFERRED.
+	TOTPGraceWindows int
+	// NumberMatching turns on push number matching: NumberMatchingSelect
+	// or NumberMatchingEnter ("" = off). Where the flow carries the number
+	// is INFERRED (numbermatch.go).
+	NumberMatching string
 }
 
 // User is a PingOne user with ordered MFA devices (the first is the default).
@@ -131,10 +175,15 @@ type Message struct {
 	// Text is the message as the user reads it, rendered from the flow's
 	// notification template: SMS and voice content (with the code), e-mail
 	// "subject\n\nbody", push "title\nbody".
-	Text   string    `json:"text"`
-	FlowID string    `json:"flow_id"`
-	User   string    `json:"user"`
-	SentAt time.Time `json:"sent_at"`
+	Text string `json:"text"`
+	// NumberMatching is the push's number-matching type ("" = none) and
+	// NumberChoices the numbers a SELECT_NUMBER phone offers; the number
+	// to match is shown only by the accessing device (the flow).
+	NumberMatching string    `json:"number_matching,omitempty"`
+	NumberChoices  []string  `json:"number_choices,omitempty"`
+	FlowID         string    `json:"flow_id"`
+	User           string    `json:"user"`
+	SentAt         time.Time `json:"sent_at"`
 }
 
 // FlowInfo is what the simulator recorded about a flow, for assertions.
@@ -147,6 +196,7 @@ type FlowInfo struct {
 	ClientID   string
 	Challenged bool   // a factor was asked for (OTP, push or assertion)
 	Prompt     string // the prompt parameter as sent
+	RequestAlg string // alg of the request object ("" without one)
 	// Template is the request object's pi.template (nil without one).
 	Template *TemplateRequest
 }
@@ -170,6 +220,18 @@ type Server struct {
 	keys       []signingKey // last is current
 	faults     map[string]*Fault
 	signCounts map[string]uint32 // FIDO2 device id -> last signature counter
+	// locks is the per-user lockout state, by user id; bounded by the
+	// tenant's users.
+	locks map[string]*userLock
+}
+
+// userLock is what PingOne's MFA policy keeps per user: wrong OTPs and
+// their cool-down, denied or ignored pushes and the push block.
+type userLock struct {
+	otpFailures      int
+	otpBlockedUntil  time.Time
+	pushFailures     []time.Time
+	pushBlockedUntil time.Time
 }
 
 type signingKey struct {
@@ -192,6 +254,7 @@ func New(opts Options) *Server {
 		codes:      map[string]*authCode{},
 		faults:     map[string]*Fault{},
 		signCounts: map[string]uint32{},
+		locks:      map[string]*userLock{},
 	}
 	if s.clock != nil {
 		s.now = s.clock.Now
@@ -215,6 +278,21 @@ func New(opts Options) *Server {
 		}
 		if p.PushTimeout <= 0 {
 			p.PushTimeout = DefaultPushTimeout
+		}
+		if p.OTPCoolDown == 0 {
+			p.OTPCoolDown = DefaultOTPCoolDown
+		}
+		if p.PushLimitCount == 0 {
+			p.PushLimitCount = DefaultPushLimitCount
+		}
+		if p.PushLimitWindow <= 0 {
+			p.PushLimitWindow = DefaultPushLimitWindow
+		}
+		if p.PushLimitDuration <= 0 {
+			p.PushLimitDuration = DefaultPushLimitDuration
+		}
+		if p.TOTPGraceWindows <= 0 {
+			p.TOTPGraceWindows = DefaultTOTPGraceWindows
 		}
 	}
 	if opts.SigningKey != nil {
@@ -329,6 +407,14 @@ func baseURL(r *http.Request) string {
 }
 
 func (s *Server) issuerFor(r *http.Request) string { return s.Issuer(baseURL(r)) }
+
+// name is the application's name as flows embed it.
+func (a *App) name() string {
+	if a.Name != "" {
+		return a.Name
+	}
+	return "Application " + a.ClientID
+}
 
 func (s *Server) findApp(clientID string) *App {
 	for i := range s.tenant.Apps {

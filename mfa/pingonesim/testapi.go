@@ -55,7 +55,14 @@ func (s *Server) serveSimPush(w http.ResponseWriter, r *http.Request, rest strin
 		writeError(w, http.StatusNotFound, codeNotFound, "Use /_sim/push/{flowId}/approve|deny|timeout.")
 		return
 	}
-	if err := s.Push(id, PushOutcome(outcome)); err != nil {
+	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	var err error
+	if n := r.FormValue("number"); n != "" && PushOutcome(outcome) == PushApprove {
+		err = s.PushNumber(id, n) // number matching: the number picked or typed on the phone
+	} else {
+		err = s.Push(id, PushOutcome(outcome))
+	}
+	if err != nil {
 		writeError(w, http.StatusConflict, codeRequestFailed, err.Error())
 		return
 	}
@@ -148,6 +155,8 @@ func (s *Server) serveSimClock(w http.ResponseWriter, r *http.Request) {
 
 type pendingPush struct {
 	FlowID, User, Device, Text string
+	NumberMatching             string   // "" = none
+	Choices                    []string // SELECT_NUMBER
 	SentAt                     time.Time
 }
 
@@ -171,7 +180,10 @@ form{display:inline}button{margin-right:.3rem}.empty{color:#777}
 <h2>Pending pushes</h2>
 {{if .Pushes}}<table><tr><th>User</th><th>Device</th><th>Notification</th><th>Sent</th><th>Answer</th></tr>
 {{range .Pushes}}<tr><td>{{.User}}</td><td>{{.Device}}</td><td class="text">{{.Text}}</td><td>{{ts .SentAt}}</td><td>
-<form method="post" action="/_sim/push/{{.FlowID}}/approve"><button>Approve</button></form>
+{{if eq .NumberMatching "SELECT_NUMBER"}}{{$id := .FlowID}}Pick the number shown on the sign-in screen:
+{{range .Choices}}<form method="post" action="/_sim/push/{{$id}}/approve"><input type="hidden" name="number" value="{{.}}"><button>{{.}}</button></form>{{end}}
+{{else if .NumberMatching}}<form method="post" action="/_sim/push/{{.FlowID}}/approve"><label>Number shown on the sign-in screen <input name="number" inputmode="numeric" size="4" required></label> <button>Approve</button></form>
+{{else}}<form method="post" action="/_sim/push/{{.FlowID}}/approve"><button>Approve</button></form>{{end}}
 <form method="post" action="/_sim/push/{{.FlowID}}/deny"><button>Deny</button></form>
 <form method="post" action="/_sim/push/{{.FlowID}}/timeout"><button>Time out</button></form>
 </td></tr>{{end}}</table>
@@ -192,7 +204,8 @@ func (s *Server) serveInboxPage(w http.ResponseWriter) {
 		f := s.lookupLocked(id, now)
 		if f != nil && f.status == statusPush {
 			pushes = append(pushes, pendingPush{FlowID: f.id, User: f.user.Username, Device: f.selected.Nickname,
-				Text: s.messageText(f, f.selected, ""), SentAt: f.pushSentAt})
+				Text: s.messageText(f, f.selected, ""), NumberMatching: f.policy.NumberMatching,
+				Choices: f.pushChoice, SentAt: f.pushSentAt})
 		}
 	}
 	s.mu.Unlock()

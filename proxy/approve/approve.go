@@ -1,4 +1,4 @@
-// Package approve implements approve rules (SPEC §14; docs/design.md §14):
+// Package approve implements approve rules (docs/design.md §14):
 // it reads the request an approve rule intercepts, binds an approval to its
 // digest, and holds the request, sealed, while the user approves it, so
 // that exactly that request is forwarded, once.
@@ -42,7 +42,7 @@ var (
 	ErrBadRef   = errors.New("approve: malformed approval reference")
 )
 
-// Digest binds an approval to one request (SPEC §14): the upstream user,
+// Digest binds an approval to one request (docs/design.md §14): the upstream user,
 // method, path as forwarded, raw query, Content-Type and the SHA-256 of the
 // body, each length-prefixed so that no two requests share an encoding.
 func Digest(q *Request) string {

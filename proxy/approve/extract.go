@@ -15,7 +15,7 @@ import (
 	"github.com/stepgate/stepgate/proxy/rules"
 )
 
-// Cuts of SPEC §14: what the page shows stays readable and bounded.
+// Cuts of docs/design.md §14: what the page shows stays readable and bounded.
 const (
 	MaxValueRunes  = 200     // each shown value or template variable
 	MaxSummarySize = 1 << 10 // all shown labels and values together, in bytes

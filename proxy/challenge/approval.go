@@ -31,7 +31,7 @@ const doneApproved = "approved"
 func (h *Handler) IsAPI(r *http.Request) bool { return clientKind(r) == kindAPI }
 
 // RequireApproval answers a request that waits, held under ref, for its
-// user to approve it (SPEC §14). Browsers go to the challenge page, which
+// user to approve it (docs/design.md §14). Browsers go to the challenge page, which
 // shows what is being approved; programs get 401 JSON with the page's URL
 // to hand to their user.
 func (h *Handler) RequireApproval(w http.ResponseWriter, r *http.Request, rule rules.Rule, ref string) {
@@ -121,8 +121,8 @@ func newApprovalView(held *approve.Held) *approvalView {
 func (h *Handler) startRequest(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow) (mfa.StartRequest, string, bool) {
 	req := mfa.StartRequest{User: c.user, RemoteIP: c.client.String()}
 	if f.Approval == "" {
-		rule := h.cfg.RuleFor(f.ReturnPath)
-		req.ACR, req.MaxAge = rule.ACR, rule.MaxAge
+		rule := h.cfg.RuleFor(f.ReturnMethod, f.ReturnPath)
+		req.ACR, req.MaxAge, req.Prompt = rule.ACR, rule.MaxAge, rule.Prompt
 		return req, rule.Path, true
 	}
 	held, ok := h.openApproval(w, r, c, f.Approval)

@@ -94,8 +94,9 @@ type Config struct {
 	// MappingCheck names, for the log line of a refused user, the settings
 	// an operator should check (for example the environment variables).
 	MappingCheck string
-	// RuleFor returns the rule that guards a return path (query included).
-	RuleFor func(returnPath string) rules.Rule
+	// RuleFor returns the rule that guards a request with this method
+	// ("" means GET) to a return path (query included).
+	RuleFor func(method, returnPath string) rules.Rule
 	Limits  Limits
 	// Approvals, optional, opens and approves requests held by approve
 	// rules.
@@ -172,6 +173,11 @@ func (h *Handler) Serve(w http.ResponseWriter, r *http.Request, user string, cli
 // Request bodies are never kept or replayed.
 func (h *Handler) Require(w http.ResponseWriter, r *http.Request, rule rules.Rule) {
 	target := PathChallenge + "?return=" + url.QueryEscape(SafeReturn(r.RequestURI))
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		// The flow must ask for the policy of the rule this method
+		// matched, not of the rule a GET to the same path would match.
+		target += "&method=" + url.QueryEscape(r.Method)
+	}
 	setNoStore(w.Header())
 	switch clientKind(r) {
 	case kindNavigation:
@@ -253,8 +259,9 @@ func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 		return
 	}
 	ret := r.URL.Query().Get("return")
+	method := returnMethod(r.URL.Query().Get("method"))
 	if !ok || f.User != c.user {
-		f = session.Flow{User: c.user, ReturnPath: SafeReturn(ret), CSRF: randomBytes(32), Created: h.now()}
+		f = session.Flow{User: c.user, ReturnPath: SafeReturn(ret), ReturnMethod: method, CSRF: randomBytes(32), Created: h.now()}
 		if err := h.cfg.Store.SaveFlow(w, f); err != nil {
 			h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
 			return
@@ -263,8 +270,8 @@ func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 		return
 	}
 	if f.FlowID == "" {
-		if ret != "" && SafeReturn(ret) != f.ReturnPath {
-			f.ReturnPath = SafeReturn(ret)
+		if ret != "" && (SafeReturn(ret) != f.ReturnPath || method != f.ReturnMethod) {
+			f.ReturnPath, f.ReturnMethod = SafeReturn(ret), method
 			if err := h.cfg.Store.SaveFlow(w, f); err != nil {
 				h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
 				return
@@ -290,6 +297,7 @@ func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 		h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
 		return
 	}
+	h.noteUnexpected(r, c, &f, flow)
 	h.renderFlow(w, r, http.StatusOK, &f, flow, "")
 }
 
@@ -754,6 +762,22 @@ func deviceType(flow *mfa.Flow, id string) string {
 		}
 	}
 	return ""
+}
+
+// returnMethod is the method query parameter of the challenge page as the
+// flow records it: an upper-case method token of at most 16 letters, or ""
+// (GET) for anything else. It only chooses which rule's policy the flow asks
+// for; the step-up is checked against the real rule when it is used.
+func returnMethod(m string) string {
+	if m == "" || len(m) > 16 || m == http.MethodGet || m == http.MethodHead {
+		return ""
+	}
+	for i := 0; i < len(m); i++ {
+		if m[i] < 'A' || m[i] > 'Z' {
+			return ""
+		}
+	}
+	return m
 }
 
 // validID accepts PingOne-style ids only, so nothing odd reaches a URL or a log.

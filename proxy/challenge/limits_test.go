@@ -63,7 +63,7 @@ func newLimitsHarness(t testing.TB, maxKeys int) *limitsHarness {
 	h, err := New(Config{
 		PingOne: startOnlyPingOne{},
 		Store:   store,
-		RuleFor: func(string) rules.Rule { return rules.Rule{Path: "/admin/", Action: rules.MFA} },
+		RuleFor: func(string, string) rules.Rule { return rules.Rule{Path: "/admin/", Action: rules.MFA} },
 		Limits:  Limits{StartPerUser: perUser, StartPerIP: perIP},
 		Pages:   pages,
 		Logger:  slog.New(slog.DiscardHandler),

@@ -138,6 +138,7 @@ type view struct {
 	Devices      []deviceView
 	Selected     deviceView
 	Options      string        // WebAuthn request options, JSON
+	PushNumber   string        // push number matching: the number to pick on the phone
 	Restart      bool          // offer a fresh start
 	Back         bool          // offer a way back to the challenge
 	RetryAfter   time.Duration // after a 429: how long until a new try is let in
@@ -189,7 +190,7 @@ func (v *view) RetryText() string {
 func (h *Handler) flowView(f *session.Flow, flow *mfa.Flow) *view {
 	v := &view{flow: f, AttemptsLeft: -1}
 	for _, d := range flow.Devices {
-		dv := deviceView{ID: d.ID, Type: d.Type, Target: d.Target, Nickname: d.Nickname, Selected: d.ID == flow.SelectedDeviceID}
+		dv := deviceView{ID: d.ID, Type: displayType(d.Type), Target: d.Target, Nickname: d.Nickname, Selected: d.ID == flow.SelectedDeviceID}
 		v.Devices = append(v.Devices, dv)
 		if dv.Selected {
 			v.Selected = dv
@@ -203,7 +204,7 @@ func (h *Handler) flowView(f *session.Flow, flow *mfa.Flow) *view {
 	case flow.Status == mfa.StatusOTPRequired:
 		v.State = "otp"
 	case flow.Status == mfa.StatusPushConfirmationRequired:
-		v.State = "push"
+		v.State, v.PushNumber = "push", flow.PushNumber
 	case flow.Status == mfa.StatusPushConfirmationTimedOut:
 		v.State = "push_timeout"
 	case flow.Status == mfa.StatusAssertionRequired:

@@ -5,7 +5,8 @@
 // read only from a trusted TCP peer and is deleted otherwise (with every
 // spelling an upstream could read as the same header), and a JWT is accepted
 // only with an asymmetric signature, the configured issuer and audience, and
-// an expiry. Ambiguity (two values, a comma-joined value, an odd character)
+// an expiry, and (unless configured for any peer) only from a trusted peer.
+// A Mapping (mapping.go) then names the PingOne user (docs/design.md §17). Ambiguity (two values, a comma-joined value, an odd character)
 // is an error, never a guess. It never logs or returns token contents in
 // errors.
 //

@@ -55,6 +55,10 @@ type MappingOptions struct {
 	Kind Kind
 	// Transforms apply in order.
 	Transforms []Transform
+	// UpstreamSource, optional, says where the upstream user itself comes
+	// from ("header X-Forwarded-User", "claim sub"), for Source when
+	// neither Header nor Claim is set.
+	UpstreamSource string
 }
 
 // Mapping finds the PingOne user for a request.
@@ -64,11 +68,12 @@ type Mapping struct {
 	jwt        *jwtSource
 	kind       Kind
 	transforms []Transform
+	upstream   string
 }
 
 // NewMapping checks o and returns a Mapping.
 func NewMapping(o MappingOptions) (*Mapping, error) {
-	m := &Mapping{kind: o.Kind, transforms: append([]Transform(nil), o.Transforms...)}
+	m := &Mapping{kind: o.Kind, transforms: append([]Transform(nil), o.Transforms...), upstream: o.UpstreamSource}
 	switch o.Kind {
 	case KindUsername, KindID:
 	case "":
@@ -119,6 +124,8 @@ func (m *Mapping) Source() string {
 		return "header " + m.header
 	case m.claim != "":
 		return "claim " + m.claim
+	case m.upstream != "":
+		return "the upstream user (" + m.upstream + ")"
 	}
 	return "the upstream user"
 }

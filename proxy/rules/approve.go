@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// DefaultApproveTTL is an approve rule's ttl when it names none (SPEC §14).
+// DefaultApproveTTL is an approve rule's ttl when it names none (docs/design.md §14).
 const DefaultApproveTTL = 5 * time.Minute
 
 // MaxApproveTTL caps ttl: an approval is for the action in front of the

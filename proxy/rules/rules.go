@@ -32,6 +32,8 @@
 //     holds them space-separated, as acr_values wants. Defaults.ACR may be
 //     space-separated.
 //   - '#' starts a comment anywhere on a line (it cannot occur in a rule).
+//   - prompt=login is the only prompt option (PingOne's parameter list has
+//     prompt, SEED; what it does in an MFA-only flow is unverified).
 package rules
 
 import (
@@ -51,7 +53,7 @@ const (
 	Allow   Action = iota // pass through
 	Deny                  // 403
 	MFA                   // step-up required
-	Approve               // this one request needs its own approval (SPEC §14)
+	Approve               // this one request needs its own approval (docs/design.md §14)
 )
 
 func (a Action) String() string {
@@ -97,6 +99,7 @@ type Rule struct {
 	Action  Action        //
 	MaxAge  time.Duration // MFA only: the freshness a step-up needs
 	ACR     string        // MFA only: acr_values, space-separated sign-on policy names in order of preference; "" for none
+	Prompt  string        // MFA only: "login" sends prompt=login (a fresh authentication); "" sends none
 	Line    int           // 1-based source line; 0 for the default rule
 	Source  string        // "STEPGATE_RULES" or the file name
 
@@ -147,6 +150,10 @@ func (r Rule) writeOptions(b *strings.Builder) {
 	if r.ACR != "" {
 		b.WriteString(" acr=")
 		b.WriteString(strings.ReplaceAll(r.ACR, " ", ","))
+	}
+	if r.Prompt != "" {
+		b.WriteString(" prompt=")
+		b.WriteString(r.Prompt)
 	}
 }
 
@@ -314,6 +321,11 @@ func parseRule(line string, d Defaults) (Rule, error) {
 			r.ACR = acr
 		case "show", "template", "variant", "vars", "ttl":
 			return Rule{}, fmt.Errorf("option %q: %s is an approve option, not an mfa one", o, k)
+		case "prompt":
+			if v != "login" {
+				return Rule{}, fmt.Errorf("option %q: the only prompt is login", o)
+			}
+			r.Prompt = v
 		default:
 			return Rule{}, fmt.Errorf("option %q: unknown key %q", o, k)
 		}

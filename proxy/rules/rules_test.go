@@ -107,6 +107,20 @@ func TestACRLists(t *testing.T) {
 	}
 }
 
+func TestPromptLogin(t *testing.T) {
+	s := mustParse(t, "/pay/ mfa prompt=login max_age=5m\n/a/ mfa", defaults)
+	r := s.Match("POST", "/pay/x")
+	if r.Prompt != "login" || r.String() != "/pay/ mfa max_age=5m0s acr=MFA-Only prompt=login" {
+		t.Errorf("prompt=%q String()=%q", r.Prompt, r.String())
+	}
+	if again := mustParse(t, r.String(), defaults).Match("POST", "/pay/x"); again.Prompt != "login" {
+		t.Errorf("String() does not re-parse to prompt=login: %+v", again)
+	}
+	if r := s.Match("GET", "/a/x"); r.Prompt != "" {
+		t.Errorf("a rule without prompt has prompt %q", r.Prompt)
+	}
+}
+
 func TestDefaultRule(t *testing.T) {
 	s := mustParse(t, "", Defaults{Action: MFA, ACR: "X"})
 	got := s.Match("GET", "/x")
@@ -179,6 +193,8 @@ func TestParseErrors(t *testing.T) {
 		{"a negative max_age is refused", "/a mfa max_age=-1m", `must be > 0`},
 		{"a max_age over a day is refused", "/a mfa max_age=25h", `<= 24h0m0s`},
 		{"an empty acr is refused", "/a mfa acr=", `must be 1 to 128`},
+		{"a prompt other than login is refused", "/a mfa prompt=none", `the only prompt is login`},
+		{"prompt on allow is refused", "/a allow prompt=login", `options are only allowed on mfa and approve rules`},
 		{"an acr with a quote is refused", `/a mfa acr=a"b`, `only visible ASCII`},
 		{"an empty name in an acr list is refused", "/a mfa acr=A,,B", `must be 1 to 128`},
 		{"a repeated name in an acr list is refused", "/a mfa acr=A,A", `listed twice`},

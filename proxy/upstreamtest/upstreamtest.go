@@ -1,0 +1,354 @@
+//go:build unix
+
+package upstreamtest
+
+import (
+	"bufio"
+	"bytes"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+//go:embed apps
+var apps embed.FS
+
+// Request is one request as the upstream's app saw it.
+type Request struct {
+	Server string `json:"server"`
+	Method string `json:"method"`
+	// Target is the request target as the server reports it (REQUEST_URI,
+	// raw_path and query, req.url, ...).
+	Target string `json:"target"`
+	Proto  string `json:"proto"`
+	// Headers maps lower-case names to values (repeated headers joined with
+	// ", "). nginx records only the headers listed in its log format, and
+	// an empty value there means absent.
+	Headers map[string]string `json:"headers"`
+	BodyLen flexInt           `json:"body_len"`
+}
+
+// Header returns one recorded header ("" when absent).
+func (r Request) Header(name string) string { return r.Headers[strings.ToLower(name)] }
+
+// String is a short form for failure messages.
+func (r Request) String() string {
+	return fmt.Sprintf("%s %s %s %v body=%d", r.Method, r.Target, r.Proto, r.Headers, r.BodyLen)
+}
+
+// flexInt reads a JSON number or a numeric string (nginx logs $content_length
+// as a string, "" when there is none, and verbatim when it is not a number:
+// that reads as -1).
+type flexInt int64
+
+func (n *flexInt) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	if s == "" || s == "null" {
+		*n = 0
+		return nil
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		v = -1
+	}
+	*n = flexInt(v)
+	return nil
+}
+
+// Server is one running upstream.
+type Server struct {
+	Name string // the Kind's name
+	Addr string // 127.0.0.1:port
+	URL  string // http://127.0.0.1:port
+	Dir  string // its temporary directory
+
+	t     testing.TB
+	syncs int
+	log   string
+	cmd   *exec.Cmd
+	out   string // the process's combined output
+}
+
+// syncPrefix starts the target of Sync's own requests, which Requests
+// leaves out.
+const syncPrefix = "/.upstreamtest/sync/"
+
+// Sync sends the server one request of its own, directly, and waits until
+// its app has recorded it: requests that were answered before Sync was
+// called are then in the log too. nginx writes its log line only when it
+// frees the request, after the response and after any lingering close:
+// close the test's connections before Sync.
+func (s *Server) Sync() {
+	s.t.Helper()
+	s.syncs++
+	target := syncPrefix + strconv.Itoa(s.syncs)
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(s.URL + target)
+	if err != nil {
+		s.t.Fatalf("%s: sync request: %v", s.Name, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		for _, r := range s.records() {
+			if r.Target == target {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%s: its sync request %s was never recorded; output:\n%s", s.Name, target, s.Output())
+		}
+		<-tick.C
+	}
+}
+
+// Requests reads every request the server's app has recorded so far (Sync
+// first to be sure of the latest).
+func (s *Server) Requests() []Request {
+	s.t.Helper()
+	var out []Request
+	for _, r := range s.records() {
+		if !strings.HasPrefix(r.Target, syncPrefix) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (s *Server) records() []Request {
+	s.t.Helper()
+	data, err := os.ReadFile(s.log)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		s.t.Fatalf("%s: read request log: %v", s.Name, err)
+	}
+	var out []Request
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 64<<10), 4<<20)
+	for sc.Scan() {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		var r Request
+		if err := json.Unmarshal(line, &r); err != nil {
+			s.t.Fatalf("%s: request log line %q: %v", s.Name, line, err)
+		}
+		for k, v := range r.Headers {
+			if v == "" {
+				delete(r.Headers, k)
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// Output is what the server process wrote to stdout and stderr so far (for
+// failure messages).
+func (s *Server) Output() string {
+	b, _ := os.ReadFile(s.out)
+	return string(b)
+}
+
+// Kind is one kind of upstream the matrix can start.
+type Kind struct {
+	Name    string
+	Package string // the Debian package that provides it
+	start   func(s *Server, port int) (*exec.Cmd, error)
+	binary  string
+}
+
+// Kinds lists every upstream this package can start, in a fixed order.
+// Java servers (Tomcat, Jetty) are left out: a JVM's start-up alone would
+// take most of the matrix's time budget in CI.
+func Kinds() []Kind {
+	return []Kind{
+		{Name: "hypercorn", Package: "python3-hypercorn", binary: python, start: startHypercorn},
+		{Name: "http.server", Package: "python3", binary: python, start: startHTTPServer},
+		{Name: "apache2", Package: "apache2", binary: "/usr/sbin/apache2", start: startApache},
+		{Name: "nginx", Package: "nginx", binary: "/usr/sbin/nginx", start: startNginx},
+		{Name: "php", Package: "php-cli", binary: "php", start: startPHP},
+		{Name: "node", Package: "nodejs", binary: "node", start: startNode},
+	}
+}
+
+// Start starts one upstream of this kind and waits until it accepts
+// connections; it stops when the test ends.
+func (k Kind) Start(t testing.TB) *Server {
+	t.Helper()
+	bin := k.binary
+	if !filepath.IsAbs(bin) {
+		p, err := exec.LookPath(bin)
+		if err != nil {
+			missing(t, k, bin)
+		}
+		bin = p
+	}
+	if _, err := os.Stat(bin); err != nil {
+		missing(t, k, bin)
+	}
+	if k.Name == "hypercorn" {
+		if err := exec.Command(python, "-c", "import hypercorn").Run(); err != nil {
+			missing(t, k, "python module hypercorn")
+		}
+	}
+
+	// Not t.TempDir: its parent is private to this user, and Apache and
+	// nginx drop root for their workers, which must still reach the app.
+	dir, err := os.MkdirTemp("", "upstreamtest-"+strings.ReplaceAll(k.Name, ".", "")+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Name: k.Name, Dir: dir, t: t, log: filepath.Join(dir, "requests.jsonl"), out: filepath.Join(dir, "output.log")}
+	// The workers may run as another user: the log must be writable by
+	// them.
+	if err := os.WriteFile(s.log, nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(s.log, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := copyApps(dir); err != nil {
+		t.Fatal(err)
+	}
+
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	s.URL = "http://" + s.Addr
+	cmd, err := k.start(s, port)
+	if err != nil {
+		t.Fatalf("%s: %v", k.Name, err)
+	}
+	out, err := os.Create(s.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = out, out
+	// The kind's own variables (set by start) come last and win.
+	cmd.Env = append(append(os.Environ(), "UPSTREAMTEST_LOG="+s.log, "PYTHONDONTWRITEBYTECODE=1"), cmd.Env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its own group, so its workers stop with it
+	if err := cmd.Start(); err != nil {
+		out.Close()
+		t.Fatalf("%s: start %s: %v", k.Name, cmd.Path, err)
+	}
+	s.cmd = cmd
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		stop(cmd.Process.Pid, exited)
+		out.Close()
+	})
+	if err := waitListening(s.Addr, exited, 15*time.Second); err != nil {
+		t.Fatalf("%s on %s: %v; output:\n%s", k.Name, s.Addr, err, s.Output())
+	}
+	return s
+}
+
+// stop ends the server's process group: SIGTERM, then SIGKILL if it has not
+// exited within a few seconds. Only the group this package started.
+func stop(pid int, exited <-chan struct{}) {
+	_ = syscall.Kill(-pid, syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		<-exited
+	}
+	// Workers that outlive their master (a killed Apache) go too.
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+}
+
+// waitListening polls addr until it accepts a TCP connection, the process
+// exits, or the deadline passes.
+func waitListening(addr string, exited <-chan struct{}, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not listening after %v: %w", within, err)
+		}
+		select {
+		case <-exited:
+			return errors.New("the process exited before it listened")
+		case <-tick.C:
+		}
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func copyApps(dir string) error {
+	entries, err := apps.ReadDir("apps")
+	if err != nil {
+		return fmt.Errorf("read embedded apps: %w", err)
+	}
+	for _, e := range entries {
+		b, err := apps.ReadFile("apps/" + e.Name())
+		if err != nil {
+			return fmt.Errorf("read embedded app %s: %w", e.Name(), err)
+		}
+		mode := os.FileMode(0o644)
+		if strings.HasSuffix(e.Name(), ".cgi") {
+			mode = 0o755
+		}
+		p := filepath.Join(dir, e.Name())
+		if err := os.WriteFile(p, b, mode); err != nil {
+			return fmt.Errorf("write app: %w", err)
+		}
+		if err := os.Chmod(p, mode); err != nil { // the umask may have taken bits
+			return fmt.Errorf("write app: %w", err)
+		}
+	}
+	return nil
+}
+
+// missing fails under CI (where .ci/run installs the package) and skips
+// loudly elsewhere.
+func missing(t testing.TB, k Kind, what string) {
+	t.Helper()
+	msg := fmt.Sprintf("NO %s FOUND (%s): the %s upstream tests did NOT run. Install it (Debian: apt-get install %s).",
+		strings.ToUpper(k.Name), what, k.Name, k.Package)
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip("\n\n******** " + msg + " ********\n")
+}
