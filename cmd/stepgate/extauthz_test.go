@@ -36,11 +36,17 @@ func extAuthzStack(t *testing.T, kv ...string) (*stack, string) {
 		"STEPGATE_TRUSTED_PROXIES", "127.0.0.1/32",
 		"STEPGATE_AUTHZ_GRPC_LISTEN", "127.0.0.1:0",
 	}, kv...)...))
+	return s, grpcAddrFromLogs(t, s)
+}
+
+// grpcAddrFromLogs reads the gRPC listener's address from stepgate's log.
+func grpcAddrFromLogs(t testing.TB, s *stack) string {
+	t.Helper()
 	re := regexp.MustCompile(`"msg":"ext_authz gRPC listening","addr":"([^"]+)"`)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if m := re.FindStringSubmatch(s.Logs.String()); m != nil {
-			return s, m[1]
+			return m[1]
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("no gRPC listener in the logs:\n%s", s.Logs.String())
@@ -51,7 +57,7 @@ func extAuthzStack(t *testing.T, kv ...string) (*stack, string) {
 
 // authzClient dials the gRPC service, from 127.0.0.1 (Envoy, trusted) or
 // from another loopback address (not trusted).
-func authzClient(t *testing.T, addr string, from net.IP) authv3.AuthorizationClient {
+func authzClient(t testing.TB, addr string, from net.IP) authv3.AuthorizationClient {
 	t.Helper()
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	if from != nil {
