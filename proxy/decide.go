@@ -87,7 +87,15 @@ type Decision struct {
 // door: normalise → strip → identify → match → step-up check. It does not
 // read the body and writes nothing; the door carries the decision out.
 func (g *Gateway) Decide(ctx context.Context, q Request) Decision {
-	d := Decision{req: q.req}
+	var d Decision
+	g.decide(ctx, &q, &d)
+	return d
+}
+
+// decide is Decide into d (a Decision is a few hundred bytes: the proxy
+// door keeps it on its stack instead of copying it around).
+func (g *Gateway) decide(ctx context.Context, q *Request, d *Decision) {
+	d.req = q.req
 	if d.req == nil {
 		d.req = (&http.Request{
 			Method: q.Method, Header: q.Header, Host: q.Host, RemoteAddr: q.Peer, RequestURI: q.Target,
@@ -102,14 +110,16 @@ func (g *Gateway) Decide(ctx context.Context, q Request) Decision {
 	}
 	if err != nil {
 		d.Client, _ = g.cfg.ClientIP.Resolve(q.Peer, q.Header.Values("X-Forwarded-For"))
-		return d.is(Reject, decisionRejected, err.Error())
+		d.set(Reject, decisionRejected, err.Error())
+		return
 	}
 	d.Path = p
 	if q.req == nil {
 		d.req.URL.Path, d.req.URL.RawPath, d.req.URL.RawQuery = p.Match, p.Escaped, p.Query
 	}
 	if p.Match == "*" {
-		return d.is(Asterisk, decisionInternal, "")
+		d.set(Asterisk, decisionInternal, "")
+		return
 	}
 
 	// 2. Strip every header a client could use to impersonate stepgate, to
@@ -126,14 +136,16 @@ func (g *Gateway) Decide(ctx context.Context, q Request) Decision {
 	// 4. stepgate's own endpoints are never proxied.
 	if hasReservedPrefix(p.Match) {
 		d.User, _ = g.cfg.Identity.User(d.req, d.Trusted)
-		return d.is(Internal, decisionInternal, "")
+		d.set(Internal, decisionInternal, "")
+		return
 	}
 
 	// 5. Match.
 	d.Rule = g.cfg.Rules.Match(q.Method, p.Match)
 	switch d.Rule.Action {
 	case rules.Deny:
-		return d.is(Deny, decisionDeny, "")
+		d.set(Deny, decisionDeny, "")
+		return
 	case rules.Allow:
 		// Headers describe a valid step-up on every path that has one; the
 		// identity is only worked out when a step-up cookie is present.
@@ -142,7 +154,8 @@ func (g *Gateway) Decide(ctx context.Context, q Request) Decision {
 				d.User, d.StepUp = user, &su
 			}
 		}
-		return d.is(Forward, decisionAllow, "")
+		d.set(Forward, decisionAllow, "")
+		return
 	}
 
 	// 6. mfa and approve: an identity is a precondition, not something to
@@ -150,23 +163,25 @@ func (g *Gateway) Decide(ctx context.Context, q Request) Decision {
 	user, err := g.cfg.Identity.User(d.req, d.Trusted)
 	if err != nil || user == "" {
 		g.audit(d.req, "identity.rejected", "", d.Client, slog.String("reason", errString(err)))
-		return d.is(NoIdentity, decisionNoIdent, "")
+		d.set(NoIdentity, decisionNoIdent, "")
+		return
 	}
 	d.User = user
 	if d.Rule.Action == rules.Approve {
-		return d.is(ApprovalRequired, decisionApprovalRequired, "")
+		d.set(ApprovalRequired, decisionApprovalRequired, "")
+		return
 	}
 	su, ok := g.cfg.StepUps.StepUp(d.req)
 	if !ok || !g.fresh(su, user, d.Rule) {
-		return d.is(StepUpRequired, decisionRequired, "")
+		d.set(StepUpRequired, decisionRequired, "")
+		return
 	}
 	d.StepUp = &su
-	return d.is(Forward, decisionStepUp, "")
+	d.set(Forward, decisionStepUp, "")
 }
 
-func (d Decision) is(v Verdict, label, reason string) Decision {
+func (d *Decision) set(v Verdict, label, reason string) {
 	d.Verdict, d.Label, d.Reason = v, label, reason
-	return d
 }
 
 // setStepUpHeaders writes the §6 headers of su into h. Keys are canonical

@@ -22,6 +22,9 @@ const (
 // nil when r goes through the proxy pipeline (which serves stepgate's own
 // pages with or without the proxy door).
 func (g *Gateway) door(r *http.Request) func(http.ResponseWriter, *http.Request) (string, string, netip.Addr) {
+	if g.doors == (Doors{Proxy: true}) {
+		return nil
+	}
 	path, _, _ := strings.Cut(r.RequestURI, "?")
 	switch {
 	case g.doors.ForwardAuth && path == PathForwardAuth:
