@@ -278,6 +278,7 @@ func FuzzDecodeFlow(f *testing.F) {
 	f.Add([]byte(`{"id":"f1","status":"COMPLETED","authorizeResponse":{"id_token":"a","expires_in":1e99}}`))
 	f.Add([]byte(`{"id":"f1","status":"x","_links":{"self":{"href":5}},"expiresAt":"2026-13-40T99:00:00Z"}`))
 	f.Add([]byte(`[]`))
+	f.Add([]byte(`{"id":"f1","status":"PUSH_CONFIRMATION_REQUIRED","numberMatching":{"type":"SELECT_NUMBER","number":"47"}}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		fl, err := decodeFlow(body)
 		if err != nil {

@@ -62,18 +62,24 @@ func noContentMethod(m string) bool {
 	return false
 }
 
-// framingHeaders are hop-by-hop and message-framing header names that
-// contain a '-'. A client's look-alike spelling of one (Transfer_Encoding,
+// framingHeaders are hop-by-hop and message-framing header names, in
+// canonical form. A client's look-alike spelling of one (Transfer_Encoding,
 // Content.Length) is a different header to Go but the same one to
 // frameworks that fold '_' and '.' to '-' (CGI, PHP, Rails, nginx with
 // underscores_in_headers), which could then frame or route the message
 // differently from stepgate.
+//
+// The names without a '-' are listed too: net/http always hands a handler
+// their canonical spelling, but a header map built any other way could hold
+// "upgrade" beside "Upgrade", and ReverseProxy only removes the canonical
+// one.
 var framingHeaders = []string{
 	"Content-Length", "Transfer-Encoding", "Keep-Alive", "Proxy-Connection",
 	"Proxy-Authenticate", "Proxy-Authorization", "Http2-Settings",
+	"Connection", "Upgrade", "Te", "Trailer",
 }
 
-// stripFraming deletes look-alike spellings of the framing headers and
+// stripFraming deletes every non-canonical spelling of the framing headers and
 // HTTP2-Settings in every spelling (it only serves an h2c upgrade, which is
 // never forwarded).
 func stripFraming(h http.Header) {

@@ -66,13 +66,20 @@ type Challenger interface {
 
 // Config wires a Gateway. Every field is required unless marked optional.
 type Config struct {
-	Upstream  *url.URL
-	Transport http.RoundTripper
-	Rules     *rules.Set
-	ClientIP  *clientip.Resolver
-	Identity  identity.Source
-	StepUps   StepUps
-	Challenge Challenger
+	Upstream *url.URL
+	// UpstreamHost, optional, is the Host header sent upstream; "" means
+	// the host of Upstream. The client's Host is never forwarded unless
+	// PreserveHost is set: an upstream that routes by Host (virtual hosts)
+	// would otherwise serve another site's paths under rules written for
+	// this one.
+	UpstreamHost string
+	PreserveHost bool
+	Transport    http.RoundTripper
+	Rules        *rules.Set
+	ClientIP     *clientip.Resolver
+	Identity     identity.Source
+	StepUps      StepUps
+	Challenge    Challenger
 	// Approvals, optional, serves approve rules; required when the rules
 	// have one.
 	Approvals     *approve.Gate
@@ -115,6 +122,7 @@ type Gateway struct {
 	now             func() time.Time
 	tokenHeader     string
 	identityHeaders []string // canonical forms: identity and PingOne-user headers
+	identityHeader  string   // canonical form of the identity header, header identity only
 	bearer          bool
 	windowsPaths    bool
 	origin          *http.CrossOriginProtection
@@ -152,6 +160,7 @@ func New(cfg Config) (*Gateway, error) {
 		doors:       cfg.Doors,
 	}
 	g.bearer = g.tokenHeader == "Authorization"
+	g.identityHeader = http.CanonicalHeaderKey(cfg.IdentityHeader)
 	for _, h := range []string{cfg.IdentityHeader, cfg.PingOneUserHeader} {
 		if h != "" {
 			g.identityHeaders = append(g.identityHeaders, http.CanonicalHeaderKey(h))
@@ -212,6 +221,12 @@ type forward struct {
 	stepUp   *session.StepUp
 	approval string      // digest of the approval this request uses, if any
 	body     *clientBody // nil without a request body
+	// until, on an mfa path, is when the step-up stops being fresh for
+	// the rule: the response, a WebSocket or an event stream included, is
+	// cut then, so a stream opened just in time cannot outlive max_age.
+	until time.Time
+	rule  rules.Rule    // the mfa rule, to challenge again once until passed
+	in    *http.Request // the request as received, for that challenge
 }
 
 type forwardKey struct{}
@@ -305,6 +320,12 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 			if user, err = g.cfg.Identity.User(r, trusted); err == nil && g.fresh(su, user, rules.Rule{}) {
 				fw.stepUp = &su
 			}
+		} else if vs := r.Header[g.identityHeader]; g.identityHeader != "" && trusted && len(vs) == 1 && identity.ValidUser(vs[0]) {
+			// For the access line only (the upstream gets the header as
+			// it is): a header identity from a trusted peer is a map
+			// lookup; spelling variants went in step 2. A JWT identity
+			// would cost a signature check, so it is not worked out here.
+			user = vs[0]
 		}
 		g.forward(w, r, fw)
 		return decisionAllow, user, client
@@ -323,6 +344,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 		return decisionRequired, user, client
 	}
 	fw.stepUp = &su
+	fw.until, fw.rule, fw.in = freshUntil(su, rule), rule, r
 	g.forward(w, r, fw)
 	return decisionStepUp, user, client
 }
@@ -330,7 +352,12 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 // fresh reports whether a step-up is valid for this user and rule (docs/design.md §5).
 // A zero rule (allow path) asks only that the step-up is still valid at all.
 func (g *Gateway) fresh(su session.StepUp, user string, rule rules.Rule) bool {
-	now := g.now()
+	return Fresh(su, user, rule, g.now())
+}
+
+// Fresh reports whether a step-up is valid at now for this user and rule
+// (docs/design.md §5); the challenge page uses it to send an already verified user on.
+func Fresh(su session.StepUp, user string, rule rules.Rule, now time.Time) bool {
 	if su.User != user || !now.Before(su.TokenExpiry) {
 		return false
 	}
@@ -358,6 +385,18 @@ func acrSatisfies(got, want string) bool {
 	return false
 }
 
+// freshUntil is when a step-up stops satisfying an mfa rule: max_age after
+// its auth_time, or its ID token's expiry if that comes first.
+func freshUntil(su session.StepUp, rule rules.Rule) time.Time {
+	until := su.TokenExpiry
+	if rule.MaxAge > 0 {
+		if t := su.AuthTime.Add(rule.MaxAge); t.Before(until) {
+			until = t
+		}
+	}
+	return until
+}
+
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, fw *forward) {
 	if r.Body != nil && r.Body != http.NoBody {
 		// Marks the client's body errors as the client's, and gives up on
@@ -365,7 +404,15 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, fw *forward) {
 		fw.body = newClientBody(r.Body, w, g.cfg.BodyIdleTimeout)
 		r.Body = fw.body
 	}
-	g.proxy.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), forwardKey{}, fw)))
+	ctx := context.WithValue(r.Context(), forwardKey{}, fw)
+	if !fw.until.IsZero() {
+		// The remaining freshness, measured on the gateway's clock, then
+		// counted down on the real one.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, fw.until.Sub(g.now()))
+		defer cancel()
+	}
+	g.proxy.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // rewrite runs after ReverseProxy removed hop-by-hop headers (including any
@@ -378,7 +425,10 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Path = joinPath(u.Path, fw.path.Match)
 	pr.Out.URL.RawPath = joinPath(u.EscapedPath(), fw.path.Escaped)
 	pr.Out.URL.RawQuery = pr.In.URL.RawQuery
-	pr.Out.Host = pr.In.Host
+	pr.Out.Host = g.cfg.UpstreamHost // "": the upstream URL's host
+	if g.cfg.PreserveHost {
+		pr.Out.Host = pr.In.Host
+	}
 
 	// With a step-up, ten headers are added below; a map sized for them
 	// once is cheaper than the clone's map growing (and rehashing) twice.
@@ -438,6 +488,13 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		g.audit(r, "request.rejected", "", fw.client, slog.String("reason", be.Error()))
 		w.Header().Set("Connection", "close") // the rest of the body is unreadable
 		g.cfg.Challenge.Error(w, r, status, msg)
+		return
+	}
+	if !fw.until.IsZero() && errors.Is(r.Context().Err(), context.DeadlineExceeded) {
+		// The step-up stopped being fresh before the upstream answered:
+		// not the upstream's fault; the client needs a new step-up.
+		g.log.LogAttrs(r.Context(), slog.LevelInfo, "step-up expired during the request", slog.String("path", logPath(r)))
+		g.cfg.Challenge.Require(w, fw.in, fw.rule)
 		return
 	}
 	status, msg := http.StatusBadGateway, "upstream_unavailable"

@@ -135,7 +135,8 @@ func newFuzzGateway(t testing.TB, fold bool, tr http.RoundTripper, now time.Time
 //   - the upstream receives exactly the path bytes that were matched, and
 //     decoding them once gives the path the decision was made on;
 //   - a client-supplied X-Stepgate-* header (in any spelling) never
-//     reaches the upstream.
+//     reaches the upstream, nor does a look-alike framing header,
+//     HTTP2-Settings, or an Upgrade other than websocket.
 func FuzzGateway(f *testing.F) {
 	for _, target := range []string{
 		"/", "/admin", "/admin/", "/ADMIN/", "/%61dmin/", "/admin%2f", "/admin/..", "/public/%2e%2e/admin/",
@@ -147,6 +148,11 @@ func FuzzGateway(f *testing.F) {
 	} {
 		f.Add("GET", target, false, false, "X-Stepgate-User")
 		f.Add("POST", target, true, true, "x_stepgate_id_token")
+	}
+	for _, name := range []string{"Upgrade", "upgrade", "Transfer_Encoding", "Content.Length", "HTTP2-Settings",
+		"Http2_Settings", "Keep_Alive", "Proxy_Connection"} {
+		f.Add("GET", "/public", false, false, name)
+		f.Add("OPTIONS", "/admin/", true, false, name)
 	}
 	now := time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
 	tr := &recordingTransport{}
@@ -171,6 +177,9 @@ func FuzzGateway(f *testing.F) {
 		}
 		if spoofName != "" && validHeaderName(spoofName) {
 			r.Header[spoofName] = append(r.Header[spoofName], "spoofed")
+			if strings.EqualFold(spoofName, "upgrade") {
+				r.Header["Connection"] = []string{"keep-alive, Upgrade"} // an h2c-style switch
+			}
 		}
 		tr.take()
 		w := httptest.NewRecorder()
@@ -206,6 +215,14 @@ func FuzzGateway(f *testing.F) {
 			for _, v := range vs {
 				if v == "spoofed" && hasFoldedPrefix(name, "x-stepgate-") {
 					t.Fatalf("%s %q: client header %q reached the upstream", method, target, name)
+				}
+				if v == "spoofed" && (strings.EqualFold(name, "upgrade") || foldedEqual(name, "http2-settings")) {
+					t.Fatalf("%s %q: %s: %s reached the upstream", method, target, name, v)
+				}
+				for _, f := range framingHeaders {
+					if v == "spoofed" && name != f && foldedEqual(name, f) {
+						t.Fatalf("%s %q: look-alike framing header %q reached the upstream", method, target, name)
+					}
 				}
 			}
 		}

@@ -71,3 +71,67 @@ func BenchmarkStripSpoofable(b *testing.B) {
 		stripSpoofable(base, "X-Stepgate-Id-Token", []string{"X-Forwarded-User"})
 	}
 }
+
+func TestStripFramingRemovesLookAlikesButKeepsTheRealHeaders(t *testing.T) {
+	h := http.Header{}
+	for _, name := range []string{"Transfer_Encoding", "transfer.encoding", "Content_Length", "Content.Length",
+		"Keep_Alive", "Proxy_Connection", "Proxy.Authorization", "Http2-Settings", "HTTP2_Settings", "http2.settings",
+		"upgrade", "CONNECTION", "te", "trailer"} {
+		h[name] = []string{"x"}
+	}
+	keep := map[string]string{"Content-Length": "2", "Content-Type": "text/plain", "X-Custom_Header": "kept",
+		"Upgrade": "websocket", "Connection": "Upgrade"}
+	for k, v := range keep {
+		h[k] = []string{v}
+	}
+	stripFraming(h)
+	for name := range h {
+		if _, ok := keep[name]; !ok {
+			t.Errorf("%s survived", name)
+		}
+	}
+	for k, v := range keep {
+		if got := h[k]; len(got) != 1 || got[0] != v {
+			t.Errorf("%s = %q, want %q kept", k, got, v)
+		}
+	}
+}
+
+func TestCheckFraming(t *testing.T) {
+	for _, tt := range []struct {
+		name, method string
+		header       http.Header
+		length       int64
+		te           []string
+		want         error
+	}{
+		{"a plain GET passes", "GET", nil, 0, nil, nil},
+		{"a websocket upgrade passes", "GET", http.Header{"Upgrade": {"WebSocket"}}, 0, nil, nil},
+		{"h2c is refused", "GET", http.Header{"Upgrade": {"h2c"}}, 0, nil, errUpgrade},
+		{"h2c after websocket is refused", "GET", http.Header{"Upgrade": {"websocket", "H2C"}}, 0, nil, errUpgrade},
+		{"a token list with h2c is refused", "GET", http.Header{"Upgrade": {"websocket, h2c"}}, 0, nil, errUpgrade},
+		{"an empty upgrade is refused", "GET", http.Header{"Upgrade": {""}}, 0, nil, errUpgrade},
+		{"a websocket upgrade on POST is refused", "POST", http.Header{"Upgrade": {"websocket"}}, 0, nil, errUpgradeVerb},
+		{"a GET with a length is refused", "GET", nil, 5, nil, errBodyOnGet},
+		{"a HEAD with an unknown length is refused", "HEAD", nil, -1, nil, errBodyOnGet},
+		{"a chunked GET is refused", "GET", nil, -1, []string{"chunked"}, errBodyOnGet},
+		{"a POST with a body passes", "POST", nil, 5, nil, nil},
+		{"a DELETE with a length is refused", "DELETE", nil, 5, nil, errBodyOnGet},
+		{"a chunked OPTIONS is refused", "OPTIONS", nil, -1, []string{"chunked"}, errBodyOnGet},
+		{"a TRACE with a length is refused", "TRACE", nil, 5, nil, errBodyOnGet},
+		{"a lower-case delete with a length is refused", "delete", nil, 5, nil, errBodyOnGet},
+		{"a DELETE without a body passes", "DELETE", nil, 0, nil, nil},
+		{"a PUT, a PATCH, a PROPFIND with a body pass", "PROPFIND", nil, 5, nil, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := tt.header
+			if h == nil {
+				h = http.Header{}
+			}
+			r := &http.Request{Method: tt.method, Header: h, ContentLength: tt.length, TransferEncoding: tt.te}
+			if got := checkFraming(r); got != tt.want {
+				t.Errorf("checkFraming = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

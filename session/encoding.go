@@ -57,6 +57,12 @@ type Flow struct {
 	// Approval, for a flow that approves one held request (docs/design.md
 	// §14), is the reference that finds and opens it; "" for a step-up.
 	Approval string
+	// What the page shows once after a redirect, so that every POST ends
+	// in a 303 and a reload never re-submits.
+	Flash  string    // one-time message key for the next GET of the page
+	FlashN int       // its number: attempts left, or seconds to wait; 0 when none
+	SentAt time.Time // when the last code or push was sent (resend cool-down)
+	From   string    // where the user came from: Cancel goes back there
 }
 
 // LogValue keeps the flow's secrets (PingOne cookies, PKCE verifier, CSRF)
@@ -85,12 +91,17 @@ func (f Flow) LogValue() slog.Value {
 // decoding error (a cookie from a newer replica is absent, and the user
 // starts again). Tags:
 //
-//	1 ReturnMethod (string)   2 Approval (string)
+//	1 ReturnMethod (string)   2 Approval (string)   3 Flash (string)
+//	4 FlashN (uvarint)        5 SentAt (time)       6 From (string)
 
 // Tags of the flow's optional fields.
 const (
-	tagReturnMethod byte = 1
-	tagApproval     byte = 2
+	tagReturnMethod byte = iota + 1
+	tagApproval
+	tagFlash
+	tagFlashN
+	tagSentAt
+	tagFrom
 )
 
 const (
@@ -165,15 +176,24 @@ func marshalFlow(f Flow) ([]byte, error) {
 	b = appendString(b, string(f.CSRF))
 	b = appendTime(b, f.Created)
 	b = appendString(b, f.Status)
-	for _, t := range []struct {
-		tag byte
-		v   string
-	}{{tagReturnMethod, f.ReturnMethod}, {tagApproval, f.Approval}} {
-		if t.v != "" {
-			b = append(b, t.tag)
-			b = appendString(b, t.v)
+	if f.FlashN < 0 {
+		return nil, fmt.Errorf("session: flow: negative flash number %d", f.FlashN)
+	}
+	str := func(tag byte, v string) {
+		if v != "" {
+			b = appendString(append(b, tag), v)
 		}
 	}
+	str(tagReturnMethod, f.ReturnMethod)
+	str(tagApproval, f.Approval)
+	str(tagFlash, f.Flash)
+	if f.FlashN != 0 {
+		b = binary.AppendUvarint(append(b, tagFlashN), uint64(f.FlashN))
+	}
+	if !f.SentAt.IsZero() {
+		b = appendTime(append(b, tagSentAt), f.SentAt)
+	}
+	str(tagFrom, f.From)
 	return b, nil
 }
 
@@ -347,19 +367,35 @@ func unmarshalFlow(p []byte) (Flow, error) {
 			break
 		}
 		last = tag
-		var v string
+		zero := false
 		switch tag {
 		case tagReturnMethod:
-			v = d.string()
-			f.ReturnMethod = v
+			f.ReturnMethod = d.string()
+			zero = f.ReturnMethod == ""
 		case tagApproval:
-			v = d.string()
-			f.Approval = v
+			f.Approval = d.string()
+			zero = f.Approval == ""
+		case tagFlash:
+			f.Flash = d.string()
+			zero = f.Flash == ""
+		case tagFlashN:
+			n := d.uvarint()
+			if n > 1<<20 {
+				d.fail()
+			}
+			f.FlashN = int(n)
+			zero = n == 0
+		case tagSentAt:
+			f.SentAt = d.time()
+			zero = f.SentAt.IsZero()
+		case tagFrom:
+			f.From = d.string()
+			zero = f.From == ""
 		default:
 			d.fail()
 		}
-		if v == "" {
-			d.fail() // never written empty
+		if zero {
+			d.fail() // never written zero
 		}
 	}
 	if err := d.end(); err != nil {

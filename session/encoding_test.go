@@ -145,3 +145,66 @@ func TestDecodedStringsDoNotAliasThePooledBuffer(t *testing.T) {
 		t.Errorf("IDToken changed after later opens: starts %q", gotA.IDToken[:10])
 	}
 }
+
+func TestFlowTail(t *testing.T) {
+	withTail := testFlow(epoch)
+	withTail.Flash, withTail.FlashN = "otp_wrong", 2
+	withTail.SentAt = epoch.Add(30 * time.Second)
+	withTail.From = "/reports"
+	tailed, err := marshalFlow(withTail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := marshalFlow(testFlow(epoch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zeroTail := append(plain[:len(plain):len(plain)], 0, 0, 0, 0)
+
+	t.Run("a flow without a tail (sealed before the tail existed) decodes", func(t *testing.T) {
+		got, err := unmarshalFlow(plain)
+		if err != nil || got.Flash != "" || !got.SentAt.IsZero() {
+			t.Fatalf("unmarshalFlow(plain) = %+v, %v", got, err)
+		}
+	})
+	t.Run("a flow with a flash, a send time and an origin round-trips", func(t *testing.T) {
+		got, err := unmarshalFlow(tailed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Flash != "otp_wrong" || got.FlashN != 2 || !got.SentAt.Equal(withTail.SentAt) || got.From != "/reports" {
+			t.Errorf("tail = %q %d %v %q", got.Flash, got.FlashN, got.SentAt, got.From)
+		}
+	})
+	t.Run("an all-zero tail is refused (one value, one encoding)", func(t *testing.T) {
+		if _, err := unmarshalFlow(zeroTail); err == nil {
+			t.Error("an all-zero tail decoded")
+		}
+	})
+	t.Run("a truncation inside a tail field is refused; one at a field boundary is a flow with fewer fields", func(t *testing.T) {
+		// The tail is tagged fields: a prefix that ends between two fields
+		// is the encoding of a flow without the later ones (the seal, not
+		// the format, is what stops a truncation). Every prefix either
+		// fails or is the one encoding of what it decodes to.
+		boundaries := 0
+		for i := len(plain) + 1; i < len(tailed); i++ {
+			got, err := unmarshalFlow(tailed[:i])
+			if err != nil {
+				continue
+			}
+			boundaries++
+			again, _ := marshalFlow(got)
+			if string(again) != string(tailed[:i]) {
+				t.Errorf("the %d-byte prefix decoded to a flow that encodes differently", i)
+			}
+		}
+		if boundaries != 3 { // after Flash, FlashN and SentAt
+			t.Errorf("%d prefixes decoded, want the 3 field boundaries", boundaries)
+		}
+	})
+	t.Run("a byte after the tail is refused", func(t *testing.T) {
+		if _, err := unmarshalFlow(append(tailed[:len(tailed):len(tailed)], 0)); err == nil {
+			t.Error("a trailing byte after the tail decoded")
+		}
+	})
+}

@@ -72,8 +72,8 @@ func newApproveStack(t *testing.T, opts ...stackOption) (*stack, *bodyRecorder) 
 
 var transfer = url.Values{"amount": {"500"}, "currency": {"EUR"}, "payee": {"ACME GmbH"}}
 
-// submit posts a same-origin form to path, as the app's own page would.
-func (b *browser) submit(path string, form url.Values) response {
+// send posts a same-origin form to path, as the app's own page would.
+func (b *browser) send(path string, form url.Values) response {
 	b.t.Helper()
 	return b.postForm(path, form)
 }
@@ -104,7 +104,7 @@ func TestApprovalByBrowserIsShownSentToPingOneAndForwardedOnce(t *testing.T) {
 	s, up := newApproveStack(t)
 	b := s.browser("alice")
 
-	r := b.submit("/payments/transfer", transfer)
+	r := b.send("/payments/transfer", transfer)
 	if r.StatusCode != http.StatusSeeOther || !strings.HasPrefix(r.Header.Get("Location"), "/.stepgate/challenge?approval=") {
 		t.Fatalf("POST: got %d to %q, want 303 to the approval page", r.StatusCode, r.Header.Get("Location"))
 	}
@@ -163,7 +163,7 @@ func TestApprovalByBrowserIsShownSentToPingOneAndForwardedOnce(t *testing.T) {
 		t.Fatalf("the approved POST reached the upstream %d times", n)
 	}
 	// Submitting the same form again is a new action: a new approval.
-	r = b.submit("/payments/transfer", transfer)
+	r = b.send("/payments/transfer", transfer)
 	if r.StatusCode != http.StatusSeeOther || !strings.Contains(r.Header.Get("Location"), "approval=") {
 		t.Fatalf("re-submit: got %d, want a fresh approval", r.StatusCode)
 	}
@@ -185,7 +185,7 @@ func TestApprovalPageEscapesAndCutsWhatTheRequestSays(t *testing.T) {
 	s, _ := newApproveStack(t)
 	b := s.browser("alice")
 	evil := url.Values{"amount": {strings.Repeat("9", 300)}, "currency": {"<b>EUR</b>"}, "payee": {"ACME\u202eHmbG"}}
-	r := b.follow(b.follow(b.submit("/payments/transfer", evil)))
+	r := b.follow(b.follow(b.send("/payments/transfer", evil)))
 	if strings.Contains(r.Body, "<b>EUR</b>") || !strings.Contains(r.Body, "&lt;b&gt;EUR&lt;/b&gt;") {
 		t.Errorf("markup from the request reached the page unescaped")
 	}
@@ -200,7 +200,7 @@ func TestApprovalPageEscapesAndCutsWhatTheRequestSays(t *testing.T) {
 func TestApprovalByPushNamesTheAmountInThePush(t *testing.T) {
 	s, up := newApproveStack(t)
 	b := s.browser("bob")
-	r := b.follow(b.follow(b.submit("/payments/transfer", transfer)))
+	r := b.follow(b.follow(b.send("/payments/transfer", transfer)))
 	r = b.follow(b.post("action", "start"))
 	if !strings.Contains(r.Body, `data-state="push"`) {
 		t.Fatalf("not waiting for a push: %s", r.Body)
@@ -344,7 +344,7 @@ func TestApprovalRefusesWhatMustNeverReachPingOne(t *testing.T) {
 func TestAStepUpNeverStandsInForAnApproval(t *testing.T) {
 	s, up := newApproveStack(t)
 	b := s.stepUpAlice("/admin/")
-	r := b.submit("/payments/transfer", transfer)
+	r := b.send("/payments/transfer", transfer)
 	if r.StatusCode != http.StatusSeeOther || !strings.Contains(r.Header.Get("Location"), "approval=") {
 		t.Fatalf("stepped-up POST: got %d %q, want the approval page", r.StatusCode, r.Header.Get("Location"))
 	}
@@ -353,7 +353,7 @@ func TestAStepUpNeverStandsInForAnApproval(t *testing.T) {
 	}
 	// And an approval does not make a step-up: /admin/ still asks.
 	b2 := s.browser("alice")
-	r = approveBySMS(t, s, b2, b2.submit("/payments/transfer", transfer))
+	r = approveBySMS(t, s, b2, b2.send("/payments/transfer", transfer))
 	b2.follow(r)
 	if r := b2.get("/admin/"); r.StatusCode != http.StatusFound {
 		t.Fatalf("after an approval, /admin/ answered %d, want 302 to the challenge", r.StatusCode)
@@ -363,13 +363,20 @@ func TestAStepUpNeverStandsInForAnApproval(t *testing.T) {
 func TestAnExpiredApprovalSaysSoAndForwardsNothing(t *testing.T) {
 	s, up := newApproveStack(t)
 	b := s.browser("alice")
-	r := b.follow(b.follow(b.submit("/payments/transfer", transfer)))
+	r := b.follow(b.follow(b.send("/payments/transfer", transfer)))
 	r = b.follow(b.post("action", "start"))
 	r = b.follow(b.post("action", "select", "device", deviceIDs(r.Body)[0]))
 	s.Clock.Advance(2*time.Minute + time.Second) // the rule's ttl
 	r = b.post("action", "otp", "otp", s.latestOTP("alice"))
+	if r.StatusCode != http.StatusSeeOther { // like every POST outcome: a reload must not re-submit
+		t.Fatalf("late OTP: %d, want 303", r.StatusCode)
+	}
+	r = b.follow(r)
 	if r.StatusCode != http.StatusGone || !strings.Contains(r.Body, "This approval has expired") {
 		t.Fatalf("late OTP: %d %s", r.StatusCode, r.Body)
+	}
+	if r = b.get(r.Request.URL.RequestURI()); r.StatusCode != http.StatusGone {
+		t.Errorf("reloading the expired page: %d, want the same page", r.StatusCode)
 	}
 	b.get("/payments/transfer")
 	if n := up.count("POST", "/payments/transfer"); n != 0 {
@@ -380,7 +387,7 @@ func TestAnExpiredApprovalSaysSoAndForwardsNothing(t *testing.T) {
 func TestABypassedCompletionNeverApproves(t *testing.T) {
 	s, up := newApproveStack(t)
 	b := s.browser("dave") // no device: the demo policy bypasses MFA
-	r := b.follow(b.follow(b.submit("/payments/transfer", transfer)))
+	r := b.follow(b.follow(b.send("/payments/transfer", transfer)))
 	r = b.post("action", "start")
 	for r.StatusCode == http.StatusSeeOther {
 		r = b.follow(r)
@@ -397,7 +404,7 @@ func TestABypassedCompletionNeverApproves(t *testing.T) {
 func TestAnApprovedRequestIsForwardedOnceWhenTabsRace(t *testing.T) {
 	s, up := newApproveStack(t)
 	b := s.browser("alice")
-	r := approveBySMS(t, s, b, b.submit("/payments/transfer", transfer))
+	r := approveBySMS(t, s, b, b.send("/payments/transfer", transfer))
 	if r.StatusCode != http.StatusSeeOther {
 		t.Fatalf("OTP: %d", r.StatusCode)
 	}

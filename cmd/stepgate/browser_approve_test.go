@@ -5,13 +5,10 @@ package main
 // (with and without JavaScript) or by a security key, and forwarded once.
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/cdp"
-	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
@@ -83,18 +80,14 @@ func TestApprovalInChromium(t *testing.T) {
 			s := newApprovalStack(t)
 			tb := openTab(t, browser, s, "alice")
 			if !js {
-				tb.call(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-					_, err := cdp.Call(ctx, tg, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
-					return err
-				}))
+				tb.scriptsOff()
 				tb.name += "-nojs"
 			}
 			tb.sendPayment()
 			tb.screenshot("approve-start")
 			tb.click(`button[value="start"]`)
 			tb.state("devices")
-			tb.call(chromedp.Click(chromedp.CSS(`input[name="device"][value="`+pingonesim.DemoAliceSMSID+`"]`), chromedp.NodeVisible))
-			tb.click(`main[data-state="devices"] button[type="submit"]`)
+			tb.click(`main[data-state="devices"] button[name="device"][value="` + pingonesim.DemoAliceSMSID + `"]`)
 			tb.state("otp")
 			if got := tb.text("#approval"); !strings.Contains(got, "ACME GmbH") {
 				t.Errorf("the OTP page no longer says what is approved: %q", got)
@@ -118,8 +111,7 @@ func TestApprovalInChromium(t *testing.T) {
 		tb.sendPayment()
 		tb.click(`button[value="start"]`)
 		tb.state("devices")
-		tb.call(chromedp.Click(chromedp.CSS(`input[name="device"][value="`+pingonesim.DemoCarolFIDO2ID+`"]`), chromedp.NodeVisible))
-		tb.click(`main[data-state="devices"] button[type="submit"]`)
+		tb.click(`main[data-state="devices"] button[name="device"][value="` + pingonesim.DemoCarolFIDO2ID + `"]`)
 		tb.state("assertion")
 		if got := tb.text("#approval"); !strings.Contains(got, "ACME GmbH") {
 			t.Errorf("the security-key page does not say what is approved (it is the only place): %q", got)

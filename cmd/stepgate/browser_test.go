@@ -127,6 +127,7 @@ type browserTab struct {
 
 	mu       sync.Mutex
 	problems []string
+	noScript bool          // JavaScript is turned off in this tab
 	polls    int           // answered push polls, ever
 	statusOK chan struct{} // answered push polls since the page last changed
 }
@@ -386,6 +387,15 @@ func (tb *browserTab) typeInto(sel, text string) {
 	tb.call(chromedp.SendKeys(chromedp.CSS(sel), text, chromedp.NodeVisible))
 }
 
+// scriptsOff turns JavaScript off in the tab, as a person may.
+func (tb *browserTab) scriptsOff() {
+	tb.noScript = true
+	tb.call(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
+		return err
+	}))
+}
+
 // phone and desktop set the viewport the issue names.
 func (tb *browserTab) phone() {
 	tb.call(chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateScale(2)))
@@ -470,6 +480,44 @@ func (tb *browserTab) assertAccessible() {
 	for _, p := range problems {
 		tb.t.Errorf("accessibility (%s): %s", tb.describe(), p)
 	}
+	if !tb.noScript {
+		tb.assertAxe() // axe-core is JavaScript: it cannot run where scripts are off
+	}
+}
+
+// axeSource is axe-core's axe.min.js, vendored at a pinned version (see
+// testdata/axe-core/README.md) so the check needs no network.
+var axeSource = sync.OnceValues(func() (string, error) {
+	b, err := os.ReadFile(filepath.Join("testdata", "axe-core", "axe.min.js"))
+	return string(b), err
+})
+
+// assertAxe runs axe-core on the page with the WCAG 2.2 AA rule set and
+// fails on any violation. Injected over CDP, so the page's CSP does not
+// apply to it.
+func (tb *browserTab) assertAxe() {
+	tb.t.Helper()
+	src, err := axeSource()
+	if err != nil {
+		tb.t.Fatalf("axe-core: %v", err)
+	}
+	if _, err := chromedp.Run(tb.ctx, chromedp.Evaluate[bool](src+";true", chromedp.EvalIgnoreExceptions)); err != nil {
+		tb.t.Fatalf("inject axe-core: %v", err)
+	}
+	found, err := chromedp.Run(tb.ctx, chromedp.Evaluate[[]string](`axe.run(document, {
+		runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]},
+		resultTypes: ["violations"]
+	}).then(function (r) {
+		return r.violations.map(function (v) {
+			return v.id + " (" + v.impact + "): " + v.help + " at " + v.nodes.map(function (n) { return n.target.join(" "); }).join(", ");
+		});
+	})`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		tb.t.Fatalf("run axe-core: %v\npage: %s", err, tb.describe())
+	}
+	for _, v := range found {
+		tb.t.Errorf("axe-core WCAG 2.2 AA violation (%s): %s", tb.describe(), v)
+	}
 }
 
 // flowID is the id of the n-th started flow (from the audit log).
@@ -501,8 +549,7 @@ func (tb *browserTab) startAndPick(returnPath, deviceID string) {
 	tb.state("start")
 	tb.click(`main[data-state="start"] button[value="start"]`)
 	tb.state("devices")
-	tb.call(chromedp.Click(chromedp.CSS(`input[name="device"][value="`+deviceID+`"]`), chromedp.NodeVisible))
-	tb.click(`main[data-state="devices"] button[type="submit"]`)
+	tb.click(`main[data-state="devices"] button[name="device"][value="` + deviceID + `"]`)
 }
 
 // latestCode is the newest code the simulator delivered to user by type.
@@ -557,8 +604,18 @@ func TestChallengePageInChromium(t *testing.T) {
 		tb.click(`button[value="start"]`)
 		tb.state("devices")
 		tb.screenshot("devices")
-		if got := tb.text("main fieldset"); !strings.Contains(got, "Text message") || !strings.Contains(got, "Email") {
-			t.Errorf("device list does not name both methods: %q", got)
+		if got := tb.text("main ul.devices"); !strings.Contains(got, "Text message") || !strings.Contains(got, "Email") || !strings.Contains(got, "Send code") {
+			t.Errorf("device list does not name both methods and what their buttons do: %q", got)
+		}
+		// Who, and what is being opened.
+		if got := tb.text("#user"); got != "alice" {
+			t.Errorf("signed-in user shown as %q", got)
+		}
+		if got := tb.text("#opening"); got != "/admin/reports?week=12" {
+			t.Errorf("the page says it opens %q", got)
+		}
+		if got := evalJS[string](tb, "document.title"); !strings.HasPrefix(got, englishMessage(t, "title_devices")) {
+			t.Errorf("device page title %q", got)
 		}
 		tb.click(`main[data-state="devices"] button[type="submit"]`)
 		tb.state("otp")
@@ -576,6 +633,14 @@ func TestChallengePageInChromium(t *testing.T) {
 			t.Errorf("query after step-up = %q, want ?week=12", got)
 		}
 		tb.screenshot("app-after-step-up")
+		// The demo app's own page: who stepped up, how and when, and its
+		// header table inside a phone's width.
+		if got := tb.text("#stepped-up"); !strings.HasPrefix(got, "Stepped up as alice via SMS at ") {
+			t.Errorf("the demo app says %q", got)
+		}
+		if w := evalJS[int](tb, "document.documentElement.scrollWidth"); w > 390 {
+			t.Errorf("the demo app's page is %d px wide at 390 px", w)
+		}
 	})
 
 	t.Run("a wrong code is announced with the attempts left, then the right one works", func(t *testing.T) {
@@ -608,17 +673,129 @@ func TestChallengePageInChromium(t *testing.T) {
 		tb.assertSteppedUp("/admin/", "alice", "otp")
 	})
 
+	t.Run("a reload after a wrong code and Back after success re-submit nothing", func(t *testing.T) {
+		s := newStack(t, withUpstream(demoApp()))
+		tb := openTab(t, browser, s, "alice")
+		tb.startAndPick("/admin/", pingonesim.DemoAliceSMSID)
+		tb.state("otp")
+		code := deliveredCode(t, s, "alice", "SMS")
+		// Letters get the page's own message (the browser does not stop
+		// the form with its generic one), and cost no attempt.
+		tb.typeInto("#otp", "12ab56")
+		if resp := tb.submit(chromedp.KeyEvent(kb.Enter)); resp.Status != 400 {
+			t.Errorf("a code with letters answered %d, want 400", resp.Status)
+		}
+		tb.state("otp")
+		if got, want := tb.text("#message"), englishMessage(t, "otp_format"); got != want {
+			t.Errorf("a code with letters says %q, want %q", got, want)
+		}
+		tb.screenshot("otp-format")
+		tb.typeInto("#otp", wrongCode(code))
+		tb.submit(chromedp.KeyEvent(kb.Enter))
+		tb.state("otp")
+		// The page after the POST is a GET: a reload asks nothing (no
+		// "Confirm Form Resubmission") and checks no code again.
+		if got := evalJS[string](tb, `performance.getEntriesByType("navigation")[0].type + " " + location.pathname`); got != "navigate /.stepgate/challenge" {
+			t.Errorf("the wrong-code page was reached by %q, want a plain navigation", got)
+		}
+		tb.submit(chromedp.Reload())
+		tb.state("otp")
+		if n := len(s.Logs.Events("mfa.otp_failed")); n != 1 {
+			t.Errorf("mfa.otp_failed = %d after a reload, want 1 (the reload re-submitted the code)", n)
+		}
+		tb.typeInto("#otp", wrongCode(code))
+		tb.submit(chromedp.KeyEvent(kb.Enter))
+		if got := tb.text("#message"); !strings.Contains(got, "Attempts left: 1") {
+			t.Errorf("after a reload and a second wrong code: %q, want 1 attempt left", got)
+		}
+		// Spaces are fine.
+		tb.typeInto("#otp", code[:3]+" "+code[3:])
+		tb.submit(chromedp.KeyEvent(kb.Enter))
+		tb.assertSteppedUp("/admin/", "alice", "otp")
+		// Back lands on the challenge page's URL, a GET: she is verified,
+		// so it sends her on, with no new challenge and no prompt.
+		tb.submit(chromedp.NavigateBack())
+		tb.waitPath("/admin/", 10*time.Second)
+		if n := len(s.Logs.Events("mfa.started")); n != 1 {
+			t.Errorf("mfa.started = %d after Back, want 1", n)
+		}
+		if n := len(s.Sim.Inbox("alice")); n != 1 {
+			t.Errorf("alice received %d messages, want 1", n)
+		}
+	})
+
+	t.Run("an already verified user opening the challenge page is not challenged again", func(t *testing.T) {
+		s := newStack(t, withUpstream(demoApp()))
+		tb := openTab(t, browser, s, "carol")
+		tb.startAndPick("/admin/", pingonesim.DemoCarolTOTPID)
+		tb.state("otp")
+		// One method of two is an authenticator app: no resend, but a switch.
+		if n := evalJS[int](tb, `document.querySelectorAll('button[value="resend"]').length`); n != 0 {
+			t.Errorf("the authenticator-app page offers %d resend buttons", n)
+		}
+		tb.typeInto("#otp", s.Sim.TOTP(pingonesim.DemoCarolTOTPID))
+		tb.submit(chromedp.KeyEvent(kb.Enter))
+		tb.assertSteppedUp("/admin/", "carol", "otp")
+		tb.navigate("/.stepgate/challenge?return=%2Fadmin%2Fsettings")
+		tb.waitPath("/admin/settings", 10*time.Second)
+		if n := len(s.Logs.Events("mfa.started")); n != 1 {
+			t.Errorf("mfa.started = %d, want 1: the verified user was challenged again", n)
+		}
+	})
+
+	t.Run("bob's only method offers no switch, and Cancel goes back to the app", func(t *testing.T) {
+		s, tb := startChallenge(t, browser, "bob")
+		tb.state("push")
+		if n := evalJS[int](tb, `document.querySelectorAll('button[value="switch"]').length`); n != 0 {
+			t.Errorf("bob (one method) is offered %d switch buttons", n)
+		}
+		tb.click(`main[data-state="push"] button[value="cancel"]`)
+		tb.waitPath("/", 10*time.Second)
+		// From another page of the app, Cancel goes back there.
+		tb.navigate("/reports/weekly")
+		tb.click(`a[href="/admin/"]`)
+		tb.state("start")
+		tb.click(`main[data-state="start"] button[value="start"]`)
+		tb.state("push")
+		tb.click(`main[data-state="push"] button[value="cancel"]`)
+		tb.waitPath("/reports/weekly", 10*time.Second)
+		if ev := s.Logs.Events("mfa.cancelled"); len(ev) != 2 {
+			t.Errorf("mfa.cancelled events = %d, want 2", len(ev))
+		}
+	})
+
 	t.Run("resend delivers a new code that works", func(t *testing.T) {
 		s := newStack(t, withUpstream(demoApp()))
 		tb := openTab(t, browser, s, "alice")
 		tb.startAndPick("/admin/", pingonesim.DemoAliceSMSID)
 		tb.state("otp")
 		before := len(s.Sim.Inbox("alice"))
+		// Within the cool-down the page says how long to wait and sends
+		// nothing.
+		if got := tb.text("#resend-hint"); !strings.Contains(got, "You can ask for a new code in") {
+			t.Errorf("no cool-down hint after the first code: %q", got)
+		}
+		tb.click(`button[value="resend"]`)
+		tb.state("otp")
+		if got := tb.text("#message"); !strings.Contains(got, "You can ask for another in") {
+			t.Errorf("an early resend says %q, want how long is left", got)
+		}
+		if after := len(s.Sim.Inbox("alice")); after != before {
+			t.Fatalf("a resend inside the cool-down sent a code (%d → %d messages)", before, after)
+		}
+		s.Clock.Advance(31 * time.Second)
 		tb.click(`button[value="resend"]`)
 		tb.state("otp")
 		if after := len(s.Sim.Inbox("alice")); after != before+1 {
 			t.Fatalf("inbox had %d messages, has %d after resend; want one more", before, after)
 		}
+		if got := tb.text("#message"); !strings.HasPrefix(got, "New code sent to ") || !strings.Contains(got, "•") && !strings.Contains(got, "*") && !strings.Contains(got, "X") {
+			t.Errorf("after resend the page says %q, want New code sent to the masked number", got)
+		}
+		if got := evalJS[string](tb, `document.getElementById("message").getAttribute("role")`); got != "status" {
+			t.Errorf("the resend notice has role %q, want status", got)
+		}
+		tb.screenshot("otp-resent")
 		tb.typeInto("#otp", deliveredCode(t, s, "alice", "SMS"))
 		tb.submit(chromedp.KeyEvent(kb.Enter))
 		tb.assertSteppedUp("/admin/", "alice", "otp")
@@ -631,8 +808,7 @@ func TestChallengePageInChromium(t *testing.T) {
 		tb.state("otp")
 		tb.click(`button[value="switch"]`)
 		tb.state("devices")
-		tb.call(chromedp.Click(chromedp.CSS(`input[value="`+pingonesim.DemoAliceEmailID+`"]`), chromedp.NodeVisible))
-		tb.click(`main[data-state="devices"] button[type="submit"]`)
+		tb.click(`main[data-state="devices"] button[name="device"][value="` + pingonesim.DemoAliceEmailID + `"]`)
 		tb.state("otp")
 		if got := tb.text("#otp-intro"); !strings.Contains(got, "@example.com") {
 			t.Errorf("OTP intro %q does not name the e-mail address", got)
@@ -655,15 +831,14 @@ func TestChallengePageInChromium(t *testing.T) {
 		if got := tb.focused(); got != pingonesim.DemoAliceSMSID {
 			t.Errorf("focus on the device page is on %q, want the selected method", got)
 		}
-		// Arrow keys move within the radio group; Tab leaves it for the
-		// button; Enter sends.
-		tb.call(chromedp.KeyEvent(kb.ArrowDown))
-		if got := tb.focused(); got != pingonesim.DemoAliceEmailID {
-			t.Errorf("after ArrowDown focus is on %q, want the e-mail method", got)
-		}
+		// Each method is its own button, named for what it does: Tab
+		// moves to the next, Enter sends.
 		tb.call(chromedp.KeyEvent(kb.Tab))
-		if got := evalJS[string](tb, `document.activeElement.type`); got != "submit" {
-			t.Errorf("after Tab focus is on a %q, want the submit button", got)
+		if got := tb.focused(); got != pingonesim.DemoAliceEmailID {
+			t.Errorf("after Tab focus is on %q, want the e-mail method", got)
+		}
+		if got := evalJS[string](tb, `document.activeElement.textContent.replace(/\s+/g, " ").trim()`); !strings.Contains(got, "Email") || !strings.HasSuffix(got, "Send code") {
+			t.Errorf("the e-mail button reads %q, want its type, address and \"Send code\"", got)
 		}
 		tb.keyNavigate(kb.Enter)
 		tb.state("otp")
@@ -730,8 +905,14 @@ func TestChallengePageInChromium(t *testing.T) {
 			t.Fatal(err)
 		}
 		tb.state("error")
-		if got := tb.text("#message"); !strings.Contains(got, "did not succeed") {
-			t.Errorf("message %q does not say the verification failed", got)
+		if got := tb.text("#message"); !strings.Contains(got, "denied on your phone") {
+			t.Errorf("message %q does not say the push was denied on the phone", got)
+		}
+		if got := tb.text(`main[data-state="error"] button[value="start"]`); got != "Try again" {
+			t.Errorf("the retry button says %q", got)
+		}
+		if got := evalJS[string](tb, `document.title`); !strings.HasPrefix(got, "Request denied") {
+			t.Errorf("title %q, want one that names the state", got)
 		}
 		tb.screenshot("push-denied")
 		tb.click(`main[data-state="error"] button[value="start"]`)
@@ -761,13 +942,27 @@ func TestChallengePageInChromium(t *testing.T) {
 		}
 	})
 
+	t.Run("without JavaScript the security key is not offered", func(t *testing.T) {
+		s := newStack(t, withUpstream(demoApp()))
+		tb := openTab(t, browser, s, "carol")
+		tb.scriptsOff()
+		tb.navigate("/admin/")
+		tb.state("start")
+		tb.click(`button[value="start"]`)
+		tb.state("devices")
+		if shown := evalJS[bool](tb, `(function (b) { return !!b && b.getClientRects().length > 0; })(document.querySelector('button[value="`+pingonesim.DemoCarolFIDO2ID+`"]'))`); shown {
+			t.Error("the security key is offered to a browser without JavaScript")
+		}
+		if got := tb.text("main ul.devices"); !strings.Contains(got, "Authenticator app") {
+			t.Errorf("the authenticator app is not offered: %q", got)
+		}
+		tb.screenshot("devices-nojs")
+	})
+
 	t.Run("without JavaScript the push page refreshes itself until approved", func(t *testing.T) {
 		s := newStack(t, withUpstream(demoApp()))
 		tb := openTab(t, browser, s, "bob")
-		tb.call(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
-			_, err := cdp.Call(ctx, tg, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true})
-			return err
-		}))
+		tb.scriptsOff()
 		tb.navigate("/admin/")
 		tb.state("start")
 		tb.click(`button[value="start"]`)
@@ -814,6 +1009,31 @@ func TestChallengePageInChromium(t *testing.T) {
 		})
 	}
 
+	t.Run("a security key on an origin WebAuthn refuses says the address is the problem", func(t *testing.T) {
+		s := newStack(t, withUpstream(demoApp()))
+		tb := openTab(t, browser, s, "carol")
+		// The same gateway browsed as 127.0.0.1: a secure context, but the
+		// tenant's RP ID is localhost, which 127.0.0.1 cannot claim, so
+		// the browser refuses with a SecurityError before any key is asked.
+		tb.base = strings.Replace(tb.base, "localhost", "127.0.0.1", 1)
+		tb.call(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, network.SetCookie, network.SetCookieParams{Name: "demo_user", Value: "carol", URL: tb.base + "/"})
+			return err
+		}))
+		tb.plugInSecurityKey(true)
+		tb.startAndPick("/admin/", pingonesim.DemoCarolFIDO2ID)
+		tb.state("assertion")
+		tb.call(chromedp.Click(chromedp.CSS("#assertion-button"), chromedp.NodeVisible))
+		tb.call(chromedp.WaitVisible(chromedp.CSS("#assertion-error")))
+		if got, want := tb.text("#assertion-error"), englishMessage(t, "assertion_origin"); got != want {
+			t.Errorf("on a refused origin the page says %q, want %q", got, want)
+		}
+		tb.screenshot("assertion-origin")
+		if ev := s.Logs.Events("mfa.completed"); len(ev) != 0 {
+			t.Errorf("mfa.completed events = %d, want 0", len(ev))
+		}
+	})
+
 	t.Run("a security key that does not answer leaves a way out", func(t *testing.T) {
 		s := newStack(t, withUpstream(demoApp()))
 		tb := openTab(t, browser, s, "carol")
@@ -851,8 +1071,7 @@ func TestChallengePageInChromium(t *testing.T) {
 		// From the same page, another method: her authenticator app.
 		tb.click(`main[data-state="assertion"] button[value="switch"]`)
 		tb.state("devices")
-		tb.call(chromedp.Click(chromedp.CSS(`input[name="device"][value="`+pingonesim.DemoCarolTOTPID+`"]`), chromedp.NodeVisible))
-		tb.click(`main[data-state="devices"] button[type="submit"]`)
+		tb.click(`main[data-state="devices"] button[name="device"][value="` + pingonesim.DemoCarolTOTPID + `"]`)
 		tb.state("otp")
 		if got, want := tb.text("#otp-intro"), englishMessage(t, "otp_intro_totp"); got != want {
 			t.Errorf("OTP intro %q, want %q", got, want)
@@ -925,7 +1144,11 @@ func TestChallengePageInChromium(t *testing.T) {
 		// One start is allowed; she cancels it and starts again at once.
 		tb.startAndPick("/admin/", pingonesim.DemoAliceSMSID)
 		tb.state("otp")
+		// Cancel goes back where she came from (no page before: the app's
+		// home); opening the protected page again offers a new start.
 		tb.click(`main[data-state="otp"] button[value="cancel"]`)
+		tb.waitPath("/", 10*time.Second)
+		tb.navigate("/admin/")
 		tb.state("start")
 		resp := tb.click(`main[data-state="start"] button[value="start"]`)
 		if resp.Status != 429 {
@@ -955,7 +1178,8 @@ func TestChallengePageInChromium(t *testing.T) {
 		if got := tb.text("#retry"); got != retry {
 			t.Errorf("the 429 page's wait says %q, want %q (Retry-After %d)", got, retry, wait)
 		}
-		want := []string{englishMessage(t, "brand"), englishMessage(t, "error_title"), englishMessage(t, "rate_limited"), retry, englishMessage(t, "back")}
+		want := []string{englishMessage(t, "brand"), englishMessage(t, "signed_in_as"), "alice", englishMessage(t, "title_rate_limited"),
+			englishMessage(t, "rate_limited"), retry, englishMessage(t, "back"), englishMessage(t, "home")}
 		if !strings.EqualFold(strings.Join(lines, "|"), strings.Join(want, "|")) { // the brand is upper-cased by CSS
 			t.Errorf("the 429 page shows %q, want only %q", lines, want)
 		}

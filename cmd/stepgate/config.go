@@ -26,6 +26,8 @@ import (
 // values the program runs on.
 type config struct {
 	Upstream             string        `env:"UPSTREAM"` // required with the proxy front door
+	UpstreamHost         string        `env:"UPSTREAM_HOST"`
+	PreserveHost         bool          `env:"PRESERVE_HOST" envDefault:"false"`
 	PingOneEnvID         string        `env:"PINGONE_ENV_ID,required"`
 	PingOneClientID      string        `env:"PINGONE_CLIENT_ID,required"`
 	PingOneClientSecret  string        `env:"PINGONE_CLIENT_SECRET,required" secret:"true"`
@@ -70,6 +72,7 @@ type config struct {
 	IDTokenHeader        string        `env:"ID_TOKEN_HEADER" envDefault:"X-Stepgate-Id-Token"`
 	AllowMFABypass       bool          `env:"ALLOW_MFA_BYPASS" envDefault:"false"`
 	TemplatesDir         string        `env:"TEMPLATES_DIR"`
+	AppName              string        `env:"APP_NAME"`
 	TLSCertFile          string        `env:"TLS_CERT_FILE"`
 	TLSKeyFile           string        `env:"TLS_KEY_FILE"`
 	UpstreamCAFile       string        `env:"UPSTREAM_CA_FILE"`
@@ -212,6 +215,12 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 		bad("UPSTREAM", "want an absolute http(s) URL without query, fragment or credentials")
 	default:
 		s.upstream = u
+	}
+	switch {
+	case c.UpstreamHost != "" && c.PreserveHost:
+		bad("UPSTREAM_HOST", "set STEPGATE_UPSTREAM_HOST or STEPGATE_PRESERVE_HOST, not both")
+	case c.UpstreamHost != "" && !validHostPort(c.UpstreamHost):
+		bad("UPSTREAM_HOST", "want host[:port], such as app.internal or app.internal:8443")
 	}
 	base, err := url.Parse(c.PingOneAuthBase)
 	if err != nil || (base.Scheme != "https" && base.Scheme != "http") || base.Host == "" || base.RawQuery != "" {
@@ -451,6 +460,21 @@ func (c config) describeMapping(m identity.MappingOptions) string {
 	}
 	return s + ", and sent to PingOne as " + kind + "; it must exist in the PingOne environment.\n" +
 		"  the step-up cookie stays bound to the upstream user."
+}
+
+// validHostPort accepts a Host header value: a host name or IP literal
+// with an optional port, nothing else.
+func validHostPort(s string) bool {
+	u, err := url.Parse("http://" + s)
+	if err != nil || u.Host != s || u.User != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.Hostname() == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func validUUIDish(s string) bool {

@@ -81,6 +81,10 @@ func TestInvalidConfigurationNamesTheVariable(t *testing.T) {
 		{"tiny limit window", "STEPGATE_LIMIT_WINDOW", "1ms", "STEPGATE_LIMIT_WINDOW"},
 		{"bad boolean", "STEPGATE_COOKIE_SECURE", "yes please", "STEPGATE_COOKIE_SECURE"},
 		{"__Host- cookie without Secure", "STEPGATE_COOKIE_SECURE", "false", ""},
+		{"upstream host with a path", "STEPGATE_UPSTREAM_HOST", "app.internal/admin", "STEPGATE_UPSTREAM_HOST"},
+		{"upstream host with a space", "STEPGATE_UPSTREAM_HOST", "app internal", "STEPGATE_UPSTREAM_HOST"},
+		{"zero body idle timeout", "STEPGATE_BODY_IDLE_TIMEOUT", "0s", "STEPGATE_BODY_IDLE_TIMEOUT"},
+		{"upstream host and preserve host", "STEPGATE_PRESERVE_HOST", "true", ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			env := validEnv()
@@ -88,6 +92,10 @@ func TestInvalidConfigurationNamesTheVariable(t *testing.T) {
 			if tt.name == "__Host- cookie without Secure" {
 				env["STEPGATE_COOKIE_NAME"] = "__Host-x"
 				tt.want = "STEPGATE_COOKIE_NAME"
+			}
+			if tt.name == "upstream host and preserve host" {
+				env["STEPGATE_UPSTREAM_HOST"] = "app.internal"
+				tt.want = "STEPGATE_UPSTREAM_HOST"
 			}
 			_, _, err := runWith(t, env, "-check-config")
 			if err == nil {

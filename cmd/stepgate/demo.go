@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -94,6 +95,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		"STEPGATE_COOKIE_KEYS":           base64.StdEncoding.EncodeToString(key),
 		"STEPGATE_COOKIE_SECURE":         "false",
 		"STEPGATE_RULES":                 demoRules,
+		"STEPGATE_APP_NAME":              "Legacy demo app",
 		"STEPGATE_LOG_LEVEL":             *logLevel,
 	}
 	cfg, err := loadConfig(func(k string) string { return env[k] })
@@ -160,6 +162,14 @@ func serveUntil(ctx context.Context, ln net.Listener, h http.Handler) error {
 
 var demoUsers = []string{"alice", "bob", "carol", "dave"}
 
+// demoUserNotes says what each demo user shows (docs/design.md §12's tenant).
+var demoUserNotes = map[string]string{
+	"alice": "text message and e-mail: picks one, types the code",
+	"bob":   "phone app push only: approves it in the simulator's inbox",
+	"carol": "authenticator app (code shown in the inbox) or security key",
+	"dave":  "no method at all: PingOne would let him through, stepgate refuses",
+}
+
 // standInIdP plays the upstream identity provider: it signs the browser in
 // as the user named by the demo_user cookie and forwards to stepgate with
 // X-Forwarded-User, like oauth2-proxy would.
@@ -186,7 +196,7 @@ func standInIdP(stepgateAddr string) http.Handler {
 			return
 		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_ = loginPage.Execute(w, map[string]any{"Users": demoUsers, "Current": demoUser(r)})
+		_ = loginPage.Execute(w, map[string]any{"Users": demoUsers, "Notes": demoUserNotes, "Current": demoUser(r)})
 	})
 	mux.Handle("/", rp)
 	return mux
@@ -212,7 +222,7 @@ var loginPage = template.Must(template.New("login").Parse(`<!doctype html><html 
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>Demo IdP sign-in</title></head>
 <body style="font-family:system-ui;max-width:30rem;margin:2rem auto;padding:0 1rem">
 <h1>Stand-in identity provider</h1><p>Signed in as <strong>{{.Current}}</strong>. Pick a demo user:</p>
-<form method="post">{{range .Users}}<p><label><input type="radio" name="user" value="{{.}}" {{if eq . $.Current}}checked{{end}}> {{.}}</label></p>{{end}}
+<form method="post">{{range .Users}}<p><label><input type="radio" name="user" value="{{.}}" {{if eq . $.Current}}checked{{end}}> <strong>{{.}}</strong> — {{index $.Notes .}}</label></p>{{end}}
 <button type="submit">Sign in</button></form><p><a href="/">Home</a> · <a href="/admin/">Admin (step-up)</a></p></body></html>`))
 
 // demoApp is the "legacy" app: it shows what stepgate forwarded.
@@ -233,14 +243,39 @@ func demoApp() http.Handler {
 			hs = append(hs, header{k, v})
 		}
 		claims := "(no step-up on this request)"
+		steppedUp := ""
 		if tok := r.Header.Get("X-Stepgate-Id-Token"); tok != "" {
 			claims = decodeClaims(tok)
+			steppedUp = steppedUpLine(r.Header)
 		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_ = appPage.Execute(w, map[string]any{
 			"Path": r.URL.Path, "Admin": strings.HasPrefix(r.URL.Path, "/admin"), "Headers": hs, "Claims": claims,
+			"SteppedUp": steppedUp,
 		})
 	})
+}
+
+// steppedUpLine says, from stepgate's headers, who stepped up, how and
+// when: "Stepped up as alice via SMS at 10:42 UTC".
+func steppedUpLine(h http.Header) string {
+	// The most specific method the amr names (RFC 8176 values).
+	amr := "," + strings.ReplaceAll(h.Get("X-Stepgate-Amr"), " ", "") + ","
+	line := "Stepped up as " + h.Get("X-Stepgate-User")
+	for _, m := range []struct{ amr, says string }{
+		{"sms", "SMS"}, {"tel", "a phone call"}, {"mail", "e-mail"}, {"email", "e-mail"},
+		{"swk", "a phone app push"}, {"hwk", "a security key"}, {"fido", "a security key"},
+		{"otp", "a one-time code"}, {"mfa", "MFA"},
+	} {
+		if strings.Contains(amr, ","+m.amr+",") {
+			line += " via " + m.says
+			break
+		}
+	}
+	if sec, err := strconv.ParseInt(h.Get("X-Stepgate-Auth-Time"), 10, 64); err == nil {
+		line += " at " + time.Unix(sec, 0).UTC().Format("15:04 UTC")
+	}
+	return line
 }
 
 // decodeClaims shows the ID token payload. stepgate verified the token
@@ -267,6 +302,7 @@ var appPage = template.Must(template.New("app").Parse(`<!doctype html><html lang
 <body style="font-family:system-ui;max-width:50rem;margin:2rem auto;padding:0 1rem">
 <h1>{{if .Admin}}Admin area{{else}}Legacy app{{end}}</h1><p>Path: <code>{{.Path}}</code></p>
 <p><a href="/">Home</a> · <a href="/admin/">Admin (step-up)</a> · <a href="/.demo/login">Switch user</a></p>
-<form method="post" action="/.stepgate/logout"><button type="submit">Forget the step-up</button></form>
-<h2>Headers received from stepgate</h2><table>{{range .Headers}}<tr><th style="text-align:left;padding-right:1rem">{{.Name}}</th><td><code>{{.Value}}</code></td></tr>{{end}}</table>
-<h2>ID token claims</h2><pre>{{.Claims}}</pre></body></html>`))
+{{if .SteppedUp}}<p id="stepped-up"><strong>{{.SteppedUp}}</strong></p>
+<form method="post" action="/.stepgate/logout"><button type="submit">Forget the step-up</button></form>{{else}}<p>Not stepped up on this request.</p>{{end}}
+<h2>Headers received from stepgate</h2><table style="table-layout:fixed;width:100%;border-collapse:collapse">{{range .Headers}}<tr><th style="text-align:left;vertical-align:top;padding-right:.75rem;width:35%;overflow-wrap:anywhere">{{.Name}}</th><td style="overflow-wrap:anywhere;word-break:break-all"><code>{{.Value}}</code></td></tr>{{end}}</table>
+<h2>ID token claims</h2><pre style="white-space:pre-wrap;overflow-wrap:anywhere">{{.Claims}}</pre></body></html>`))

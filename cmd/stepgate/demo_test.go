@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/cookiejar"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
@@ -89,7 +91,7 @@ func TestDemoModeStepsUpThroughTheStandInIdP(t *testing.T) {
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 	dave.Client.Jar.SetCookies(mustURL(t, entry[1]), []*http.Cookie{{Name: "demo_user", Value: "dave"}})
 	dave.follow(dave.get("/admin/"))
-	if r := dave.post("action", "start"); r.StatusCode != http.StatusForbidden {
+	if r := dave.submit("action", "start"); r.StatusCode != http.StatusForbidden {
 		t.Fatalf("dave's bypass: %d, want 403", r.StatusCode)
 	}
 }
@@ -184,5 +186,32 @@ func TestDemoPaymentIsApprovedWithTheAmountInTheSMS(t *testing.T) {
 	r = b.follow(r)
 	if r.StatusCode != http.StatusOK || !strings.Contains(r.Body, "500 EUR to ACME GmbH, as alice") {
 		t.Fatalf("after approval: %d %s", r.StatusCode, r.Body)
+	}
+}
+
+func TestDemoAppSaysWhoSteppedUpAndOffersForgetOnlyThen(t *testing.T) {
+	app := httptest.NewServer(demoApp())
+	t.Cleanup(app.Close)
+	get := func(h map[string]string) string {
+		req, _ := http.NewRequest(http.MethodGet, app.URL+"/admin/", nil)
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		resp, err := app.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	plain := get(nil)
+	if strings.Contains(plain, "Forget the step-up") {
+		t.Error("Forget the step-up is offered without a step-up")
+	}
+	up := get(map[string]string{"X-Stepgate-Id-Token": "a.e30.c", "X-Stepgate-User": "alice",
+		"X-Stepgate-Amr": "otp", "X-Stepgate-Auth-Time": "1764067320"})
+	if !strings.Contains(up, "Stepped up as alice via a one-time code at 10:42 UTC") || !strings.Contains(up, "Forget the step-up") {
+		t.Errorf("stepped-up page lacks the line or the Forget button:\n%s", up)
 	}
 }

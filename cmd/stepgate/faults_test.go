@@ -117,7 +117,7 @@ func TestPingOneFaultsWhenAChallengeStarts(t *testing.T) {
 				// PingOne said wait 7 s: until then stepgate answers 429
 				// itself and sends PingOne nothing.
 				before := s.Sim.Requests()
-				if r := b.post("action", "start"); r.StatusCode != http.StatusTooManyRequests {
+				if r := b.submit("action", "start"); r.StatusCode != http.StatusTooManyRequests {
 					t.Errorf("start inside PingOne's Retry-After: got %d, want 429", r.StatusCode)
 				}
 				if got := s.Sim.Requests(); got != before {
@@ -137,7 +137,7 @@ func TestPingOneFaultsWhenAChallengeStarts(t *testing.T) {
 				t.Fatalf("GET /admin/ without a step-up: got %d, want 302", r.StatusCode)
 			}
 			b.get("/.stepgate/challenge?return=/admin/")
-			r := b.post("action", "start")
+			r := b.submit("action", "start")
 			if r.StatusCode != tt.wantStatus {
 				t.Fatalf("start during the fault: got %d, want %d: %s", r.StatusCode, tt.wantStatus, r.Body)
 			}
@@ -218,7 +218,7 @@ func TestPingOneFaultsInTheMiddleOfAFlow(t *testing.T) {
 			otp := s.latestOTP("alice")
 
 			s.Sim.SetFault(tt.fault)
-			r := b.post("action", "otp", "otp", otp)
+			r := b.submit("action", "otp", "otp", otp)
 			if r.StatusCode != tt.wantStatus {
 				t.Fatalf("OTP during the fault: got %d, want %d: %s", r.StatusCode, tt.wantStatus, r.Body)
 			}
@@ -280,8 +280,8 @@ func TestPingOneSigningKeyRotation(t *testing.T) {
 	b.get("/.stepgate/challenge?return=/admin/")
 	ids := deviceIDs(b.follow(b.post("action", "start")).Body)
 	b.follow(b.post("action", "select", "device", ids[0]))
-	r := b.post("action", "otp", "otp", s.latestOTP("alice"))
-	if r.StatusCode == http.StatusSeeOther || r.StatusCode < 400 {
+	r := b.submit("action", "otp", "otp", s.latestOTP("alice"))
+	if r.StatusCode < 400 {
 		t.Fatalf("completion signed by a key not fetchable yet: got %d, want a refusal", r.StatusCode)
 	}
 	if r.StatusCode != http.StatusForbidden || !strings.Contains(r.Body, "could not be confirmed") {
@@ -344,7 +344,7 @@ func TestJWKSUnreachableAtStartFailsClosedAndRecovers(t *testing.T) {
 	b.follow(b.post("action", "select", "device", ids[0]))
 	// The ID token cannot be verified while PingOne's JWKS is unreachable:
 	// refused, with the "try again later" page; the flow is kept, not failed.
-	r := b.post("action", "otp", "otp", base.latestOTP("alice"))
+	r := b.submit("action", "otp", "otp", base.latestOTP("alice"))
 	if r.StatusCode != http.StatusServiceUnavailable || !strings.Contains(r.Body, "not reachable") {
 		t.Errorf("completion without signing keys: got %d, want 503 unavailable (refused, try later): %s", r.StatusCode, r.Body)
 	}

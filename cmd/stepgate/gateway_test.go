@@ -63,10 +63,8 @@ func TestMFAPathAnswersByClientKind(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := s.browser("alice")
-			// A body only where the method has one: a GET with a body is
-			// refused before any rule (CL.0, see tunnels_test.go).
-			var body io.Reader
-			if tt.method == "POST" {
+			var body io.Reader // a GET with a body is refused before any rule (CL.0)
+			if tt.method != http.MethodGet {
 				body = strings.NewReader("secret=body")
 			}
 			req, _ := http.NewRequest(tt.method, s.Proxy+tt.path, body)
@@ -237,7 +235,7 @@ func TestWrongOTPThenRightOTP(t *testing.T) {
 	b.get("/.stepgate/challenge?return=/admin/")
 	ids := deviceIDs(b.follow(b.post("action", "start")).Body)
 	b.follow(b.post("action", "select", "device", ids[0]))
-	r := b.post("action", "otp", "otp", wrongCode(s.latestOTP("alice")))
+	r := b.submit("action", "otp", "otp", wrongCode(s.latestOTP("alice")))
 	if r.StatusCode != http.StatusUnauthorized || !strings.Contains(r.Body, "Attempts left: 2") {
 		t.Fatalf("wrong code: %d %s", r.StatusCode, r.Body)
 	}
@@ -468,7 +466,7 @@ func TestBypassIsRefused(t *testing.T) {
 	s := newStack(t)
 	b := s.browser("dave")
 	b.get("/.stepgate/challenge?return=/admin/")
-	r := b.post("action", "start")
+	r := b.submit("action", "start")
 	if r.StatusCode != http.StatusForbidden || !strings.Contains(r.Body, "No MFA method is available") {
 		t.Fatalf("dave (bypass): %d %s", r.StatusCode, r.Body)
 	}
@@ -496,8 +494,14 @@ func TestFlowStartsOnlyOnCSRFCheckedPost(t *testing.T) {
 			setForm(req, "csrf", good)
 			req.Header.Set("Origin", s.Proxy)
 			tt.mutate(req)
-			if r := b.do(req); r.StatusCode != http.StatusForbidden {
-				t.Fatalf("got %d, want 403", r.StatusCode)
+			// A 303 (never a page a reload would post again) to a 403
+			// page that explains.
+			r := b.do(req)
+			if r.StatusCode != http.StatusSeeOther {
+				t.Fatalf("got %d, want 303", r.StatusCode)
+			}
+			if r := b.follow(r); r.StatusCode != http.StatusForbidden || !strings.Contains(r.Body, "came from another site") {
+				t.Fatalf("the page after the refusal: %d, want 403 that says why: %s", r.StatusCode, r.Body)
 			}
 		})
 	}
@@ -636,7 +640,11 @@ func TestFlowStartLimitIsConfigurable(t *testing.T) {
 	start := func() response {
 		b := s.browser("alice")
 		b.get("/.stepgate/challenge?return=/admin/")
-		return b.post("action", "start")
+		r := b.post("action", "start")
+		if r.StatusCode == http.StatusSeeOther && r.Header.Get("Retry-After") != "" {
+			return b.follow(r) // refused: the 429 page
+		}
+		return r
 	}
 	if r := start(); r.StatusCode != http.StatusSeeOther {
 		t.Fatalf("first start: %d", r.StatusCode)
@@ -716,5 +724,179 @@ func TestPingOneCustomDomain(t *testing.T) {
 	claims := jwt.MapClaims{}
 	if _, _, err := jwt.NewParser().ParseUnverified(tok, claims); err != nil || claims["iss"] != s.SimURL+"/as" {
 		t.Errorf("forwarded ID token issuer = %v (%v), want %s/as", claims["iss"], err, s.SimURL)
+	}
+}
+
+// Issue 16: every answer to a challenge POST is a 303, so a reload shows
+// the page again instead of posting the code again.
+func TestChallengePostsRedirectSoAReloadDoesNotResubmit(t *testing.T) {
+	s := newStack(t)
+	b := s.browser("alice")
+	b.get("/.stepgate/challenge?return=/admin/")
+	ids := deviceIDs(b.submit("action", "start").Body)
+	b.submit("action", "select", "device", ids[0])
+	wrong := b.post("action", "otp", "otp", wrongCode(s.latestOTP("alice")))
+	if wrong.StatusCode != http.StatusSeeOther || wrong.Header.Get("Location") != "/.stepgate/challenge?return=%2Fadmin%2F" {
+		t.Fatalf("wrong code answered %d to %q, want 303 to the page", wrong.StatusCode, wrong.Header.Get("Location"))
+	}
+	page := b.follow(wrong)
+	if page.StatusCode != http.StatusUnauthorized || !strings.Contains(page.Body, "Attempts left: 2") {
+		t.Fatalf("the page after a wrong code: %d %s", page.StatusCode, page.Body)
+	}
+	// A reload is a GET of the same page: no code check, the attempt count
+	// unchanged, and the message shown once only.
+	reload := b.get("/.stepgate/challenge")
+	if reload.StatusCode != http.StatusOK || strings.Contains(reload.Body, "not right") || !strings.Contains(reload.Body, `data-state="otp"`) {
+		t.Errorf("reload: %d, want the code page without the old message: %s", reload.StatusCode, reload.Body)
+	}
+	if n := len(s.Logs.Events("mfa.otp_failed")); n != 1 {
+		t.Errorf("mfa.otp_failed events after a reload = %d, want 1", n)
+	}
+	page = b.submit("action", "otp", "otp", wrongCode(s.latestOTP("alice")))
+	if !strings.Contains(page.Body, "Attempts left: 1") {
+		t.Errorf("the second wrong code does not leave 1 attempt (the reload burned one?): %s", page.Body)
+	}
+	// A code typed with a space or a dash is the same code.
+	code := s.latestOTP("alice")
+	done := b.post("action", "otp", "otp", code[:3]+" "+code[3:])
+	if done.StatusCode != http.StatusSeeOther || done.Header.Get("Location") != "/admin/" {
+		t.Fatalf("code %q with a space: %d to %q, want 303 to /admin/", code[:3]+" "+code[3:], done.StatusCode, done.Header.Get("Location"))
+	}
+	// Back to the challenge page after success: already verified, so on to
+	// the page she asked for, without a new challenge.
+	back := b.get("/.stepgate/challenge?return=/admin/")
+	if back.StatusCode != http.StatusSeeOther || back.Header.Get("Location") != "/admin/" {
+		t.Errorf("challenge page after success: %d to %q, want 303 to /admin/", back.StatusCode, back.Header.Get("Location"))
+	}
+	if n := len(s.Logs.Events("mfa.started")); n != 1 {
+		t.Errorf("mfa.started = %d, want 1", n)
+	}
+}
+
+func TestCodeFormatErrorsAreThePagesOwn(t *testing.T) {
+	s := newStack(t)
+	b := s.browser("alice")
+	b.get("/.stepgate/challenge?return=/admin/")
+	ids := deviceIDs(b.submit("action", "start").Body)
+	page := b.submit("action", "select", "device", ids[0])
+	if strings.Contains(page.Body, "pattern=") || !strings.Contains(page.Body, "novalidate") {
+		t.Errorf("the code field leaves validation to the browser: %s", page.Body)
+	}
+	for _, in := range []string{"12a456", "", "12"} {
+		r := b.submit("action", "otp", "otp", in)
+		if r.StatusCode != http.StatusBadRequest || !strings.Contains(r.Body, "digits only") {
+			t.Errorf("code %q: %d, want 400 with the page's own message: %s", in, r.StatusCode, r.Body)
+		}
+	}
+	if n := len(s.Logs.Events("mfa.otp_failed")); n != 0 {
+		t.Errorf("malformed codes reached PingOne: %d otp_failed events", n)
+	}
+}
+
+func TestAnExpiredFlowCookieIsCountedAndExplained(t *testing.T) {
+	s := newStack(t)
+	b := s.browser("alice")
+	b.get("/.stepgate/challenge?return=/admin/")
+	b.Client.Jar = mustJar(t) // the flow cookie is gone (expired)
+	form := url.Values{"csrf": {b.csrf}, "action": {"start"}}
+	req, _ := http.NewRequest(http.MethodPost, s.Proxy+"/.stepgate/challenge", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", s.Proxy)
+	req.Header.Set("Referer", s.Proxy+"/.stepgate/challenge?return=%2Fadmin%2Fusers")
+	post := b.do(req)
+	if post.StatusCode != http.StatusSeeOther {
+		t.Fatalf("POST without a flow cookie: %d, want 303", post.StatusCode)
+	}
+	r := b.follow(post)
+	if !strings.Contains(r.Body, "session expired") || !strings.Contains(r.Body, `data-state="start"`) {
+		t.Errorf("after the flow cookie expired: %d %s", r.StatusCode, r.Body)
+	}
+	// The fresh start still knows where she was going.
+	if !strings.Contains(r.Body, `<dd id="opening">/admin/users</dd>`) {
+		t.Errorf("the fresh start lost the return path: %s", r.Body)
+	}
+	if got := s.metric(t, `stepgate_challenges_total{event="expired"}`); got != 1 {
+		t.Errorf(`stepgate_challenges_total{event="expired"} = %v, want 1`, got)
+	}
+}
+
+func TestAllowPathAccessLinesCarryTheHeaderUser(t *testing.T) {
+	s := newStack(t)
+	s.browser("alice").get("/public/")
+	for _, line := range strings.Split(s.Logs.String(), "\n") {
+		if strings.Contains(line, `"path":"/public/"`) {
+			if !strings.Contains(line, `"user":"alice"`) {
+				t.Errorf("allow-path access line without the user: %s", line)
+			}
+			return
+		}
+	}
+	t.Errorf("no access line for /public/:\n%s", s.Logs.String())
+}
+
+// A push denied on the phone says so, offers a retry and, for a user with
+// another method, that method (issue 16).
+func TestADeniedPushOffersRetryAndAnotherMethod(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		extra  bool // bob also has a text-message device
+		others bool
+	}{
+		{"a user with push alone is offered a retry only", false, false},
+		{"a user with another method is offered it too", true, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStack(t, withTenant(func(tn *pingonesim.Tenant) {
+				if tt.extra {
+					tn.Users[1].Devices = append(tn.Users[1].Devices, pingonesim.Device{ID: "bob-sms", Type: "SMS", Nickname: "Bob's desk phone", Phone: "+1 555 0100 7777"})
+				}
+			}))
+			b := s.browser("bob")
+			b.get("/.stepgate/challenge?return=/admin/")
+			if page := b.submit("action", "start"); !strings.Contains(page.Body, `data-state="push"`) {
+				t.Fatalf("not on the push page: %s", page.Body)
+			}
+			if err := s.Sim.Push(s.Logs.Events("mfa.started")[0]["flow_id"].(string), pingonePush("deny")); err != nil {
+				t.Fatal(err)
+			}
+			page := b.get("/.stepgate/challenge")
+			if page.StatusCode != http.StatusForbidden || !strings.Contains(page.Body, "denied on your phone") || !strings.Contains(page.Body, ">Try again<") {
+				t.Fatalf("after the denial: %d %s", page.StatusCode, page.Body)
+			}
+			if got := strings.Contains(page.Body, `id="other-method"`); got != tt.others {
+				t.Fatalf("another method offered = %v, want %v", got, tt.others)
+			}
+			if !tt.others {
+				return
+			}
+			list := b.submit("action", "start", "pick", "1")
+			if ids := deviceIDs(list.Body); len(ids) != 2 {
+				t.Fatalf("the other-method page lists %v, want both of bob's methods: %s", ids, list.Body)
+			}
+			if page := b.submit("action", "select", "device", "bob-sms"); !strings.Contains(page.Body, `data-state="otp"`) {
+				t.Fatalf("not on the code page after picking the text message: %s", page.Body)
+			}
+			if r := b.post("action", "otp", "otp", s.latestOTP("bob")); r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/admin/" {
+				t.Errorf("the code from the other method: %d to %q", r.StatusCode, r.Header.Get("Location"))
+			}
+		})
+	}
+}
+
+func TestASecurityKeyPingOneDoesNotKnowIsExplained(t *testing.T) {
+	s := newStack(t)
+	b := s.browser("carol")
+	b.get("/.stepgate/challenge?return=/admin/")
+	b.submit("action", "start")
+	if page := b.submit("action", "select", "device", pingonesim.DemoCarolFIDO2ID); !strings.Contains(page.Body, `data-state="assertion"`) {
+		t.Fatalf("not on the security-key page: %s", page.Body)
+	}
+	stranger := `{"id":"c3RyYW5nZXI","rawId":"c3RyYW5nZXI","type":"public-key","response":{"clientDataJSON":"e30","authenticatorData":"AA","signature":"AA","userHandle":null}}`
+	page := b.submit("action", "assertion", "origin", s.Proxy, "assertion", stranger)
+	if page.StatusCode != http.StatusBadRequest || !strings.Contains(page.Body, `data-state="assertion"`) || !strings.Contains(page.Body, "may not be registered") {
+		t.Fatalf("a key PingOne refuses: %d %s", page.StatusCode, page.Body)
+	}
+	if b.cookie("stepgate") != "" {
+		t.Error("a step-up cookie was issued for a refused key")
 	}
 }

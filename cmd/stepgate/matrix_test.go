@@ -22,6 +22,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"path"
 	"regexp"
 	"slices"
 	"strconv"
@@ -253,6 +254,37 @@ func matrixAttacks() []matrixAttack {
 				return crlf("GET /forms/"+s+" HTTP/1.1", "Host: "+matrixHost, "X-Forwarded-User: mallory",
 					"X-HTTP-Method-Override: POST", "X_HTTP_Method_Override: POST", "X-Method-Override: POST")
 			}},
+		matrixAttack{class: "path confusion", name: "encoded letters, a missing slash, dot segments, encoded separators",
+			first: func(s string) string {
+				var b strings.Builder
+				for _, target := range []string{"/%61dmin/" + s, "/admin?" + s, "/public/..%2fadmin/" + s, "/public/%2e%2e/admin/" + s,
+					"/public/../admin/" + s, "//admin/" + s, "/admin;x=1/" + s, "/%2561dmin/" + s, "/admin%2f" + s} {
+					b.WriteString(crlf("GET "+target+" HTTP/1.1", "Host: "+matrixHost, "X-Forwarded-User: mallory"))
+				}
+				return b.String()
+			}},
+		matrixAttack{class: "Host routing", name: "a Host naming another virtual host",
+			first: func(s string) string {
+				return crlf("GET /public/"+s+" HTTP/1.1", "Host: admin.internal", "X-Forwarded-User: mallory")
+			}},
+		matrixAttack{class: "Host routing", name: "an absolute-form target naming another host",
+			first: func(s string) string {
+				return crlf("GET http://admin.internal/public/"+s+" HTTP/1.1", "Host: "+matrixHost, "X-Forwarded-User: mallory")
+			}},
+		matrixAttack{class: "forged identity", name: "an identity header behind obs-text NEL (0x85) in another header",
+			first: func(s string) string {
+				return crlf(append(allowHead("GET", s), "X-App: a\x85X-Stepgate-User: forged-"+s+"\x85X-Forwarded-User: forged-"+s)...)
+			}},
+		matrixAttack{class: "TE.CL", name: "a chunk extension carrying a request",
+			first: withBody("POST", hdr("Transfer-Encoding: chunked"), func(s string) string {
+				return "3;x=\"" + strings.ReplaceAll(smuggled(s), "\r\n", " ") + "\"\r\na=1\r\n0\r\n\r\n"
+			})},
+		matrixAttack{class: "path confusion", name: "CONNECT to another authority",
+			first: func(s string) string {
+				// The slug is the authority: a CONNECT that got through would
+				// show up by its Host.
+				return crlf("CONNECT "+s+".internal:80 HTTP/1.1", "Host: "+s+".internal:80", "X-Forwarded-User: mallory") + smuggled(s)
+			}},
 		matrixAttack{class: "forged identity", name: "identity headers in a chunked trailer",
 			first: withBody("POST", hdr("Transfer-Encoding: chunked", "Trailer: X-Stepgate-User, X-Forwarded-User"),
 				func(s string) string {
@@ -346,7 +378,7 @@ func runAttack(addr string, a matrixAttack, slug string) (attackOutcome, error) 
 			return out, err
 		}
 		if n > 0 {
-			wait = time.Second
+			wait = 2 * time.Second // quiet: a loaded server may pause between pipelined answers
 		}
 	}
 	return out, nil
@@ -393,11 +425,24 @@ func describeOutcome(o attackOutcome) string {
 	return strings.Join(codes, ", ")
 }
 
-// directTarget matches the targets of the attacks sent straight to the
-// upstream (slug d00-…).
-var directTarget = regexp.MustCompile(`^/(admin|public|forms)/(d\d\d-[a-z0-9-]*)`)
+// directSlug matches the targets of the attacks sent straight to the
+// upstream (slug d00-…), and directAdmin those for /admin/.
+var (
+	directSlug  = regexp.MustCompile(`(?i)(^|[/?=]|%2f)d\d\d-[a-z]`)
+	directAdmin = regexp.MustCompile(`/admin/(d\d\d-[a-z0-9-]*)`)
+)
 
 var statusLine = regexp.MustCompile(`(?m)^HTTP/1\.[01] (\d{3})`)
+
+// mfaPath reports whether an upstream that decodes the target once and
+// resolves dot segments would serve a path under /admin.
+func mfaPath(target string) bool {
+	p, _, _ := strings.Cut(target, "?")
+	if d, err := url.PathUnescape(p); err == nil {
+		p = d
+	}
+	return strings.HasPrefix(path.Clean("/"+p), "/admin")
+}
 
 // identityHeader reports whether a recorded header name is one an upstream
 // could take for an identity: X-Stepgate-* or X-Forwarded-User in any
@@ -411,14 +456,16 @@ func identityHeader(name string) bool {
 // stepgate in front, are known to get an /admin/ request into it: the
 // positive controls that show the attack bytes and the upstream's log are
 // right. Pipelining works on every server but PHP's, which answers one
-// request per connection; the h2c upgrade on hypercorn; CL.0 on
-// http.server, whose GET handler leaves the body unread.
+// request per connection; the h2c upgrade on hypercorn and on Apache with
+// mod_http2; CL.0 on http.server, whose GET handler leaves the body unread.
 func knownDirectBypass(upstream string, a matrixAttack) bool {
 	switch {
 	case upstream != "php" && a.class == "pipelining" && a.name == "mfa request pipelined behind an allow request":
 		return true
 	case upstream == "hypercorn" && a.class == "upgrade: h2c" && strings.HasPrefix(a.name, "h2c with HTTP2-Settings"):
 		return true
+	case upstream == "apache2-h2c" && a.name == "h2c with HTTP2-Settings named in Connection":
+		return true // mod_http2 insists on it, and a Go proxy drops it as hop-by-hop
 	case upstream == "http.server" && a.class == "CL.0" && a.name == "GET with a Content-Length body":
 		return true
 	}
@@ -463,18 +510,29 @@ func TestUpstreamMatrix_NoAttackReachesAnMFAPathOnAnyUpstream(t *testing.T) {
 				t.Fatalf("stepped-up request: got %d %q", r.StatusCode, r.Body)
 			}
 
-			var wg sync.WaitGroup
+			var (
+				wg         sync.WaitGroup
+				directMu   sync.Mutex
+				directRead = map[string][]byte{} // by slug: what a direct attack read
+			)
 			attack := func(addr, via string, a matrixAttack, slug string) {
 				o, err := runAttack(addr, a, slug)
 				if err != nil {
 					t.Errorf("%s: %s: %s: %v", via, a.class, a.name, err)
 				}
-				if via != "direct" && bytes.Contains(bytes.ToLower(o.raw), []byte("/admin/"+slug)) {
+				// The echo apps answer "echo METHOD TARGET user=…": that
+				// line for an /admin/ target is the upstream serving it.
+				if via != "direct" && bytes.Contains(o.raw, []byte("/admin/"+slug+" user=")) {
 					t.Errorf("%s: %s: %s: the client got the upstream's answer to /admin/%s; it sent:\n%q\nand read:\n%q",
 						via, a.class, a.name, slug, a.first(slug)+a.after101(slug), o.raw)
 				}
-				if via == "stepgate" {
+				switch via {
+				case "stepgate":
 					results.set(a.class+": "+a.name, k.Name, describeOutcome(o))
+				case "direct":
+					directMu.Lock()
+					directRead[slug] = o.raw
+					directMu.Unlock()
 				}
 			}
 			for i, a := range rows {
@@ -502,14 +560,14 @@ func TestUpstreamMatrix_NoAttackReachesAnMFAPathOnAnyUpstream(t *testing.T) {
 					sawControl = true
 					continue
 				}
-				if m := directTarget.FindStringSubmatch(r.Target); m != nil {
+				if directSlug.MatchString(r.Target) {
 					// A direct attack (no stepgate in front): only noted.
-					if m[1] == "admin" {
-						reachedDirect[m[2]] = true
+					if m := directAdmin.FindStringSubmatch(r.Target); m != nil {
+						reachedDirect[m[1]] = true
 					}
 					continue
 				}
-				if strings.Contains(strings.ToLower(r.Target), "admin") ||
+				if strings.Contains(strings.ToLower(r.Target), "admin") || mfaPath(r.Target) ||
 					strings.Contains(r.Target, "/forms/") && strings.EqualFold(r.Method, "POST") {
 					t.Errorf("an mfa request reached %s without a step-up: %v", k.Name, r)
 				}
@@ -518,6 +576,11 @@ func TestUpstreamMatrix_NoAttackReachesAnMFAPathOnAnyUpstream(t *testing.T) {
 						n == "x-http-method" {
 						t.Errorf("a method override (%s) reached %s: %v", name, k.Name, r)
 					}
+				}
+				// stepgate pins Host to the upstream's own (STEPGATE_UPSTREAM):
+				// a client's Host never picks a virtual host.
+				if h := r.Header("host"); h != up.Addr && r.Method != "" { // "": bytes nginx could not parse (it logs them too)
+					t.Errorf("%s got Host %q, not its own %s: %v", k.Name, h, up.Addr, r)
 				}
 				for name, v := range r.Headers {
 					if identityHeader(name) && strings.Contains(v, "forged") {
@@ -537,7 +600,8 @@ func TestUpstreamMatrix_NoAttackReachesAnMFAPathOnAnyUpstream(t *testing.T) {
 					results.mu.Unlock()
 				}
 				if knownDirectBypass(k.Name, a) && !reachedDirect[slug] {
-					t.Errorf("control: %s sent straight to %s did not get /admin/ into it: the attack bytes or the log are wrong", a.name, k.Name)
+					t.Errorf("control: %s sent straight to %s did not get /admin/ into it: the attack bytes or the log are wrong; it read:\n%q\nserver output:\n%s",
+						a.name, k.Name, directRead[slug], up.Output())
 				}
 			}
 			if os.Getenv("STEPGATE_MATRIX_DEBUG") != "" {

@@ -66,7 +66,7 @@ func opsScenario(t *testing.T, s *stack) opsRun {
 	}
 	w.follow(w.post("action", "select", "device", ids[0]))
 	wrong := wrongCode(s.latestOTP("alice"))
-	if r := w.post("action", "otp", "otp", wrong); r.StatusCode != http.StatusUnauthorized {
+	if r := w.submit("action", "otp", "otp", wrong); r.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("wrong OTP: got %d, want 401", r.StatusCode)
 	}
 	run.otps = append(run.otps, wrong)
@@ -90,6 +90,9 @@ func opsScenario(t *testing.T, s *stack) opsRun {
 		bb := s.browser("bob")
 		bb.get("/.stepgate/challenge?return=/admin/")
 		r := bb.post("action", "start")
+		if r.StatusCode == http.StatusSeeOther && r.Header.Get("Retry-After") != "" {
+			r = bb.follow(r) // refused: the 429 page
+		}
 		keepCookies(bb)
 		switch r.StatusCode {
 		case http.StatusSeeOther:
@@ -107,7 +110,7 @@ func opsScenario(t *testing.T, s *stack) opsRun {
 	// without identity on an mfa path and a refused path are audited too.
 	d := s.browser("dave")
 	d.get("/.stepgate/challenge?return=/admin/")
-	if r := d.post("action", "start"); r.StatusCode != http.StatusForbidden {
+	if r := d.submit("action", "start"); r.StatusCode != http.StatusForbidden {
 		t.Fatalf("dave's bypass: got %d, want 403", r.StatusCode)
 	}
 	keepCookies(d)

@@ -113,7 +113,12 @@ func TestCancelWorksWhenPingOneRefusesSessionReset(t *testing.T) {
 		t.Fatal("no devices offered")
 	}
 	s.Sim.SetFault(pingonesim.Fault{Op: "flows", Kind: "status", Status: http.StatusUnsupportedMediaType, Count: 1})
-	r := b.follow(b.post("action", "cancel"))
+	// Cancel goes back to the app (issue 16); opening the challenge again
+	// starts afresh.
+	if r := b.post("action", "cancel"); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("cancel: %d, want 303", r.StatusCode)
+	}
+	r := b.get("/.stepgate/challenge?return=/admin/")
 	if !strings.Contains(r.Body, `data-state="start"`) {
 		t.Fatalf("after cancel the page is not back at the start: %d %s", r.StatusCode, r.Body)
 	}
@@ -149,7 +154,7 @@ func TestUnknownPingOneContentIsShownAuditedAndCounted(t *testing.T) {
 	s := newStack(t, withTenant(func(ten *pingonesim.Tenant) {
 		ten.Users = append(ten.Users, pingonesim.User{ID: "zoe-id", Username: "zoe", DeviceSelection: pingonesim.PromptToSelect,
 			Devices: []pingonesim.Device{
-				{ID: "zoe-wa", Type: "WHATSAPP", Nickname: "Zoe's WhatsApp", Phone: "+15550100"},
+				{ID: "zoe-oath", Type: "OATH_TOKEN", Nickname: "Zoe's token"},
 				{ID: "zoe-sms", Type: "SMS", Phone: "+15550199"},
 			}})
 	}))
@@ -159,14 +164,14 @@ func TestUnknownPingOneContentIsShownAuditedAndCounted(t *testing.T) {
 	if page.StatusCode != http.StatusOK || len(deviceIDs(page.Body)) != 2 || !strings.Contains(page.Body, "Another method") {
 		t.Fatalf("device list with an unknown type: %d %s", page.StatusCode, page.Body)
 	}
-	if strings.Contains(page.Body, "type_WHATSAPP") {
+	if strings.Contains(page.Body, "type_OATH_TOKEN") {
 		t.Error("the page shows a raw message key for the unknown type")
 	}
 	if got := s.metric(t, `stepgate_pingone_unexpected_total{what="device_type"}`); got < 1 {
 		t.Errorf("device_type metric = %v", got)
 	}
 	ev := s.Logs.Events("pingone.unexpected")
-	if len(ev) == 0 || ev[0]["what"] != "device_type" || ev[0]["value"] != "WHATSAPP" || ev[0]["user"] != "zoe" {
+	if len(ev) == 0 || ev[0]["what"] != "device_type" || ev[0]["value"] != "OATH_TOKEN" || ev[0]["user"] != "zoe" {
 		t.Errorf("audit = %v", ev)
 	}
 
@@ -230,5 +235,55 @@ func TestPushPageWithoutNumberMatchingShowsNoNumber(t *testing.T) {
 	b.get("/.stepgate/challenge?return=/admin/")
 	if r := b.follow(b.post("action", "start")); strings.Contains(r.Body, "push-number") {
 		t.Errorf("a number is shown without number matching: %s", r.Body)
+	}
+}
+
+// TestWhatsAppIsACodeMethod: PingOne's WHATSAPP devices (SOURCES B21) get
+// their own label and a code, like SMS.
+func TestWhatsAppIsACodeMethod(t *testing.T) {
+	s := newStack(t, withTenant(func(ten *pingonesim.Tenant) {
+		ten.Users = append(ten.Users, pingonesim.User{ID: "yan-id", Username: "yan",
+			Devices: []pingonesim.Device{{ID: "yan-wa", Type: "WHATSAPP", Phone: "+15550142"}}})
+	}))
+	b := s.browser("yan")
+	b.get("/.stepgate/challenge?return=/admin/")
+	r := b.follow(b.post("action", "start"))
+	if !strings.Contains(r.Body, `data-state="otp"`) || !strings.Contains(r.Body, "*******42") {
+		t.Fatalf("WhatsApp device: not on the OTP page naming the number: %s", r.Body)
+	}
+	if m := s.Sim.Inbox("yan")[0]; m.Type != "WHATSAPP" || !strings.Contains(m.Text, m.OTP) {
+		t.Errorf("message = %+v", m)
+	}
+	if r := b.post("action", "otp", "otp", s.latestOTP("yan")); r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/admin/" {
+		t.Errorf("WhatsApp code: %d to %q", r.StatusCode, r.Header.Get("Location"))
+	}
+	if got := s.metric(t, `stepgate_pingone_unexpected_total{what="device_type"}`); got != 0 {
+		t.Errorf("WHATSAPP counted as unexpected: %v", got)
+	}
+}
+
+// TestPingOneCoolDownIsExplained: after PingOne's per-user cool-down starts
+// (3 wrong codes), choosing a code method again shows why it is refused.
+func TestPingOneCoolDownIsExplained(t *testing.T) {
+	s := newStack(t)
+	b := s.browser("alice")
+	b.get("/.stepgate/challenge?return=/admin/")
+	ids := deviceIDs(b.follow(b.post("action", "start")).Body)
+	b.follow(b.post("action", "select", "device", ids[0]))
+	for range 3 {
+		b.post("action", "otp", "otp", wrongCode(s.latestOTP("alice")))
+	}
+	b = s.browser("alice")
+	b.get("/.stepgate/challenge?return=/admin/")
+	ids = deviceIDs(b.follow(b.post("action", "start")).Body)
+	if len(ids) == 0 {
+		t.Fatal("no devices offered")
+	}
+	r := b.submit("action", "select", "device", ids[1]) // the e-mail: blocked as well (a 303 to the page that says so)
+	if r.StatusCode != http.StatusBadRequest || !strings.Contains(r.Body, "Too many failed attempts with this method") {
+		t.Errorf("select during PingOne's cool-down: %d %s", r.StatusCode, r.Body)
+	}
+	if r := b.get("/admin/"); r.StatusCode != http.StatusFound {
+		t.Errorf("GET /admin/ during the cool-down = %d, want 302", r.StatusCode)
 	}
 }

@@ -131,6 +131,14 @@ Usage:
 Flags:
 `
 
+// Page-load flow reads allowed per minute (burst the same): see
+// challenge.Limits.ReadPerFlow. One user can so spend at most
+// pageReadsPerUser of the PingOne cap in a burst, then one call every 2 s.
+const (
+	pageReadsPerFlow = 20
+	pageReadsPerUser = 30
+)
+
 // gateway is a built, not yet serving, stepgate.
 type gateway struct {
 	proxy    http.Handler
@@ -214,6 +222,15 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	if err != nil {
 		return nil, err
 	}
+	pages.AppName = cfg.AppName
+	if pages.AppName == "" && s.upstream != nil {
+		// A host name says which application; a sidecar's loopback
+		// address or "localhost" says nothing to the user, nor should an
+		// internal IP address appear on the page.
+		if h := s.upstream.Hostname(); h != "localhost" && net.ParseIP(h) == nil {
+			pages.AppName = h
+		}
+	}
 	// Each remembered key costs ~390 B; five limiters of 20k keys stay
 	// under ~40 MB at worst, inside a sidecar's memory limit. Eviction is
 	// least-recently-used, so an attacker rotating keys only evicts
@@ -250,14 +267,22 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 			OTPPerUser:   limiter(cfg.LimitOTPPerUser, cfg.LimitWindow),
 			PollPerFlow:  ratelimit.New(ratelimit.Options{Limit: 1, Burst: 3, MaxKeys: maxKeys, Now: now}),
 			SendPerUser:  limiter(cfg.LimitSendsPerUser, cfg.LimitWindow),
+			// Page loads of a pending flow: a person needs a handful per
+			// flow (one after each action, a no-JS push page every 4 s).
+			ReadPerFlow: limiter(pageReadsPerFlow, time.Minute),
+			ReadPerUser: limiter(pageReadsPerUser, time.Minute),
 		},
 		Mapping:      mapping,
 		MappingCheck: mappingVars,
 		AllowBypass:  cfg.AllowMFABypass,
-		Pages:        pages,
-		Logger:       log,
-		Metrics:      m,
-		Now:          now,
+		Verified: func(r *http.Request, user, method, ret string) bool {
+			su, ok := store.StepUp(r)
+			return ok && proxy.Fresh(su, user, ruleFor(method, ret), now())
+		},
+		Pages:   pages,
+		Logger:  log,
+		Metrics: m,
+		Now:     now,
 	})
 	if err != nil {
 		return nil, err
@@ -277,6 +302,8 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	}
 	gw, err := proxy.New(proxy.Config{
 		Upstream:      s.upstream,
+		UpstreamHost:  cfg.UpstreamHost,
+		PreserveHost:  cfg.PreserveHost,
 		Transport:     newTransport(upstreamTLS, cfg.UpstreamTimeout, 512),
 		Rules:         s.rules,
 		ClientIP:      s.trusted,
@@ -522,10 +549,18 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 	}
 	proxyErr := proxySrv.Shutdown(sctx)
 	adminErr := adminSrv.Shutdown(sctx)
-	if err := errors.Join(proxyErr, adminErr); err != nil {
+	err = errors.Join(proxyErr, adminErr)
+	if err != nil {
 		proxySrv.Close()
 		adminSrv.Close()
+	}
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err != nil {
+		// Streams that never end (server-sent events, WebSockets) are what
+		// the timeout is for: cutting them is a normal stop, exit 0.
+		log.Warn("shutdown timeout: closed the connections still open", "timeout", cfg.ShutdownTimeout.String())
 	}
 	log.Info("stopped")
 	return nil

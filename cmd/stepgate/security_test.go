@@ -458,7 +458,7 @@ func TestChallenge_FlowCookieFromAnotherUsersFlow(t *testing.T) {
 		t.Errorf("status with another user's flow = %v, want NONE", st)
 	}
 	alice.csrf = bob.csrf
-	if r := alice.post("action", "select", "device", pingoneBobDevice); r.StatusCode != http.StatusForbidden {
+	if r := alice.submit("action", "select", "device", pingoneBobDevice); r.StatusCode != http.StatusForbidden {
 		t.Errorf("action on another user's flow: %d, want 403", r.StatusCode)
 	}
 	alice.get("/.stepgate/challenge")
@@ -473,7 +473,7 @@ func TestChallenge_DeviceIDFromAnotherUser(t *testing.T) {
 	b := s.browser("alice")
 	b.get("/.stepgate/challenge?return=/admin/")
 	b.follow(b.post("action", "start"))
-	r := b.post("action", "select", "device", pingoneBobDevice)
+	r := b.submit("action", "select", "device", pingoneBobDevice)
 	if r.StatusCode < 400 {
 		t.Errorf("selecting bob's device in alice's flow: %d, want a 4xx", r.StatusCode)
 	}
@@ -499,7 +499,7 @@ func TestChallenge_OTPBruteForceIsRateLimitedPerUser(t *testing.T) {
 		}
 		b.follow(b.post("action", "select", "device", ids[0]))
 		for i := 0; i < 5; i++ {
-			r := b.post("action", "otp", "otp", wrongCode(s.latestOTP("alice")))
+			r := b.submit("action", "otp", "otp", wrongCode(s.latestOTP("alice")))
 			if r.StatusCode == http.StatusTooManyRequests {
 				if ra, _ := strconv.Atoi(r.Header.Get("Retry-After")); ra < 1 {
 					t.Errorf("429 without a usable Retry-After: %q", r.Header.Get("Retry-After"))
@@ -530,7 +530,7 @@ func TestChallenge_SMSPumpingByRepeatedStarts(t *testing.T) {
 	for i := 0; i < 6; i++ {
 		b := s.browser("bob") // every start sends bob a push
 		b.get("/.stepgate/challenge?return=/admin/")
-		last = b.post("action", "start")
+		last = b.submit("action", "start")
 	}
 	if last.StatusCode != http.StatusTooManyRequests || last.Header.Get("Retry-After") == "" {
 		t.Fatalf("6th start in 10 min: %d Retry-After %q, want 429 with Retry-After", last.StatusCode, last.Header.Get("Retry-After"))
@@ -555,23 +555,35 @@ func TestChallenge_SMSPumpingByRepeatedResends(t *testing.T) {
 	b := s.browser("alice")
 	b.get("/.stepgate/challenge?return=/admin/")
 	ids := deviceIDs(b.follow(b.post("action", "start")).Body)
+	// "Send a new code" has the page's 30 s cool-down, and page loads have
+	// their own limit; selecting the device again (without loading the
+	// page in between) is what each send would cost a pumping script, and
+	// the per-user send limit must stop it.
 	var r response
 	for i := 0; i < 30; i++ {
-		if r = b.post("action", "resend"); r.StatusCode == http.StatusTooManyRequests {
-			break
-		}
-		if r = b.post("action", "select", "device", ids[0]); r.StatusCode == http.StatusTooManyRequests {
+		if r = b.post("action", "select", "device", ids[0]); r.Header.Get("Retry-After") != "" {
 			break
 		}
 	}
-	if r.StatusCode != http.StatusTooManyRequests || r.Header.Get("Retry-After") == "" {
-		t.Fatalf("30 resends: last answer %d, want 429 with Retry-After", r.StatusCode)
+	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("30 sends: last answer %d, want a 303 to the 429 page with Retry-After", r.StatusCode)
+	}
+	if page := b.follow(r); page.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("the page after the refusal: %d, want 429", page.StatusCode)
 	}
 	if n := len(s.Sim.Inbox("alice")); n > 10 {
 		t.Errorf("%d codes sent in one flow, want at most 10", n)
 	}
 	if got := s.metric(t, `stepgate_rate_limited_total{limit="send_user"}`); got < 1 {
 		t.Errorf("send_user rate-limited metric = %v", got)
+	}
+	// Resends are bounded too: inside the cool-down none is sent.
+	before := len(s.Sim.Inbox("alice"))
+	for range 5 {
+		b.post("action", "resend")
+	}
+	if n := len(s.Sim.Inbox("alice")); n != before {
+		t.Errorf("%d codes sent by resends inside the cool-down", n-before)
 	}
 }
 
@@ -593,7 +605,7 @@ func TestAbuseLimit_FlowStartsPerIPIgnoreSpoofedXFFEntries(t *testing.T) {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.Header.Set("Origin", s.Proxy)
 		req.Header.Set("X-Forwarded-For", "198.51.100."+strconv.Itoa(i)+", 203.0.113.7")
-		last = b.do(req)
+		last = b.follow(b.do(req))
 	}
 	if last.StatusCode != http.StatusTooManyRequests {
 		t.Fatalf("21st start from one client IP: %d, want 429", last.StatusCode)
@@ -637,7 +649,7 @@ func TestAbuseLimit_PingOneRetryAfterIsHonoured(t *testing.T) {
 	s.Sim.SetFault(pingoneFault("authorize", "rate_limit", 0, 7))
 	b := s.browser("alice")
 	b.get("/.stepgate/challenge?return=/admin/")
-	r := b.post("action", "start")
+	r := b.submit("action", "start")
 	if r.StatusCode != http.StatusTooManyRequests || r.Header.Get("Retry-After") != "7" {
 		t.Fatalf("PingOne 429: got %d Retry-After %q, want 429 and 7", r.StatusCode, r.Header.Get("Retry-After"))
 	}
@@ -655,7 +667,7 @@ func TestFailClosed_PingOneDown(t *testing.T) {
 	s.Sim.SetFault(pingoneFault("", "status", 503, 0))
 	b := s.browser("alice")
 	b.get("/.stepgate/challenge?return=/admin/")
-	if r := b.post("action", "start"); r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
+	if r := b.submit("action", "start"); r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
 		t.Errorf("start with PingOne down: %d Retry-After %q, want 503 with Retry-After", r.StatusCode, r.Header.Get("Retry-After"))
 	}
 	mustBeChallenged(t, s, b, "/admin/")
@@ -670,7 +682,7 @@ func TestFailClosed_MalformedPingOneJSON(t *testing.T) {
 	b.get("/.stepgate/challenge?return=/admin/")
 	ids := deviceIDs(b.follow(b.post("action", "start")).Body)
 	s.Sim.SetFault(pingoneFault("flows", "malformed", 0, 0))
-	r := b.post("action", "select", "device", ids[0])
+	r := b.submit("action", "select", "device", ids[0])
 	if r.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("malformed PingOne answer: %d, want 503", r.StatusCode)
 	}
@@ -690,9 +702,10 @@ func TestFailClosed_PingOneJWKSUnreachable(t *testing.T) {
 	s.Sim.RotateKey()
 	s.Sim.SetFault(pingoneFault("jwks", "status", 500, 0))
 	r := b.post("action", "otp", "otp", s.latestOTP("alice"))
-	if r.StatusCode == http.StatusSeeOther || b.cookie("stepgate") != "" {
-		t.Fatalf("completion with an unverifiable ID token: %d, step-up issued", r.StatusCode)
+	if r.Header.Get("Location") == "/admin/" || b.cookie("stepgate") != "" {
+		t.Fatalf("completion with an unverifiable ID token: %d to %q, step-up issued", r.StatusCode, r.Header.Get("Location"))
 	}
+	r = b.follow(r)
 	if r.StatusCode != http.StatusForbidden && r.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("got %d, want 403 or 503", r.StatusCode)
 	}

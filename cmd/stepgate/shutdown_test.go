@@ -306,3 +306,59 @@ func TestSIGTERMDrainsThenFinishesInFlightRequestsAndExitsZero(t *testing.T) {
 		t.Errorf("no \"stopped\" log line:\n%s", out)
 	}
 }
+
+func TestSIGTERMWithANeverEndingStreamExitsZeroAfterTheTimeout(t *testing.T) {
+	tenant := pingonesim.DemoTenant()
+	sim := httptest.NewServer(pingonesim.New(pingonesim.Options{Tenant: tenant, Clock: pingonesim.NewClock(time.Now())}))
+	t.Cleanup(sim.Close)
+	streaming := make(chan struct{})
+	var once sync.Once
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: 1\n\n")
+		w.(http.Flusher).Flush()
+		once.Do(func() { close(streaming) })
+		<-r.Context().Done() // never ends by itself
+	}))
+	t.Cleanup(up.Close)
+
+	const timeout = time.Second
+	c := startChild(t, map[string]string{
+		"STEPGATE_UPSTREAM":              up.URL,
+		"STEPGATE_PINGONE_AUTH_BASE":     sim.URL,
+		"STEPGATE_PINGONE_ENV_ID":        tenant.EnvID,
+		"STEPGATE_PINGONE_CLIENT_ID":     tenant.Apps[0].ClientID,
+		"STEPGATE_PINGONE_CLIENT_SECRET": tenant.Apps[0].Secret,
+		"STEPGATE_COOKIE_KEYS":           testKey,
+		"STEPGATE_COOKIE_SECURE":         "false",
+		"STEPGATE_LISTEN":                "127.0.0.1:0",
+		"STEPGATE_ADMIN_LISTEN":          "127.0.0.1:0",
+		"STEPGATE_SHUTDOWN_DRAIN":        "0s",
+		"STEPGATE_SHUTDOWN_TIMEOUT":      timeout.String(),
+	})
+	resp, err := (&http.Client{Timeout: 15 * time.Second}).Get("http://" + c.proxy + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	select {
+	case <-streaming:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream did not start")
+	}
+
+	if err := c.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-c.exited:
+		if err != nil {
+			t.Fatalf("exit: %v, want status 0 once the shutdown timeout cut the stream\n%s", err, c.out.String())
+		}
+	case <-time.After(timeout + 10*time.Second):
+		t.Fatalf("stepgate did not exit after the shutdown timeout:\n%s", c.out.String())
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); err == nil {
+		t.Error("the stream ended cleanly; want it cut by the shutdown")
+	}
+}

@@ -329,6 +329,18 @@ func (b *browser) postForm(path string, form url.Values) response {
 	return b.do(req)
 }
 
+// submit posts a challenge form as a browser does: every answer to a POST
+// is a 303 (so a reload or Back never re-submits it, issue 16), which
+// submit follows to the page that shows the outcome.
+func (b *browser) submit(fields ...string) response {
+	b.t.Helper()
+	r := b.post(fields...)
+	if r.StatusCode != http.StatusSeeOther {
+		b.t.Fatalf("POST %v answered %d, want 303: %s", fields, r.StatusCode, r.Body)
+	}
+	return b.follow(r)
+}
+
 // follow GETs a redirect's Location.
 func (b *browser) follow(r response) response {
 	b.t.Helper()

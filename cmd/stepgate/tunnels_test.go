@@ -30,9 +30,10 @@ type lenientUpstream struct {
 	URL string
 	ln  net.Listener
 
-	mu   sync.Mutex
-	reqs []upstreamRequest
-	wg   sync.WaitGroup
+	mu    sync.Mutex
+	reqs  []upstreamRequest
+	conns map[net.Conn]bool
+	wg    sync.WaitGroup
 }
 
 func newLenientUpstream(t *testing.T) *lenientUpstream {
@@ -41,7 +42,7 @@ func newLenientUpstream(t *testing.T) *lenientUpstream {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := &lenientUpstream{URL: "http://" + ln.Addr().String(), ln: ln}
+	u := &lenientUpstream{URL: "http://" + ln.Addr().String(), ln: ln, conns: map[net.Conn]bool{}}
 	u.wg.Add(1)
 	go func() {
 		defer u.wg.Done()
@@ -50,6 +51,9 @@ func newLenientUpstream(t *testing.T) *lenientUpstream {
 			if err != nil {
 				return
 			}
+			u.mu.Lock()
+			u.conns[c] = true
+			u.mu.Unlock()
 			u.wg.Add(1)
 			go func() {
 				defer u.wg.Done()
@@ -59,6 +63,11 @@ func newLenientUpstream(t *testing.T) *lenientUpstream {
 	}()
 	t.Cleanup(func() {
 		ln.Close()
+		u.mu.Lock()
+		for c := range u.conns { // stepgate's idle pooled connections too
+			c.Close()
+		}
+		u.mu.Unlock()
 		u.wg.Wait()
 	})
 	return u
@@ -446,5 +455,196 @@ func TestMultiPolicyRule_TheFlowAsksForThePolicyOfTheRuleTheMethodMatched(t *tes
 	}
 	if r := b.postForm("/orders/new", url.Values{"item": {"1"}}); r.StatusCode != http.StatusOK {
 		t.Errorf("POST /orders/new after the step-up: %d, want 200", r.StatusCode)
+	}
+}
+
+func TestFlowReadAmplification_PageReloadsAreBoundedAndDoNotStarveOthers(t *testing.T) {
+	// A process-wide PingOne cap of 15/s (burst 31): today's defaults scaled
+	// down so that one user's reloads could drain it within the test.
+	s := newStack(t, withEnv("STEPGATE_PINGONE_RATE_LIMIT", "15"))
+	alice := s.browser("alice")
+	r := alice.follow(alice.get("/admin/"))
+	if !strings.Contains(r.Body, `data-state="start"`) {
+		t.Fatalf("challenge page not in start state: %s", r.Body)
+	}
+	if r := alice.post("action", "start"); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("start: %d, want 303", r.StatusCode)
+	}
+
+	before := s.Sim.Requests()
+	statuses := map[int]int{}
+	const reloads = 200
+	for range reloads {
+		r := alice.get("/.stepgate/challenge")
+		statuses[r.StatusCode]++
+		if r.StatusCode == http.StatusTooManyRequests && r.Header.Get("Retry-After") == "" {
+			t.Fatal("a 429 without Retry-After")
+		}
+	}
+	reads := s.Sim.Requests() - before
+	t.Logf("%d reloads: %d PingOne reads, statuses %v", reloads, reads, statuses)
+	if reads > pageReadsPerFlow {
+		t.Errorf("%d reloads of one flow cost %d PingOne reads, want at most %d", reloads, reads, pageReadsPerFlow)
+	}
+	if statuses[http.StatusOK] == 0 || statuses[http.StatusOK]+statuses[http.StatusTooManyRequests] != reloads {
+		t.Errorf("statuses %v, want 200 while within the limit and 429 beyond it, nothing else", statuses)
+	}
+	if got := promCounter(t, s.Admin, "stepgate_rate_limited_total", lbl("limit", "read_flow")); got == 0 {
+		t.Error(`stepgate_rate_limited_total{limit="read_flow"} did not move`)
+	}
+
+	// Another user's start still reaches PingOne.
+	bob := s.browser("bob")
+	bob.follow(bob.get("/admin/"))
+	if r := bob.post("action", "start"); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("bob's start after alice's reloads: %d, want 303: %s", r.StatusCode, r.Body)
+	}
+}
+
+func TestHostRouting_TheUpstreamSeesItsOwnHostUnlessTheOperatorSaysOtherwise(t *testing.T) {
+	type seen struct{ host, forwardedHost string }
+	for _, tt := range []struct {
+		name string
+		env  []string
+		want func(upstreamHost string) string
+	}{
+		{"by default the upstream URL's host", nil, func(u string) string { return u }},
+		{"STEPGATE_UPSTREAM_HOST names it", []string{"STEPGATE_UPSTREAM_HOST", "app.internal:8443"}, func(string) string { return "app.internal:8443" }},
+		{"STEPGATE_PRESERVE_HOST passes the client's", []string{"STEPGATE_PRESERVE_HOST", "true"}, func(string) string { return "admin.internal" }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got := make(chan seen, 1)
+			s := newStack(t, withEnv(tt.env...), withUpstream(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				got <- seen{r.Host, r.Header.Get("X-Forwarded-Host")}
+			})))
+			// The client names a virtual host of the upstream that the
+			// rules were not written for.
+			status := rawRequest(t, s.Proxy, "GET /public HTTP/1.1\r\nHost: admin.internal\r\n\r\n")
+			if status != http.StatusOK {
+				t.Fatalf("got %d, want 200", status)
+			}
+			g := <-got
+			if want := tt.want(strings.TrimPrefix(s.Upstream.URL, "http://")); g.host != want {
+				t.Errorf("upstream Host = %q, want %q", g.host, want)
+			}
+			if g.forwardedHost != "admin.internal" {
+				t.Errorf("X-Forwarded-Host = %q, want the client's Host", g.forwardedHost)
+			}
+		})
+	}
+}
+
+func TestBestFitPaths_LookAlikesAreRefusedOnACaseInsensitiveApp(t *testing.T) {
+	s := newStack(t, withEnv("STEPGATE_CASE_INSENSITIVE_PATHS", "true"))
+	for _, target := range []string{
+		"/%EF%BD%81dmin/", "/%EF%BC%A1DMIN/users", "/admin%EF%BC%8Fusers", "/admin%EF%BC%BCusers",
+		"/adm%C4%B1n/", "/%E2%93%90dmin/", "/admin%E2%88%95users",
+	} {
+		if status := rawRequest(t, s.Proxy, "GET "+target+" HTTP/1.1\r\nHost: x\r\nX-Forwarded-User: alice\r\n\r\n"); status != http.StatusBadRequest {
+			t.Errorf("GET %s: got %d, want 400 (Windows best-fit reads it as /admin)", target, status)
+		}
+	}
+	if n := len(s.Requests()); n != 0 {
+		t.Errorf("the upstream received %d look-alike request(s)", n)
+	}
+	if status := rawRequest(t, s.Proxy, "GET /caf%C3%A9 HTTP/1.1\r\nHost: x\r\n\r\n"); status != http.StatusOK {
+		t.Errorf("GET /caf%%C3%%A9: got %d, want 200 (a Latin-1 letter is not a look-alike)", status)
+	}
+}
+
+// endlessStreams is an upstream with a never-ending event stream at
+// /admin/events and a WebSocket echo at /admin/ws.
+func endlessStreams(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/admin/ws":
+		echoUpgrade(w, r)
+	case "/admin/slow":
+		<-r.Context().Done() // answers nothing until stepgate gives up
+	case "/admin/events":
+		w.Header().Set("Content-Type", "text/event-stream")
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if _, err := io.WriteString(w, "data: tick\n\n"); err != nil {
+				return
+			}
+			_ = http.NewResponseController(w).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-tick.C:
+			}
+		}
+	default:
+		io.WriteString(w, "ok")
+	}
+}
+
+func TestStreamsOnMFAPathsEndWhenTheStepUpStopsBeingFresh(t *testing.T) {
+	s := newStack(t, withUpstream(http.HandlerFunc(endlessStreams))) // /admin/ mfa max_age=15m
+	b := s.stepUpAlice("/admin/")
+	cookie := stepgateCookieHeader(t, b)
+	// Two seconds of freshness left.
+	s.Clock.Advance(15*time.Minute - 2*time.Second)
+
+	for _, tt := range []struct{ name, head string }{
+		{"a server-sent event stream", "GET /admin/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"},
+		{"a WebSocket", "GET /admin/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
+			"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			start := time.Now()
+			c, br := rawDial(t, s.Proxy, tt.head+"X-Forwarded-User: alice\r\nCookie: "+cookie+"\r\n\r\n")
+			_ = c.SetDeadline(time.Now().Add(8 * time.Second))
+			resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+			if err != nil {
+				t.Fatalf("read response: %v", err)
+			}
+			if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("got %d, want the stream", resp.StatusCode)
+			}
+			body := io.Reader(resp.Body)
+			if resp.StatusCode == http.StatusSwitchingProtocols {
+				body = br
+				// Keep the echo busy so the stream is live, not idle.
+				go func() {
+					tick := time.NewTicker(100 * time.Millisecond)
+					defer tick.Stop()
+					for range 100 {
+						if _, err := io.WriteString(c, "ping\n"); err != nil {
+							return
+						}
+						<-tick.C
+					}
+				}()
+			}
+			n, err := io.Copy(io.Discard, body)
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatalf("the stream was still open after %v (%d bytes); want it cut when the step-up stops being fresh", time.Since(start), n)
+			}
+			if d := time.Since(start); d < time.Second || d > 6*time.Second {
+				t.Errorf("the stream ended after %v, want about the 2 s of freshness left", d)
+			}
+			if n == 0 {
+				t.Error("nothing streamed before the cut")
+			}
+		})
+	}
+
+	t.Run("a response that has not started yet asks for a new step-up", func(t *testing.T) {
+		c, br := rawDial(t, s.Proxy, "GET /admin/slow HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n"+
+			"X-Forwarded-User: alice\r\nCookie: "+cookie+"\r\n\r\n")
+		_ = c.SetDeadline(time.Now().Add(8 * time.Second))
+		resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+		if err != nil {
+			t.Fatalf("read response: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "insufficient_user_authentication") {
+			t.Errorf("got %d %q, want 401 with a step-up challenge", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+		}
+	})
+	if n := len(jsonLogLines(s.Logs.String(), "upstream error")); n != 0 {
+		t.Errorf(`%d "upstream error" lines; a step-up running out is not the upstream failing`, n)
 	}
 }

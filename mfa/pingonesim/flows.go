@@ -106,7 +106,7 @@ func (s *Server) selectLocked(f *flow, d *Device, now time.Time) {
 	f.selected, f.otp, f.challenge = d, "", nil
 	f.challenged = true
 	switch d.Type {
-	case "SMS", "VOICE", "EMAIL":
+	case "SMS", "VOICE", "EMAIL", "WHATSAPP":
 		f.otp, f.otpExpiry = newOTP(), now.Add(OTPLifetime)
 		s.deliverLocked(Message{DeviceID: d.ID, Type: d.Type, OTP: f.otp, Text: s.messageText(f, d, f.otp),
 			FlowID: f.id, User: f.user.Username, SentAt: now})
@@ -147,7 +147,7 @@ func amrFor(d *Device) []string {
 		return []string{"otp", "sms"}
 	case "VOICE":
 		return []string{"otp", "tel"}
-	case "EMAIL", "TOTP":
+	case "EMAIL", "TOTP", "WHATSAPP":
 		return []string{"otp"}
 	case "MOBILE":
 		return []string{"swk", "user"}
@@ -726,8 +726,8 @@ func (s *Server) Push(flowID string, o PushOutcome) error {
 
 // ForceStatus puts a flow into any status, known to PingOne or not, so that
 // tests can check how a client copes with a status it does not know. The
-// flow keeps its devices; it can be answered only by session.reset or
-// device.select when the status allows them (it does not, unless known).
+// flow keeps its devices; no action is allowed in a status the simulator
+// does not know, so such a flow can only be read or left to expire.
 func (s *Server) ForceStatus(flowID, status string) error {
 	now := s.now()
 	s.mu.Lock()

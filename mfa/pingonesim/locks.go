@@ -31,7 +31,7 @@ func (s *Server) lockLocked(u *User) *userLock {
 }
 
 func isOTPType(t string) bool {
-	return t == "SMS" || t == "VOICE" || t == "EMAIL" || t == "TOTP"
+	return t == "SMS" || t == "VOICE" || t == "EMAIL" || t == "TOTP" || t == "WHATSAPP"
 }
 
 // blockedUntilLocked is when d's method stops being blocked for f's user,

@@ -36,7 +36,7 @@ func twoDigits() string {
 	return strconv.Itoa(int(n.Int64()) + 10)
 }
 
-// newPushNumbersLocked draws the number to match and, for SELECT_NUMBER,
+// newPushNumbers draws the number to match and, for SELECT_NUMBER,
 // the three choices the phone offers (the right one among two others),
 // sorted so the position does not give it away.
 func newPushNumbers(mode string) (number string, choices []string) {

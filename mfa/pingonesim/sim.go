@@ -160,7 +160,7 @@ type User struct {
 
 // Device is one paired MFA device.
 type Device struct {
-	ID, Type, Nickname string           // Type: SMS, VOICE, EMAIL, TOTP, MOBILE, FIDO2
+	ID, Type, Nickname string           // Type: SMS, VOICE, EMAIL, WHATSAPP, TOTP, MOBILE, FIDO2
 	Phone, Email       string           // real values; flows show them masked
 	TOTPSecret         []byte           // TOTP: RFC 6238 SHA1, 6 digits, 30 s step
 	CredentialID       []byte           // FIDO2

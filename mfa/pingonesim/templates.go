@@ -180,7 +180,7 @@ func (s *Server) messageText(f *flow, d *Device, otp string) string {
 	}
 	r := func(t string) string { return render(t, builtin, vars) }
 	switch d.Type {
-	case "SMS":
+	case "SMS", "WHATSAPP": // WhatsApp carries the SMS text here (INFERRED)
 		return r(c.SMS)
 	case "VOICE":
 		return r(c.Voice)

@@ -138,3 +138,19 @@ func TestInboxShowsTheText(t *testing.T) {
 		t.Errorf("page shows the push text %d times, want 2:\n%s", n, page)
 	}
 }
+
+// FuzzRender: any template text and variable value renders without panic,
+// and a value's own placeholders are never expanded (a variable cannot pull
+// in the code).
+func FuzzRender(f *testing.F) {
+	f.Add("Approve ${sum} to ${recipient}? Code: ${otp}", "${otp}")
+	f.Add("${", "}")
+	f.Add("${${otp}}", "x")
+	f.Fuzz(func(t *testing.T, text, value string) {
+		const code = "<CODE>"
+		out := render(text, map[string]string{"otp": code}, map[string]string{"sum": value, "recipient": value})
+		if !strings.Contains(text, "${otp}") && !strings.Contains(text+value, "<") && strings.Contains(out, code) {
+			t.Errorf("render(%q, sum=%q) = %q shows the code", text, value, out)
+		}
+	})
+}

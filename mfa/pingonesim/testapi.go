@@ -160,11 +160,21 @@ type pendingPush struct {
 	SentAt                     time.Time
 }
 
+// totpCode is an authenticator app's current code, as its owner's phone
+// would show it.
+type totpCode struct {
+	User, Device, Code string
+	Left               int // seconds the code stays current
+}
+
 var inboxPage = template.Must(template.New("inbox").Funcs(template.FuncMap{
-	"ts": func(t time.Time) string { return t.UTC().Format("15:04:05") },
+	// The simulator runs on the demo user's own machine: its local time
+	// zone is theirs.
+	"ts":  func(t time.Time) string { return t.Local().Format("15:04:05 MST") },
+	"iso": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 }).Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="refresh" content="3">
+{{if not .Pushes}}<meta http-equiv="refresh" content="3">{{end}}
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>PingOne simulator inbox</title>
 <style>
@@ -176,10 +186,12 @@ table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.3rem .5
 form{display:inline}button{margin-right:.3rem}.empty{color:#777}
 </style></head><body>
 <h1>PingOne simulator inbox</h1>
-<p>Simulated codes and push notifications. This page refreshes every 3 seconds.</p>
+<p>Simulated codes and push notifications. {{if .Pushes}}While a push waits for an answer this page
+stays still (no button moves under the pointer); <a href="/_sim/inbox/page">refresh</a>.{{else}}This page
+refreshes every 3 seconds.{{end}}</p>
 <h2>Pending pushes</h2>
 {{if .Pushes}}<table><tr><th>User</th><th>Device</th><th>Notification</th><th>Sent</th><th>Answer</th></tr>
-{{range .Pushes}}<tr><td>{{.User}}</td><td>{{.Device}}</td><td class="text">{{.Text}}</td><td>{{ts .SentAt}}</td><td>
+{{range .Pushes}}<tr><td>{{.User}}</td><td>{{.Device}}</td><td class="text">{{.Text}}</td><td><time datetime="{{iso .SentAt}}">{{ts .SentAt}}</time></td><td>
 {{if eq .NumberMatching "SELECT_NUMBER"}}{{$id := .FlowID}}Pick the number shown on the sign-in screen:
 {{range .Choices}}<form method="post" action="/_sim/push/{{$id}}/approve"><input type="hidden" name="number" value="{{.}}"><button>{{.}}</button></form>{{end}}
 {{else if .NumberMatching}}<form method="post" action="/_sim/push/{{.FlowID}}/approve"><label>Number shown on the sign-in screen <input name="number" inputmode="numeric" size="4" required></label> <button>Approve</button></form>
@@ -188,9 +200,12 @@ form{display:inline}button{margin-right:.3rem}.empty{color:#777}
 <form method="post" action="/_sim/push/{{.FlowID}}/timeout"><button>Time out</button></form>
 </td></tr>{{end}}</table>
 {{else}}<p class="empty">No push is waiting.</p>{{end}}
+{{if .TOTP}}<h2>Authenticator apps</h2>
+<table><tr><th>User</th><th>Device</th><th>Current code</th><th>Changes in</th></tr>
+{{range .TOTP}}<tr><td>{{.User}}</td><td>{{.Device}}</td><td class="otp">{{.Code}}</td><td>{{.Left}} s</td></tr>{{end}}</table>{{end}}
 <h2>Messages</h2>
 {{if .Messages}}<table><tr><th>User</th><th>Type</th><th>Code</th><th>Message</th><th>Sent</th></tr>
-{{range .Messages}}<tr><td>{{.User}}</td><td>{{.Type}}</td><td class="otp">{{if .OTP}}{{.OTP}}{{else}}push{{end}}</td><td class="text">{{.Text}}</td><td>{{ts .SentAt}}</td></tr>
+{{range .Messages}}<tr><td>{{.User}}</td><td>{{.Type}}</td><td class="otp">{{if .OTP}}{{.OTP}}{{else}}push{{end}}</td><td class="text">{{.Text}}</td><td><time datetime="{{iso .SentAt}}">{{ts .SentAt}}</time></td></tr>
 {{end}}</table>
 {{else}}<p class="empty">No messages yet.</p>{{end}}
 </body></html>
@@ -217,5 +232,13 @@ func (s *Server) serveInboxPage(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'")
-	_ = inboxPage.Execute(w, map[string]any{"Pushes": pushes, "Messages": msgs})
+	var codes []totpCode
+	for _, u := range s.tenant.Users {
+		for _, d := range u.Devices {
+			if d.Type == "TOTP" {
+				codes = append(codes, totpCode{User: u.Username, Device: d.Nickname, Code: totpAt(d.TOTPSecret, now), Left: 30 - int(now.Unix()%30)})
+			}
+		}
+	}
+	_ = inboxPage.Execute(w, map[string]any{"Pushes": pushes, "Messages": msgs, "TOTP": codes})
 }

@@ -49,10 +49,17 @@ func TestSimInboxPageListsMessagesAndPushes(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodGet, h.srv.URL+"/_sim/inbox/page", nil)
 	page := h.do(req)
 	otp := h.sim.Inbox("alice")[0].OTP
-	for _, want := range []string{`http-equiv="refresh" content="3"`, otp, "/_sim/push/" + flowID + "/approve", "/_sim/push/" + flowID + "/deny", "/_sim/push/" + flowID + "/timeout"} {
+	for _, want := range []string{otp, "/_sim/push/" + flowID + "/approve", "/_sim/push/" + flowID + "/deny", "/_sim/push/" + flowID + "/timeout",
+		// carol's authenticator app shows its current code.
+		h.sim.TOTP(DemoCarolTOTPID), `<time datetime="`} {
 		if !strings.Contains(page.raw, want) {
 			t.Errorf("inbox page lacks %q", want)
 		}
+	}
+	// While a push waits, the page does not refresh the Approve button away
+	// from under the pointer.
+	if strings.Contains(page.raw, `http-equiv="refresh"`) {
+		t.Error("the inbox page refreshes itself while a push is pending")
 	}
 	if strings.Contains(page.raw, "<script") || strings.Contains(page.raw, "http://") && strings.Contains(page.raw, "src=") {
 		t.Error("inbox page loads scripts or external assets")
@@ -74,6 +81,11 @@ func TestSimInboxPageListsMessagesAndPushes(t *testing.T) {
 	}
 	if got := str(h.getFlow(flowID, st).body, "status"); got != "COMPLETED" {
 		t.Errorf("after the form approve: %q", got)
+	}
+	// Nothing pending: it refreshes again, to show what arrives.
+	req, _ = http.NewRequest(http.MethodGet, h.srv.URL+"/_sim/inbox/page", nil)
+	if page := h.do(req); !strings.Contains(page.raw, `http-equiv="refresh" content="3"`) {
+		t.Error("the inbox page does not refresh when no push is pending")
 	}
 	// A second answer is a conflict, not a silent success.
 	req, _ = http.NewRequest(http.MethodPost, h.srv.URL+"/_sim/push/"+flowID+"/deny", nil)

@@ -59,7 +59,7 @@ func (h *Handler) RequireApproval(w http.ResponseWriter, r *http.Request, rule r
 // with, and sends the browser on to the page without the reference in its
 // URL. The held request must belong to the signed-in user.
 func (h *Handler) adoptApproval(w http.ResponseWriter, r *http.Request, c caller, ref string) {
-	held, ok := h.openApproval(w, r, c, ref)
+	held, ok := h.openApproval(w, r, c, nil, ref)
 	if !ok {
 		return
 	}
@@ -72,11 +72,14 @@ func (h *Handler) adoptApproval(w http.ResponseWriter, r *http.Request, c caller
 		h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
 		return
 	}
-	h.continueTo(w, r)
+	h.continueTo(w, r, nil) // the flow cookie has the return path
 }
 
-// openApproval opens the held request, or renders why it cannot be.
-func (h *Handler) openApproval(w http.ResponseWriter, r *http.Request, c caller, ref string) (*approve.Held, bool) {
+// openApproval opens the held request, or answers why it cannot be. After
+// a POST the answer is a 303, like every POST outcome, so a reload never
+// re-submits: a gone or foreign approval ends the flow and the page says
+// so (done=expired, done=refused); a store outage keeps the flow to retry.
+func (h *Handler) openApproval(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow, ref string) (*approve.Held, bool) {
 	if h.cfg.Approvals == nil {
 		h.Error(w, r, http.StatusNotFound, "not_found")
 		return nil, false
@@ -86,22 +89,57 @@ func (h *Handler) openApproval(w http.ResponseWriter, r *http.Request, c caller,
 	case errors.Is(err, approve.ErrExpired), errors.Is(err, approve.ErrBadRef):
 		h.m.Approvals.WithLabelValues("expired").Inc()
 		h.audit(r, "approval.expired", c, "")
-		h.cfg.Store.ClearFlow(w)
-		h.render(w, r, http.StatusGone, &view{State: "error", Message: "approval_expired"})
+		h.endApproval(w, r, doneExpired)
 		return nil, false
 	case err != nil:
 		h.log.LogAttrs(r.Context(), slog.LevelError, "approval store", slog.String("error", err.Error()))
 		w.Header().Set("Retry-After", "5")
+		if f != nil && r.Method == http.MethodPost {
+			h.tell(w, r, c, f, "store_unavailable", 0)
+			return nil, false
+		}
 		h.render(w, r, http.StatusServiceUnavailable, &view{State: "error", Message: "store_unavailable", Back: true})
 		return nil, false
 	case held.User != c.user:
 		h.m.Approvals.WithLabelValues("refused").Inc()
 		h.audit(r, "approval.refused", c, "", slog.String("reason", "held request of another user"))
-		h.cfg.Store.ClearFlow(w)
-		h.render(w, r, http.StatusForbidden, &view{State: "error", Message: "approval_other_user"})
+		h.endApproval(w, r, doneRefused)
 		return nil, false
 	}
 	return held, true
+}
+
+// Outcomes of an approval that ended without a flow to carry a message.
+const (
+	doneExpired = "expired"
+	doneRefused = "refused"
+)
+
+// endApproval drops the flow and shows why: at once for a GET, through a
+// 303 for a POST.
+func (h *Handler) endApproval(w http.ResponseWriter, r *http.Request, done string) {
+	h.cfg.Store.ClearFlow(w)
+	if r.Method == http.MethodPost {
+		setNoStore(w.Header())
+		http.Redirect(w, r, PathChallenge+"?done="+done, http.StatusSeeOther)
+		return
+	}
+	h.showDone(w, r, done)
+}
+
+// showDone renders the page an approval ends on.
+func (h *Handler) showDone(w http.ResponseWriter, r *http.Request, done string) bool {
+	switch done {
+	case doneApproved:
+		h.render(w, r, http.StatusOK, &view{State: "approved"})
+	case doneExpired:
+		h.render(w, r, http.StatusGone, &view{State: "error", Message: "approval_expired"})
+	case doneRefused:
+		h.render(w, r, http.StatusForbidden, &view{State: "error", Message: "approval_other_user"})
+	default:
+		return false
+	}
+	return true
 }
 
 // approvalView is what the page says is being approved.
@@ -125,7 +163,7 @@ func (h *Handler) startRequest(w http.ResponseWriter, r *http.Request, c caller,
 		req.ACR, req.MaxAge, req.Prompt = rule.ACR, rule.MaxAge, rule.Prompt
 		return req, rule.Path, true
 	}
-	held, ok := h.openApproval(w, r, c, f.Approval)
+	held, ok := h.openApproval(w, r, c, f, f.Approval)
 	if !ok {
 		return req, "", false
 	}
@@ -143,14 +181,14 @@ func (h *Handler) startRequest(w http.ResponseWriter, r *http.Request, c caller,
 // a program retries the request itself. It returns where to go next, or
 // renders a page and returns "".
 func (h *Handler) finishApproval(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow) string {
-	held, ok := h.openApproval(w, r, c, f.Approval)
+	held, ok := h.openApproval(w, r, c, f, f.Approval)
 	if !ok {
 		return ""
 	}
 	if err := h.cfg.Approvals.Approve(r.Context(), held); err != nil {
 		h.log.LogAttrs(r.Context(), slog.LevelError, "approval store", slog.String("error", err.Error()))
 		w.Header().Set("Retry-After", "5")
-		h.render(w, r, http.StatusServiceUnavailable, &view{State: "error", Message: "store_unavailable", Back: true})
+		h.tell(w, r, c, f, "store_unavailable", 0)
 		return ""
 	}
 	h.cfg.Store.ClearFlow(w)

@@ -73,6 +73,13 @@ type Limits struct {
 	// SendPerUser bounds device selections and resends, each of which can
 	// make PingOne send an SMS, e-mail or push (SMS pumping within one flow).
 	SendPerUser Limiter
+	// ReadPerFlow and ReadPerUser bound the flow reads a challenge page
+	// load (and a resend) costs, apart from push polling (PollPerFlow):
+	// without them one user reloading the page drains the process-wide
+	// PingOne cap that every user's start shares. Both are checked before
+	// PingOne is called, so a refused reload costs PingOne nothing.
+	ReadPerFlow Limiter
+	ReadPerUser Limiter
 }
 
 // UserMapping finds the user PingOne knows for a request whose upstream
@@ -102,10 +109,18 @@ type Config struct {
 	// rules.
 	Approvals   Approvals
 	AllowBypass bool
-	Pages       *Pages
-	Logger      *slog.Logger
-	Metrics     *metrics.Metrics
-	Now         func() time.Time
+	// Verified reports whether the request already carries a step-up that
+	// is valid for this user and fresh enough for the rule of returnPath.
+	// The page then sends the user on instead of offering another
+	// challenge. Nil means never.
+	Verified func(r *http.Request, user, method, returnPath string) bool
+	// ResendCooldown is how long after a code or push was sent the page
+	// waits before it sends another (default 30 s).
+	ResendCooldown time.Duration
+	Pages          *Pages
+	Logger         *slog.Logger
+	Metrics        *metrics.Metrics
+	Now            func() time.Time
 }
 
 // Handler serves the challenge endpoints.
@@ -126,6 +141,9 @@ func New(cfg Config) (*Handler, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.ResendCooldown == 0 {
+		cfg.ResendCooldown = 30 * time.Second
 	}
 	return &Handler{
 		cfg: cfg, pages: cfg.Pages, log: cfg.Logger, m: cfg.Metrics, now: cfg.Now,
@@ -177,6 +195,9 @@ func (h *Handler) Require(w http.ResponseWriter, r *http.Request, rule rules.Rul
 		// The flow must ask for the policy of the rule this method
 		// matched, not of the rule a GET to the same path would match.
 		target += "&method=" + url.QueryEscape(r.Method)
+	}
+	if from := referrerPath(r); from != "" {
+		target += "&from=" + url.QueryEscape(from)
 	}
 	setNoStore(w.Header())
 	switch clientKind(r) {
@@ -247,37 +268,57 @@ func isFormContent(ct string) bool {
 	return strings.HasPrefix(ct, "application/x-www-form-urlencoded") || strings.HasPrefix(ct, "multipart/form-data")
 }
 
-// show renders the page for the current state; it never starts a flow.
+// show renders the page for the current state; it never starts a flow. A
+// message a POST left in the flow cookie (the flash) is shown once, with the
+// status the POST's outcome had, so scripts that follow the 303 still see it.
 func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 	if ref := r.URL.Query().Get("approval"); ref != "" {
 		h.adoptApproval(w, r, c, ref)
 		return
 	}
 	f, ok := h.cfg.Store.Flow(r)
-	if !ok && r.URL.Query().Get("done") == doneApproved {
-		h.render(w, r, http.StatusOK, &view{State: "approved"})
+	q := r.URL.Query()
+	if !ok && h.showDone(w, r, q.Get("done")) {
 		return
 	}
-	ret := r.URL.Query().Get("return")
-	method := returnMethod(r.URL.Query().Get("method"))
+	ret := q.Get("return")
+	method := returnMethod(q.Get("method"))
 	if !ok || f.User != c.user {
-		f = session.Flow{User: c.user, ReturnPath: SafeReturn(ret), ReturnMethod: method, CSRF: randomBytes(32), Created: h.now()}
+		f = session.Flow{User: c.user, ReturnPath: SafeReturn(ret), ReturnMethod: method, CSRF: randomBytes(32), Created: h.now(), From: safeFrom(q.Get("from"))}
+	} else if f.FlowID == "" && ret != "" && f.Approval == "" {
+		f.ReturnPath, f.ReturnMethod = SafeReturn(ret), method
+		if from := safeFrom(q.Get("from")); from != "" {
+			f.From = from
+		}
+	}
+	if len(f.ReturnPath)+len(f.From) > MaxReturnPath {
+		f.From = "" // the flow cookie keeps room for PingOne's cookies
+	}
+	msg, n := f.Flash, f.FlashN
+	f.Flash, f.FlashN = "", 0
+	if msg == "" && q.Get("error") == "csrf" {
+		// A cross-origin POST is not trusted to write the flow cookie, so
+		// its refusal travels in the URL.
+		msg = "csrf"
+	}
+	// Someone already stepped up (another tab, Back after success) goes on
+	// instead of being offered a challenge that would send another code. A
+	// step-up never stands in for an approval.
+	if msg == "" && f.Approval == "" && h.cfg.Verified != nil && h.cfg.Verified(r, c.user, f.ReturnMethod, f.ReturnPath) {
+		h.cfg.Store.ClearFlow(w)
+		setNoStore(w.Header())
+		http.Redirect(w, r, SafeReturn(f.ReturnPath), http.StatusSeeOther)
+		return
+	}
+	if f.FlowID == "" {
 		if err := h.cfg.Store.SaveFlow(w, f); err != nil {
 			h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
 			return
 		}
-		h.render(w, r, http.StatusOK, &view{State: "start", flow: &f})
+		h.renderMessage(w, r, &f, nil, msg, n)
 		return
 	}
-	if f.FlowID == "" {
-		if ret != "" && (SafeReturn(ret) != f.ReturnPath || method != f.ReturnMethod) {
-			f.ReturnPath, f.ReturnMethod = SafeReturn(ret), method
-			if err := h.cfg.Store.SaveFlow(w, f); err != nil {
-				h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
-				return
-			}
-		}
-		h.render(w, r, http.StatusOK, &view{State: "start", flow: &f})
+	if !h.allowRead(w, r, c, &f) {
 		return
 	}
 	flow, err := h.cfg.PingOne.Read(r.Context(), &f.Pending)
@@ -290,22 +331,38 @@ func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 		h.complete(w, r, c, &f, flow)
 		return
 	case mfa.StatusFailed:
+		if f.Status == statusPush || f.Status == statusPushMany { // PingOne fails a push flow when the phone denies it
+			h.pushDenied(w, r, c, &f)
+			return
+		}
 		h.failed(w, r, c, &f, "flow_failed")
 		return
+	case mfa.StatusPushConfirmationRequired:
+		if f.Status != statusPick {
+			f.Status = statusPush
+			if len(flow.Devices) > 1 {
+				f.Status = statusPushMany
+			}
+		}
 	}
 	if err := h.cfg.Store.SaveFlow(w, f); err != nil {
 		h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
 		return
 	}
 	h.noteUnexpected(r, c, &f, flow)
-	h.renderFlow(w, r, http.StatusOK, &f, flow, "")
+	h.renderMessage(w, r, &f, flow, msg, n)
 }
 
 // act performs one form action (docs/design.md §7 form contract).
 func (h *Handler) act(w http.ResponseWriter, r *http.Request, c caller) {
 	if err := h.origin.Check(r); err != nil {
 		h.audit(r, "request.rejected", c, "", slog.String("reason", "cross-origin challenge post"))
-		h.Error(w, r, http.StatusForbidden, "csrf")
+		if clientKind(r) == kindAPI && !acceptsHTML(r) {
+			h.Error(w, r, http.StatusForbidden, "csrf")
+			return
+		}
+		setNoStore(w.Header())
+		http.Redirect(w, r, PathChallenge+"?error=csrf", http.StatusSeeOther)
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
@@ -315,20 +372,23 @@ func (h *Handler) act(w http.ResponseWriter, r *http.Request, c caller) {
 	}
 	f, ok := h.cfg.Store.Flow(r)
 	if !ok || f.User != c.user {
-		// No pending state for this user: nothing to act on. The page offers
-		// a fresh start.
-		h.render(w, r, http.StatusForbidden, &view{State: "error", Message: "session_expired", Restart: true})
+		// No pending state for this user (the flow cookie expired): nothing
+		// to act on. A fresh flow cookie carries the explanation to the
+		// start page.
+		h.m.Challenges.WithLabelValues("expired").Inc()
+		f = session.Flow{User: c.user, ReturnPath: pageReturn(r), CSRF: randomBytes(32), Created: h.now()}
+		h.tell(w, r, c, &f, "session_expired", 0)
 		return
 	}
 	token, err := base64.RawURLEncoding.DecodeString(r.PostForm.Get("csrf"))
 	if err != nil || len(f.CSRF) == 0 || subtle.ConstantTimeCompare(token, f.CSRF) != 1 {
 		h.audit(r, "request.rejected", c, f.FlowID, slog.String("reason", "bad csrf token"))
-		h.Error(w, r, http.StatusForbidden, "csrf")
+		h.tell(w, r, c, &f, "csrf", 0)
 		return
 	}
 	action := r.PostForm.Get("action")
 	if action != "start" && action != "cancel" && f.FlowID == "" {
-		h.render(w, r, http.StatusBadRequest, &view{State: "start", flow: &f, Message: "start_first"})
+		h.tell(w, r, c, &f, "start_first", 0)
 		return
 	}
 	switch action {
@@ -360,13 +420,48 @@ const maxCompletionAge = 5 * time.Minute
 // device": the page lists devices whatever PingOne's status is.
 const statusPick = "pick"
 
-func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow) {
-	if f.FlowID != "" { // a double submit or a reload: resume, never restart
-		h.continueTo(w, r)
+// statusPush is the flow cookie's marker for "the page showed a push": a
+// flow that then fails was denied on the phone.
+const statusPush = "push"
+
+// statusPushMany is statusPush for a user with other methods: the page
+// after a denial offers them.
+const statusPushMany = "push+"
+
+// tell answers with a message. After a POST (or for the push poll) the
+// message goes into the flow cookie and the browser gets a 303 to the page,
+// which shows it once: a reload or Back never re-submits the form (issue
+// 16). On a GET the page shows it at once.
+func (h *Handler) tell(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow, msg string, n int) {
+	if r.Method == http.MethodPost || r.URL.Path == PathStatus {
+		f.Flash, f.FlashN = msg, n
+		if err := h.cfg.Store.SaveFlow(w, *f); err != nil {
+			h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
+			return
+		}
+		if r.Method == http.MethodPost {
+			if msg == "rate_limited" || msg == "resend_wait" {
+				// Scripts that do not follow redirects still learn the wait.
+				w.Header().Set("Retry-After", strconv.Itoa(max(n, 1)))
+			}
+			h.continueTo(w, r, f)
+		}
 		return
 	}
-	if !h.allow(w, r, c, h.cfg.Limits.StartPerUser, "start_user", "u:"+c.user) ||
-		!h.allow(w, r, c, h.cfg.Limits.StartPerIP, "start_ip", ipKey(c.client)) {
+	if err := h.cfg.Store.SaveFlow(w, *f); err != nil {
+		h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
+		return
+	}
+	h.renderMessage(w, r, f, nil, msg, n)
+}
+
+func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow) {
+	if f.FlowID != "" { // a double submit or a reload: resume, never restart
+		h.continueTo(w, r, f)
+		return
+	}
+	if !h.allow(w, r, c, f, h.cfg.Limits.StartPerUser, "start_user", "u:"+c.user) ||
+		!h.allow(w, r, c, f, h.cfg.Limits.StartPerIP, "start_ip", ipKey(c.client)) {
 		return
 	}
 	req, what, ok := h.startRequest(w, r, c, f)
@@ -378,13 +473,13 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *ses
 		source = m.Source()
 		var err error
 		if req.User, err = m.PingOneUser(r, c.user); err != nil {
-			h.notSetUp(w, r, c, source, "", err.Error())
+			h.notSetUp(w, r, c, f, source, "", err.Error())
 			return
 		}
 	}
 	flow, pending, err := h.cfg.PingOne.Start(r.Context(), req)
 	if pe := (*mfa.Error)(nil); errors.As(err, &pe) && pe.UserRefused() {
-		h.notSetUp(w, r, c, source, req.User, pe.Error())
+		h.notSetUp(w, r, c, f, source, req.User, pe.Error())
 		return
 	}
 	if err != nil {
@@ -393,17 +488,31 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *ses
 	}
 	f.Pending = *pending
 	f.Status = ""
+	if r.PostForm.Get("pick") == "1" && len(flow.Devices) > 1 {
+		// "Use another method" after a denied push: list the methods
+		// whatever PingOne picked by default.
+		f.Status = statusPick
+	}
+	if isSent(flow.Status) {
+		f.SentAt = h.now()
+	}
 	h.m.Challenges.WithLabelValues("started").Inc()
 	h.audit(r, "mfa.started", c, f.FlowID, slog.String("rule", what), slog.String("status", string(flow.Status)))
 	h.afterAction(w, r, c, f, flow)
 }
 
 func (h *Handler) selectDevice(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow, id string) {
+	h.send(w, r, c, f, id, "")
+}
+
+// send selects a device, which makes PingOne send a code or a push to it;
+// notice is the message the next page shows once ("" for none).
+func (h *Handler) send(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow, id, notice string) {
 	if !validID(id) {
-		h.render(w, r, http.StatusBadRequest, &view{State: "error", Message: "bad_device", Restart: false, Back: true})
+		h.tell(w, r, c, f, "bad_device", 0)
 		return
 	}
-	if !h.allow(w, r, c, h.cfg.Limits.SendPerUser, "send_user", "u:"+c.user) {
+	if !h.allow(w, r, c, f, h.cfg.Limits.SendPerUser, "send_user", "u:"+c.user) {
 		return
 	}
 	flow, err := h.cfg.PingOne.SelectDevice(r.Context(), &f.Pending, id)
@@ -412,11 +521,37 @@ func (h *Handler) selectDevice(w http.ResponseWriter, r *http.Request, c caller,
 		return
 	}
 	f.Status = ""
+	if isSent(flow.Status) {
+		f.SentAt = h.now()
+		f.Flash = notice
+	}
 	h.audit(r, "mfa.device_selected", c, f.FlowID, slog.String("device_type", deviceType(flow, id)))
 	h.afterAction(w, r, c, f, flow)
 }
 
+// isSent reports whether PingOne has just sent something the user waits
+// for: a code (TOTP codes are not sent, but a cool-down does no harm) or a
+// push.
+func isSent(s mfa.Status) bool {
+	return s == mfa.StatusOTPRequired || s == mfa.StatusPushConfirmationRequired
+}
+
+// cooldownLeft is how long until another code may be sent.
+func (h *Handler) cooldownLeft(f *session.Flow) time.Duration {
+	if f.SentAt.IsZero() {
+		return 0
+	}
+	left := f.SentAt.Add(h.cfg.ResendCooldown).Sub(h.now())
+	if left < 0 || left > h.cfg.ResendCooldown {
+		return 0
+	}
+	return left
+}
+
 func (h *Handler) resend(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow) {
+	if !h.allowRead(w, r, c, f) {
+		return
+	}
 	flow, err := h.cfg.PingOne.Read(r.Context(), &f.Pending)
 	if err != nil {
 		h.pingOneError(w, r, c, f, err)
@@ -427,16 +562,24 @@ func (h *Handler) resend(w http.ResponseWriter, r *http.Request, c caller, f *se
 		h.saveAndContinue(w, r, c, f)
 		return
 	}
-	h.selectDevice(w, r, c, f, flow.SelectedDeviceID)
+	if left := h.cooldownLeft(f); left > 0 && flow.Status != mfa.StatusPushConfirmationTimedOut {
+		h.tell(w, r, c, f, "resend_wait", int(retrySeconds(left)))
+		return
+	}
+	notice := "code_sent"
+	if deviceType(flow, flow.SelectedDeviceID) == "MOBILE" {
+		notice = "push_sent"
+	}
+	h.send(w, r, c, f, flow.SelectedDeviceID, notice)
 }
 
 func (h *Handler) checkOTP(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow) {
-	code := strings.TrimSpace(r.PostForm.Get("otp"))
-	if !validOTP(code) {
-		h.rerenderOTP(w, r, c, f, "otp_format", -1)
+	code, ok := normaliseOTP(r.PostForm.Get("otp"))
+	if !ok {
+		h.tell(w, r, c, f, "otp_format", 0)
 		return
 	}
-	if !h.allow(w, r, c, h.cfg.Limits.OTPPerUser, "otp_user", "u:"+c.user) {
+	if !h.allow(w, r, c, f, h.cfg.Limits.OTPPerUser, "otp_user", "u:"+c.user) {
 		return
 	}
 	flow, err := h.cfg.PingOne.CheckOTP(r.Context(), &f.Pending, mfa.Secret(code))
@@ -448,7 +591,7 @@ func (h *Handler) checkOTP(w http.ResponseWriter, r *http.Request, c caller, f *
 			h.failed(w, r, c, f, "otp_limit")
 			return
 		}
-		h.rerenderOTP(w, r, c, f, "otp_wrong", pe.AttemptsRemaining)
+		h.tell(w, r, c, f, "otp_wrong", max(pe.AttemptsRemaining, 0))
 		return
 	}
 	if err != nil {
@@ -460,38 +603,22 @@ func (h *Handler) checkOTP(w http.ResponseWriter, r *http.Request, c caller, f *
 	h.afterAction(w, r, c, f, flow)
 }
 
-// rerenderOTP shows the code page again with an error, keeping the flow.
-func (h *Handler) rerenderOTP(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow, msg string, attempts int) {
-	flow, err := h.cfg.PingOne.Read(r.Context(), &f.Pending)
-	if err != nil {
-		h.pingOneError(w, r, c, f, err)
-		return
-	}
-	if flow.Status == mfa.StatusFailed {
-		h.failed(w, r, c, f, "otp_limit")
-		return
-	}
-	if err := h.cfg.Store.SaveFlow(w, *f); err != nil {
-		h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
-		return
-	}
-	v := h.flowView(f, flow)
-	v.Message, v.AttemptsLeft = msg, attempts
-	status := http.StatusBadRequest
-	if msg == "otp_wrong" {
-		status = http.StatusUnauthorized
-	}
-	h.render(w, r, status, v)
-}
-
 func (h *Handler) checkAssertion(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow) {
 	origin, assertion := r.PostForm.Get("origin"), r.PostForm.Get("assertion")
 	if origin != requestOrigin(r) || assertion == "" || len(assertion) > 32<<10 || !json.Valid([]byte(assertion)) {
 		h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", "malformed assertion or foreign origin"))
-		h.render(w, r, http.StatusBadRequest, &view{State: "error", Message: "assertion_bad", Back: true})
+		h.tell(w, r, c, f, "assertion_bad", 0)
 		return
 	}
 	flow, err := h.cfg.PingOne.CheckAssertion(r.Context(), &f.Pending, origin, assertion)
+	var pe *mfa.Error
+	if errors.As(err, &pe) && pe.Kind == mfa.KindInvalid {
+		// PingOne refuses an assertion from a key it does not know for
+		// this user; the flow stays open for another key or method.
+		h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", "assertion refused"), slog.String("code", pe.DetailCode))
+		h.tell(w, r, c, f, "assertion_unknown_key", 0)
+		return
+	}
 	if err != nil {
 		h.pingOneError(w, r, c, f, err)
 		return
@@ -505,8 +632,24 @@ func (h *Handler) cancel(w http.ResponseWriter, r *http.Request, c caller, f *se
 		_, _ = h.cfg.PingOne.Reset(r.Context(), &f.Pending)
 		h.audit(r, "mfa.cancelled", c, f.FlowID)
 	}
-	f.Pending, f.Status = mfa.Pending{}, ""
-	h.saveAndContinue(w, r, c, f)
+	f.Pending, f.Status, f.SentAt = mfa.Pending{}, "", time.Time{}
+	if err := h.cfg.Store.SaveFlow(w, *f); err != nil {
+		h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
+		return
+	}
+	// Back to where the user came from (the page before the protected
+	// one), else the application's home.
+	setNoStore(w.Header())
+	http.Redirect(w, r, homeFor(f), http.StatusSeeOther)
+}
+
+// homeFor is the way out of the challenge: where the user came from, else
+// the application's home.
+func homeFor(f *session.Flow) string {
+	if f != nil && f.From != "" {
+		return SafeReturn(f.From)
+	}
+	return "/"
 }
 
 // afterAction moves on from a flow PingOne just returned.
@@ -526,12 +669,19 @@ func (h *Handler) saveAndContinue(w http.ResponseWriter, r *http.Request, c call
 		h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
 		return
 	}
-	h.continueTo(w, r)
+	h.continueTo(w, r, f)
 }
 
-func (h *Handler) continueTo(w http.ResponseWriter, r *http.Request) {
+// continueTo answers a POST with a 303 to the page. The URL names the
+// return path, so that the history entry it creates still knows where the
+// user was going: Back to it after success sends the user on (show).
+func (h *Handler) continueTo(w http.ResponseWriter, r *http.Request, f *session.Flow) {
 	setNoStore(w.Header())
-	http.Redirect(w, r, PathChallenge, http.StatusSeeOther)
+	target := PathChallenge
+	if f != nil && f.ReturnPath != "" && f.ReturnPath != "/" {
+		target += "?return=" + url.QueryEscape(f.ReturnPath)
+	}
+	http.Redirect(w, r, target, http.StatusSeeOther)
 }
 
 // finish verifies a completed flow and issues the step-up cookie. It returns
@@ -548,15 +698,15 @@ func (h *Handler) finish(w http.ResponseWriter, r *http.Request, c caller, f *se
 	if res.AuthTime.IsZero() || h.now().Sub(res.AuthTime) > maxCompletionAge {
 		h.m.Challenges.WithLabelValues("failed").Inc()
 		h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", "id token auth_time missing or too old (replayed completion?)"))
-		h.cfg.Store.ClearFlow(w)
-		h.render(w, r, http.StatusForbidden, &view{State: "error", Message: "verification_failed"})
+		f.Pending, f.Status, f.SentAt = mfa.Pending{}, "", time.Time{}
+		h.tell(w, r, c, f, "verification_failed", 0)
 		return ""
 	}
 	if !res.MFA && !h.cfg.AllowBypass {
 		h.m.Challenges.WithLabelValues("failed").Inc()
 		h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", "pingone completed without an mfa step (bypass)"))
-		h.cfg.Store.ClearFlow(w)
-		h.render(w, r, http.StatusForbidden, &view{State: "error", Message: "no_mfa_method"})
+		f.Pending, f.Status, f.SentAt = mfa.Pending{}, "", time.Time{}
+		h.tell(w, r, c, f, "no_mfa_method", 0)
 		return ""
 	}
 	if f.Approval != "" {
@@ -603,9 +753,22 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request, c caller, f *
 func (h *Handler) failed(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow, reason string) {
 	h.m.Challenges.WithLabelValues("failed").Inc()
 	h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", reason))
-	f.Pending, f.Status = mfa.Pending{}, ""
-	_ = h.cfg.Store.SaveFlow(w, *f)
-	h.render(w, r, http.StatusForbidden, &view{State: "error", Message: reason, Restart: true, flow: f})
+	f.Pending, f.Status, f.SentAt = mfa.Pending{}, "", time.Time{}
+	h.tell(w, r, c, f, reason, 0)
+}
+
+// pushDenied ends a flow whose push was denied on the phone. The page says
+// so and offers a retry, and another method when the user has one (the
+// message's number is 1 then).
+func (h *Handler) pushDenied(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow) {
+	others := 0
+	if f.Status == statusPushMany {
+		others = 1
+	}
+	h.m.Challenges.WithLabelValues("failed").Inc()
+	h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", "push_denied"))
+	f.Pending, f.Status, f.SentAt = mfa.Pending{}, "", time.Time{}
+	h.tell(w, r, c, f, "push_denied", others)
 }
 
 // status is the JSON endpoint the push page polls.
@@ -688,27 +851,27 @@ func (h *Handler) pingOneError(w http.ResponseWriter, r *http.Request, c caller,
 	switch pe.Kind {
 	case mfa.KindFlowExpired:
 		h.m.Challenges.WithLabelValues("expired").Inc()
-		f.Pending, f.Status = mfa.Pending{}, ""
-		_ = h.cfg.Store.SaveFlow(w, *f)
-		h.render(w, r, http.StatusGone, &view{State: "error", Message: "expired", Restart: true, flow: f})
+		f.Pending, f.Status, f.SentAt = mfa.Pending{}, "", time.Time{}
+		h.tell(w, r, c, f, "expired", 0)
 	case mfa.KindRateLimited:
 		h.m.RateLimited.WithLabelValues("pingone").Inc()
 		h.audit(r, "mfa.rate_limited", c, f.FlowID, slog.String("limit", "pingone"))
-		w.Header().Set("Retry-After", retryAfter(pe.RetryAfter))
-		h.render(w, r, http.StatusTooManyRequests, &view{State: "error", Message: "rate_limited", Back: true, RetryAfter: pe.RetryAfter})
+		h.tell(w, r, c, f, "rate_limited", int(retrySeconds(pe.RetryAfter)))
 	case mfa.KindUnavailable:
-		w.Header().Set("Retry-After", "30")
-		h.render(w, r, http.StatusServiceUnavailable, &view{State: "error", Message: "unavailable", Back: true})
+		h.tell(w, r, c, f, "unavailable", 0)
 	case mfa.KindFlowFailed:
 		h.failed(w, r, c, f, "flow_failed")
 	case mfa.KindTokenInvalid:
 		h.m.Challenges.WithLabelValues("failed").Inc()
 		h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", "id token rejected"))
-		f.Pending, f.Status = mfa.Pending{}, ""
-		_ = h.cfg.Store.SaveFlow(w, *f)
-		h.render(w, r, http.StatusForbidden, &view{State: "error", Message: "verification_failed", Restart: true, flow: f})
+		f.Pending, f.Status, f.SentAt = mfa.Pending{}, "", time.Time{}
+		h.tell(w, r, c, f, "verification_failed", 0)
 	default: // KindInvalid, KindWrongOTP outside an OTP check
-		h.render(w, r, http.StatusBadRequest, &view{State: "error", Message: "rejected", Back: true})
+		msg := "rejected"
+		if pe.DetailCode == "LIMIT_EXCEEDED" { // PingOne's per-user OTP cool-down or push limit (docs/pingone.md)
+			msg = "method_locked"
+		}
+		h.tell(w, r, c, f, msg, 0)
 	}
 }
 
@@ -716,13 +879,13 @@ func (h *Handler) pingOneError(w http.ResponseWriter, r *http.Request, c caller,
 // request does not carry: the page says so, and the log names where the
 // value came from and what to check, because the usual cause is a chain that
 // sends PingOne the IdP's own user id (docs/design.md §17).
-func (h *Handler) notSetUp(w http.ResponseWriter, r *http.Request, c caller, source, pingOneUser, reason string) {
+func (h *Handler) notSetUp(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow, source, pingOneUser, reason string) {
 	h.audit(r, "identity.rejected", c, "",
 		slog.String("reason", "pingone user not set up: "+reason),
 		slog.String("pingone_user", pingOneUser),
 		slog.String("pingone_user_source", source),
 		slog.String("check", h.cfg.MappingCheck))
-	h.render(w, r, http.StatusForbidden, &view{State: "error", Message: "not_set_up"})
+	h.tell(w, r, c, f, "not_set_up", 0) // a POST outcome: 303 to the page that says so
 }
 
 func (h *Handler) internal(w http.ResponseWriter, r *http.Request, c caller, err error) {
@@ -730,8 +893,9 @@ func (h *Handler) internal(w http.ResponseWriter, r *http.Request, c caller, err
 	h.Error(w, r, http.StatusInternalServerError, "internal")
 }
 
-// allow applies one limit; on refusal it answers 429 and returns false.
-func (h *Handler) allow(w http.ResponseWriter, r *http.Request, c caller, l Limiter, name, key string) bool {
+// allow applies one limit; on refusal it answers 429 (after a POST: a 303
+// to the 429 page) and returns false.
+func (h *Handler) allow(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow, l Limiter, name, key string) bool {
 	if l == nil {
 		return true
 	}
@@ -741,9 +905,34 @@ func (h *Handler) allow(w http.ResponseWriter, r *http.Request, c caller, l Limi
 	}
 	h.m.RateLimited.WithLabelValues(name).Inc()
 	h.audit(r, "mfa.rate_limited", c, "", slog.String("limit", name))
-	w.Header().Set("Retry-After", retryAfter(wait))
-	h.render(w, r, http.StatusTooManyRequests, &view{State: "error", Message: "rate_limited", Back: true, RetryAfter: wait})
+	h.tell(w, r, c, f, "rate_limited", int(retrySeconds(wait)))
 	return false
+}
+
+// allowRead applies the page-load read limits, per flow then per user. Over
+// either, the page answers 429 with Retry-After and a way back, from the
+// flow cookie alone: no PingOne call.
+func (h *Handler) allowRead(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow) bool {
+	for _, l := range []struct {
+		lim       Limiter
+		name, key string
+	}{
+		{h.cfg.Limits.ReadPerFlow, "read_flow", "f:" + f.FlowID},
+		{h.cfg.Limits.ReadPerUser, "read_user", "u:" + c.user},
+	} {
+		if l.lim == nil {
+			continue
+		}
+		if ok, wait := l.lim.Allow(l.key); !ok {
+			h.m.RateLimited.WithLabelValues(l.name).Inc()
+			h.audit(r, "mfa.rate_limited", c, f.FlowID, slog.String("limit", l.name))
+			setNoStore(w.Header())
+			w.Header().Set("Retry-After", retryAfter(wait))
+			h.render(w, r, http.StatusTooManyRequests, &view{State: "error", Message: "rate_limited", Back: true, RetryAfter: wait, flow: f})
+			return false
+		}
+	}
+	return true
 }
 
 func (h *Handler) audit(r *http.Request, event string, c caller, flowID string, attrs ...slog.Attr) {
@@ -794,16 +983,66 @@ func validID(s string) bool {
 	return true
 }
 
-func validOTP(s string) bool {
-	if len(s) < 4 || len(s) > 12 {
-		return false
+// normaliseOTP accepts a code as people type or paste it: digits, with
+// spaces or dashes between groups ("123 456", "123-456"). It returns the
+// digits alone, 4 to 12 of them.
+func normaliseOTP(s string) (string, bool) {
+	s = strings.TrimSpace(s)
+	if len(s) > 32 {
+		return "", false
 	}
+	b := make([]byte, 0, 12)
 	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
+		switch c := s[i]; {
+		case c >= '0' && c <= '9':
+			b = append(b, c)
+		case c == ' ' || c == '-':
+		default:
+			return "", false
 		}
 	}
-	return true
+	if len(b) < 4 || len(b) > 12 {
+		return "", false
+	}
+	return string(b), true
+}
+
+// referrerPath is the same-origin page the browser came from, as a return
+// path, or "" (another site, no Referer, stepgate's own pages).
+func referrerPath(r *http.Request) string {
+	ref := r.Header.Get("Referer")
+	if ref == "" || len(ref) > MaxReturnPath {
+		return ""
+	}
+	u, err := url.Parse(ref)
+	if err != nil || u.Host != r.Host || (u.Scheme != "http" && u.Scheme != "https") {
+		return ""
+	}
+	return safeFrom(u.RequestURI())
+}
+
+// pageReturn is the return path named by the challenge page the form was
+// posted from (its Referer, same origin only), or "/": after the flow cookie
+// expired, a fresh start still knows where the user was going.
+func pageReturn(r *http.Request) string {
+	u, err := url.Parse(r.Header.Get("Referer"))
+	if err != nil || u.Host != r.Host || u.Path != PathChallenge {
+		return "/"
+	}
+	return SafeReturn(u.Query().Get("return"))
+}
+
+// maxFrom bounds "where the user came from" in the flow cookie, which also
+// holds a return path of up to MaxReturnPath and must stay under 4 KB.
+const maxFrom = 512
+
+// safeFrom is a return path for "where the user came from", or "" when it
+// is not a safe same-origin path or is one of stepgate's own.
+func safeFrom(p string) string {
+	if p == "" || len(p) > maxFrom || SafeReturn(p) != p || strings.HasPrefix(p, "/.stepgate/") {
+		return ""
+	}
+	return p
 }
 
 // requestOrigin is the origin the browser used to reach us.
@@ -831,11 +1070,16 @@ func ipKey(a netip.Addr) string {
 }
 
 func retryAfter(d time.Duration) string {
+	return strconv.FormatInt(retrySeconds(d), 10)
+}
+
+// retrySeconds is d in whole seconds, rounded up, at least 1.
+func retrySeconds(d time.Duration) int64 {
 	s := int64((d + time.Second - 1) / time.Second)
 	if s < 1 {
 		s = 1
 	}
-	return strconv.FormatInt(s, 10)
+	return s
 }
 
 func randomBytes(n int) []byte {

@@ -96,17 +96,53 @@ func (x *limitsHarness) start(t testing.TB, user string, client netip.Addr) *htt
 	return w
 }
 
+// follow GETs the page a POST's 303 leads to, with the flow cookie it set,
+// as a browser does.
+func (x *limitsHarness) follow(t testing.TB, user string, client netip.Addr, post *httptest.ResponseRecorder) *httptest.ResponseRecorder {
+	t.Helper()
+	if post.Code != http.StatusSeeOther {
+		t.Fatalf("POST answered %d, want 303", post.Code)
+	}
+	r := httptest.NewRequest(http.MethodGet, "http://gw.example"+post.Header().Get("Location"), nil)
+	r.Header.Set("Accept", "text/html")
+	for _, c := range post.Result().Cookies() {
+		r.AddCookie(c)
+	}
+	w := httptest.NewRecorder()
+	x.h.Serve(w, r, user, client)
+	return w
+}
+
+// started reports whether a start went through: a 303 without Retry-After.
+func started(w *httptest.ResponseRecorder) bool {
+	return w.Code == http.StatusSeeOther && w.Header().Get("Retry-After") == ""
+}
+
+// limited reports whether a start was refused: a 303 that carries
+// Retry-After and leads to the 429 page.
+func (x *limitsHarness) limited(t testing.TB, user string, client netip.Addr, post *httptest.ResponseRecorder) bool {
+	t.Helper()
+	return post.Code == http.StatusSeeOther && post.Header().Get("Retry-After") != "" &&
+		x.follow(t, user, client, post).Code == http.StatusTooManyRequests
+}
+
 func TestStartLimitsAnswer429WithRetryAfter(t *testing.T) {
 	x := newLimitsHarness(t, 1000)
 	alice := netip.MustParseAddr("203.0.113.1")
 	for i := 0; i < 5; i++ {
-		if w := x.start(t, "alice", alice); w.Code != http.StatusSeeOther {
+		if w := x.start(t, "alice", alice); !started(w) {
 			t.Fatalf("start %d: got %d, want 303", i+1, w.Code)
 		}
 	}
-	w := x.start(t, "alice", alice)
+	// The refusal is a 303 (a reload never re-submits), with Retry-After
+	// for scripts, to the 429 page that says the same wait.
+	post := x.start(t, "alice", alice)
+	if got := post.Header().Get("Retry-After"); post.Code != http.StatusSeeOther || got != "120" {
+		t.Errorf("6th start: %d with Retry-After %q, want 303 with 120 (one start per 2 minutes)", post.Code, got)
+	}
+	w := x.follow(t, "alice", alice, post)
 	if w.Code != http.StatusTooManyRequests {
-		t.Fatalf("6th start: got %d, want 429", w.Code)
+		t.Fatalf("the page after the 6th start: got %d, want 429", w.Code)
 	}
 	if got := w.Header().Get("Retry-After"); got != "120" {
 		t.Errorf("Retry-After = %q, want 120 (one start per 2 minutes)", got)
@@ -117,12 +153,12 @@ func TestStartLimitsAnswer429WithRetryAfter(t *testing.T) {
 	// Twenty users behind one address exhaust the per-IP bucket.
 	shared := netip.MustParseAddr("198.51.100.7")
 	for i := 0; i < 20; i++ {
-		if w := x.start(t, "u"+strconv.Itoa(i), shared); w.Code != http.StatusSeeOther {
+		if w := x.start(t, "u"+strconv.Itoa(i), shared); !started(w) {
 			t.Fatalf("user %d from the shared address: %d", i, w.Code)
 		}
 	}
-	if w := x.start(t, "u-last", shared); w.Code != http.StatusTooManyRequests {
-		t.Errorf("21st start from one address: got %d, want 429", w.Code)
+	if w := x.start(t, "u-last", shared); !x.limited(t, "u-last", shared, w) {
+		t.Errorf("21st start from one address: got %d, not refused", w.Code)
 	}
 }
 
@@ -141,7 +177,7 @@ func TestLimiterMemoryIsFlatUnderDistinctUsersAndIPs(t *testing.T) {
 	run := func(from, to int) {
 		for i := from; i < to; i++ {
 			ip := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-			if w := x.start(t, "user-"+strconv.Itoa(i), ip); w.Code != http.StatusSeeOther {
+			if w := x.start(t, "user-"+strconv.Itoa(i), ip); !started(w) {
 				t.Fatalf("request %d: got %d (every key is new, nothing should be limited)", i, w.Code)
 			}
 		}
@@ -193,12 +229,12 @@ func TestPerIPLimitKeysIPv6ByItsSlash64(t *testing.T) {
 	x := newLimitsHarness(t, 1000)
 	for i := 0; i < 20; i++ {
 		ip := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i + 1)})
-		if w := x.start(t, "v6-"+strconv.Itoa(i), ip); w.Code != http.StatusSeeOther {
+		if w := x.start(t, "v6-"+strconv.Itoa(i), ip); !started(w) {
 			t.Fatalf("start %d: %d", i, w.Code)
 		}
 	}
 	rotated := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 8: 0xff, 15: 0x99})
-	if w := x.start(t, "v6-last", rotated); w.Code != http.StatusTooManyRequests {
-		t.Errorf("21st start from another address in the same /64: got %d, want 429", w.Code)
+	if w := x.start(t, "v6-last", rotated); !x.limited(t, "v6-last", rotated, w) {
+		t.Errorf("21st start from another address in the same /64: got %d, not refused", w.Code)
 	}
 }

@@ -30,6 +30,10 @@ var builtin embed.FS
 // page.html there replaces the built-in one, and messages/<lang>.json files
 // add or override message catalogues.
 type Pages struct {
+	// AppName names the protected application on every page
+	// (STEPGATE_APP_NAME); set it before serving. Empty: not shown.
+	AppName string
+
 	tmpl     *template.Template
 	catalogs map[string]map[string]string // language -> key -> text
 	langs    []string                     // sorted, for matching
@@ -147,6 +151,13 @@ type view struct {
 	Nonce        string
 	Lang         string
 	Approval     *approvalView // what is being approved, on an approval's pages
+	Notice       bool          // Message is good news or a hint, not an error
+	ResendIn     int           // seconds until "Send a new code" works again; 0 now
+	User         string        // the signed-in user
+	App          string        // the application's name
+	Opening      string        // what is being opened (the return path)
+	Home         string        // the way out: where the user came from, or "/"
+	OtherMethods bool          // after a denied push: the user has another method
 
 	flow    *session.Flow
 	catalog map[string]string
@@ -156,6 +167,63 @@ type view struct {
 type deviceView struct {
 	ID, Type, Target, Nickname string
 	Selected                   bool
+	// Nth and Of tell apart devices that would read the same (same type,
+	// nickname and target): "1 of 2". Of is 0 when the label is unique.
+	Nth, Of int
+}
+
+// Title is the page's heading and <title> for its state (and, on an error
+// page, its message). An operator's catalogue that translates only the
+// generic "title" keeps its translation rather than mixing in English.
+func (v *view) Title() string {
+	keys := []string{"title_" + v.State, "title"}
+	if v.Approval != nil && v.State != "error" {
+		keys = []string{"approve_title"}
+	}
+	if v.State == "error" {
+		keys = []string{"title_" + v.Message, "title_error", "error_title"}
+	}
+	for _, cat := range []map[string]string{v.catalog, v.english} {
+		for _, k := range keys {
+			if s, ok := cat[k]; ok {
+				return s
+			}
+		}
+	}
+	return v.T("title")
+}
+
+// HasAlternative reports whether there is another method to switch to.
+func (v *view) HasAlternative() bool { return len(v.Devices) > 1 }
+
+// Icon is the inline SVG name for a device type.
+func (d deviceView) Icon() string {
+	switch d.Type {
+	case "SMS", "VOICE", "MOBILE":
+		return "phone"
+	case "EMAIL":
+		return "mail"
+	case "TOTP":
+		return "clock"
+	case "FIDO2", "PLATFORM", "SECURITY_KEY":
+		return "key"
+	}
+	return "shield"
+}
+
+// Action is what the button that picks this device says it does.
+func (d deviceView) Action() string {
+	switch d.Type {
+	case "SMS", "EMAIL", "VOICE":
+		return "action_send_code"
+	case "MOBILE":
+		return "action_send_push"
+	case "TOTP":
+		return "action_enter_code"
+	case "FIDO2", "PLATFORM", "SECURITY_KEY":
+		return "action_use_key"
+	}
+	return "action_use"
 }
 
 // T returns the message for key in the page's language, formatted with args.
@@ -189,8 +257,17 @@ func (v *view) RetryText() string {
 // flowView builds the view for a flow status.
 func (h *Handler) flowView(f *session.Flow, flow *mfa.Flow) *view {
 	v := &view{flow: f, AttemptsLeft: -1}
+	same := map[[3]string]int{}
+	for _, d := range flow.Devices {
+		same[[3]string{d.Type, d.Nickname, d.Target}]++
+	}
+	seen := map[[3]string]int{}
 	for _, d := range flow.Devices {
 		dv := deviceView{ID: d.ID, Type: displayType(d.Type), Target: d.Target, Nickname: d.Nickname, Selected: d.ID == flow.SelectedDeviceID}
+		if k := [3]string{d.Type, d.Nickname, d.Target}; same[k] > 1 {
+			seen[k]++
+			dv.Nth, dv.Of = seen[k], same[k]
+		}
 		v.Devices = append(v.Devices, dv)
 		if dv.Selected {
 			v.Selected = dv
@@ -218,16 +295,98 @@ func (h *Handler) flowView(f *session.Flow, flow *mfa.Flow) *view {
 	return v
 }
 
-func (h *Handler) renderFlow(w http.ResponseWriter, r *http.Request, status int, f *session.Flow, flow *mfa.Flow, msg string) {
+func (h *Handler) renderFlow(w http.ResponseWriter, r *http.Request, status int, f *session.Flow, flow *mfa.Flow, msg string, n int) {
 	v := h.flowView(f, flow)
-	if msg != "" {
+	if msg != "" && v.State != "error" {
 		v.Message = msg
+		if msg == "otp_wrong" {
+			v.AttemptsLeft = n
+		}
 	}
 	if v.State == "error" && v.Message == "unknown_status" {
 		h.log.Warn("unknown pingone flow status", "status", string(flow.Status), "flow_id", f.FlowID)
 		status = http.StatusBadGateway
 	}
+	if v.State == "otp" && v.Selected.Type != "TOTP" {
+		v.ResendIn = int((h.cooldownLeft(f) + time.Second - 1) / time.Second)
+	}
+	if msg == "resend_wait" && v.ResendIn == 0 {
+		v.ResendIn = n // the push page: the wait the refusal computed
+	}
 	h.render(w, r, status, v)
+}
+
+// Where a message appears.
+const (
+	onPage    = iota // on the page of the flow's state (or the start page)
+	notice           // likewise, as good news or a hint rather than an error
+	errorPage        // an error page with a way back into the flow
+	terminal         // an error page: the flow is over, start afresh
+)
+
+// messageKinds says, for each message a POST can leave for the next page,
+// where it appears and the status that page is served with: the status the
+// POST's outcome had when it was answered directly (docs/design.md §7), so scripts
+// that follow the 303 still see it.
+var messageKinds = map[string]struct{ status, place int }{
+	"otp_wrong":             {http.StatusUnauthorized, onPage},
+	"otp_format":            {http.StatusBadRequest, onPage},
+	"start_first":           {http.StatusBadRequest, onPage},
+	"session_expired":       {http.StatusForbidden, onPage},
+	"csrf":                  {http.StatusForbidden, onPage},
+	"bad_device":            {http.StatusBadRequest, onPage},
+	"assertion_bad":         {http.StatusBadRequest, onPage},
+	"assertion_unknown_key": {http.StatusBadRequest, onPage},
+	"code_sent":             {http.StatusOK, notice},
+	"push_sent":             {http.StatusOK, notice},
+	"resend_wait":           {http.StatusOK, notice},
+	"rate_limited":          {http.StatusTooManyRequests, errorPage},
+	"unavailable":           {http.StatusServiceUnavailable, errorPage},
+	"rejected":              {http.StatusBadRequest, errorPage},
+	"method_locked":         {http.StatusBadRequest, errorPage},
+	"store_unavailable":     {http.StatusServiceUnavailable, errorPage},
+	"otp_limit":             {http.StatusForbidden, terminal},
+	"flow_failed":           {http.StatusForbidden, terminal},
+	"push_denied":           {http.StatusForbidden, terminal},
+	"expired":               {http.StatusGone, terminal},
+	"verification_failed":   {http.StatusForbidden, terminal},
+	"no_mfa_method":         {http.StatusForbidden, terminal},
+	"not_set_up":            {http.StatusForbidden, terminal},
+}
+
+// renderMessage renders the page for a flow (nil: not started, or over)
+// with msg ("" for none) and its number n.
+func (h *Handler) renderMessage(w http.ResponseWriter, r *http.Request, f *session.Flow, flow *mfa.Flow, msg string, n int) {
+	k, known := messageKinds[msg]
+	if !known {
+		k.status, k.place = http.StatusBadRequest, errorPage
+	}
+	status := k.status
+	if msg == "" {
+		status, k.place = http.StatusOK, onPage
+	}
+	switch k.place {
+	case errorPage, terminal:
+		// A bypass or an account PingOne does not know ends the flow too, but
+		// starting again cannot help.
+		v := &view{State: "error", Message: msg, flow: f, Restart: k.place == terminal && msg != "no_mfa_method" && msg != "not_set_up", Back: k.place == errorPage}
+		switch msg {
+		case "rate_limited":
+			v.RetryAfter = time.Duration(max(n, 1)) * time.Second
+			w.Header().Set("Retry-After", strconv.Itoa(max(n, 1)))
+		case "unavailable":
+			w.Header().Set("Retry-After", "30")
+		case "push_denied":
+			v.OtherMethods = n > 0
+		}
+		h.render(w, r, status, v)
+	default:
+		if flow != nil {
+			h.renderFlow(w, r, status, f, flow, msg, n)
+			return
+		}
+		h.render(w, r, status, &view{State: "start", Message: msg, flow: f})
+	}
 }
 
 func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, v *view) {
@@ -237,6 +396,13 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, v *
 			if held, err := h.cfg.Approvals.Open(r.Context(), v.flow.Approval); err == nil && held.User == v.flow.User {
 				v.Approval = newApprovalView(held)
 			}
+		}
+		v.User, v.Opening, v.Home = v.flow.User, v.flow.ReturnPath, homeFor(v.flow)
+	}
+	if k, ok := messageKinds[v.Message]; ok && k.place == notice {
+		v.Notice = true
+		if v.Message == "resend_wait" {
+			v.ResendIn = max(v.ResendIn, 1)
 		}
 	}
 	if v.AttemptsLeft == 0 && v.Message == "" {
@@ -252,7 +418,7 @@ func (h *Handler) Error(w http.ResponseWriter, r *http.Request, status int, key 
 		writeJSON(w, status, map[string]string{"error": key, "message": h.pages.english(key)})
 		return
 	}
-	h.pages.write(w, r, status, &view{State: "error", Message: key, AttemptsLeft: -1})
+	h.pages.write(w, r, status, &view{State: "error", Message: key, AttemptsLeft: -1, Home: "/"})
 }
 
 func (p *Pages) english(key string) string {
@@ -265,6 +431,10 @@ func (p *Pages) english(key string) string {
 // write sets the hardening headers and executes the template.
 func (p *Pages) write(w http.ResponseWriter, r *http.Request, status int, v *view) {
 	v.Status = status
+	v.App = p.AppName
+	if v.Home == "" {
+		v.Home = "/"
+	}
 	v.Lang = p.language(r.Header.Get("Accept-Language"))
 	v.catalog, v.english = p.catalogs[v.Lang], p.catalogs["en"]
 	// URL-safe base64 (CSP 3 allows - and _): html/template would write a

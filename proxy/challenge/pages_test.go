@@ -1,6 +1,8 @@
 package challenge
 
 import (
+	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -9,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stepgate/stepgate/mfa"
+	"github.com/stepgate/stepgate/session"
 )
 
 func writeFile(t *testing.T, path, content string) {
@@ -64,7 +69,7 @@ func TestMessagesFollowAcceptLanguage(t *testing.T) {
 	}
 	// A key the catalogue lacks falls back to English, never to the raw key.
 	w := render(t, p, "de", &view{State: "start", AttemptsLeft: -1})
-	if !strings.Contains(w.Body.String(), "This page needs a recent extra verification") {
+	if !strings.Contains(w.Body.String(), "This page needs a recent extra check") {
 		t.Error("a key missing from the German catalogue did not fall back to English")
 	}
 	if !strings.Contains(w.Body.String(), ">Weiter</button>") {
@@ -152,8 +157,8 @@ func TestRetryTextRoundsUpAndNeverSaysZero(t *testing.T) {
 		wait time.Duration
 		want string
 	}{
-		{0, ""},
-		{-time.Second, ""},
+		{0, "Wait a moment, then try again."},
+		{-time.Second, "Wait a moment, then try again."},
 		{time.Millisecond, "You can try again in 1 s."},
 		{59 * time.Second, "You can try again in 59 s."},
 		{59*time.Second + time.Millisecond, "You can try again in 1 min."},
@@ -164,8 +169,73 @@ func TestRetryTextRoundsUpAndNeverSaysZero(t *testing.T) {
 		body := render(t, p, "", &view{State: "error", Message: "rate_limited", RetryAfter: tt.wait}).Body.String()
 		_, after, found := strings.Cut(body, `<p id="retry">`)
 		got, _, _ := strings.Cut(after, "</p>")
-		if tt.want == "" && found || tt.want != "" && got != tt.want {
+		if !found || got != tt.want {
 			t.Errorf("wait %v: retry line %q (present %v), want %q", tt.wait, got, found, tt.want)
 		}
+		// One wait, said once: never "a moment" beside a number (issue 16).
+		if tt.wait > 0 && strings.Contains(body, "moment") {
+			t.Errorf("wait %v: the 429 page says both a moment and %q", tt.wait, got)
+		}
+	}
+}
+
+func TestDevicesThatWouldReadTheSameAreToldApart(t *testing.T) {
+	h := &Handler{}
+	flow := &mfa.Flow{Status: mfa.StatusDeviceSelectionRequired, Devices: []mfa.Device{
+		{ID: "a", Type: "SMS", Target: "+1 •••• 1234", Nickname: "Phone"},
+		{ID: "b", Type: "SMS", Target: "+1 •••• 1234", Nickname: "Phone"},
+		{ID: "c", Type: "SMS", Target: "+1 •••• 9999", Nickname: "Phone"},
+		{ID: "d", Type: "MOBILE", Nickname: "Phone"},
+	}}
+	v := h.flowView(&session.Flow{}, flow)
+	p, err := NewPages("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := render(t, p, "", v).Body.String()
+	labels := regexp.MustCompile(`<span class="device-type">([^<]*)</span>`).FindAllStringSubmatch(body, -1)
+	var got []string
+	for _, l := range labels {
+		got = append(got, l[1])
+	}
+	want := []string{"Text message (1 of 2)", "Text message (2 of 2)", "Text message", "Phone app notification"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("device labels = %q, want %q", got, want)
+	}
+	for _, action := range []string{">Send code<", ">Send push<"} {
+		if !strings.Contains(body, action) {
+			t.Errorf("no button that says %q", action)
+		}
+	}
+}
+
+// WCAG 1.4.11: the focus ring must reach 3:1 against the white card.
+func TestFocusRingContrastOnWhite(t *testing.T) {
+	css, err := builtin.ReadFile("assets/stepgate.css")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`:focus-visible\{outline:\d+px solid #([0-9a-fA-F]{6})`).FindSubmatch(css)
+	if m == nil {
+		t.Fatal("no :focus-visible outline colour in stepgate.css")
+	}
+	lum := func(hex string) float64 {
+		var rgb [3]float64
+		for i := range rgb {
+			var v int
+			fmt.Sscanf(hex[2*i:2*i+2], "%02x", &v)
+			c := float64(v) / 255
+			if c <= 0.03928 {
+				rgb[i] = c / 12.92
+			} else {
+				rgb[i] = math.Pow((c+0.055)/1.055, 2.4)
+			}
+		}
+		return 0.2126*rgb[0] + 0.7152*rgb[1] + 0.0722*rgb[2]
+	}
+	if ratio := (1 + 0.05) / (lum(string(m[1])) + 0.05); ratio < 3 {
+		t.Errorf("focus ring #%s has contrast %.2f:1 on white, want at least 3:1", m[1], ratio)
+	} else {
+		t.Logf("focus ring #%s: %.2f:1 on white", m[1], ratio)
 	}
 }

@@ -1,6 +1,8 @@
 package challenge
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -128,4 +130,27 @@ func FuzzSafeReturn(f *testing.F) {
 			t.Fatalf("SafeReturn(%q) = %q resolves to %s", p, got, r)
 		}
 	})
+}
+
+func TestWhereTheUserCameFromIsASameOriginPathOrNothing(t *testing.T) {
+	for _, tt := range []struct{ name, referer, want string }{
+		{"a page of the same host is kept with its query", "https://app.example/reports?week=12", "/reports?week=12"},
+		{"another host is dropped", "https://evil.example/reports", ""},
+		{"a host that only starts the same is dropped", "https://app.example.evil/x", ""},
+		{"stepgate's own pages are dropped", "https://app.example/.stepgate/challenge", ""},
+		{"a non-http scheme is dropped", "javascript://app.example/%0aalert(1)", ""},
+		{"a path that SafeReturn would rewrite is dropped", "https://app.example//evil.example/", ""},
+		{"a very long path is dropped", "https://app.example/" + strings.Repeat("a", maxFrom), ""},
+		{"no Referer is nothing", "", ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "https://app.example/admin/", nil)
+			if tt.referer != "" {
+				r.Header.Set("Referer", tt.referer)
+			}
+			if got := referrerPath(r); got != tt.want {
+				t.Errorf("referrerPath(%q) = %q, want %q", tt.referer, got, tt.want)
+			}
+		})
+	}
 }

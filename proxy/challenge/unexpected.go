@@ -21,12 +21,12 @@ var knownStatuses = map[mfa.Status]bool{
 	mfa.StatusFailed:                   true,
 }
 
-// knownDeviceTypes have their own label on the page. PingOne also has
-// WHATSAPP, OATH tokens and PingID types (SOURCES B21); those are listed
-// as "another method" and may still be selected: PingOne decides what
-// follows, and an unknown next status is caught like any other.
+// knownDeviceTypes have their own label on the page. PingOne also has OATH
+// tokens and PingID types (SOURCES B21); those are listed as "another
+// method" and may still be selected: PingOne decides what follows, and an
+// unknown next status is caught like any other.
 var knownDeviceTypes = map[string]bool{
-	"SMS": true, "VOICE": true, "EMAIL": true, "TOTP": true, "MOBILE": true, "FIDO2": true,
+	"SMS": true, "VOICE": true, "EMAIL": true, "WHATSAPP": true, "TOTP": true, "MOBILE": true, "FIDO2": true,
 }
 
 // otherDeviceType is the page's label key suffix for an unknown type.

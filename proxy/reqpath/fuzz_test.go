@@ -19,7 +19,10 @@ func FuzzParsePath(f *testing.F) {
 		f.Add(methods[i], targets[i])
 	}
 	for _, s := range []string{"/", "/admin", "/admin/", "/ADMIN/x", "/%61dmin/x", "/%41DMIN", "/adm%C4%B1n/",
-		"/a?b=c", "/caf%C3%A9", "/a:b@c!$&'()*+,=[]", "/%7e%2B"} {
+		"/a?b=c", "/caf%C3%A9", "/a:b@c!$&'()*+,=[]", "/%7e%2B",
+		// Windows best-fit look-alikes: fullwidth letters and separators.
+		"/%EF%BD%81dmin/x", "/%EF%BC%A1DMIN/", "/admin%EF%BC%8Fx", "/%EF%BD%81%EF%BD%84%EF%BD%8D%EF%BD%89%EF%BD%8E",
+		"/admin%EF%BC%BCx", "/adm%C4%B1n/", "/%E2%84%AAey"} {
 		f.Add("GET", s)
 	}
 	f.Add("OPTIONS", "*")
@@ -99,6 +102,13 @@ func FuzzParsePath(f *testing.F) {
 }
 
 func winName(p string) string {
+	// Best-fit reads fullwidth ASCII (U+FF01–U+FF5E) as ASCII.
+	p = strings.Map(func(r rune) rune {
+		if r >= 0xFF01 && r <= 0xFF5E {
+			return r - 0xFEE0
+		}
+		return r
+	}, p)
 	segs := strings.Split(p, "/")
 	for i, s := range segs {
 		segs[i] = strings.ToLower(strings.TrimRight(s, ". "))

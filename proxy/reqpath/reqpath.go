@@ -260,6 +260,7 @@ var (
 	errWinColon     = &Error{"colon in path (NTFS stream or drive)"}
 	errWinShortName = &Error{"8.3 short-name form (~digit)"}
 	errWinWildcard  = &Error{"Windows wildcard or reserved character"}
+	errWinLookAlike = &Error{"non-ASCII look-alike of an ASCII letter or separator (Windows best-fit)"}
 )
 
 // CheckWindows refuses a Match (from Parse) that a Windows upstream (IIS,
@@ -267,15 +268,26 @@ var (
 // suggests, which would let it skip a rule: a segment ending in '.' or ' '
 // ("/admin./x" is "/admin/x" to Win32), a ':' ("/admin::$DATA"), an 8.3
 // short name ("/ADMINI~1/" for "/administrator/"), or one of * " < > | that
-// Win32 treats as wildcards. The gateway calls it when case-insensitive
-// (IIS-style) matching is on; rules fold case, this refuses the rest. It
-// does not allocate.
+// Win32 treats as wildcards, or a non-ASCII character that Windows'
+// "best-fit" conversion to an ANSI code page or Unicode compatibility
+// folding reads as an ASCII letter, digit or separator ("/ａdmin" or
+// "/admin／x" for "/admin/x"; see lookAlike). The gateway calls it when
+// case-insensitive (IIS-style) matching is on; rules fold case, this
+// refuses the rest. It does not allocate.
 func CheckWindows(match string) error {
 	if match == "*" {
 		return nil
 	}
 	for i := 0; i < len(match); i++ {
 		c := match[i]
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(match[i:])
+			if lookAlike(r) {
+				return errWinLookAlike
+			}
+			i += size - 1
+			continue
+		}
 		switch c {
 		case '/':
 			if i > 0 && (match[i-1] == '.' || match[i-1] == ' ') {
@@ -295,4 +307,55 @@ func CheckWindows(match string) error {
 		return errWinTrailing
 	}
 	return nil
+}
+
+// lookAlike reports whether Windows may read r as ASCII. Best-fit tables
+// (WideCharToMultiByte without WC_NO_BEST_FIT_CHARS, used by ANSI APIs and
+// older ISAPI and CGI stacks) map characters missing from the code page to
+// a similar-looking one, and compatibility normalisation (NFKC) does the
+// same for presentation forms. Refused, because the rules match the
+// characters as written:
+//
+//   - fullwidth ASCII, U+FF01–U+FF5E ("ａ" is "a", "／" is "/");
+//   - other slash, backslash, dot and colon look-alikes, and the yen and
+//     won signs that the Japanese and Korean code pages put at 0x5C ('\');
+//   - letters that best-fit or fold to ASCII letters: Latin Extended-A and
+//     -B ("ı", "ſ", "ǎ"), IPA and modifier letters, combining marks (dropped
+//     by best-fit, leaving the base letter), Latin Extended Additional,
+//     super- and subscripts, letterlike symbols (Kelvin "K", Ångström "Å"),
+//     enclosed alphanumerics ("ⓐ"), Latin ligatures ("ﬁ") and mathematical
+//     alphanumerics ("𝐚").
+//
+// Latin-1 letters (U+00C0–U+00FF, "é", "ü") are in the Western code page
+// itself and are left alone, as are other scripts.
+func lookAlike(r rune) bool {
+	switch {
+	case r >= 0xFF01 && r <= 0xFF5E: // fullwidth ASCII
+		return true
+	case r >= 0x0100 && r <= 0x036F: // Latin Extended-A/B, IPA, modifier letters, combining marks
+		return true
+	case r >= 0x1D00 && r <= 0x1DFF: // phonetic extensions, combining supplement
+		return true
+	case r >= 0x1E00 && r <= 0x1EFF: // Latin Extended Additional
+		return true
+	case r >= 0x2070 && r <= 0x209F: // superscripts and subscripts
+		return true
+	case r >= 0x2100 && r <= 0x215F: // letterlike symbols, number forms
+		return true
+	case r >= 0x2460 && r <= 0x24FF: // enclosed alphanumerics
+		return true
+	case r >= 0xFB00 && r <= 0xFB06: // Latin ligatures
+		return true
+	case r >= 0x1D400 && r <= 0x1D7FF: // mathematical alphanumerics
+		return true
+	}
+	switch r {
+	case 0x2044, 0x2215, 0x2571, 0x29F8, // slashes: ⁄ ∕ ╱ ⧸
+		0x2216, 0x2572, 0x29F5, 0x29F9, 0xFE68, 0x00A5, 0x20A9, // backslashes: ∖ ╲ ⧵ ⧹ ﹨ ¥ ₩
+		0x2024, 0xFE52, 0x3002, 0xFF61, // dots: ․ ﹒ 。 ｡
+		0x2236, 0xA789, 0xFE55, 0xFE13, // colons: ∶ ꞉ ﹕ ︓
+		0x2010, 0x2011, 0x2012, 0x2013, 0x2014, 0x2212: // hyphens and minus: ‐ ‑ ‒ – — −
+		return true
+	}
+	return false
 }

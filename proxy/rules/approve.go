@@ -64,14 +64,19 @@ const (
 )
 
 // parseApprove reads an approve rule's options. Approve rules list their
-// methods, and not only GET/HEAD: approval is for actions, and a page view
-// that needed an approval each time would be unusable.
+// methods, all of them unsafe ones: approval is for actions.
 func parseApprove(r Rule, opts []string, d Defaults) (Rule, error) {
 	if len(r.Methods) == 0 {
 		return Rule{}, fmt.Errorf("%q approve: approve rules must list their methods (for example POST,DELETE %s approve)", r.Path, r.Path)
 	}
-	if !slices.ContainsFunc(r.Methods, func(m string) bool { return m != "GET" && m != "HEAD" }) {
-		return Rule{}, fmt.Errorf("%q approve: an approve rule needs a method other than GET and HEAD", r.Path)
+	// Safe methods are refused outright, not only alone: browsers send
+	// them cross-site freely (links, images, prefetch), so a cross-site
+	// page could make anyone's phone ring, and a GET approve rule would
+	// also catch the browser's return to the original URL after approval.
+	for _, m := range r.Methods {
+		if m == "GET" || m == "HEAD" || m == "OPTIONS" || m == "TRACE" {
+			return Rule{}, fmt.Errorf("%q approve: %s is not an action; approve rules take unsafe methods such as POST, PUT, PATCH, DELETE", r.Path, m)
+		}
 	}
 	r.ACR, r.TTL = d.ACR, DefaultApproveTTL
 	seen := map[string]bool{}

@@ -64,8 +64,10 @@ func TestApproveRuleDefaults(t *testing.T) {
 func TestApproveRuleErrorsNameTheToken(t *testing.T) {
 	tests := []struct{ name, text, want string }{
 		{"an approve rule without methods is refused", "/pay approve", "must list their methods"},
-		{"an approve rule on GET only is refused", "GET /pay approve", "method other than GET and HEAD"},
-		{"an approve rule on GET and HEAD is refused", "GET,HEAD /pay approve", "method other than GET and HEAD"},
+		{"an approve rule on GET only is refused", "GET /pay approve", "GET is not an action"},
+		{"an approve rule on GET and HEAD is refused", "GET,HEAD /pay approve", "GET is not an action"},
+		{"an approve rule mixing GET with POST is refused", "GET,POST /pay approve", "GET is not an action"},
+		{"an approve rule on OPTIONS is refused", "POST,OPTIONS /pay approve", "OPTIONS is not an action"},
 		{"an unknown source is refused", "POST /pay approve show=Amount:header.x", `source "header.x": unknown`},
 		{"a json source without a pointer is refused", "POST /pay approve show=A:json.amount", "starts with /"},
 		{"a bad pointer escape is refused", "POST /pay approve show=A:json./a~2b", "RFC 6901"},

@@ -32,7 +32,13 @@ func startHTTPServer(s *Server, port int) (*exec.Cmd, error) {
 
 // startApache runs httpd in the foreground (mpm_event) with every URL mapped
 // to the CGI echo by mod_cgid.
-func startApache(s *Server, port int) (*exec.Cmd, error) {
+func startApache(s *Server, port int) (*exec.Cmd, error) { return apache(s, port, false) }
+
+// startApacheH2C is the same httpd with mod_http2 and "Protocols h2c
+// http/1.1": a second server that switches to HTTP/2 on an h2c upgrade.
+func startApacheH2C(s *Server, port int) (*exec.Cmd, error) { return apache(s, port, true) }
+
+func apache(s *Server, port int, h2c bool) (*exec.Cmd, error) {
 	const mods = "/usr/lib/apache2/modules"
 	var user string
 	if os.Geteuid() == 0 { // httpd refuses to run its children as root
@@ -64,6 +70,9 @@ ScriptAliasMatch "^/" "%[1]s/echo.cgi"
 	Require all granted
 </Directory>
 `, s.Dir, port, mods, user)
+	if h2c {
+		conf += fmt.Sprintf("LoadModule http2_module %s/mod_http2.so\nProtocols h2c http/1.1\n", mods)
+	}
 	p := filepath.Join(s.Dir, "httpd.conf")
 	if err := os.WriteFile(p, []byte(conf), 0o644); err != nil {
 		return nil, fmt.Errorf("write httpd.conf: %w", err)

@@ -184,6 +184,7 @@ func Kinds() []Kind {
 		{Name: "hypercorn", Package: "python3-hypercorn", binary: python, start: startHypercorn},
 		{Name: "http.server", Package: "python3", binary: python, start: startHTTPServer},
 		{Name: "apache2", Package: "apache2", binary: "/usr/sbin/apache2", start: startApache},
+		{Name: "apache2-h2c", Package: "apache2", binary: "/usr/sbin/apache2", start: startApacheH2C},
 		{Name: "nginx", Package: "nginx", binary: "/usr/sbin/nginx", start: startNginx},
 		{Name: "php", Package: "php-cli", binary: "php", start: startPHP},
 		{Name: "node", Package: "nodejs", binary: "node", start: startNode},

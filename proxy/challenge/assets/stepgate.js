@@ -3,6 +3,28 @@
 (function () {
   "use strict";
 
+  // What needs JavaScript (security keys) is hidden until it runs.
+  document.documentElement.classList.add("js");
+
+  // Resend: count the cool-down down in the hint. The button stays usable
+  // (the server answers an early press with how long is left).
+  var resend = document.getElementById("resend");
+  var hint = document.getElementById("resend-hint");
+  if (resend && resend.getAttribute("data-wait")) {
+    var left = parseInt(resend.getAttribute("data-wait"), 10) || 0;
+    var hintText = hint ? hint.textContent : "";
+    var tick = function () {
+      if (left <= 0) {
+        if (hint) { hint.hidden = true; }
+        return;
+      }
+      if (hint) { hint.textContent = hintText.replace(/\d+/, String(left)); }
+      left -= 1;
+      setTimeout(tick, 1000);
+    };
+    tick();
+  }
+
   // Push: poll the status endpoint with back-off until PingOne moves on.
   var status = document.getElementById("push-status");
   if (status) {
@@ -49,7 +71,14 @@
     var run = function () {
       var opts;
       try { opts = JSON.parse(form.getAttribute("data-options")); } catch (e) { opts = null; }
-      if (!opts || !window.PublicKeyCredential) { document.getElementById("assertion-error").hidden = false; return; }
+      if (!opts || !window.PublicKeyCredential) {
+        // WebAuthn exists only in secure contexts: http on a real host name
+        // has no navigator.credentials for keys at all.
+        var box = document.getElementById("assertion-error");
+        box.textContent = box.getAttribute(window.isSecureContext ? "data-timeout" : "data-origin");
+        box.hidden = false;
+        return;
+      }
       var pk = { challenge: toBuf(opts.challenge), timeout: opts.timeout, rpId: opts.rpId, userVerification: opts.userVerification || "discouraged" };
       if (opts.allowCredentials) {
         pk.allowCredentials = opts.allowCredentials.map(function (c) { return { type: c.type || "public-key", id: toBuf(c.id), transports: c.transports }; });
@@ -68,9 +97,13 @@
           }
         });
         form.submit();
-      }).catch(function () {
+      }).catch(function (e) {
         button.disabled = false;
-        document.getElementById("assertion-error").hidden = false;
+        var box = document.getElementById("assertion-error");
+        // WebAuthn refuses a page whose origin is not secure (https, or
+        // localhost) with a SecurityError; anything else is no answer.
+        box.textContent = box.getAttribute(e && e.name === "SecurityError" ? "data-origin" : "data-timeout");
+        box.hidden = false;
       });
     };
     button.addEventListener("click", run);
