@@ -1,11 +1,8 @@
 package proxy
 
 import (
-	"context"
-	"log/slog"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"strconv"
 	"strings"
 
@@ -81,103 +78,6 @@ type Decision struct {
 	Removed []string
 
 	req *http.Request
-}
-
-// Decide is the decision of docs/design.md §1, the same for every front
-// door: normalise → strip → identify → match → step-up check. It does not
-// read the body and writes nothing; the door carries the decision out.
-func (g *Gateway) Decide(ctx context.Context, q Request) Decision {
-	var d Decision
-	g.decide(ctx, &q, &d)
-	return d
-}
-
-// decide is Decide into d (a Decision is a few hundred bytes: the proxy
-// door keeps it on its stack instead of copying it around).
-func (g *Gateway) decide(ctx context.Context, q *Request, d *Decision) {
-	d.req = q.req
-	if d.req == nil {
-		d.req = (&http.Request{
-			Method: q.Method, Header: q.Header, Host: q.Host, RemoteAddr: q.Peer, RequestURI: q.Target,
-			URL: &url.URL{}, Body: http.NoBody,
-		}).WithContext(ctx)
-	}
-
-	// 1. Normalise: one decoded path that both the rules and the upstream see.
-	p, err := reqpath.Parse(q.Method, q.Target)
-	if err == nil && g.windowsPaths {
-		err = reqpath.CheckWindows(p.Match)
-	}
-	if err != nil {
-		d.Client, _ = g.cfg.ClientIP.Resolve(q.Peer, q.Header.Values("X-Forwarded-For"))
-		d.set(Reject, decisionRejected, err.Error())
-		return
-	}
-	d.Path = p
-	if q.req == nil {
-		d.req.URL.Path, d.req.URL.RawPath, d.req.URL.RawQuery = p.Match, p.Escaped, p.Query
-	}
-	if p.Match == "*" {
-		d.set(Asterisk, decisionInternal, "")
-		return
-	}
-
-	// 2. Strip every header a client could use to impersonate stepgate, to
-	// steer the upstream's routing or to frame the message another way.
-	d.Removed = stripSpoofableNames(q.Header, g.tokenHeader, g.identityHeaders, d.Removed)
-	stripFraming(q.Header)
-
-	// 3. Resolve the client address once, for logs, limits and pi.remoteIp.
-	d.Client, d.Trusted = g.cfg.ClientIP.Resolve(q.Peer, q.Header.Values("X-Forwarded-For"))
-	if !d.Trusted {
-		stripForwarded(q.Header, g.identityHeaders)
-	}
-
-	// 4. stepgate's own endpoints are never proxied.
-	if hasReservedPrefix(p.Match) {
-		d.User, _ = g.cfg.Identity.User(d.req, d.Trusted)
-		d.set(Internal, decisionInternal, "")
-		return
-	}
-
-	// 5. Match.
-	d.Rule = g.cfg.Rules.Match(q.Method, p.Match)
-	switch d.Rule.Action {
-	case rules.Deny:
-		d.set(Deny, decisionDeny, "")
-		return
-	case rules.Allow:
-		// Headers describe a valid step-up on every path that has one; the
-		// identity is only worked out when a step-up cookie is present.
-		if su, ok := g.cfg.StepUps.StepUp(d.req); ok {
-			if user, err := g.cfg.Identity.User(d.req, d.Trusted); err == nil && g.fresh(su, user, rules.Rule{}) {
-				d.User, d.StepUp = user, &su
-			}
-		}
-		d.set(Forward, decisionAllow, "")
-		return
-	}
-
-	// 6. mfa and approve: an identity is a precondition, not something to
-	// prompt for.
-	user, err := g.cfg.Identity.User(d.req, d.Trusted)
-	if err != nil || user == "" {
-		g.audit(d.req, "identity.rejected", "", d.Client, slog.String("reason", errString(err)))
-		d.set(NoIdentity, decisionNoIdent, "")
-		return
-	}
-	d.User = user
-	if d.Rule.Action == rules.Approve {
-		d.set(ApprovalRequired, decisionApprovalRequired, "")
-		return
-	}
-	su, ok := g.cfg.StepUps.StepUp(d.req)
-	if !ok || !g.fresh(su, user, d.Rule) {
-		d.set(StepUpRequired, decisionRequired, "")
-		return
-	}
-	d.StepUp = &su
-	d.set(Forward, decisionStepUp, "")
 }
 
 func (d *Decision) set(v Verdict, label, reason string) {

@@ -491,8 +491,10 @@ func TestTheChallengeIsReachableAndTheAuthEndpointIsNotThroughAFrontProxy(t *tes
 			s := forwardAuthStack(t)
 			base := fp.start(t, s)
 			b := s.stepUpAliceAt(base, "/admin/users")
+			bob := s.browser("bob") // not stepped up: the page shows the start state
+			bob.base = base
 			for _, p := range []string{"/.stepgate/assets/stepgate.css", "/.stepgate/challenge?return=%2Fadmin%2Fusers"} {
-				if r := b.get(p); r.StatusCode != http.StatusOK {
+				if r := bob.get(p); r.StatusCode != http.StatusOK {
 					t.Errorf("GET %s through %s: %d", p, fp.name, r.StatusCode)
 				}
 			}
