@@ -27,7 +27,9 @@ import (
 )
 
 // bareAuthz answers every Check OK without looking at it.
-type bareAuthz struct{ authv3.UnimplementedAuthorizationServer }
+type bareAuthz struct {
+	authv3.UnimplementedAuthorizationServer
+}
 
 func (bareAuthz) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	return &authv3.CheckResponse{Status: &rpcstatus.Status{},
