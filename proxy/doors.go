@@ -152,7 +152,7 @@ func (g *Gateway) answer(ctx context.Context, d Decision, style Style, body *Bod
 	if g.bearer {
 		// An Authorization header is the client's own here, not a spoof:
 		// the OK answer replaces it when there is a step-up.
-		removed = slicesDeleteFold(removed, "Authorization")
+		removed = without(removed, "Authorization")
 	}
 	if len(removed) > 0 && style != StyleEnvoy {
 		// A front proxy forwards the client's headers as they came: a
@@ -348,7 +348,8 @@ func containsFold(names []string, n string) bool {
 	return false
 }
 
-func slicesDeleteFold(names []string, n string) []string {
+// without is names less every n.
+func without(names []string, n string) []string {
 	var out []string
 	for _, m := range names {
 		if m != n {

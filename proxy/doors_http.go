@@ -65,6 +65,7 @@ func (g *Gateway) serveForwardAuth(w http.ResponseWriter, r *http.Request) (stri
 	if !ok || !validMethod(q.Method) {
 		q.Method, q.Target = "", "" // no description: the normaliser refuses it
 	}
+	logAs(w, q)
 	a := g.Check(r.Context(), q, style, nil)
 	writeAnswer(w, a, style)
 	return a.Decision, a.User, a.Client
@@ -99,6 +100,7 @@ func (g *Gateway) serveExtAuthz(w http.ResponseWriter, r *http.Request) (string,
 		body = &Body{}
 	}
 	delete(r.Header, "X-Envoy-Auth-Partial-Body")
+	logAs(w, q)
 	a := g.Check(r.Context(), q, StyleEnvoy, body)
 	writeAnswer(w, a, StyleEnvoy)
 	return a.Decision, a.User, a.Client
@@ -110,6 +112,23 @@ func (g *Gateway) serveNoUpstream(w http.ResponseWriter, r *http.Request) (strin
 	client, _ := g.cfg.ClientIP.Resolve(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
 	g.cfg.Challenge.Error(w, r, http.StatusNotFound, "not_found")
 	return decisionInternal, "", client
+}
+
+// logAs makes the access line name the request the front proxy asked about
+// (without its query, which can carry secrets), not the check itself.
+func logAs(w http.ResponseWriter, q Request) {
+	rec, ok := w.(*recorder)
+	if !ok {
+		return
+	}
+	path, _, _ := strings.Cut(q.Target, "?")
+	if len(path) > 512 {
+		path = path[:512] + "…"
+	}
+	if path == "" {
+		path = "-"
+	}
+	rec.method, rec.path = q.Method, path
 }
 
 // writeAnswer writes a to the front proxy.

@@ -245,8 +245,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d := end.Sub(start)
 	g.rm.observe(decision, rec.code, d)
 	if g.access != nil {
+		method, path := r.Method, rec.path // a front door logs the request it was asked about
+		if path == "" {
+			path = logPath(r)
+		} else {
+			method = rec.method
+		}
 		g.access.write(&accessEntry{
-			time: end, method: r.Method, path: logPath(r), status: rec.code,
+			time: end, method: method, path: path, status: rec.code,
 			decision: decision, user: user, client: client, duration: d,
 		})
 	}
@@ -625,8 +631,9 @@ func errString(err error) string {
 // reach the real connection.
 type recorder struct {
 	http.ResponseWriter
-	code        int
-	wroteHeader bool
+	code         int
+	wroteHeader  bool
+	method, path string // set by a front door: the request it answered about
 }
 
 func (r *recorder) WriteHeader(code int) {

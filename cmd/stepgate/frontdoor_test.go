@@ -525,3 +525,23 @@ func slicesContains(vs []string, v string) bool {
 	}
 	return false
 }
+
+func TestForwardAuthAccessLinesNameTheRequestAskedAbout(t *testing.T) {
+	s := forwardAuthStack(t, "STEPGATE_LOG_LEVEL", "info")
+	req, _ := http.NewRequest(http.MethodGet, s.Proxy+"/.stepgate/auth", nil)
+	req.Header.Set("X-Forwarded-Method", "DELETE")
+	req.Header.Set("X-Forwarded-Uri", "/admin/users/7?token=secret")
+	req.Header.Set("X-Forwarded-User", "alice")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	logs := s.Logs.String()
+	if !strings.Contains(logs, `"msg":"request","method":"DELETE","path":"/admin/users/7","status":401,"decision":"mfa_required","user":"alice"`) {
+		t.Fatalf("no access line for the described request:\n%s", logs)
+	}
+	if strings.Contains(logs, "token=secret") {
+		t.Error("the query reached the log")
+	}
+}
