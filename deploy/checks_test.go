@@ -47,9 +47,16 @@ func documentedEnv() map[string]bool {
 var envTag = regexp.MustCompile(`env:"([A-Z0-9_]+)[,"]`)
 
 // secretEnv lists the variables whose values are secrets: they may come only
-// from a Secret (secretKeyRef, or a _FILE path on a Secret volume).
+// from a Secret (secretKeyRef, or a _FILE path on a Secret volume). The first
+// two are required; the others are set only with the features that use them.
 func secretEnv() []string {
-	return []string{"STEPGATE_PINGONE_CLIENT_SECRET", "STEPGATE_COOKIE_KEYS"}
+	return []string{"STEPGATE_PINGONE_CLIENT_SECRET", "STEPGATE_COOKIE_KEYS",
+		"STEPGATE_REDIS_URL", "STEPGATE_REDIS_PASSWORD", "STEPGATE_ADMIN_TOKEN"}
+}
+
+// requiredSecret reports whether stepgate refuses to start without name.
+func requiredSecret(name string) bool {
+	return name == "STEPGATE_PINGONE_CLIENT_SECRET" || name == "STEPGATE_COOKIE_KEYS"
 }
 
 // expect is what one rendering should contain beyond the common security rules.
@@ -317,7 +324,7 @@ func checkSecrets(m *manifests, pod *corev1.PodSpec, sg, app *corev1.Container, 
 		direct, hasDirect := env[name]
 		file, hasFile := env[name+"_FILE"]
 		switch {
-		case !hasDirect && !hasFile:
+		case !hasDirect && !hasFile && requiredSecret(name):
 			fail("%s is set neither directly nor as %s_FILE", name, name)
 		case hasDirect && !direct.secretRef:
 			fail("%s is set from a literal or ConfigMap, not from a Secret", name)

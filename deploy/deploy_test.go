@@ -33,6 +33,7 @@ func baseExpect() expect {
 			"STEPGATE_UPSTREAM":      "http://127.0.0.1:3000",
 			"STEPGATE_IDENTITY":      "header",
 			"STEPGATE_COOKIE_SECURE": "true",
+			"STEPGATE_STORE":         "memory",
 		},
 		rulesContain: "/admin/ mfa",
 	}
@@ -68,7 +69,8 @@ func TestKustomizeExampleOverlay(t *testing.T) {
 
 	t.Run("builds once its secret files exist and replaces the placeholders", func(t *testing.T) {
 		fsys := copyToMemFS(t, "kustomize", root)
-		for name, value := range map[string]string{"pingone-client-secret": "s3cret", "cookie-keys": cookieKey} {
+		for name, value := range map[string]string{"pingone-client-secret": "s3cret", "cookie-keys": cookieKey,
+			"redis-url": "rediss://:pw@redis.legacy-app.svc:6380/0", "admin-token": "admin-token-0123456789abcdefghijklmno"} {
 			if err := fsys.WriteFile(filepath.Join(root, "overlays/example", name), []byte(value)); err != nil {
 				t.Fatal(err)
 			}
@@ -79,6 +81,9 @@ func TestKustomizeExampleOverlay(t *testing.T) {
 		want.env["STEPGATE_PINGONE_AUTH_BASE"] = "https://auth.pingone.eu"
 		want.env["STEPGATE_TRUSTED_PROXIES"] = "10.42.7.0/24"
 		want.rulesContain = "POST /transfer mfa max_age=5m"
+		want.env["STEPGATE_STORE"] = "redis"
+		want.env["STEPGATE_REDIS_URL_FILE"] = "/var/run/secrets/stepgate/redis-url"
+		want.env["STEPGATE_ADMIN_TOKEN_FILE"] = "/var/run/secrets/stepgate/admin-token"
 		reportProblems(t, check(m, want))
 
 		s := findGeneratedSecret(m, "stepgate-secrets")
@@ -97,7 +102,7 @@ func TestKustomizeExampleOverlay(t *testing.T) {
 
 	t.Run("refuses to build without its secret files, so none are committed", func(t *testing.T) {
 		fsys := copyToMemFS(t, "kustomize", root)
-		for _, name := range []string{"pingone-client-secret", "cookie-keys"} {
+		for _, name := range []string{"pingone-client-secret", "cookie-keys", "redis-url", "admin-token"} {
 			if fsys.Exists(filepath.Join(root, "overlays/example", name)) {
 				t.Fatalf("overlays/example/%s exists in the checkout; secrets must not be committed", name)
 			}
@@ -142,6 +147,25 @@ func TestHelmChartRendersAndIsLockedDown(t *testing.T) {
 					"STEPGATE_COOKIE_SECURE":     "true",
 					"STEPGATE_DEFAULT_ACTION":    "allow",
 					"STEPGATE_PINGONE_AUTH_BASE": "https://auth.pingone.com",
+					"STEPGATE_STORE":             "memory",
+				},
+				rulesContain: "/admin/ mfa",
+			},
+		},
+		{
+			name:   "the Redis store and the revoke endpoint with a chart-made Secret put the URL and token in it",
+			values: "helm/stepgate/ci/redis-values.yaml",
+			want: expect{
+				replicas:       3,
+				stepgateImage:  "ghcr.io/stepgate/stepgate:0.1.0",
+				secretName:     "legacy-stepgate-secrets",
+				secretRendered: true,
+				requests:       resources("50m", "64Mi"),
+				limits:         resources("500m", "128Mi"),
+				env: map[string]string{
+					"STEPGATE_STORE":            "redis",
+					"STEPGATE_REDIS_URL_FILE":   "/var/run/secrets/stepgate/redis-url",
+					"STEPGATE_ADMIN_TOKEN_FILE": "/var/run/secrets/stepgate/admin-token",
 				},
 				rulesContain: "/admin/ mfa",
 			},
@@ -169,6 +193,12 @@ func TestHelmChartRendersAndIsLockedDown(t *testing.T) {
 					"STEPGATE_COOKIE_NAME":            "__Host-payments-stepup",
 					"STEPGATE_CASE_INSENSITIVE_PATHS": "true",
 					"STEPGATE_LOG_LEVEL":              "debug",
+					"STEPGATE_STORE":                  "redis",
+					"STEPGATE_REDIS_TIMEOUT":          "250ms",
+					"STEPGATE_STORE_MAX_STALENESS":    "5s",
+					"STEPGATE_REDIS_URL_FILE":         "/var/run/secrets/stepgate/redis-url",
+					"STEPGATE_REDIS_CA_FILE":          "/var/run/secrets/stepgate/redis-ca",
+					"STEPGATE_ADMIN_TOKEN_FILE":       "/var/run/secrets/stepgate/admin-token",
 				},
 				rulesContain:   "POST,PUT /api/transfer mfa max_age=5m",
 				podAnnotations: map[string]string{"example.com/team": "payments"},
@@ -237,6 +267,33 @@ func TestHelmChartRefusesIncompleteValues(t *testing.T) {
 			wantErr: "secret.cookieKeys is required",
 		},
 		{
+			name: "the Redis store without a URL and no existing Secret is an error",
+			values: func() chartutil.Values {
+				v := required()
+				v["store"] = map[string]any{"type": "redis"}
+				return v
+			},
+			wantErr: "secret.redisUrl is required",
+		},
+		{
+			name: "the revoke endpoint without a token and no existing Secret is an error",
+			values: func() chartutil.Values {
+				v := required()
+				v["revokeEndpoint"] = true
+				return v
+			},
+			wantErr: "secret.adminToken is required",
+		},
+		{
+			name: "an unknown store is an error",
+			values: func() chartutil.Values {
+				v := required()
+				v["store"] = map[string]any{"type": "etcd"}
+				return v
+			},
+			wantErr: "store.type must be memory or redis",
+		},
+		{
 			name: "jwt identity without a JWKS URL is an error",
 			values: func() chartutil.Values {
 				v := required()
@@ -270,7 +327,7 @@ func TestOverlaySecretFilesAreGitIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"pingone-client-secret", "cookie-keys"} {
+	for _, name := range []string{"pingone-client-secret", "cookie-keys", "redis-url", "admin-token"} {
 		if !strings.Contains("\n"+string(data)+"\n", "\n"+name+"\n") {
 			t.Errorf(".gitignore does not list %s", name)
 		}

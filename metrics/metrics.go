@@ -26,6 +26,8 @@ type Metrics struct {
 	// PingOneUnexpected counts flow content stepgate does not know, by
 	// what: status, device_type.
 	PingOneUnexpected *prometheus.CounterVec
+	StoreErrors       *prometheus.CounterVec   // op
+	StoreDuration     *prometheus.HistogramVec // op
 }
 
 // New registers stepgate's metrics, build info and the Go and process
@@ -70,6 +72,15 @@ func New(reg *prometheus.Registry, version string) *Metrics {
 			Name: "stepgate_pingone_unexpected_total",
 			Help: "PingOne flow content stepgate does not know, by what: status, device_type.",
 		}, []string{"what"}),
+		StoreErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stepgate_store_errors_total",
+			Help: "Failed calls to the shared store (Redis), by operation.",
+		}, []string{"op"}),
+		StoreDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "stepgate_store_duration_seconds",
+			Help:    "Latency of calls to the shared store (Redis), by operation.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}, []string{"op"}),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "stepgate_build_info",
@@ -78,7 +89,8 @@ func New(reg *prometheus.Registry, version string) *Metrics {
 	})
 	buildInfo.Set(1)
 	reg.MustRegister(m.Requests, m.RequestDuration, m.Challenges, m.OTPChecks,
-		m.PingOneRequests, m.PingOneDuration, m.RateLimited, m.Approvals, m.PingOneUnexpected, buildInfo,
+		m.PingOneRequests, m.PingOneDuration, m.RateLimited, m.Approvals, m.PingOneUnexpected,
+		m.StoreErrors, m.StoreDuration, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the fixed label values so every family is visible (at
@@ -102,4 +114,13 @@ func New(reg *prometheus.Registry, version string) *Metrics {
 func (m *Metrics) ObservePingOne(op string, code int, d time.Duration) {
 	m.PingOneRequests.WithLabelValues(op, strconv.Itoa(code)).Inc()
 	m.PingOneDuration.WithLabelValues(op).Observe(d.Seconds())
+}
+
+// ObserveStore records one call to the shared store; it matches
+// store.RedisOptions.Observe.
+func (m *Metrics) ObserveStore(op string, d time.Duration, err error) {
+	m.StoreDuration.WithLabelValues(op).Observe(d.Seconds())
+	if err != nil {
+		m.StoreErrors.WithLabelValues(op).Inc()
+	}
 }

@@ -13,8 +13,6 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // Secret is a string that must never be logged (client secret, OTP, token).
@@ -50,8 +48,9 @@ type Config struct {
 	HTTPClient   *http.Client  // default: own transport; redirects are never followed
 	Now          func() time.Time
 	Logger       *slog.Logger
-	// Limiter caps calls to PingOne from this process (docs/design.md §8); nil means no cap.
-	Limiter *rate.Limiter
+	// Limiter caps calls to PingOne (docs/design.md §8): a *rate.Limiter for this
+	// process, or a cap shared by every replica; nil means no cap.
+	Limiter interface{ Allow() bool }
 	// Observe, if set, is called once per PingOne call: op is one of
 	// authorize, flow_read, device_select, otp_check, assertion_check,
 	// session_reset, resume, token, jwks; code is the HTTP status or 0 on a

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strconv"
+	"time"
 
 	"github.com/stepgate/stepgate/proxy/approve"
 	"github.com/stepgate/stepgate/proxy/rules"
@@ -60,25 +63,49 @@ func (g *Gateway) approve(w http.ResponseWriter, r *http.Request, rule rules.Rul
 		g.cfg.Challenge.Error(w, r, http.StatusBadRequest, "bad_request")
 		return decisionRejected, user
 	}
+	// What the page shows must be what the application reads: a value
+	// given twice, or a body in an encoding stepgate does not read, is
+	// refused rather than shown one way and acted on another.
+	if err := q.Ambiguous(append(slices.Clip(rule.Show), rule.Vars...), r.Header.Get("Content-Encoding")); err != nil {
+		g.approvalEvent(r, "refused", user, fw, "", slog.String("reason", "a shown or sent value is ambiguous"))
+		g.cfg.Challenge.Error(w, r, http.StatusBadRequest, "approve_ambiguous")
+		return decisionRejected, user
+	}
 	used, err := g.cfg.Approvals.Consume(r.Context(), q)
 	if err != nil {
-		g.log.LogAttrs(r.Context(), slog.LevelError, "approval store", slog.String("error", err.Error()))
-		g.cfg.Challenge.Error(w, r, http.StatusServiceUnavailable, "store_unavailable")
+		g.storeDown(w, r, err)
 		return decisionApprovalRequired, user
 	}
 	if used {
 		// An API client's retry of the request the user approved.
-		digest := approve.Digest(q)
+		digest := g.cfg.Approvals.Digest(q)
 		g.approvalEvent(r, "forwarded", user, fw, digest)
 		fw.approval = digest
 		g.forward(w, r, fw)
 		return decisionApproved, user
 	}
-	api := g.cfg.Challenge.IsAPI(r)
+	// Holding costs the store memory and may lead to an SMS: one user
+	// cannot hold without bound (and so evict everyone else's).
+	if lim := g.cfg.ApproveHoldLimit; lim != nil {
+		if ok, wait := lim.Allow("u:" + user); !ok {
+			g.cfg.Metrics.RateLimited.WithLabelValues("hold_user").Inc()
+			g.approvalEvent(r, "refused", user, fw, "", slog.String("reason", "too many held requests"))
+			w.Header().Set("Retry-After", strconv.Itoa(int(max(wait, time.Second)/time.Second)))
+			g.cfg.Challenge.Error(w, r, http.StatusTooManyRequests, "rate_limited")
+			return decisionRejected, user
+		}
+	}
+	// Through a front door's check the held request cannot be swapped in
+	// for the browser's return: every holder retries like a program.
+	api := fw.check != nil || g.cfg.Challenge.IsAPI(r)
 	ref, h, err := g.cfg.Approvals.Hold(r.Context(), q, r, rule, api)
+	if errors.Is(err, approve.ErrTooLarge) {
+		g.approvalEvent(r, "refused", user, fw, "", slog.String("reason", "held request over its size bound"))
+		g.cfg.Challenge.Error(w, r, http.StatusRequestEntityTooLarge, "approve_too_large")
+		return decisionRejected, user
+	}
 	if err != nil {
-		g.log.LogAttrs(r.Context(), slog.LevelError, "approval store", slog.String("error", err.Error()))
-		g.cfg.Challenge.Error(w, r, http.StatusServiceUnavailable, "store_unavailable")
+		g.storeDown(w, r, err)
 		return decisionApprovalRequired, user
 	}
 	g.approvalEvent(r, "required", user, fw, h.Digest)
@@ -97,16 +124,21 @@ func (g *Gateway) replay(w http.ResponseWriter, r *http.Request, ref string, fw 
 		return "", "", false
 	}
 	h, err := g.cfg.Approvals.Open(r.Context(), ref)
-	if err != nil {
+	switch {
+	case errors.Is(err, approve.ErrExpired), errors.Is(err, approve.ErrBadRef):
 		g.cfg.StepUps.ClearApproved(w)
-		if errors.Is(err, approve.ErrExpired) {
-			g.approvalEvent(r, "expired", user, fw, "")
-		}
+		g.approvalEvent(r, "expired", user, fw, "")
 		return "", user, false
+	case err != nil:
+		// The store is unreachable: keep the cookie for a retry, and do
+		// not serve the GET as if nothing were waiting.
+		g.storeDown(w, r, err)
+		return decisionApprovalRequired, user, true
 	}
-	if h.Path != fw.path.Escaped || (g.cfg.Rules.Match(r.Method, fw.path.Match).Action == rules.Approve) {
-		// Another path (the browser sends the cookie everywhere), or a GET
-		// that is itself an approve-rule action: not the replay.
+	if h.Path != fw.path.Escaped || h.RawQuery != fw.path.Query || !browserReturn(r) {
+		// Another URL (the browser sends the cookie everywhere), or not
+		// the browser's own navigation back (a cross-site link, an image,
+		// a prefetch): not the replay.
 		return "", user, false
 	}
 	// From here the cookie is used, whatever happens next.
@@ -117,8 +149,7 @@ func (g *Gateway) replay(w http.ResponseWriter, r *http.Request, ref string, fw 
 	}
 	ok, err := g.cfg.Approvals.Release(r.Context(), ref, h)
 	if err != nil {
-		g.log.LogAttrs(r.Context(), slog.LevelError, "approval store", slog.String("error", err.Error()))
-		g.cfg.Challenge.Error(w, r, http.StatusServiceUnavailable, "store_unavailable")
+		g.storeDown(w, r, err)
 		return decisionApprovalRequired, user, true
 	}
 	if !ok {
@@ -128,6 +159,31 @@ func (g *Gateway) replay(w http.ResponseWriter, r *http.Request, ref string, fw 
 	fw.path, fw.approval = h.ReqPath(), h.Digest
 	g.forward(w, h.Forward(r), fw)
 	return decisionApproved, user, true
+}
+
+// browserReturn reports whether a GET is the browser's own navigation back
+// to the original URL after approval: a top-level navigation from
+// stepgate's page (same-origin) or typed (none). Without Fetch Metadata
+// (older browsers, scripts) it is taken as one.
+func browserReturn(r *http.Request) bool {
+	if r.Method != http.MethodGet {
+		return false
+	}
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+	default:
+		return false
+	}
+	mode := r.Header.Get("Sec-Fetch-Mode")
+	return mode == "" || mode == "navigate"
+}
+
+// storeDown answers when the approvals store cannot be reached: fail
+// closed, and say when to try again.
+func (g *Gateway) storeDown(w http.ResponseWriter, r *http.Request, err error) {
+	g.log.LogAttrs(r.Context(), slog.LevelError, "approval store", slog.String("error", err.Error()))
+	w.Header().Set("Retry-After", "5")
+	g.cfg.Challenge.Error(w, r, http.StatusServiceUnavailable, "store_unavailable")
 }
 
 func (g *Gateway) approvalEvent(r *http.Request, event, user string, fw *forward, digest string, attrs ...slog.Attr) {

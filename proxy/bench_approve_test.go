@@ -20,7 +20,7 @@ import (
 
 const benchPayment = "amount=500&currency=EUR&payee=ACME+GmbH&iban=DE00123456780000000000&reference=INV-2026-0042"
 
-func approveBenchGateway(b *testing.B) (*Gateway, *approve.Gate) {
+func approveBenchGateway(b *testing.B) (*Gateway, *approve.Gate, *store.Memory) {
 	b.Helper()
 	e := newBenchEnv(b, slog.LevelInfo)
 	set, err := rules.Parse("bench", "/admin/ mfa max_age=15m; POST /payments/transfer approve "+
@@ -31,14 +31,15 @@ func approveBenchGateway(b *testing.B) (*Gateway, *approve.Gate) {
 		b.Fatal(err)
 	}
 	now := func() time.Time { return benchEpoch }
-	gate := approve.New(store.NewMemory(store.MemoryOptions{Now: now}), 0, now)
+	st := store.NewMemory(store.MemoryOptions{Now: now})
+	gate := approve.New(st, []byte("bench digest key"), 0, now)
 	cfg := e.gw.cfg
 	cfg.Rules, cfg.Approvals = set, gate
 	gw, err := New(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return gw, gate
+	return gw, gate, st
 }
 
 func paymentRequest() *http.Request {
@@ -53,7 +54,7 @@ func paymentRequest() *http.Request {
 }
 
 func BenchmarkGatewayApproveHold(b *testing.B) {
-	gw, _ := approveBenchGateway(b)
+	gw, _, _ := approveBenchGateway(b)
 	w := &sinkWriter{h: http.Header{}}
 	b.ReportAllocs()
 	defer cpuPerOp(b)()
@@ -67,15 +68,17 @@ func BenchmarkGatewayApproveHold(b *testing.B) {
 }
 
 func BenchmarkGatewayApproveForward(b *testing.B) {
-	gw, gate := approveBenchGateway(b)
+	gw, gate, st := approveBenchGateway(b)
 	w := &sinkWriter{h: http.Header{}}
 	q := &approve.Request{User: "alice", Method: "POST", Path: "/payments/transfer", Match: "/payments/transfer",
 		ContentType: "application/x-www-form-urlencoded", Body: []byte(benchPayment)}
-	h := &approve.Held{Request: *q, Digest: approve.Digest(q), TTL: time.Minute}
+	digest := gate.Digest(q)
 	b.ReportAllocs()
 	defer cpuPerOp(b)()
 	for b.Loop() {
-		_ = gate.Approve(context.Background(), h) // part of the loop: one approval per forward
+		// Part of the loop: one approval per forward (what the challenge
+		// records once the user approved).
+		_ = st.Approve(context.Background(), digest, time.Minute)
 		w.reset()
 		gw.ServeHTTP(w, paymentRequest())
 		if w.code != http.StatusOK && w.code != 0 {

@@ -56,6 +56,9 @@ const (
 	Internal
 	// Asterisk: OPTIONS *, about the server rather than a resource.
 	Asterisk
+	// Unavailable: an mfa path while this replica cannot confirm that its
+	// view of revoked step-ups is current (503, fail closed).
+	Unavailable
 )
 
 // Decision is the answer of Decide: what happens to the request, and the

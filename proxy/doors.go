@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/stepgate/stepgate/proxy/approve"
 	"github.com/stepgate/stepgate/proxy/clientip"
 )
 
@@ -175,6 +174,10 @@ func (g *Gateway) answer(ctx context.Context, d Decision, style Style, body *Bod
 		return g.refuse(http.StatusForbidden, "forbidden", decisionDeny)
 	case NoIdentity:
 		return g.refuse(http.StatusUnauthorized, "no_identity", decisionNoIdent)
+	case Unavailable:
+		a := g.refuse(http.StatusServiceUnavailable, "store_unavailable", decisionStale)
+		a.Header.Set("Retry-After", "5")
+		return a
 	case StepUpRequired:
 		rec := newCapture()
 		g.cfg.Challenge.Require(rec, d.req, d.Rule)
@@ -271,56 +274,38 @@ func (g *Gateway) challengeAnswer(rec *capture, style Style, code string) Answer
 	return a
 }
 
-// approveCheck serves an approve rule for ext_authz with the body: OK once
-// when exactly this request was approved, else held and refused with the
-// way to approve it. The request cannot be replaced by the held one through
-// ext_authz, so every held request is held as a program's: the user
-// approves, then sends the same request again.
+// approveCheck serves an approve rule for ext_authz with the body, through
+// the proxy door's own approve (every check of docs/design.md §14 alike):
+// OK once when exactly this request was approved, else held and refused
+// with the way to approve it. The request cannot be replaced by the held
+// one through ext_authz, so every held request is held as a program's: the
+// user approves, then sends the same request again.
 func (g *Gateway) approveCheck(ctx context.Context, d Decision, body *Body) Answer {
 	r := d.req
-	fw := &forward{path: d.Path, client: d.Client, trusted: d.Trusted}
-	if err := g.origin.Check(r); err != nil {
-		g.approvalEvent(r, "refused", d.User, fw, "", slog.String("reason", "cross-site request"))
-		return g.refuse(http.StatusForbidden, "approve_cross_site", decisionRejected)
-	}
+	fw := &forward{path: d.Path, client: d.Client, trusted: d.Trusted, check: &checked{}}
 	if body.Partial {
 		g.approvalEvent(r, "refused", d.User, fw, "", slog.String("reason", "body cut by the front proxy"))
 		return g.refuse(http.StatusRequestEntityTooLarge, "approve_too_large", decisionRejected)
 	}
 	r.Body = readCloser{bytes.NewReader(body.Data)}
 	r.ContentLength = int64(len(body.Data))
-	q, err := g.cfg.Approvals.Read(r, d.User, d.Path)
-	switch {
-	case errors.Is(err, approve.ErrTooLarge):
-		g.approvalEvent(r, "refused", d.User, fw, "", slog.String("reason", "body over STEPGATE_APPROVE_MAX_BODY"))
-		return g.refuse(http.StatusRequestEntityTooLarge, "approve_too_large", decisionRejected)
-	case err != nil:
-		return g.refuse(http.StatusForbidden, "forbidden", decisionRejected)
-	}
-	used, err := g.cfg.Approvals.Consume(ctx, q)
-	if err != nil {
-		g.log.LogAttrs(ctx, slog.LevelError, "approval store", slog.String("error", err.Error()))
-		return g.refuse(http.StatusServiceUnavailable, "store_unavailable", decisionApprovalRequired)
-	}
-	if used {
-		digest := approve.Digest(q)
-		g.approvalEvent(r, "forwarded", d.User, fw, digest)
-		a := g.ok(d, StyleEnvoy, digest)
-		a.Decision = decisionApproved
+	rec := newCapture()
+	decision, _ := g.approve(rec, r, d.Rule, fw)
+	if fw.check.forwarded {
+		a := g.ok(d, StyleEnvoy, fw.approval)
+		a.Decision = decision
 		return a
 	}
-	ref, h, err := g.cfg.Approvals.Hold(ctx, q, r, d.Rule, true)
-	if err != nil {
-		g.log.LogAttrs(ctx, slog.LevelError, "approval store", slog.String("error", err.Error()))
-		return g.refuse(http.StatusServiceUnavailable, "store_unavailable", decisionApprovalRequired)
+	a := Answer{Status: rec.status, Header: rec.header, Body: rec.body.Bytes(), Decision: decision}
+	if decision == decisionApprovalRequired && rec.status != http.StatusServiceUnavailable {
+		a = g.challengeAnswer(rec, StyleEnvoy, "approval_required")
+		a.Decision = decision
 	}
-	g.approvalEvent(r, "required", d.User, fw, h.Digest)
-	rec := newCapture()
-	g.cfg.Challenge.RequireApproval(rec, r, d.Rule, ref)
-	a := g.challengeAnswer(rec, StyleEnvoy, "approval_required")
-	a.Decision = decisionApprovalRequired
 	return a
 }
+
+// checked records, for a check, that the proxy door would have forwarded.
+type checked struct{ forwarded bool }
 
 type readCloser struct{ *bytes.Reader }
 

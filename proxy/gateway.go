@@ -47,6 +47,15 @@ type StepUps interface {
 	ClearApproved(w http.ResponseWriter)
 }
 
+// Revocations says, from process memory, whether a step-up was revoked
+// server-side (docs/design.md §15). It must not make a network call.
+type Revocations interface {
+	Revoked(su session.StepUp) bool
+	// Stale reports that this replica cannot confirm its view is current:
+	// mfa paths then fail closed with 503.
+	Stale() bool
+}
+
 // Challenger serves the challenge endpoints and answers requests that need a
 // step-up.
 type Challenger interface {
@@ -80,8 +89,14 @@ type Config struct {
 	StepUps      StepUps
 	Challenge    Challenger
 	// Approvals, optional, serves approve rules; required when the rules
-	// have one.
-	Approvals     *approve.Gate
+	// have one. ApproveHoldLimit, optional, bounds the requests one user
+	// may hold (keyed "u:"+user).
+	Approvals        *approve.Gate
+	ApproveHoldLimit interface {
+		Allow(key string) (ok bool, retryAfter time.Duration)
+	}
+	// Revocations, optional: nil means nothing is revoked.
+	Revocations   Revocations
 	IDTokenHeader string // default X-Stepgate-Id-Token; "Authorization" sends "Bearer <token>"
 	// IdentityHeader, with header identity, is removed in every spelling
 	// from requests whose peer is not a trusted proxy.
@@ -210,10 +225,12 @@ const (
 	decisionRejected = "rejected"
 	decisionNoIdent  = "no_identity"
 	decisionInternal = "stepgate"
+	decisionStale    = "store_unavailable"
 )
 
 // forward carries the per-request facts that Rewrite needs.
 type forward struct {
+	check    *checked // a front door's check (ext_authz approve rules): record, do not forward
 	path     reqpath.Path
 	client   netip.Addr
 	trusted  bool
@@ -355,6 +372,11 @@ func (g *Gateway) decide(ctx context.Context, q *Request, d *Decision) {
 		d.set(ApprovalRequired, decisionApprovalRequired, "")
 		return
 	}
+	if g.cfg.Revocations != nil && g.cfg.Revocations.Stale() {
+		// This replica cannot confirm its view of revocations is current.
+		d.set(Unavailable, decisionStale, "")
+		return
+	}
 	su, ok := g.cfg.StepUps.StepUp(d.req)
 	if !ok || !g.fresh(su, user, d.Rule) {
 		d.set(StepUpRequired, decisionRequired, "")
@@ -394,7 +416,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 	// A request the user has just approved is forwarded in place of the
 	// browser's GET of its URL (approve rules), whatever the GET's rule.
 	fw := &forward{path: d.Path, client: d.Client, trusted: d.Trusted}
-	if g.cfg.Approvals != nil && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+	if g.cfg.Approvals != nil && r.Method == http.MethodGet {
 		if ref, ok := g.cfg.StepUps.Approved(r); ok {
 			if decision, user, done := g.replay(w, r, ref, fw); done {
 				return decision, user, d.Client
@@ -411,6 +433,10 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 		return d.Label, "", d.Client
 	case StepUpRequired:
 		g.cfg.Challenge.Require(w, r, d.Rule)
+		return d.Label, d.User, d.Client
+	case Unavailable:
+		w.Header().Set("Retry-After", "5")
+		g.cfg.Challenge.Error(w, r, http.StatusServiceUnavailable, "store_unavailable")
 		return d.Label, d.User, d.Client
 	case ApprovalRequired:
 		decision, user = g.approve(w, r, d.Rule, fw)
@@ -429,6 +455,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 // fresh reports whether a step-up is valid for this user and rule (docs/design.md §5).
 // A zero rule (allow path) asks only that the step-up is still valid at all.
 func (g *Gateway) fresh(su session.StepUp, user string, rule rules.Rule) bool {
+	if g.cfg.Revocations != nil && g.cfg.Revocations.Revoked(su) {
+		return false
+	}
 	return Fresh(su, user, rule, g.now())
 }
 
@@ -475,6 +504,10 @@ func freshUntil(su session.StepUp, rule rules.Rule) time.Time {
 }
 
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, fw *forward) {
+	if fw.check != nil { // a front door's check: the front proxy forwards
+		fw.check.forwarded = true
+		return
+	}
 	if r.Body != nil && r.Body != http.NoBody {
 		// Marks the client's body errors as the client's, and gives up on
 		// a body that stops arriving.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/stepgate/stepgate/proxy/ratelimit"
+	"github.com/stepgate/stepgate/store"
+	"github.com/stepgate/stepgate/store/redistest"
 )
 
 // TestMemoryFlatUnderAMillionClients sends a million requests, each from a
@@ -129,4 +132,79 @@ func vmRSS(t *testing.T) uint64 {
 	}
 	t.Fatal("no VmRSS in /proc/self/status")
 	return 0
+}
+
+// TestMemoryFlatWithTheRedisStore is the same question with
+// STEPGATE_STORE=redis: limits go to a real redis-server, the revocation
+// view is fed by it, and for part of the run Redis is killed so every limit
+// falls back to the replica's own bounded limiter. What the process keeps
+// per client (fallback limiters, revocation view, connection pool) must
+// stay bounded: the heap after the fallback limiters fill does not grow.
+// Skipped under -race and -short like the test above.
+func TestMemoryFlatWithTheRedisStore(t *testing.T) {
+	if testing.Short() || (raceEnabled && os.Getenv("STEPGATE_SOAK") != "1") {
+		t.Skip("sends 150,000 requests; run without -race and -short")
+	}
+	srv := redistest.Start(t)
+	rs, err := store.NewRedis(store.RedisOptions{URL: srv.URL(), Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	view := store.NewRevocations(store.RevocationsOptions{MaxStaleness: time.Hour, Now: func() time.Time { return benchEpoch }})
+	sync := rs.Revocations(view, store.RedisRevocationsOptions{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); sync.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	e := newBenchEnv(t, slog.LevelWarn)
+	e.gw.cfg.Revocations = viewCheck{view}
+	const maxKeys = 20_000 // as in cmd/stepgate build
+	now := func() time.Time { return benchEpoch }
+	limiter := func(name string, n int) store.Limiter {
+		l, b := ratelimit.Every(n, 10*time.Minute)
+		local := ratelimit.New(ratelimit.Options{Limit: l, Burst: b, MaxKeys: maxKeys, Now: now})
+		return rs.Limiter(name, n, 10*time.Minute, local)
+	}
+	startPerUser, startPerIP := limiter("start_user", 5), limiter("start_ip", 20)
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	mfa := e.request("/admin/report", true)
+	w := &sinkWriter{h: http.Header{}}
+	client := 0
+	clients := func(n int) {
+		for range n {
+			client++
+			ip := fmt.Sprintf("10.%d.%d.%d", client>>16&0xff, client>>8&0xff, client&0xff)
+			user := "user" + strconv.Itoa(client)
+			mfa.Header["X-Forwarded-For"] = []string{ip}
+			w.reset()
+			e.gw.ServeHTTP(w, mfa)
+			startPerIP.Allow(ip)
+			startPerUser.Allow(user)
+			if client%1000 == 0 { // a revocation now and then, as logouts make
+				_ = sync.Revoke(context.Background(), store.Revocation{Session: "s" + strconv.Itoa(client)})
+			}
+		}
+	}
+	clients(30_000) // Redis up
+	srv.Kill()
+	clients(30_000) // Redis down: the fallback limiters fill to their bound
+	baseline := heap()
+	clients(60_000) // still down
+	srv.Restart()
+	clients(30_000) // back
+	final := heap()
+	grown := int64(final) - int64(baseline)
+	t.Logf("%d clients with the Redis store: heap %.1f MiB → %.1f MiB (%+.1f MiB) over the last 90,000; %d revocations kept",
+		client, float64(baseline)/(1<<20), float64(final)/(1<<20), float64(grown)/(1<<20), view.Len())
+	if grown > 8<<20 {
+		t.Errorf("heap grew by %.1f MiB over 90,000 new clients with the Redis store; want flat (≤ 8 MiB)", float64(grown)/(1<<20))
+	}
+	runtime.KeepAlive([]any{startPerUser, startPerIP, view, e})
 }

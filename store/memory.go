@@ -9,8 +9,8 @@ import (
 
 // MemoryOptions bounds a Memory store.
 type MemoryOptions struct {
-	// MaxEntries bounds held requests and approvals together; default
-	// 10,000. The least recently used entry is evicted first.
+	// MaxEntries bounds the held requests, and separately the approvals;
+	// default 10,000 each. The least recently used is evicted first.
 	MaxEntries int
 	// MaxBytes bounds the bytes of held requests; default 64 MiB.
 	MaxBytes int64
@@ -20,11 +20,21 @@ type MemoryOptions struct {
 
 // Memory is the embedded store: one process, bounded, least-recently-used
 // eviction. Approvals in it are single-use on this replica only.
+//
+// Held requests and approvals are kept apart, each with its own bound, so
+// that requests being held (large, and as many as clients send) can never
+// evict an approval a user has just given.
 type Memory struct {
-	mu         sync.Mutex
-	now        func() time.Time
+	mu        sync.Mutex
+	now       func() time.Time
+	held      space
+	approvals space
+}
+
+// space is one bounded LRU map.
+type space struct {
 	maxEntries int
-	maxBytes   int64
+	maxBytes   int64 // 0: no byte bound
 	bytes      int64
 	lru        *list.List // of *memEntry, most recent at front
 	m          map[string]*list.Element
@@ -48,25 +58,20 @@ func NewMemory(o MemoryOptions) *Memory {
 		o.Now = time.Now
 	}
 	return &Memory{
-		now: o.Now, maxEntries: o.MaxEntries, maxBytes: o.MaxBytes,
-		lru: list.New(), m: make(map[string]*list.Element),
+		now:       o.Now,
+		held:      space{maxEntries: o.MaxEntries, maxBytes: o.MaxBytes, lru: list.New(), m: map[string]*list.Element{}},
+		approvals: space{maxEntries: o.MaxEntries, lru: list.New(), m: map[string]*list.Element{}},
 	}
 }
 
-// Held keys and approval keys live in separate spaces.
-const (
-	heldPrefix     = "h:"
-	approvalPrefix = "a:"
-)
-
 // Hold implements Approvals.
 func (s *Memory) Hold(_ context.Context, id string, sealed []byte, ttl time.Duration) error {
-	if int64(len(sealed)) > s.maxBytes {
+	if int64(len(sealed)) > s.held.maxBytes {
 		return ErrTooLarge
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.put(heldPrefix+id, append([]byte(nil), sealed...), ttl)
+	s.held.put(id, append([]byte(nil), sealed...), s.now().Add(ttl))
 	return nil
 }
 
@@ -74,7 +79,7 @@ func (s *Memory) Hold(_ context.Context, id string, sealed []byte, ttl time.Dura
 func (s *Memory) Held(_ context.Context, id string) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e, ok := s.get(heldPrefix + id)
+	e, ok := s.held.get(id, s.now())
 	if !ok {
 		return nil, ErrNotFound
 	}
@@ -85,9 +90,7 @@ func (s *Memory) Held(_ context.Context, id string) ([]byte, error) {
 func (s *Memory) Drop(_ context.Context, id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if el, ok := s.m[heldPrefix+id]; ok {
-		s.remove(el)
-	}
+	s.held.delete(id)
 	return nil
 }
 
@@ -95,7 +98,7 @@ func (s *Memory) Drop(_ context.Context, id string) error {
 func (s *Memory) Approve(_ context.Context, digest string, ttl time.Duration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.put(approvalPrefix+digest, nil, ttl)
+	s.approvals.put(digest, nil, s.now().Add(ttl))
 	return nil
 }
 
@@ -103,58 +106,61 @@ func (s *Memory) Approve(_ context.Context, digest string, ttl time.Duration) er
 func (s *Memory) Consume(_ context.Context, digest string) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.get(approvalPrefix + digest); !ok {
+	if _, ok := s.approvals.get(digest, s.now()); !ok {
 		return false, nil
 	}
-	s.remove(s.m[approvalPrefix+digest])
+	s.approvals.delete(digest)
 	return true, nil
 }
 
-// Len reports the number of entries kept (expired ones included until they
-// are touched or evicted).
+// Len reports the number of entries kept, held requests and approvals
+// (expired ones included until they are touched or evicted).
 func (s *Memory) Len() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.m)
+	return len(s.held.m) + len(s.approvals.m)
 }
 
 // Bytes reports the bytes of held requests kept.
 func (s *Memory) Bytes() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.bytes
+	return s.held.bytes
 }
 
 // get returns a live entry and marks it recently used; an expired one is
 // removed.
-func (s *Memory) get(key string) (*memEntry, bool) {
-	el, ok := s.m[key]
+func (sp *space) get(key string, now time.Time) (*memEntry, bool) {
+	el, ok := sp.m[key]
 	if !ok {
 		return nil, false
 	}
 	e := el.Value.(*memEntry)
-	if !s.now().Before(e.expires) {
-		s.remove(el)
+	if !now.Before(e.expires) {
+		sp.remove(el)
 		return nil, false
 	}
-	s.lru.MoveToFront(el)
+	sp.lru.MoveToFront(el)
 	return e, true
 }
 
-func (s *Memory) put(key string, value []byte, ttl time.Duration) {
-	if el, ok := s.m[key]; ok {
-		s.remove(el)
-	}
-	e := &memEntry{key: key, value: value, expires: s.now().Add(ttl)}
-	s.m[key] = s.lru.PushFront(e)
-	s.bytes += int64(len(value))
-	for len(s.m) > s.maxEntries || s.bytes > s.maxBytes {
-		s.remove(s.lru.Back())
+func (sp *space) put(key string, value []byte, expires time.Time) {
+	sp.delete(key)
+	sp.m[key] = sp.lru.PushFront(&memEntry{key: key, value: value, expires: expires})
+	sp.bytes += int64(len(value))
+	for len(sp.m) > sp.maxEntries || (sp.maxBytes > 0 && sp.bytes > sp.maxBytes) {
+		sp.remove(sp.lru.Back())
 	}
 }
 
-func (s *Memory) remove(el *list.Element) {
-	e := s.lru.Remove(el).(*memEntry)
-	delete(s.m, e.key)
-	s.bytes -= int64(len(e.value))
+func (sp *space) delete(key string) {
+	if el, ok := sp.m[key]; ok {
+		sp.remove(el)
+	}
+}
+
+func (sp *space) remove(el *list.Element) {
+	e := sp.lru.Remove(el).(*memEntry)
+	delete(sp.m, e.key)
+	sp.bytes -= int64(len(e.value))
 }

@@ -80,7 +80,7 @@ func TestMemoryStaysWithinItsEntryAndByteBounds(t *testing.T) {
 	for i := range 100_000 {
 		_ = s.Hold(ctx, fmt.Sprint("h", i), make([]byte, 1000), time.Hour)
 		_ = s.Approve(ctx, fmt.Sprint("d", i), time.Hour)
-		if s.Len() > 100 || s.Bytes() > 10_000 {
+		if s.Len() > 200 || s.Bytes() > 10_000 { // 100 held requests and 100 approvals
 			t.Fatalf("after %d inserts: %d entries, %d bytes", i, s.Len(), s.Bytes())
 		}
 	}
@@ -103,5 +103,17 @@ func TestMemoryDropForgetsAHeldRequest(t *testing.T) {
 	}
 	if s.Bytes() != 0 {
 		t.Fatalf("bytes = %d after drop", s.Bytes())
+	}
+}
+
+func TestMemoryHeldRequestsNeverEvictApprovals(t *testing.T) {
+	s := NewMemory(MemoryOptions{MaxEntries: 10, MaxBytes: 1000})
+	ctx := context.Background()
+	_ = s.Approve(ctx, "given", time.Hour)
+	for i := range 1000 { // a flood of held requests, in entries and bytes
+		_ = s.Hold(ctx, fmt.Sprint("h", i), make([]byte, 900), time.Hour)
+	}
+	if ok, _ := s.Consume(ctx, "given"); !ok {
+		t.Fatal("held requests evicted an approval")
 	}
 }

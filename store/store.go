@@ -38,3 +38,10 @@ type Approvals interface {
 	// caller per Approve, across every replica sharing the store.
 	Consume(ctx context.Context, digest string) (bool, error)
 }
+
+// Key prefixes of the two spaces in a shared store: a held request's id
+// and an approval's key never meet.
+const (
+	heldPrefix     = "h:"
+	approvalPrefix = "a:"
+)

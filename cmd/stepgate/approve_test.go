@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,7 +19,7 @@ import (
 	"github.com/stepgate/stepgate/mfa/pingonesim"
 )
 
-const approveRules = "/admin/ mfa max_age=15m; " +
+const approveTestRules = "/admin/ mfa max_age=15m; " +
 	"POST /payments/transfer approve show=Amount:form.amount,Currency:form.currency,Payee:form.payee " +
 	"template=transaction vars=sum:form.amount,currency:form.currency,recipient:form.payee ttl=2m; " +
 	"POST /api/payments approve show=Amount:json./amount,Payee:json./payee/name template=transaction " +
@@ -66,7 +68,7 @@ func (u *bodyRecorder) all() []recorded {
 func newApproveStack(t *testing.T, opts ...stackOption) (*stack, *bodyRecorder) {
 	t.Helper()
 	up := &bodyRecorder{}
-	opts = append([]stackOption{withUpstream(up), withEnv("STEPGATE_RULES", approveRules)}, opts...)
+	opts = append([]stackOption{withUpstream(up), withEnv("STEPGATE_RULES", approveTestRules)}, opts...)
 	return newStack(t, opts...), up
 }
 
@@ -494,5 +496,233 @@ func TestApprovalOfAStalledOrBrokenBodyIsTheClientsError(t *testing.T) {
 	}
 	if n := s.Sim.Requests() - before; n != 0 || len(up.all()) != 0 {
 		t.Errorf("bad bodies led to %d PingOne calls and %d upstream requests", n, len(up.all()))
+	}
+}
+
+// flowCookie is the browser's current flow cookie (a copy an attacker or a
+// second tab could keep).
+func flowCookie(t *testing.T, b *browser) *http.Cookie {
+	t.Helper()
+	u, _ := url.Parse(b.base)
+	for _, c := range b.Client.Jar.Cookies(u) {
+		if c.Name == "stepgate-flow" {
+			return c
+		}
+	}
+	t.Fatal("no flow cookie")
+	return nil
+}
+
+func TestACompletedApprovalFlowNeverApprovesTwice(t *testing.T) {
+	s, up := newApproveStack(t)
+	body := `{"amount":"250.00","currency":"EUR","payee":{"name":"ACME GmbH"}}`
+	call := func() int {
+		req, _ := http.NewRequest("POST", s.Proxy+"/api/payments", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Forwarded-User", "alice")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusUnauthorized {
+			var a struct {
+				ApprovalURL string `json:"approval_url"`
+			}
+			_ = jsonUnmarshal(string(raw), &a)
+			lastApprovalURL = a.ApprovalURL
+		}
+		return resp.StatusCode
+	}
+	if call() != http.StatusUnauthorized {
+		t.Fatal("the first call was not held")
+	}
+	alice := s.browser("alice")
+	r := alice.follow(alice.get(lastApprovalURL))
+	r = alice.follow(alice.post("action", "start"))
+	alice.follow(alice.post("action", "select", "device", deviceIDs(r.Body)[0]))
+	kept := flowCookie(t, alice) // the flow cookie just before the completion
+	if r := alice.post("action", "otp", "otp", s.latestOTP("alice")); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("OTP: %d", r.StatusCode)
+	}
+	if call() != http.StatusOK {
+		t.Fatal("the approved retry did not pass")
+	}
+	// The kept flow cookie reads PingOne's completed flow again (same ID
+	// token, within its 5 minutes): it must not approve the request again.
+	replayer := s.browser("alice")
+	u, _ := url.Parse(s.Proxy)
+	replayer.Client.Jar.SetCookies(u, []*http.Cookie{kept})
+	replayer.get("/.stepgate/challenge")
+	if got := call(); got != http.StatusUnauthorized {
+		t.Fatalf("after replaying the completed flow the request answered %d, want 401 (approved once only)", got)
+	}
+	if n := up.count("POST", "/api/payments"); n != 1 {
+		t.Fatalf("the request was forwarded %d times", n)
+	}
+}
+
+var lastApprovalURL string
+
+func TestACancelledApprovalIsDroppedAndNeverSent(t *testing.T) {
+	s, up := newApproveStack(t)
+	b := s.browser("alice")
+	r := b.follow(b.follow(b.send("/payments/transfer", transfer)))
+	r = b.follow(b.post("action", "start"))
+	b.follow(b.post("action", "select", "device", deviceIDs(r.Body)[0]))
+	if r := b.post("action", "cancel"); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("cancel: %d", r.StatusCode)
+	}
+	// The user then steps up for an admin page: that flow is a step-up, and
+	// it must not send the payment.
+	b.stepUp(t, s, "/admin/")
+	if n := up.count("POST", "/payments/transfer"); n != 0 {
+		t.Fatalf("a cancelled payment was forwarded %d times", n)
+	}
+	if ev := s.Logs.Events("approval.cancelled"); len(ev) != 1 {
+		t.Errorf("approval.cancelled events = %d, want 1", len(ev))
+	}
+}
+
+func TestAStepUpForAnotherPageSupersedesAPendingApproval(t *testing.T) {
+	s, up := newApproveStack(t)
+	b := s.browser("alice")
+	b.follow(b.follow(b.send("/payments/transfer", transfer))) // approval page, not started
+	b.stepUp(t, s, "/admin/")
+	b.get("/payments/transfer")
+	if n := up.count("POST", "/payments/transfer"); n != 0 {
+		t.Fatalf("a step-up sent the pending payment (%d)", n)
+	}
+}
+
+// stepUp completes a step-up for path by SMS from a fresh redirect.
+func (b *browser) stepUp(t *testing.T, s *stack, path string) {
+	t.Helper()
+	r := b.get(path)
+	if r.StatusCode != http.StatusFound {
+		t.Fatalf("GET %s: %d, want 302", path, r.StatusCode)
+	}
+	r = b.follow(r)
+	if !strings.Contains(r.Body, `data-state="start"`) || strings.Contains(r.Body, `id="approval"`) {
+		t.Fatalf("the step-up page is not a plain start page: %s", r.Body)
+	}
+	r = b.follow(b.post("action", "start"))
+	b.follow(b.post("action", "select", "device", deviceIDs(r.Body)[0]))
+	r = b.post("action", "otp", "otp", s.latestOTP(b.user))
+	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != path {
+		t.Fatalf("OTP: %d to %q, want 303 to %s", r.StatusCode, r.Header.Get("Location"), path)
+	}
+	if r = b.follow(r); r.StatusCode != http.StatusOK {
+		t.Fatalf("after step-up: %d", r.StatusCode)
+	}
+}
+
+func TestAmbiguousValuesAreRefusedBeforePingOne(t *testing.T) {
+	s, up := newApproveStack(t)
+	before := s.Sim.Requests()
+	post := func(path, ctype, body string, h map[string]string) int {
+		req, _ := http.NewRequest("POST", s.Proxy+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", ctype)
+		req.Header.Set("X-Forwarded-User", "alice")
+		req.Header.Set("Accept", "application/json")
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	form := "application/x-www-form-urlencoded"
+	tests := []struct {
+		name, path, ctype, body string
+		h                       map[string]string
+	}{
+		{"a repeated form field", "/payments/transfer", form, "amount=1&currency=EUR&payee=A&amount=1000", nil},
+		{"a form field repeated in another case", "/payments/transfer", form, "amount=1&currency=EUR&payee=A&Amount=1000", nil},
+		{"JSON keys equal ignoring case", "/api/payments", "application/json", `{"amount":"1","Amount":"1000","payee":{"name":"A"}}`, nil},
+		{"JSON keys repeated in a nested object", "/api/payments", "application/json", `{"amount":"1","payee":{"name":"A","name":"B"}}`, nil},
+		{"a compressed body", "/payments/transfer", form, "amount=1", map[string]string{"Content-Encoding": "gzip"}},
+	}
+	for _, tt := range tests {
+		if got := post(tt.path, tt.ctype, tt.body, tt.h); got != http.StatusBadRequest {
+			t.Errorf("%s: got %d, want 400", tt.name, got)
+		}
+	}
+	if n := s.Sim.Requests() - before; n != 0 || len(up.all()) != 0 {
+		t.Errorf("ambiguous requests made %d PingOne calls and %d upstream requests", n, len(up.all()))
+	}
+	// A field the rule does not name may repeat (checkboxes do).
+	if got := post("/payments/transfer", form, "amount=1&currency=EUR&payee=A&tag=x&tag=y", nil); got != http.StatusUnauthorized {
+		t.Errorf("an unnamed repeated field: got %d, want 401 (held)", got)
+	}
+}
+
+func TestTheApprovedRequestIsReplayedOnlyOnTheBrowsersOwnReturn(t *testing.T) {
+	s, up := newApproveStack(t)
+	b := s.browser("alice")
+	if r := approveBySMS(t, s, b, b.send("/payments/transfer", transfer)); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("OTP: %d", r.StatusCode)
+	}
+	for _, h := range []map[string]string{
+		{"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}, // a link on another site
+		{"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "no-cors"}, // an image or a prefetch
+	} {
+		req, _ := http.NewRequest("GET", s.Proxy+"/payments/transfer", nil)
+		for k, v := range h {
+			req.Header.Set(k, v)
+		}
+		b.do(req)
+	}
+	req, _ := http.NewRequest("HEAD", s.Proxy+"/payments/transfer", nil)
+	b.do(req)
+	b.get("/payments/transfer?x=1") // another query
+	if n := up.count("POST", "/payments/transfer"); n != 0 {
+		t.Fatalf("a GET that is not the browser's own return replayed the payment (%d)", n)
+	}
+	req, _ = http.NewRequest("GET", s.Proxy+"/payments/transfer", nil)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	req.Header.Set("Sec-Fetch-Mode", "navigate")
+	if r := b.do(req); !strings.HasPrefix(r.Body, "upstream did POST") || up.count("POST", "/payments/transfer") != 1 {
+		t.Fatalf("the browser's return did not get the payment's answer: %d %q", r.StatusCode, r.Body)
+	}
+}
+
+func TestOneUserCannotHoldWithoutBound(t *testing.T) {
+	s, _ := newApproveStack(t, withEnv("STEPGATE_LIMIT_STARTS_PER_USER", "2")) // holds: 4 per window
+	codes := []int{}
+	for i := range 6 {
+		req, _ := http.NewRequest("POST", s.Proxy+"/payments/transfer", strings.NewReader("amount="+strconv.Itoa(i)+"&currency=EUR&payee=A"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("X-Forwarded-User", "mallory")
+		req.Header.Set("Accept", "application/json")
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		codes = append(codes, resp.StatusCode)
+	}
+	if want := []int{401, 401, 401, 401, 429, 429}; !slices.Equal(codes, want) {
+		t.Fatalf("answers %v, want %v", codes, want)
+	}
+}
+
+func TestALinkWithAForeignOrStaleApprovalLeavesTheFlowInProgressAlone(t *testing.T) {
+	s, _ := newApproveStack(t)
+	b := s.browser("alice")
+	b.get("/.stepgate/challenge?return=/admin/")
+	b.follow(b.post("action", "start"))
+	before := flowCookie(t, b).Value
+	for _, ref := range []string{"garbage", "AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"} {
+		if r := b.get("/.stepgate/challenge?approval=" + ref); r.StatusCode != http.StatusGone {
+			t.Errorf("approval=%s: %d, want 410", ref, r.StatusCode)
+		}
+	}
+	if after := flowCookie(t, b).Value; after != before {
+		t.Error("a link with a bad approval reference changed the flow in progress")
 	}
 }

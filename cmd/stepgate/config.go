@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -19,6 +20,7 @@ import (
 	"github.com/stepgate/stepgate/proxy/identity"
 	"github.com/stepgate/stepgate/proxy/rules"
 	"github.com/stepgate/stepgate/session"
+	"github.com/stepgate/stepgate/store"
 )
 
 // config is every STEPGATE_ environment variable (docs/design.md §9). Loading (this
@@ -84,6 +86,13 @@ type config struct {
 	ShutdownDrain        time.Duration `env:"SHUTDOWN_DRAIN" envDefault:"5s"`
 	ShutdownTimeout      time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s"`
 	Pprof                bool          `env:"PPROF" envDefault:"false"`
+	Store                string        `env:"STORE" envDefault:"memory"`
+	RedisURL             string        `env:"REDIS_URL" secret:"true"`
+	RedisPassword        string        `env:"REDIS_PASSWORD" secret:"true"`
+	RedisCAFile          string        `env:"REDIS_CA_FILE"`
+	RedisTimeout         time.Duration `env:"REDIS_TIMEOUT" envDefault:"500ms"`
+	StoreMaxStaleness    time.Duration `env:"STORE_MAX_STALENESS" envDefault:"10s"`
+	AdminToken           string        `env:"ADMIN_TOKEN" secret:"true"`
 }
 
 const envPrefix = "STEPGATE_"
@@ -102,7 +111,7 @@ func (c config) trustedProxies() string {
 
 // secretVars may be given as NAME or NAME_FILE (a path whose content,
 // without a trailing newline, is the value).
-var secretVars = []string{"PINGONE_CLIENT_SECRET", "COOKIE_KEYS"}
+var secretVars = []string{"PINGONE_CLIENT_SECRET", "COOKIE_KEYS", "REDIS_URL", "REDIS_PASSWORD", "ADMIN_TOKEN"}
 
 // loadConfig reads the environment through getenv.
 func loadConfig(getenv func(string) string) (config, error) {
@@ -172,6 +181,7 @@ type settings struct {
 	mapping    identity.MappingOptions // Source is set by build
 	doors      proxy.Doors
 	requestKey *mfa.RequestKey // nil: the request object is HS256 with the client secret
+	redisCAs   *x509.CertPool  // STEPGATE_REDIS_CA_FILE; nil: the system's roots
 }
 
 // mappingVars are the settings that decide the PingOne user, named in the
@@ -372,6 +382,40 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 		} else if s.requestKey, err = mfa.ParseRequestKey(b); err != nil {
 			bad("PINGONE_REQUEST_KEY_FILE", "%v", err)
 		}
+	}
+	switch c.Store {
+	case "memory":
+		if c.RedisURL != "" {
+			bad("REDIS_URL", "set, but STEPGATE_STORE is memory: set STEPGATE_STORE=redis to use it")
+		}
+	case "redis":
+		if c.RedisURL == "" {
+			bad("REDIS_URL", "required when STEPGATE_STORE=redis (redis://host:6379 or rediss:// for TLS)")
+		} else if _, err := store.ParseRedisURL(c.RedisURL); err != nil {
+			bad("REDIS_URL", "%v", err) // the value is not repeated: it may hold a password
+		} else if c.RedisCAFile != "" && !strings.HasPrefix(c.RedisURL, "rediss://") {
+			bad("REDIS_CA_FILE", "set, but STEPGATE_REDIS_URL is not rediss:// (TLS)")
+		}
+		if c.RedisCAFile != "" {
+			pem, err := readFile(c.RedisCAFile)
+			s.redisCAs = x509.NewCertPool()
+			if err != nil {
+				bad("REDIS_CA_FILE", "%v", err)
+			} else if !s.redisCAs.AppendCertsFromPEM(pem) {
+				bad("REDIS_CA_FILE", "no PEM certificate found")
+			}
+		}
+	default:
+		bad("STORE", "want memory or redis")
+	}
+	if c.RedisTimeout < time.Millisecond || c.RedisTimeout > 10*time.Second {
+		bad("REDIS_TIMEOUT", "want a duration between 1ms and 10s")
+	}
+	if c.StoreMaxStaleness < time.Second || c.StoreMaxStaleness > 10*time.Minute {
+		bad("STORE_MAX_STALENESS", "want a duration between 1s and 10m")
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < 32 {
+		bad("ADMIN_TOKEN", "too short: want at least 32 characters (for example openssl rand -base64 32)")
 	}
 	return s, errors.Join(errs...)
 }

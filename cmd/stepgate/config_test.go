@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/stepgate/stepgate/store/redistest"
 )
 
 // validEnv is a complete, valid configuration.
@@ -187,7 +189,7 @@ func TestCheckConfigPrintsApproveRulesAndWarnsAboutTheMemoryStore(t *testing.T) 
 	for _, want := range []string{
 		"POST /pay approve show=Amount:form.amount template=transaction vars=sum:form.amount ttl=2m0s",
 		"approve rules: 1; held request bodies up to 65536 bytes",
-		"warning: approvals are kept in this process's memory",
+		"warning: 1 approve rule(s) with STEPGATE_STORE=memory",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("-check-config output lacks %q:\n%s", want, out)
@@ -198,11 +200,93 @@ func TestCheckConfigPrintsApproveRulesAndWarnsAboutTheMemoryStore(t *testing.T) 
 		t.Errorf("a bad approve rule: err = %v, want one naming the source", err)
 	}
 	env["STEPGATE_RULES"] = "/admin/ mfa"
-	if out, _, _ := runWith(t, env, "-check-config"); strings.Contains(out, "approvals are kept") {
+	if out, _, _ := runWith(t, env, "-check-config"); strings.Contains(out, "approve rule(s) with STEPGATE_STORE=memory") {
 		t.Error("the approvals warning is printed without approve rules")
 	}
 	env["STEPGATE_APPROVE_MAX_BODY"] = "0"
 	if _, _, err := runWith(t, env, "-check-config"); err == nil || !strings.Contains(err.Error(), "STEPGATE_APPROVE_MAX_BODY") {
 		t.Errorf("a zero approve body limit: err = %v, want one naming the variable", err)
+	}
+}
+
+func TestStoreConfiguration(t *testing.T) {
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "redis-password")
+	tokenFile := filepath.Join(dir, "admin-token")
+	if err := os.WriteFile(pwFile, []byte("s3cret-redis-password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tokenFile, []byte(testAdminToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	caFile := redistest.WriteCerts(t, dir)
+	for _, tc := range []struct {
+		name    string
+		env     map[string]string
+		wantErr string   // a variable the error must name; "" means valid
+		wantOut []string // in -check-config's output
+	}{
+		{"the default is the memory store", nil, "", []string{"store: memory", "POST /revoke off"}},
+		{"redis with its URL, password and admin token from files", map[string]string{
+			"STEPGATE_STORE": "redis", "STEPGATE_REDIS_URL": "rediss://user:inline-pw@redis.example:6380/2",
+			"STEPGATE_REDIS_PASSWORD_FILE": pwFile, "STEPGATE_ADMIN_TOKEN_FILE": tokenFile,
+		}, "", []string{"store: redis rediss://user:xxxxx@redis.example:6380/2", "POST /revoke on the admin listener"}},
+		{"rediss with a private CA", map[string]string{
+			"STEPGATE_STORE": "redis", "STEPGATE_REDIS_URL": "rediss://redis.example:6380", "STEPGATE_REDIS_CA_FILE": caFile,
+		}, "", []string{"store: redis rediss://redis.example:6380"}},
+		{"a CA file for a plain redis URL", map[string]string{
+			"STEPGATE_STORE": "redis", "STEPGATE_REDIS_URL": "redis://redis.example:6379", "STEPGATE_REDIS_CA_FILE": caFile,
+		}, "STEPGATE_REDIS_CA_FILE", nil},
+		{"a CA file without a certificate", map[string]string{
+			"STEPGATE_STORE": "redis", "STEPGATE_REDIS_URL": "rediss://redis.example:6380", "STEPGATE_REDIS_CA_FILE": pwFile,
+		}, "STEPGATE_REDIS_CA_FILE", nil},
+		{"a URL that turns certificate checks off", map[string]string{
+			"STEPGATE_STORE": "redis", "STEPGATE_REDIS_URL": "rediss://redis.example:6380?skip_verify=true",
+		}, "STEPGATE_REDIS_URL", nil},
+		{"redis without a URL", map[string]string{"STEPGATE_STORE": "redis"}, "STEPGATE_REDIS_URL", nil},
+		{"a URL of another scheme", map[string]string{"STEPGATE_STORE": "redis", "STEPGATE_REDIS_URL": "http://redis:6379"}, "STEPGATE_REDIS_URL", nil},
+		{"a URL without a host", map[string]string{"STEPGATE_STORE": "redis", "STEPGATE_REDIS_URL": "redis://"}, "STEPGATE_REDIS_URL", nil},
+		{"a URL with the memory store", map[string]string{"STEPGATE_REDIS_URL": "redis://r:6379"}, "STEPGATE_REDIS_URL", nil},
+		{"an unknown store", map[string]string{"STEPGATE_STORE": "etcd"}, "STEPGATE_STORE", nil},
+		{"a short admin token", map[string]string{"STEPGATE_ADMIN_TOKEN": "short"}, "STEPGATE_ADMIN_TOKEN", nil},
+		{"a zero Redis timeout", map[string]string{"STEPGATE_REDIS_TIMEOUT": "0s"}, "STEPGATE_REDIS_TIMEOUT", nil},
+		{"an unbounded staleness", map[string]string{"STEPGATE_STORE_MAX_STALENESS": "1h"}, "STEPGATE_STORE_MAX_STALENESS", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := validEnv()
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			out, _, err := runWith(t, env, "-check-config")
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("got %v, want an error naming %s", err, tc.wantErr)
+				}
+				if strings.Contains(err.Error(), "inline-pw") {
+					t.Errorf("the error repeats a password: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, want := range tc.wantOut {
+				if !strings.Contains(out, want) {
+					t.Errorf("output lacks %q:\n%s", want, out)
+				}
+			}
+			for _, secret := range []string{"inline-pw", "s3cret-redis-password", testAdminToken} {
+				if strings.Contains(out, secret) {
+					t.Errorf("check-config printed a secret:\n%s", out)
+				}
+			}
+			c, err := loadConfig(func(k string) string { return env[k] })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.env["STEPGATE_REDIS_PASSWORD_FILE"] != "" && (c.RedisPassword != "s3cret-redis-password" || c.AdminToken != testAdminToken) {
+				t.Errorf("secrets from files: password %q, token %q", c.RedisPassword, c.AdminToken)
+			}
+		})
 	}
 }

@@ -294,7 +294,7 @@ func TestExtAuthzHTTPAnswersWhatEnvoyExpects(t *testing.T) {
 }
 
 func TestExtAuthzWithTheBodyServesApproveRulesOnceForTheApprovedRequest(t *testing.T) {
-	s, addr := extAuthzStack(t, "STEPGATE_RULES", approveRules, "STEPGATE_AUTHZ_WITH_BODY", "true")
+	s, addr := extAuthzStack(t, "STEPGATE_RULES", approveTestRules, "STEPGATE_AUTHZ_WITH_BODY", "true")
 	envoy := authzClient(t, addr, nil)
 	payment := `{"amount":"250.00","currency":"EUR","payee":{"name":"ACME GmbH"}}`
 	pay := func(body string) *authv3.CheckResponse {

@@ -245,6 +245,34 @@ func matrixAttacks() []matrixAttack {
 			first: func(s string) string {
 				return strings.Replace(crlf(append(allowHead("GET", s), "Connection: keep-alive")...), "HTTP/1.1", "HTTP/1.0", 1) + smuggled(s)
 			}},
+		matrixAttack{class: "pipelining", name: "a body holding a request on a challenged POST to an mfa path",
+			first: func(s string) string {
+				b := smuggled(s)
+				return crlf("POST /admin/"+s+"-outer HTTP/1.1", "Host: "+matrixHost, "X-Forwarded-User: mallory",
+					"Content-Length: "+strconv.Itoa(len(b))) + b
+			}},
+		matrixAttack{class: "pipelining", name: "Expect: 100-continue on a challenged POST, the body sent anyway",
+			first: func(s string) string {
+				b := smuggled(s)
+				return crlf("POST /admin/"+s+"-outer HTTP/1.1", "Host: "+matrixHost, "X-Forwarded-User: mallory",
+					"Expect: 100-continue", "Content-Length: "+strconv.Itoa(len(b))) + b
+			}},
+		matrixAttack{class: "approve rules", name: "a request held for approval with a request in its body",
+			first: func(s string) string {
+				b := "a=1&" + smuggled(s)
+				return crlf("POST /pay/"+s+" HTTP/1.1", "Host: "+matrixHost, "X-Forwarded-User: mallory",
+					"Content-Type: application/x-www-form-urlencoded", "Content-Length: "+strconv.Itoa(len(b))) + b
+			}},
+		matrixAttack{class: "approve rules", name: "a chunked request held for approval, a request after it",
+			first: func(s string) string {
+				return crlf("POST /pay/"+s+" HTTP/1.1", "Host: "+matrixHost, "X-Forwarded-User: mallory",
+					"Content-Type: application/x-www-form-urlencoded", "Transfer-Encoding: chunked") + chunkedOf("a=1") + smuggled(s)
+			}},
+		matrixAttack{class: "approve rules", name: "lower-case post on an approve rule",
+			first: func(s string) string {
+				return crlf("post /pay/"+s+" HTTP/1.1", "Host: "+matrixHost, "X-Forwarded-User: mallory",
+					"Content-Type: application/x-www-form-urlencoded", "Content-Length: 3") + "a=1"
+			}},
 		matrixAttack{class: "method confusion", name: "lower-case post on a POST-only mfa rule",
 			first: func(s string) string {
 				return crlf("post /forms/"+s+" HTTP/1.1", "Host: "+matrixHost, "X-Forwarded-User: mallory", "Content-Length: 3") + "a=1"
@@ -492,7 +520,7 @@ func TestUpstreamMatrix_NoAttackReachesAnMFAPathOnAnyUpstream(t *testing.T) {
 		t.Run(k.Name, func(t *testing.T) {
 			t.Parallel()
 			up := k.Start(t)
-			s := newStack(t, withEnv("STEPGATE_UPSTREAM", up.URL, "STEPGATE_RULES", "/admin/ mfa; POST /forms/ mfa; / allow"))
+			s := newStack(t, withEnv("STEPGATE_UPSTREAM", up.URL, "STEPGATE_RULES", "/admin/ mfa; POST /forms/ mfa; POST /pay/ approve; / allow"))
 			// Front: a Go reverse proxy in front of stepgate, as
 			// oauth2-proxy would be.
 			target, _ := url.Parse(s.Proxy)
@@ -568,7 +596,7 @@ func TestUpstreamMatrix_NoAttackReachesAnMFAPathOnAnyUpstream(t *testing.T) {
 					continue
 				}
 				if strings.Contains(strings.ToLower(r.Target), "admin") || mfaPath(r.Target) ||
-					strings.Contains(r.Target, "/forms/") && strings.EqualFold(r.Method, "POST") {
+					(strings.Contains(r.Target, "/forms/") || strings.Contains(r.Target, "/pay/")) && strings.EqualFold(r.Method, "POST") {
 					t.Errorf("an mfa request reached %s without a step-up: %v", k.Name, r)
 				}
 				for name := range r.Headers {
@@ -607,6 +635,9 @@ func TestUpstreamMatrix_NoAttackReachesAnMFAPathOnAnyUpstream(t *testing.T) {
 			if os.Getenv("STEPGATE_MATRIX_DEBUG") != "" {
 				for _, r := range reqs {
 					t.Logf("%s recorded: %v", k.Name, r)
+				}
+				for _, l := range jsonLogLines(s.Logs.String(), "upstream error") {
+					t.Logf("%s: stepgate logged: %v", k.Name, l)
 				}
 			}
 		})

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -19,7 +21,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -36,7 +37,7 @@ import (
 	"github.com/stepgate/stepgate/proxy/reqpath"
 	"github.com/stepgate/stepgate/proxy/rules"
 	"github.com/stepgate/stepgate/session"
-	stepstore "github.com/stepgate/stepgate/store"
+	"github.com/stepgate/stepgate/store"
 )
 
 // version is stamped at build time with -ldflags "-X main.version=…".
@@ -107,10 +108,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		if approves > 0 {
 			fmt.Fprintf(stdout, "approve rules: %d; held request bodies up to %d bytes\n", approves, cfg.ApproveMaxBody)
-			fmt.Fprintln(stdout, "warning: approvals are kept in this process's memory: each is single-use on one replica only; run a single replica (or route a user to one)")
 		}
 		fmt.Fprintf(stdout, "identity: %s\n", cfg.describeIdentity())
 		fmt.Fprintf(stdout, "pingone user: %s\n", cfg.describeMapping(s.mapping))
+		printStore(stdout, cfg, s, getenv)
 		return nil
 	}
 	return serve(ctx, cfg, s, stdout, nil, time.Now)
@@ -141,13 +142,17 @@ const (
 
 // gateway is a built, not yet serving, stepgate.
 type gateway struct {
-	proxy    http.Handler
-	authz    *authzgrpc.Server // ext_authz over gRPC; nil unless STEPGATE_AUTHZ_GRPC_LISTEN
-	admin    http.Handler
-	client   *mfa.Client
-	idKeys   *jwks.Cache // upstream IdP keys, jwt identity only
-	draining atomic.Bool
-	log      *slog.Logger
+	proxy  http.Handler
+	authz  *authzgrpc.Server // ext_authz over gRPC; nil unless STEPGATE_AUTHZ_GRPC_LISTEN
+	admin  http.Handler
+	client *mfa.Client
+	idKeys *jwks.Cache // upstream IdP keys, jwt identity only
+	// approvals holds requests awaiting approval and single-use approvals
+	// (docs/design.md §14), in the store STEPGATE_STORE chose.
+	approvals store.Approvals
+	stores    *stores
+	draining  atomic.Bool
+	log       *slog.Logger
 }
 
 // build wires every piece from validated settings.
@@ -156,6 +161,11 @@ type gateway struct {
 func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prometheus.Registry, now func() time.Time) (*gateway, error) {
 	m := metrics.New(reg, version)
 	g := &gateway{log: log}
+	st, err := newStores(cfg, s, m, log, now)
+	if err != nil {
+		return nil, err
+	}
+	g.stores, g.approvals = st, st.approvals
 
 	pingoneHTTP := &http.Client{
 		Timeout:   cfg.PingOneTimeout,
@@ -177,7 +187,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		HTTPClient:   pingoneHTTP,
 		Now:          now,
 		Logger:       log,
-		Limiter:      rate.NewLimiter(rate.Limit(cfg.PingOneRateLimit), int(2*cfg.PingOneRateLimit)+1),
+		Limiter:      st.pingOneCap(cfg.PingOneRateLimit, int(2*cfg.PingOneRateLimit)+1),
 		Observe:      m.ObservePingOne,
 	})
 	if err != nil {
@@ -236,9 +246,9 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	// least-recently-used, so an attacker rotating keys only evicts
 	// themselves and idle users (the per-user limit still binds a user).
 	const maxKeys = 20_000
-	limiter := func(n int, per time.Duration) *ratelimit.Limiter {
+	limiter := func(name string, n int, per time.Duration) challenge.Limiter {
 		l, b := ratelimit.Every(n, per)
-		return ratelimit.New(ratelimit.Options{Limit: l, Burst: b, MaxKeys: maxKeys, Now: now})
+		return st.limiter(name, n, per, ratelimit.New(ratelimit.Options{Limit: l, Burst: b, MaxKeys: maxKeys, Now: now}))
 	}
 	ruleFor := func(method, ret string) rules.Rule {
 		if method == "" {
@@ -255,29 +265,33 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	}
 	// Held requests and approvals (approve rules): in this process,
 	// bounded; see the store package.
-	approvals := approve.New(stepstore.NewMemory(stepstore.MemoryOptions{Now: now}), cfg.ApproveMaxBody, now)
+	approvals := approve.New(g.approvals, approvalDigestKey(s.cookieKeys[0]), cfg.ApproveMaxBody, now)
+	revocations := revocationCheck{st.view}
 	chal, err := challenge.New(challenge.Config{
 		PingOne:   client,
 		Store:     store,
 		Approvals: approvals,
 		RuleFor:   ruleFor,
 		Limits: challenge.Limits{
-			StartPerUser: limiter(cfg.LimitStartsPerUser, cfg.LimitWindow),
-			StartPerIP:   limiter(cfg.LimitStartsPerIP, cfg.LimitWindow),
-			OTPPerUser:   limiter(cfg.LimitOTPPerUser, cfg.LimitWindow),
-			PollPerFlow:  ratelimit.New(ratelimit.Options{Limit: 1, Burst: 3, MaxKeys: maxKeys, Now: now}),
-			SendPerUser:  limiter(cfg.LimitSendsPerUser, cfg.LimitWindow),
+			StartPerUser: limiter("start_user", cfg.LimitStartsPerUser, cfg.LimitWindow),
+			StartPerIP:   limiter("start_ip", cfg.LimitStartsPerIP, cfg.LimitWindow),
+			OTPPerUser:   limiter("otp_user", cfg.LimitOTPPerUser, cfg.LimitWindow),
+			// Polls stay per replica: they only pace one browser's page.
+			PollPerFlow: ratelimit.New(ratelimit.Options{Limit: 1, Burst: 3, MaxKeys: maxKeys, Now: now}),
+			SendPerUser: limiter("send_user", cfg.LimitSendsPerUser, cfg.LimitWindow),
 			// Page loads of a pending flow: a person needs a handful per
 			// flow (one after each action, a no-JS push page every 4 s).
-			ReadPerFlow: limiter(pageReadsPerFlow, time.Minute),
-			ReadPerUser: limiter(pageReadsPerUser, time.Minute),
+			ReadPerFlow: limiter("read_flow", pageReadsPerFlow, time.Minute),
+			ReadPerUser: limiter("read_user", pageReadsPerUser, time.Minute),
 		},
 		Mapping:      mapping,
 		MappingCheck: mappingVars,
+		Revoke:       st.logoutRevoker(store, log),
+		StoreDown:    st.down,
 		AllowBypass:  cfg.AllowMFABypass,
 		Verified: func(r *http.Request, user, method, ret string) bool {
 			su, ok := store.StepUp(r)
-			return ok && proxy.Fresh(su, user, ruleFor(method, ret), now())
+			return ok && !revocations.Revoked(su) && proxy.Fresh(su, user, ruleFor(method, ret), now())
 		},
 		Pages:   pages,
 		Logger:  log,
@@ -301,17 +315,22 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		upstreamTLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	gw, err := proxy.New(proxy.Config{
-		Upstream:      s.upstream,
-		UpstreamHost:  cfg.UpstreamHost,
-		PreserveHost:  cfg.PreserveHost,
-		Transport:     newTransport(upstreamTLS, cfg.UpstreamTimeout, 512),
-		Rules:         s.rules,
-		ClientIP:      s.trusted,
-		Identity:      ident,
-		StepUps:       store,
-		Challenge:     chal,
-		Approvals:     approvals,
-		IDTokenHeader: cfg.IDTokenHeader,
+		Upstream:     s.upstream,
+		UpstreamHost: cfg.UpstreamHost,
+		PreserveHost: cfg.PreserveHost,
+		Transport:    newTransport(upstreamTLS, cfg.UpstreamTimeout, 512),
+		Rules:        s.rules,
+		ClientIP:     s.trusted,
+		Identity:     ident,
+		StepUps:      store,
+		Revocations:  revocations,
+		Challenge:    chal,
+		Approvals:    approvals,
+		// A person approves a few actions a minute; twice the start limit
+		// per window leaves room for retries and bounds what one user can
+		// hold in the store.
+		ApproveHoldLimit: limiter("hold_user", 2*cfg.LimitStartsPerUser, cfg.LimitWindow),
+		IDTokenHeader:    cfg.IDTokenHeader,
 		IdentityHeader: func() string {
 			if cfg.Identity == "header" {
 				return cfg.IdentityHeader
@@ -345,13 +364,19 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	})
 	admin.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if reason := g.notReady(); reason != "" {
-			http.Error(w, "not ready: "+reason, http.StatusServiceUnavailable)
+			http.Error(w, "not ready: "+reason+"\n"+st.status(), http.StatusServiceUnavailable)
 			return
 		}
-		_, _ = io.WriteString(w, "ready\n")
+		// A store outage does not make a replica unready: every replica
+		// shares it, and allow paths and (within the staleness bound)
+		// stepped-up users still work. The body says what is refused.
+		_, _ = io.WriteString(w, "ready\n"+st.status()+"\n")
 	})
 	if s.requestKey != nil {
 		admin.Handle("GET /jwks.json", requestKeyJWKS(s.requestKey, log))
+	}
+	if cfg.AdminToken != "" {
+		admin.Handle("POST /revoke", revokeHandler(cfg.AdminToken, st.revoker, log))
 	}
 	if cfg.Pprof {
 		admin.HandleFunc("GET /debug/pprof/", pprof.Index)
@@ -388,6 +413,8 @@ func (g *gateway) notReady() string {
 		return "pingone signing keys not loaded"
 	case g.idKeys != nil && !g.idKeys.Ready():
 		return "identity provider keys not loaded"
+	case !g.stores.reached():
+		return "store not reached since start"
 	}
 	return ""
 }
@@ -503,6 +530,9 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 	keysCtx, stopKeys := context.WithCancel(context.Background())
 	defer stopKeys()
 	go g.loadKeys(keysCtx)
+	storeDone := make(chan struct{})
+	go func() { defer close(storeDone); g.stores.run(keysCtx) }()
+	defer func() { stopKeys(); <-storeDone; g.stores.close() }()
 
 	errc := make(chan error, 3)
 	if authzSrv != nil {
@@ -604,4 +634,13 @@ func parseLevel(s string) (slog.Level, error) {
 		return l, fmt.Errorf("want debug, info, warn or error")
 	}
 	return l, nil
+}
+
+// approvalDigestKey keys approval digests (proxy/approve): derived from the
+// sealing cookie key, which every replica sharing a store already shares,
+// and separate from it by a label, so that one key never serves two uses.
+func approvalDigestKey(cookieKey []byte) []byte {
+	m := hmac.New(sha256.New, cookieKey)
+	m.Write([]byte("stepgate approval digest v1"))
+	return m.Sum(nil)
 }

@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -25,6 +26,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stepgate/stepgate/proxy/reqpath"
 	"github.com/stepgate/stepgate/proxy/rules"
@@ -42,12 +44,15 @@ var (
 	ErrBadRef   = errors.New("approve: malformed approval reference")
 )
 
-// Digest binds an approval to one request (docs/design.md §14): the upstream user,
-// method, path as forwarded, raw query, Content-Type and the SHA-256 of the
-// body, each length-prefixed so that no two requests share an encoding.
-func Digest(q *Request) string {
+// Digest binds an approval to one request (docs/design.md §14): the
+// upstream user, method, path as forwarded, raw query, Content-Type and the
+// SHA-256 of the body, each length-prefixed so that no two requests share an
+// encoding. It is keyed (HMAC-SHA256), because it is logged and sent to the
+// upstream: a plain hash over mostly known fields would let anyone with a
+// log line try amounts until one matched.
+func (g *Gate) Digest(q *Request) string {
 	body := sha256.Sum256(q.Body)
-	h := sha256.New()
+	h := hmac.New(sha256.New, g.key)
 	for _, s := range []string{"stepgate-approval-v1", q.User, q.Method, q.Path, q.RawQuery, q.ContentType} {
 		var n [8]byte
 		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
@@ -99,19 +104,22 @@ func (h *Held) ReqPath() reqpath.Path {
 // Gate reads, holds and releases approve-rule requests.
 type Gate struct {
 	store   store.Approvals
+	key     []byte
 	maxBody int64
 	now     func() time.Time
 }
 
-// New returns a Gate; maxBody <= 0 means DefaultMaxBody.
-func New(s store.Approvals, maxBody int64, now func() time.Time) *Gate {
+// New returns a Gate. key keys the digest (every replica sharing a store
+// needs the same one; cmd/stepgate derives it from the cookie keys); maxBody
+// <= 0 means DefaultMaxBody.
+func New(s store.Approvals, key []byte, maxBody int64, now func() time.Time) *Gate {
 	if maxBody <= 0 {
 		maxBody = DefaultMaxBody
 	}
 	if now == nil {
 		now = time.Now
 	}
-	return &Gate{store: s, maxBody: maxBody, now: now}
+	return &Gate{store: s, key: key, maxBody: maxBody, now: now}
 }
 
 // MaxBody is the largest body an approve rule holds.
@@ -146,7 +154,7 @@ func (g *Gate) Read(r *http.Request, user string, p reqpath.Path) (*Request, err
 
 // Consume uses the approval of q, if there is one.
 func (g *Gate) Consume(ctx context.Context, q *Request) (bool, error) {
-	return g.store.Consume(ctx, Digest(q))
+	return g.store.Consume(ctx, g.Digest(q))
 }
 
 // Hold keeps q with what rule says to show and send, and returns the
@@ -154,19 +162,11 @@ func (g *Gate) Consume(ctx context.Context, q *Request) (bool, error) {
 // the key that seals the request at rest.
 func (g *Gate) Hold(ctx context.Context, q *Request, r *http.Request, rule rules.Rule, api bool) (ref string, h *Held, err error) {
 	h = &Held{
-		Request: *q, Host: r.Host, Header: r.Header.Clone(), Digest: Digest(q),
+		Request: *q, Host: r.Host, Header: r.Header.Clone(), Digest: g.Digest(q),
 		Tmpl: rule.Template, Variant: rule.Variant, ACR: rule.ACR, TTL: rule.TTL,
 		Created: g.now(), API: api,
 	}
-	size := 0
-	for _, f := range rule.Show {
-		v, ok := q.Value(f.From)
-		s := Shown{Label: strings.ReplaceAll(f.Label, "_", " "), Value: Clean(v), Found: ok}
-		if size += len(s.Label) + len(s.Value); size > MaxSummarySize {
-			break
-		}
-		h.Show = append(h.Show, s)
-	}
+	h.Show = summary(q, rule.Show)
 	if len(rule.Vars) > 0 {
 		h.Vars = make(map[string]string, len(rule.Vars))
 		for _, f := range rule.Vars {
@@ -178,6 +178,11 @@ func (g *Gate) Hold(ctx context.Context, q *Request, r *http.Request, rule rules
 	if err != nil {
 		return "", nil, fmt.Errorf("approve: hold: %w", err)
 	}
+	if int64(len(plain)) > g.maxBody*2+maxHeldOverhead {
+		// The body is bounded already; this bounds the headers (Go reads
+		// up to 1 MiB of them), so one request cannot fill the store.
+		return "", nil, ErrTooLarge
+	}
 	id, key := random(16), random(32)
 	sealed, err := seal(key, id, plain)
 	if err != nil {
@@ -186,7 +191,61 @@ func (g *Gate) Hold(ctx context.Context, q *Request, r *http.Request, rule rules
 	if err := g.store.Hold(ctx, string(id), sealed, rule.TTL); err != nil {
 		return "", nil, fmt.Errorf("approve: hold: %w", err)
 	}
+	// One approval per held request: a second completion of the flow
+	// (a kept flow cookie, a reload racing the push poll) finds this token
+	// gone and approves nothing.
+	if err := g.store.Approve(ctx, approvableKey(string(id)), rule.TTL); err != nil {
+		return "", nil, fmt.Errorf("approve: hold: %w", err)
+	}
 	return string(id) + "." + base64.RawURLEncoding.EncodeToString(key), h, nil
+}
+
+// maxHeldOverhead bounds what a held request may add to its body: headers
+// and the page's values. The body is base64 in the sealed JSON, hence the
+// factor of two on it.
+const maxHeldOverhead = 64 << 10
+
+// approvableKey names the one-time token that lets a held request be
+// approved; it shares the store's approval space but never a digest's
+// shape (a digest is 64 hex characters).
+func approvableKey(id string) string { return "held:" + id }
+
+// summary is what the page shows: every label the rule names, in order,
+// each value cleaned and cut, the whole at most MaxSummarySize bytes. A
+// label is never dropped to fit: its value is cut to "…" instead, so a long
+// early value cannot hide a later field.
+func summary(q *Request, fields []rules.Field) []Shown {
+	out := make([]Shown, 0, len(fields))
+	budget := MaxSummarySize
+	for _, f := range fields {
+		budget -= len(f.Label)
+	}
+	for i, f := range fields {
+		v, ok := q.Value(f.From)
+		s := Shown{Label: strings.ReplaceAll(f.Label, "_", " "), Value: Clean(v), Found: ok}
+		// What this value may use: an equal share of what is left.
+		share := budget / (len(fields) - i)
+		if len(s.Value) > share {
+			s.Value = cutBytes(s.Value, share-len("…")) + "…"
+		}
+		budget -= len(s.Value)
+		out = append(out, s)
+	}
+	return out
+}
+
+// cutBytes cuts s to at most n bytes on a rune boundary.
+func cutBytes(s string, n int) string {
+	if n <= 0 {
+		return ""
+	}
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // Open finds and opens the request held under ref.
@@ -216,8 +275,21 @@ func (g *Gate) Open(ctx context.Context, ref string) (*Held, error) {
 	return &h, nil
 }
 
-// Approve records the approval of h, usable once within its ttl.
-func (g *Gate) Approve(ctx context.Context, h *Held) error {
+// Approve records the approval of h (held under ref), usable once within
+// its ttl. A held request is approved at most once: a second call answers
+// ErrExpired.
+func (g *Gate) Approve(ctx context.Context, ref string, h *Held) error {
+	id, _, err := parseRef(ref)
+	if err != nil {
+		return ErrBadRef
+	}
+	ok, err := g.store.Consume(ctx, approvableKey(id))
+	if err != nil {
+		return fmt.Errorf("approve: approve: %w", err)
+	}
+	if !ok {
+		return ErrExpired // approved once already, or expired
+	}
 	return g.store.Approve(ctx, h.Digest, h.TTL)
 }
 

@@ -86,7 +86,8 @@ func TestCleanCutsAndNeutralisesValues(t *testing.T) {
 
 func TestDigestBindsEveryPart(t *testing.T) {
 	base := Request{User: "alice", Method: "POST", Path: "/pay", RawQuery: "a=1", ContentType: "application/json", Body: []byte(`{"amount":500}`)}
-	seen := map[string]string{Digest(&base): "base"}
+	g := newGate(nil)
+	seen := map[string]string{g.Digest(&base): "base"}
 	change := map[string]func(q *Request){
 		"user":         func(q *Request) { q.User = "bob" },
 		"method":       func(q *Request) { q.Method = "PUT" },
@@ -100,7 +101,7 @@ func TestDigestBindsEveryPart(t *testing.T) {
 	for name, f := range change {
 		q := base
 		f(&q)
-		d := Digest(&q)
+		d := g.Digest(&q)
 		if prev, dup := seen[d]; dup {
 			t.Errorf("changing %s gives the digest of %s", name, prev)
 		}
@@ -114,8 +115,9 @@ func FuzzDigestAndValue(f *testing.F) {
 	f.Add("c", "POST", "/p", "q=%", "multipart/form-data; boundary=x", []byte("--x\r\n\r\n--x--"), "query.q")
 	f.Fuzz(func(t *testing.T, user, method, path, query, ctype string, body []byte, src string) {
 		q := Request{User: user, Method: method, Path: path, Match: path, RawQuery: query, ContentType: ctype, Body: body}
-		d := Digest(&q)
-		if len(d) != 64 || d != Digest(&q) {
+		g := newGate(nil)
+		d := g.Digest(&q)
+		if len(d) != 64 || d != g.Digest(&q) {
 			t.Fatalf("digest %q not a stable SHA-256", d)
 		}
 		s, err := rules.ParseSource(src)
@@ -133,8 +135,10 @@ func FuzzDigestAndValue(f *testing.F) {
 	})
 }
 
+var testDigestKey = []byte("a test digest key of 32 bytes!!!")
+
 func newGate(now func() time.Time) *Gate {
-	return New(store.NewMemory(store.MemoryOptions{Now: now}), 1024, now)
+	return New(store.NewMemory(store.MemoryOptions{Now: now}), testDigestKey, 1024, now)
 }
 
 func heldRequest(t *testing.T, g *Gate, body string) (string, *Held) {
@@ -177,7 +181,7 @@ func TestHeldRequestOpensOnlyWithItsReference(t *testing.T) {
 
 func TestHeldRequestIsSealedAtRest(t *testing.T) {
 	s := store.NewMemory(store.MemoryOptions{})
-	g := New(s, 1024, nil)
+	g := New(s, testDigestKey, 1024, nil)
 	r := httptest.NewRequest("POST", "/pay", strings.NewReader("amount=500&payee=SECRET-PAYEE"))
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	q, _ := g.Read(r, "alice", reqpath.Path{Match: "/pay", Escaped: "/pay"})
@@ -222,7 +226,7 @@ func TestReleaseUsesAnApprovalOnce(t *testing.T) {
 	if ok, _ := g.Release(ctx, ref, h); ok {
 		t.Fatal("released before approval")
 	}
-	_ = g.Approve(ctx, h)
+	_ = g.Approve(ctx, ref, h)
 	if ok, _ := g.Release(ctx, ref, h); !ok {
 		t.Fatal("approved request not released")
 	}
@@ -245,5 +249,98 @@ func TestForwardRebuildsExactlyTheHeldRequest(t *testing.T) {
 	if out.Method != "POST" || b.String() != "amount=500" || out.URL.RawQuery != "x=1" || out.Header.Get("X-Injected") != "" ||
 		out.Header.Get("Content-Type") != "application/x-www-form-urlencoded" || out.ContentLength != 10 {
 		t.Fatalf("forwarded %s %s %q %v", out.Method, out.URL, b.String(), out.Header)
+	}
+}
+
+func TestDigestIsKeyed(t *testing.T) {
+	q := Request{User: "alice", Method: "POST", Path: "/pay", Body: []byte("amount=500")}
+	a := New(store.NewMemory(store.MemoryOptions{}), []byte("key one"), 0, nil).Digest(&q)
+	b := New(store.NewMemory(store.MemoryOptions{}), []byte("key two"), 0, nil).Digest(&q)
+	if a == b {
+		t.Fatal("the digest does not depend on the key: a logged digest could be brute-forced")
+	}
+}
+
+func TestSummaryNeverDropsALabel(t *testing.T) {
+	q := Request{ContentType: "application/x-www-form-urlencoded",
+		Body: []byte("memo=" + strings.Repeat("x", 5000) + "&a=" + strings.Repeat("y", 300) + "&payee=EVIL+Corp")}
+	var fields []rules.Field
+	for _, n := range []string{"memo", "a", "payee"} {
+		fields = append(fields, rules.Field{Label: n, From: rules.Source{Kind: rules.FromForm, Name: n}})
+	}
+	got := summary(&q, fields)
+	if len(got) != 3 || got[2].Label != "payee" || got[2].Value != "EVIL Corp" {
+		t.Fatalf("summary = %+v; a long early value hid a later field", got)
+	}
+	size := 0
+	for _, s := range got {
+		size += len(s.Label) + len(s.Value)
+	}
+	if size > MaxSummarySize {
+		t.Errorf("summary is %d bytes, want ≤ %d", size, MaxSummarySize)
+	}
+}
+
+func TestCleanCollapsesPadding(t *testing.T) {
+	if got := Clean(strings.Repeat(" ", 300) + "EVIL"); got != "EVIL" {
+		t.Errorf("leading padding: %q", got)
+	}
+	if got := Clean("ACME" + strings.Repeat("\u00a0", 300) + "EVIL"); got != "ACME EVIL" {
+		t.Errorf("inner padding: %q", got)
+	}
+}
+
+func TestAmbiguousFindsRepeatedValues(t *testing.T) {
+	form := func(n string) rules.Field {
+		return rules.Field{Label: n, From: rules.Source{Kind: rules.FromForm, Name: n}}
+	}
+	jsonF := rules.Field{Label: "a", From: rules.Source{Kind: rules.FromJSON, Name: "/a"}}
+	query := rules.Field{Label: "q", From: rules.Source{Kind: rules.FromQuery, Name: "q"}}
+	mpType, mpBody := multipartBody(t, map[string]string{"amount": "1"}, "")
+	mpBody = bytes.Replace(mpBody, []byte("--\r\n"), []byte("\r\nContent-Disposition: form-data; name=\"AMOUNT\"\r\n\r\n2\r\n--"+strings.TrimPrefix(mpType, "multipart/form-data; boundary=")+"--\r\n"), 1)
+	tests := []struct {
+		name   string
+		q      Request
+		f      rules.Field
+		enc    string
+		wantOK bool
+	}{
+		{"one form value", Request{ContentType: "application/x-www-form-urlencoded", Body: []byte("amount=1&x=1&x=2")}, form("amount"), "", true},
+		{"a repeated form value", Request{ContentType: "application/x-www-form-urlencoded", Body: []byte("amount=1&amount=2")}, form("amount"), "", false},
+		{"an escaped repeat", Request{ContentType: "application/x-www-form-urlencoded", Body: []byte("amount=1&%61mount=2")}, form("amount"), "", false},
+		{"a repeat in another case", Request{ContentType: "application/x-www-form-urlencoded", Body: []byte("amount=1&AMOUNT=2")}, form("amount"), "", false},
+		{"a repeated query value", Request{RawQuery: "q=1&q=2"}, query, "", false},
+		{"JSON without duplicates", Request{ContentType: "application/json", Body: []byte(`{"a":1,"b":{"a":2},"c":[{"a":3},{"a":4}]}`)}, jsonF, "", true},
+		{"JSON keys equal ignoring case", Request{ContentType: "application/json", Body: []byte(`{"a":1,"A":2}`)}, jsonF, "", false},
+		{"JSON duplicates deep in an array", Request{ContentType: "application/json", Body: []byte(`{"a":1,"c":[{"x":1,"x":2}]}`)}, jsonF, "", false},
+		{"a compressed body", Request{ContentType: "application/json", Body: []byte(`{"a":1}`)}, jsonF, "gzip", false},
+		{"identity encoding", Request{ContentType: "application/json", Body: []byte(`{"a":1}`)}, jsonF, "identity", true},
+		{"a multipart repeat in another case", Request{ContentType: mpType, Body: mpBody}, form("amount"), "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.q.Ambiguous([]rules.Field{tt.f}, tt.enc)
+			if (err == nil) != tt.wantOK {
+				t.Errorf("Ambiguous = %v, want ok=%v", err, tt.wantOK)
+			}
+		})
+	}
+}
+
+func TestAHeldRequestIsApprovedOnce(t *testing.T) {
+	g := newGate(nil)
+	ref, h := heldRequest(t, g, "amount=500")
+	ctx := context.Background()
+	if err := g.Approve(ctx, ref, h); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := g.Consume(ctx, &h.Request); !ok {
+		t.Fatal("the approval was not usable")
+	}
+	if err := g.Approve(ctx, ref, h); !errors.Is(err, ErrExpired) {
+		t.Fatalf("a second approval of one held request: err = %v, want ErrExpired", err)
+	}
+	if ok, _ := g.Consume(ctx, &h.Request); ok {
+		t.Fatal("the request was usable a second time")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/stepgate/stepgate/proxy/rules"
@@ -147,17 +148,144 @@ func (q *Request) jsonValue(pointer string) (string, bool) {
 	return string(b), true
 }
 
+// ErrAmbiguous reports a request whose shown or sent values could be read
+// two ways: the page would show one and the application act on another.
+var ErrAmbiguous = errors.New("approve: the request names a shown value twice")
+
+// Ambiguous refuses a request in which a value the rule shows or sends is
+// given more than once — a repeated form or query field (frameworks differ
+// on which one wins, some compare names ignoring case) or, for a JSON body,
+// any object with two keys equal ignoring case (a Go app decoding into a
+// struct takes the last, case-insensitively) — and a body in an encoding
+// stepgate does not read (Content-Encoding).
+func (q *Request) Ambiguous(fields []rules.Field, contentEncoding string) error {
+	if contentEncoding != "" && !strings.EqualFold(contentEncoding, "identity") {
+		return ErrAmbiguous
+	}
+	jsonChecked := false
+	for _, f := range fields {
+		var n int
+		switch f.From.Kind {
+		case rules.FromQuery:
+			n = countFold(q.RawQuery, f.From.Name, false)
+		case rules.FromForm:
+			switch mt, params := q.mediaType(); mt {
+			case "application/x-www-form-urlencoded":
+				n = countFold(string(q.Body), f.From.Name, false)
+			case "multipart/form-data":
+				n = q.countParts(params["boundary"], f.From.Name)
+			}
+		case rules.FromJSON:
+			if !jsonChecked {
+				jsonChecked = true
+				if duplicateJSONKeys(q.Body) {
+					return ErrAmbiguous
+				}
+			}
+		}
+		if n > 1 {
+			return ErrAmbiguous
+		}
+	}
+	return nil
+}
+
+// countFold counts the fields of an urlencoded string whose name equals
+// name ignoring case.
+func countFold(raw, name string, _ bool) int {
+	n := 0
+	for part := range strings.SplitSeq(raw, "&") {
+		k, _, _ := strings.Cut(part, "=")
+		if k, err := url.QueryUnescape(k); err == nil && strings.EqualFold(k, name) {
+			n++
+		}
+	}
+	return n
+}
+
+func (q *Request) countParts(boundary, name string) int {
+	if boundary == "" {
+		return 0
+	}
+	mr := multipart.NewReader(bytes.NewReader(q.Body), boundary)
+	n := 0
+	for {
+		p, err := mr.NextPart()
+		if err != nil {
+			return n
+		}
+		if strings.EqualFold(p.FormName(), name) {
+			n++
+		}
+	}
+}
+
+// duplicateJSONKeys reports whether any object in a JSON document has two
+// keys equal ignoring case. A body that is not JSON has none (its values
+// are then shown as missing).
+func duplicateJSONKeys(body []byte) bool {
+	d := json.NewDecoder(bytes.NewReader(body))
+	var walk func() bool // reports a duplicate; stops at the first error
+	walk = func() bool {
+		t, err := d.Token()
+		if err != nil {
+			return false
+		}
+		switch t {
+		case json.Delim('{'):
+			seen := map[string]bool{}
+			for d.More() {
+				kt, err := d.Token()
+				if err != nil {
+					return false
+				}
+				k, _ := kt.(string)
+				lk := strings.ToLower(k)
+				if seen[lk] {
+					return true
+				}
+				seen[lk] = true
+				if walk() {
+					return true
+				}
+			}
+			_, _ = d.Token()
+		case json.Delim('['):
+			for d.More() {
+				if walk() {
+					return true
+				}
+			}
+			_, _ = d.Token()
+		}
+		return false
+	}
+	return walk()
+}
+
 // Clean makes a value safe to show and to send: invalid UTF-8 and control
-// characters become U+FFFD, and it is cut at MaxValueRunes with "…". HTML
-// escaping is the template's job.
+// characters become U+FFFD, runs of white space become one space (so that
+// padding cannot push what matters past the cut), the ends are trimmed, and
+// it is cut at MaxValueRunes with "…". HTML escaping is the template's job.
 func Clean(s string) string {
 	var b strings.Builder
 	n := 0
-	for _, r := range s {
+	space := false
+	for _, r := range strings.TrimFunc(s, unicode.IsSpace) {
 		if n == MaxValueRunes {
 			b.WriteString("…")
 			break
 		}
+		if unicode.IsSpace(r) && r != '\n' && r != '\t' && r != '\r' && r != 0x85 && r != 0x2028 && r != 0x2029 {
+			if space {
+				continue
+			}
+			space = true
+			b.WriteByte(' ')
+			n++
+			continue
+		}
+		space = false
 		if r == utf8.RuneError || r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == 0x2028 || r == 0x2029 ||
 			(r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) {
 			// Bidirectional overrides could make "500" read as "005".

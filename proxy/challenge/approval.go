@@ -19,7 +19,7 @@ import (
 // Approvals is what the challenge needs from the approve gate.
 type Approvals interface {
 	Open(ctx context.Context, ref string) (*approve.Held, error)
-	Approve(ctx context.Context, h *approve.Held) error
+	Approve(ctx context.Context, ref string, h *approve.Held) error
 	Forget(ctx context.Context, ref string)
 }
 
@@ -38,6 +38,9 @@ func (h *Handler) RequireApproval(w http.ResponseWriter, r *http.Request, rule r
 	target := PathChallenge + "?approval=" + url.QueryEscape(ref)
 	setNoStore(w.Header())
 	if clientKind(r) != kindAPI {
+		if from := referrerPath(r); from != "" {
+			target += "&from=" + url.QueryEscape(from)
+		}
 		http.Redirect(w, r, target, http.StatusSeeOther)
 		return
 	}
@@ -59,15 +62,37 @@ func (h *Handler) RequireApproval(w http.ResponseWriter, r *http.Request, rule r
 // with, and sends the browser on to the page without the reference in its
 // URL. The held request must belong to the signed-in user.
 func (h *Handler) adoptApproval(w http.ResponseWriter, r *http.Request, c caller, ref string) {
-	held, ok := h.openApproval(w, r, c, nil, ref)
-	if !ok {
+	if h.cfg.Approvals == nil {
+		h.Error(w, r, http.StatusNotFound, "not_found")
 		return
 	}
-	if f, ok := h.cfg.Store.Flow(r); ok && f.FlowID != "" && f.User == c.user {
+	// A GET: whatever the reference, the flow in progress is left alone
+	// unless this is the user's own held request (a link from elsewhere
+	// must not end a challenge).
+	held, err := h.cfg.Approvals.Open(r.Context(), ref)
+	switch {
+	case errors.Is(err, approve.ErrExpired), errors.Is(err, approve.ErrBadRef):
+		h.m.Approvals.WithLabelValues("expired").Inc()
+		h.audit(r, "approval.expired", c, "")
+		h.showDone(w, r, doneExpired)
+		return
+	case err != nil:
+		h.log.LogAttrs(r.Context(), slog.LevelError, "approval store", slog.String("error", err.Error()))
+		w.Header().Set("Retry-After", "5")
+		h.render(w, r, http.StatusServiceUnavailable, &view{State: "error", Message: "store_unavailable", Back: true})
+		return
+	case held.User != c.user:
+		h.m.Approvals.WithLabelValues("refused").Inc()
+		h.audit(r, "approval.refused", c, "", slog.String("reason", "held request of another user"))
+		h.showDone(w, r, doneRefused)
+		return
+	}
+	if f, ok := h.cfg.Store.Flow(r); ok && f.FlowID != "" && f.User == c.user && f.Approval != ref {
 		// Best effort: a flow given up for another one.
 		_, _ = h.cfg.PingOne.Reset(r.Context(), &f.Pending)
 	}
-	f := session.Flow{User: c.user, ReturnPath: SafeReturn(held.Target()), CSRF: randomBytes(32), Created: h.now(), Approval: ref}
+	f := session.Flow{User: c.user, ReturnPath: SafeReturn(held.Target()), CSRF: randomBytes(32), Created: h.now(),
+		Approval: ref, From: safeFrom(r.URL.Query().Get("from"))}
 	if err := h.cfg.Store.SaveFlow(w, f); err != nil {
 		h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
 		return
@@ -185,7 +210,15 @@ func (h *Handler) finishApproval(w http.ResponseWriter, r *http.Request, c calle
 	if !ok {
 		return ""
 	}
-	if err := h.cfg.Approvals.Approve(r.Context(), held); err != nil {
+	switch err := h.cfg.Approvals.Approve(r.Context(), f.Approval, held); {
+	case errors.Is(err, approve.ErrExpired), errors.Is(err, approve.ErrBadRef):
+		// Approved once already (a kept flow cookie, a reload racing the
+		// push poll): a completion never approves twice.
+		h.m.Approvals.WithLabelValues("refused").Inc()
+		h.audit(r, "approval.refused", c, f.FlowID, slog.String("reason", "held request already approved"))
+		h.endApproval(w, r, doneExpired)
+		return ""
+	case err != nil:
 		h.log.LogAttrs(r.Context(), slog.LevelError, "approval store", slog.String("error", err.Error()))
 		w.Header().Set("Retry-After", "5")
 		h.tell(w, r, c, f, "store_unavailable", 0)

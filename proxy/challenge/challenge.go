@@ -107,7 +107,13 @@ type Config struct {
 	Limits  Limits
 	// Approvals, optional, opens and approves requests held by approve
 	// rules.
-	Approvals   Approvals
+	Approvals Approvals
+	// Revoke, optional, revokes the request's step-up server-side when the
+	// user logs out (docs/design.md §15).
+	Revoke func(r *http.Request) error
+	// StoreDown, optional, reports the shared store unreachable: flows
+	// then do not start (503 page), so limits cannot be escaped (§15).
+	StoreDown   func() bool
 	AllowBypass bool
 	// Verified reports whether the request already carries a step-up that
 	// is valid for this user and fresh enough for the rule of returnPath.
@@ -283,9 +289,22 @@ func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 	}
 	ret := q.Get("return")
 	method := returnMethod(q.Get("method"))
+	if ok && f.User == c.user && f.Approval != "" && ret != "" && SafeReturn(ret) != f.ReturnPath {
+		// A step-up for another page is asked for while an approval was
+		// pending: the approval is given up (its held request dropped)
+		// rather than carried into a flow the user takes for a step-up.
+		if f.FlowID != "" {
+			_, _ = h.cfg.PingOne.Reset(r.Context(), &f.Pending)
+		}
+		if h.cfg.Approvals != nil {
+			h.cfg.Approvals.Forget(r.Context(), f.Approval)
+		}
+		h.audit(r, "approval.cancelled", c, f.FlowID, slog.String("reason", "a step-up was asked for"))
+		ok = false
+	}
 	if !ok || f.User != c.user {
 		f = session.Flow{User: c.user, ReturnPath: SafeReturn(ret), ReturnMethod: method, CSRF: randomBytes(32), Created: h.now(), From: safeFrom(q.Get("from"))}
-	} else if f.FlowID == "" && ret != "" && f.Approval == "" {
+	} else if f.FlowID == "" && ret != "" {
 		f.ReturnPath, f.ReturnMethod = SafeReturn(ret), method
 		if from := safeFrom(q.Get("from")); from != "" {
 			f.From = from
@@ -464,6 +483,13 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *ses
 		!h.allow(w, r, c, f, h.cfg.Limits.StartPerIP, "start_ip", ipKey(c.client)) {
 		return
 	}
+	// Asked after the limits, so a limit call that just failed counts.
+	if h.cfg.StoreDown != nil && h.cfg.StoreDown() {
+		h.audit(r, "mfa.refused", c, "", slog.String("reason", "store unreachable"))
+		w.Header().Set("Retry-After", "5")
+		h.tell(w, r, c, f, "store_unavailable", 0)
+		return
+	}
 	req, what, ok := h.startRequest(w, r, c, f)
 	if !ok {
 		return
@@ -633,6 +659,18 @@ func (h *Handler) cancel(w http.ResponseWriter, r *http.Request, c caller, f *se
 		h.audit(r, "mfa.cancelled", c, f.FlowID)
 	}
 	f.Pending, f.Status, f.SentAt = mfa.Pending{}, "", time.Time{}
+	if f.Approval != "" {
+		// A cancelled approval is over: the held request is dropped, so
+		// no later flow can approve (and so send) it.
+		if h.cfg.Approvals != nil {
+			h.cfg.Approvals.Forget(r.Context(), f.Approval)
+		}
+		h.audit(r, "approval.cancelled", c, f.FlowID)
+		h.cfg.Store.ClearFlow(w)
+		setNoStore(w.Header())
+		http.Redirect(w, r, homeFor(f), http.StatusSeeOther)
+		return
+	}
 	if err := h.cfg.Store.SaveFlow(w, *f); err != nil {
 		h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
 		return
@@ -828,9 +866,21 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) {
 		h.Error(w, r, http.StatusForbidden, "csrf")
 		return
 	}
+	var revokeErr error
+	if h.cfg.Revoke != nil {
+		revokeErr = h.cfg.Revoke(r)
+	}
 	h.cfg.Store.ClearStepUp(w)
 	h.cfg.Store.ClearFlow(w)
 	setNoStore(w.Header())
+	if revokeErr != nil {
+		// The browser forgets the cookie; a copy of it may still open on
+		// other replicas until the store is back, so say it did not work.
+		h.log.LogAttrs(r.Context(), slog.LevelError, "logout: revocation not stored", slog.String("error", revokeErr.Error()))
+		w.Header().Set("Retry-After", "5")
+		h.Error(w, r, http.StatusServiceUnavailable, "store_unavailable")
+		return
+	}
 	if clientKind(r) == kindAPI {
 		w.WriteHeader(http.StatusNoContent)
 		return

@@ -10,4 +10,8 @@
 // (config, app, logs) and a free loopback port, and is stopped when the test
 // ends. A missing program fails the test when CI=true and skips it loudly
 // otherwise.
+//
+// It must never be imported by production code, listen anywhere but
+// 127.0.0.1, or leave a process behind: each server runs in its own process
+// group, which is ended (SIGTERM, then SIGKILL) by t.Cleanup.
 package upstreamtest
