@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -134,8 +136,10 @@ func TestRedisStoreStartLimitIsExactAcrossThreeReplicas(t *testing.T) {
 		s := stacks[i%3]
 		b := s.browser("alice")
 		b.get("/.stepgate/challenge?return=/admin/")
-		switch r := b.post("action", "start"); r.StatusCode {
-		case http.StatusSeeOther:
+		// Every POST outcome is a 303; the page it leads to says whether
+		// the flow started (a device list) or was refused (429).
+		switch r := b.submit("action", "start"); r.StatusCode {
+		case http.StatusOK:
 			started++
 		case http.StatusTooManyRequests:
 			limited++
@@ -302,7 +306,7 @@ func TestRedisStoreFaultsFailClosed(t *testing.T) {
 			// A new challenge fails closed at once: its limit call fails.
 			bob := stacks[1].browser("bob")
 			bob.get("/.stepgate/challenge?return=/admin/")
-			assertUnavailable(t, "start with Redis "+fault.name, bob.post("action", "start"))
+			assertUnavailable(t, "start with Redis "+fault.name, bob.submit("action", "start"))
 			waitReadyz(t, stacks[1], "challenge starts and approvals refused", 5*time.Second)
 			if n := len(stacks[1].Sim.Inbox("bob")); n != 0 {
 				t.Errorf("%d messages sent to bob with the store down", n)
@@ -376,4 +380,74 @@ func TestRedisStoreUnreachableAtStartKeepsTheReplicaUnready(t *testing.T) {
 	srv.Restart()
 	waitStatus(t, admin+"/readyz", http.StatusOK, 10*time.Second)
 	waitStoreOK(t, s)
+}
+
+// TestRedisStoreApprovalIsHeldSharedAndUsedOnceAcrossReplicas: a request
+// held on one replica is approved on another, and when every replica
+// receives the approved retry at once, exactly one forwards it; with Redis
+// gone, approve-rule requests fail closed.
+func TestRedisStoreApprovalIsHeldSharedAndUsedOnceAcrossReplicas(t *testing.T) {
+	srv := redistest.Start(t)
+	stacks := redisStacks(t, srv, 3, "STEPGATE_RULES", approveTestRules)
+	body := `{"amount":"250.00","currency":"EUR","payee":{"name":"ACME GmbH"}}`
+	call := func(s *stack) (int, string) {
+		req, _ := http.NewRequest("POST", s.Proxy+"/api/payments", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Forwarded-User", "alice")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(raw)
+	}
+	code, raw := call(stacks[0])
+	var answer struct {
+		ApprovalURL string `json:"approval_url"`
+	}
+	_ = jsonUnmarshal(raw, &answer)
+	if code != http.StatusUnauthorized || answer.ApprovalURL == "" {
+		t.Fatalf("held on replica 0: %d %s", code, raw)
+	}
+	// The user approves on replica 1, which finds the held request in Redis.
+	alice := stacks[1].browser("alice")
+	r := alice.follow(alice.get(answer.ApprovalURL))
+	if !strings.Contains(r.Body, "<dd>250.00</dd>") {
+		t.Fatalf("replica 1 does not show the request held on replica 0: %d %s", r.StatusCode, r.Body)
+	}
+	r = alice.follow(alice.post("action", "start"))
+	alice.follow(alice.post("action", "select", "device", deviceIDs(r.Body)[0]))
+	if r := alice.post("action", "otp", "otp", stacks[1].latestOTP("alice")); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("OTP: %d", r.StatusCode)
+	}
+	// Every replica gets the identical retry at once, several times.
+	var wg sync.WaitGroup
+	var ok atomic.Int32
+	for range 4 {
+		for _, s := range stacks {
+			wg.Go(func() {
+				if code, _ := call(s); code == http.StatusOK {
+					ok.Add(1)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	forwarded := 0
+	for _, s := range stacks {
+		for _, q := range s.Requests() {
+			if q.Method == "POST" && q.RequestURI == "/api/payments" {
+				forwarded++
+			}
+		}
+	}
+	if ok.Load() != 1 || forwarded != 1 {
+		t.Fatalf("the approved request passed %d times and reached upstreams %d times, want once", ok.Load(), forwarded)
+	}
+	srv.Kill()
+	code, _ = call(stacks[2])
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("an approve-rule request with Redis gone: %d, want 503", code)
+	}
 }

@@ -376,6 +376,8 @@ func (h *Handler) renderMessage(w http.ResponseWriter, r *http.Request, f *sessi
 			w.Header().Set("Retry-After", strconv.Itoa(max(n, 1)))
 		case "unavailable":
 			w.Header().Set("Retry-After", "30")
+		case "store_unavailable":
+			w.Header().Set("Retry-After", "5")
 		case "push_denied":
 			v.OtherMethods = n > 0
 		}
