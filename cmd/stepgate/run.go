@@ -600,12 +600,12 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 // listener's certificate when there is one, bounded messages (an approve
 // rule's body plus headers), and connections that cannot idle forever.
 func newAuthzServer(cfg config) (*grpc.Server, error) {
-	opts := []grpc.ServerOption{
+	opts := append(authzgrpc.ServerOptions(),
 		grpc.MaxRecvMsgSize(int(max(4<<20, cfg.ApproveMaxBody+(1<<20)))),
-		grpc.ConnectionTimeout(10 * time.Second),
+		grpc.ConnectionTimeout(10*time.Second),
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 5 * time.Minute}),
 		grpc.MaxConcurrentStreams(1024),
-	}
+	)
 	if cfg.TLSCertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
 		if err != nil {
