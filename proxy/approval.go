@@ -95,7 +95,9 @@ func (g *Gateway) approve(w http.ResponseWriter, r *http.Request, rule rules.Rul
 			return decisionRejected, user
 		}
 	}
-	api := g.cfg.Challenge.IsAPI(r)
+	// Through a front door's check the held request cannot be swapped in
+	// for the browser's return: every holder retries like a program.
+	api := fw.check != nil || g.cfg.Challenge.IsAPI(r)
 	ref, h, err := g.cfg.Approvals.Hold(r.Context(), q, r, rule, api)
 	if errors.Is(err, approve.ErrTooLarge) {
 		g.approvalEvent(r, "refused", user, fw, "", slog.String("reason", "held request over its size bound"))

@@ -447,3 +447,23 @@ func BenchmarkGatewayLoopback(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCheck is the decision a front door asks for (docs/design.md
+// §16), in process: a forward-auth sub-request from nginx for alice's
+// stepped-up mfa path, answered with the six step-up headers. Next to
+// BenchmarkGatewaySteppedUp it shows what the doors cost without proxying.
+func BenchmarkCheck(b *testing.B) {
+	e := newBenchEnv(b, slog.LevelInfo)
+	r := e.request("/admin/users", true)
+	ctx := context.Background()
+	b.ReportAllocs()
+	done := cpuPerOp(b)
+	for b.Loop() {
+		a := e.gw.Check(ctx, Request{Method: "GET", Target: "/admin/users?tab=2", Host: "app.example",
+			Header: r.Header.Clone(), Peer: "127.0.0.1:54321"}, StyleNginx, nil)
+		if !a.OK || a.Header.Get(HeaderUser) != "alice" {
+			b.Fatalf("not allowed with headers: %+v", a)
+		}
+	}
+	done()
+}

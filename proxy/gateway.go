@@ -20,7 +20,6 @@ import (
 	"net/netip"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -118,6 +117,10 @@ type Config struct {
 	Metrics       *metrics.Metrics
 	Now           func() time.Time
 	FlushInterval time.Duration // optional; -1 flushes every write
+	// Doors, optional, are the front doors served (docs/design.md §16); the
+	// zero value means the proxy alone. Upstream and Transport are needed
+	// only with the proxy door.
+	Doors Doors
 	// BodyIdleTimeout, optional, is the longest wait for the next bytes of
 	// a request body; a body that stalls longer is answered 408. 0: none.
 	BodyIdleTimeout time.Duration
@@ -137,15 +140,19 @@ type Gateway struct {
 	bearer          bool
 	windowsPaths    bool
 	origin          *http.CrossOriginProtection
+	doors           Doors
 }
 
 // New builds a Gateway.
 func New(cfg Config) (*Gateway, error) {
+	if cfg.Doors == (Doors{}) {
+		cfg.Doors.Proxy = true
+	}
 	switch {
-	case cfg.Upstream == nil || cfg.Upstream.Scheme == "" || cfg.Upstream.Host == "":
+	case cfg.Doors.Proxy && (cfg.Upstream == nil || cfg.Upstream.Scheme == "" || cfg.Upstream.Host == ""):
 		return nil, errors.New("proxy: upstream must be an absolute URL")
 	case cfg.Rules == nil, cfg.ClientIP == nil, cfg.Identity == nil, cfg.StepUps == nil,
-		cfg.Challenge == nil, cfg.Logger == nil, cfg.Metrics == nil, cfg.Transport == nil:
+		cfg.Challenge == nil, cfg.Logger == nil, cfg.Metrics == nil, cfg.Doors.Proxy && cfg.Transport == nil:
 		return nil, errors.New("proxy: incomplete configuration")
 	case cfg.Approvals == nil && slices.ContainsFunc(cfg.Rules.Rules(), func(r rules.Rule) bool { return r.Action == rules.Approve }):
 		return nil, errors.New("proxy: approve rules need an approvals store")
@@ -164,6 +171,7 @@ func New(cfg Config) (*Gateway, error) {
 		now:         cfg.Now,
 		tokenHeader: http.CanonicalHeaderKey(cfg.IDTokenHeader),
 		origin:      http.NewCrossOriginProtection(),
+		doors:       cfg.Doors,
 	}
 	g.bearer = g.tokenHeader == "Authorization"
 	g.identityHeader = http.CanonicalHeaderKey(cfg.IdentityHeader)
@@ -222,6 +230,7 @@ const (
 
 // forward carries the per-request facts that Rewrite needs.
 type forward struct {
+	check    *checked // a front door's check (ext_authz approve rules): record, do not forward
 	path     reqpath.Path
 	client   netip.Addr
 	trusted  bool
@@ -238,123 +247,209 @@ type forward struct {
 
 type forwardKey struct{}
 
-// ServeHTTP is the whole request pipeline, top to bottom.
+// ServeHTTP answers the proxy listener: the forward-auth and ext_authz doors
+// at their paths (doors_http.go), the proxy door (serve) everywhere else.
+// What happens to a request is decide, then the door's switch on the verdict.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := g.now()
 	rec := &recorder{ResponseWriter: w, code: http.StatusOK}
-	decision, user, client := g.serve(rec, r)
+	serve := g.serve
+	if door := g.door(r); door != nil { // forward-auth, ext_authz (docs/design.md §16)
+		serve = door
+	}
+	decision, user, client := serve(rec, r)
 	end := g.now()
 	d := end.Sub(start)
 	g.rm.observe(decision, rec.code, d)
 	if g.access != nil {
+		method, path := r.Method, rec.path // a front door logs the request it was asked about
+		if path == "" {
+			path = logPath(r)
+		} else {
+			method = rec.method
+		}
 		g.access.write(&accessEntry{
-			time: end, method: r.Method, path: logPath(r), status: rec.code,
+			time: end, method: method, path: path, status: rec.code,
 			decision: decision, user: user, client: client, duration: d,
 		})
 	}
 }
 
-func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user string, client netip.Addr) {
+// Decide is the decision of docs/design.md §1, the same for every front
+// door: normalise → strip → identify → match → step-up check. It does not
+// read the body and writes nothing; the door carries the decision out.
+func (g *Gateway) Decide(ctx context.Context, q Request) Decision {
+	var d Decision
+	g.decide(ctx, &q, &d)
+	return d
+}
+
+// decide is Decide into d (a Decision is a few hundred bytes: the proxy
+// door keeps it on its stack instead of copying it around).
+func (g *Gateway) decide(ctx context.Context, q *Request, d *Decision) {
+	d.req = q.req
+	if d.req == nil {
+		d.req = (&http.Request{
+			Method: q.Method, Header: q.Header, Host: q.Host, RemoteAddr: q.Peer, RequestURI: q.Target,
+			URL: &url.URL{}, Body: http.NoBody,
+		}).WithContext(ctx)
+	}
+
 	// 1. Normalise: one decoded path that both the rules and the upstream see.
-	p, err := reqpath.Parse(r.Method, r.RequestURI)
+	p, err := reqpath.Parse(q.Method, q.Target)
 	if err == nil && g.windowsPaths {
 		err = reqpath.CheckWindows(p.Match)
 	}
-	if err == nil {
-		err = checkFraming(r) // only WebSocket upgrades; no body on GET/HEAD/DELETE/OPTIONS/TRACE
-	}
 	if err != nil {
-		client, _ = g.cfg.ClientIP.Resolve(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
-		g.audit(r, "request.rejected", "", client, slog.String("reason", err.Error()))
-		g.cfg.Challenge.Error(w, r, http.StatusBadRequest, "bad_request")
-		return decisionRejected, "", client
+		d.Client, _ = g.cfg.ClientIP.Resolve(q.Peer, q.Header.Values("X-Forwarded-For"))
+		d.set(Reject, decisionRejected, err.Error())
+		return
+	}
+	d.Path = p
+	if q.req == nil {
+		d.req.URL.Path, d.req.URL.RawPath, d.req.URL.RawQuery = p.Match, p.Escaped, p.Query
 	}
 	if p.Match == "*" {
+		d.set(Asterisk, decisionInternal, "")
+		return
+	}
+
+	// 2. Strip every header a client could use to impersonate stepgate, to
+	// steer the upstream's routing or to frame the message another way.
+	d.Removed = stripSpoofableNames(q.Header, g.tokenHeader, g.identityHeaders, d.Removed)
+	stripFraming(q.Header)
+
+	// 3. Resolve the client address once, for logs, limits and pi.remoteIp.
+	d.Client, d.Trusted = g.cfg.ClientIP.Resolve(q.Peer, q.Header.Values("X-Forwarded-For"))
+	if !d.Trusted {
+		stripForwarded(q.Header, g.identityHeaders)
+	}
+
+	// 4. stepgate's own endpoints are never proxied.
+	if hasReservedPrefix(p.Match) {
+		d.User, _ = g.cfg.Identity.User(d.req, d.Trusted)
+		d.set(Internal, decisionInternal, "")
+		return
+	}
+
+	// 5. Match.
+	d.Rule = g.cfg.Rules.Match(q.Method, p.Match)
+	switch d.Rule.Action {
+	case rules.Deny:
+		d.set(Deny, decisionDeny, "")
+		return
+	case rules.Allow:
+		// Headers describe a valid step-up on every path that has one; the
+		// identity is only worked out when a step-up cookie is present.
+		if su, ok := g.cfg.StepUps.StepUp(d.req); ok {
+			if user, err := g.cfg.Identity.User(d.req, d.Trusted); err == nil {
+				d.User = user
+				if g.fresh(su, user, rules.Rule{}) {
+					d.StepUp = &su
+				}
+			}
+		} else if vs := q.Header[g.identityHeader]; g.identityHeader != "" && d.Trusted && len(vs) == 1 && identity.ValidUser(vs[0]) {
+			// For the access line only (the upstream gets the header as
+			// it is): a header identity from a trusted peer is a map
+			// lookup; spelling variants went in step 2. A JWT identity
+			// would cost a signature check, so it is not worked out here.
+			d.User = vs[0]
+		}
+		d.set(Forward, decisionAllow, "")
+		return
+	}
+
+	// 6. mfa and approve: an identity is a precondition, not something to
+	// prompt for.
+	user, err := g.cfg.Identity.User(d.req, d.Trusted)
+	if err != nil || user == "" {
+		g.audit(d.req, "identity.rejected", "", d.Client, slog.String("reason", errString(err)))
+		d.set(NoIdentity, decisionNoIdent, "")
+		return
+	}
+	d.User = user
+	if d.Rule.Action == rules.Approve {
+		d.set(ApprovalRequired, decisionApprovalRequired, "")
+		return
+	}
+	if g.cfg.Revocations != nil && g.cfg.Revocations.Stale() {
+		// This replica cannot confirm its view of revocations is current.
+		d.set(Unavailable, decisionStale, "")
+		return
+	}
+	su, ok := g.cfg.StepUps.StepUp(d.req)
+	if !ok || !g.fresh(su, user, d.Rule) {
+		d.set(StepUpRequired, decisionRequired, "")
+		return
+	}
+	d.StepUp = &su
+	d.set(Forward, decisionStepUp, "")
+}
+
+// serve is the proxy door: the decision, carried out by forwarding to the
+// upstream (or answering here).
+func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user string, client netip.Addr) {
+	var d Decision
+	if err := checkFraming(r); err != nil { // only WebSocket upgrades; no body on GET/HEAD/DELETE/OPTIONS/TRACE
+		d.Client, _ = g.cfg.ClientIP.Resolve(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
+		d.set(Reject, decisionRejected, err.Error())
+	} else {
+		g.decide(r.Context(), &Request{Method: r.Method, Target: r.RequestURI, Host: r.Host, Header: r.Header, Peer: r.RemoteAddr, req: r}, &d)
+	}
+	switch d.Verdict {
+	case Reject:
+		g.audit(r, "request.rejected", "", d.Client, slog.String("reason", d.Reason))
+		g.cfg.Challenge.Error(w, r, http.StatusBadRequest, "bad_request")
+		return d.Label, "", d.Client
+	case Asterisk:
 		// OPTIONS * asks about the server, not a resource. net/http answers
 		// it before any handler unless DisableGeneralOptionsHandler is set;
 		// should it reach us, it is answered here, never forwarded.
 		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
 		w.WriteHeader(http.StatusNoContent)
-		return decisionInternal, "", client
+		return d.Label, "", d.Client
+	case Internal:
+		g.cfg.Challenge.Serve(w, r, d.User, d.Client)
+		return d.Label, d.User, d.Client
 	}
 
-	// 2. Strip every header a client could use to impersonate stepgate, to
-	// steer the upstream's routing or to frame the message another way.
-	stripSpoofable(r.Header, g.tokenHeader, g.identityHeaders)
-	stripFraming(r.Header)
-
-	// 3. Resolve the client address once, for logs, limits and pi.remoteIp.
-	client, trusted := g.cfg.ClientIP.Resolve(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
-	if !trusted {
-		stripForwarded(r.Header, g.identityHeaders)
-	}
-
-	// 4. stepgate's own endpoints are never proxied.
-	if hasReservedPrefix(p.Match) {
-		user, _ = g.cfg.Identity.User(r, trusted)
-		g.cfg.Challenge.Serve(w, r, user, client)
-		return decisionInternal, user, client
-	}
-
-	// 5. A request the user has just approved is forwarded in place of the
-	// browser's GET of its URL (approve rules).
-	fw := &forward{path: p, client: client, trusted: trusted}
+	// A request the user has just approved is forwarded in place of the
+	// browser's GET of its URL (approve rules), whatever the GET's rule.
+	fw := &forward{path: d.Path, client: d.Client, trusted: d.Trusted}
 	if g.cfg.Approvals != nil && r.Method == http.MethodGet {
 		if ref, ok := g.cfg.StepUps.Approved(r); ok {
 			if decision, user, done := g.replay(w, r, ref, fw); done {
-				return decision, user, client
+				return decision, user, d.Client
 			}
 		}
 	}
 
-	// 6. Decide.
-	rule := g.cfg.Rules.Match(r.Method, p.Match)
-	switch rule.Action {
-	case rules.Approve:
-		decision, user = g.approve(w, r, rule, fw)
-		return decision, user, client
-	case rules.Deny:
+	switch d.Verdict {
+	case Deny:
 		g.cfg.Challenge.Error(w, r, http.StatusForbidden, "forbidden")
-		return decisionDeny, "", client
-	case rules.Allow:
-		// Headers describe a valid step-up on every path that has one; the
-		// identity is only worked out when a step-up cookie is present.
-		if su, ok := g.cfg.StepUps.StepUp(r); ok {
-			if user, err = g.cfg.Identity.User(r, trusted); err == nil && g.fresh(su, user, rules.Rule{}) {
-				fw.stepUp = &su
-			}
-		} else if vs := r.Header[g.identityHeader]; g.identityHeader != "" && trusted && len(vs) == 1 && identity.ValidUser(vs[0]) {
-			// For the access line only (the upstream gets the header as
-			// it is): a header identity from a trusted peer is a map
-			// lookup; spelling variants went in step 2. A JWT identity
-			// would cost a signature check, so it is not worked out here.
-			user = vs[0]
-		}
-		g.forward(w, r, fw)
-		return decisionAllow, user, client
-	}
-
-	// 7. mfa: an identity is a precondition, not something to prompt for.
-	user, err = g.cfg.Identity.User(r, trusted)
-	if err != nil || user == "" {
-		g.audit(r, "identity.rejected", "", client, slog.String("reason", errString(err)))
+		return d.Label, "", d.Client
+	case NoIdentity:
 		g.cfg.Challenge.Error(w, r, http.StatusUnauthorized, "no_identity")
-		return decisionNoIdent, "", client
-	}
-	if g.cfg.Revocations != nil && g.cfg.Revocations.Stale() {
+		return d.Label, "", d.Client
+	case StepUpRequired:
+		g.cfg.Challenge.Require(w, r, d.Rule)
+		return d.Label, d.User, d.Client
+	case Unavailable:
 		w.Header().Set("Retry-After", "5")
 		g.cfg.Challenge.Error(w, r, http.StatusServiceUnavailable, "store_unavailable")
-		return decisionStale, user, client
+		return d.Label, d.User, d.Client
+	case ApprovalRequired:
+		decision, user = g.approve(w, r, d.Rule, fw)
+		return decision, user, d.Client
 	}
-	su, ok := g.cfg.StepUps.StepUp(r)
-	if !ok || !g.fresh(su, user, rule) {
-		g.cfg.Challenge.Require(w, r, rule)
-		return decisionRequired, user, client
+	fw.stepUp = d.StepUp
+	if d.Label == decisionStepUp {
+		// Cut the response (streams included) when the step-up stops being
+		// fresh for this rule.
+		fw.until, fw.rule, fw.in = freshUntil(*d.StepUp, d.Rule), d.Rule, r
 	}
-	fw.stepUp = &su
-	fw.until, fw.rule, fw.in = freshUntil(su, rule), rule, r
 	g.forward(w, r, fw)
-	return decisionStepUp, user, client
+	return d.Label, d.User, d.Client
 }
 
 // fresh reports whether a step-up is valid for this user and rule (docs/design.md §5).
@@ -409,6 +504,10 @@ func freshUntil(su session.StepUp, rule rules.Rule) time.Time {
 }
 
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, fw *forward) {
+	if fw.check != nil { // a front door's check: the front proxy forwards
+		fw.check.forwarded = true
+		return
+	}
 	if r.Body != nil && r.Body != http.NoBody {
 		// Marks the client's body errors as the client's, and gives up on
 		// a body that stops arriving.
@@ -463,25 +562,8 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	}
 
 	g.cfg.StepUps.StripCookies(pr.Out.Header)
-	if su := fw.stepUp; su != nil {
-		// Keys are canonical constants (tokenHeader is canonicalised in
-		// New), so the map is written directly; the six values share one
-		// backing array. Header.Set would canonicalise each key and
-		// allocate a slice per header, on every stepped-up request.
-		h := pr.Out.Header
-		v := make([]string, 6)
-		v[0] = su.IDToken
-		if g.bearer {
-			v[0] = "Bearer " + su.IDToken
-		}
-		v[1], v[2], v[3], v[4] = su.Subject, su.User, strconv.FormatInt(su.AuthTime.Unix(), 10), su.ACR
-		v[5] = strings.Join(su.AMR, ",")
-		h[g.tokenHeader] = v[0:1:1]
-		h[HeaderSubject] = v[1:2:2]
-		h[HeaderUser] = v[2:3:3]
-		h[HeaderAuthTime] = v[3:4:4]
-		h[HeaderACR] = v[4:5:5]
-		h[HeaderAMR] = v[5:6:6]
+	if fw.stepUp != nil {
+		g.setStepUpHeaders(pr.Out.Header, fw.stepUp)
 	}
 	if fw.approval != "" {
 		pr.Out.Header[HeaderApproval] = []string{fw.approval}
@@ -582,8 +664,9 @@ func errString(err error) string {
 // reach the real connection.
 type recorder struct {
 	http.ResponseWriter
-	code        int
-	wroteHeader bool
+	code         int
+	wroteHeader  bool
+	method, path string // set by a front door: the request it answered about
 }
 
 func (r *recorder) WriteHeader(code int) {

@@ -31,14 +31,27 @@ const (
 // trusted peers: the IdP sets the canonical name, and a variant can only
 // come from the client.
 func stripSpoofable(h http.Header, tokenHeader string, identityHeaders []string) {
+	stripSpoofableNames(h, tokenHeader, identityHeaders, nil)
+}
+
+// stripSpoofableNames is stripSpoofable that also appends the names it
+// removed to removed (allocating only when there is one), for the front
+// doors that must pass the removal on to, or refuse it at, a front proxy.
+func stripSpoofableNames(h http.Header, tokenHeader string, identityHeaders []string, removed []string) []string {
 	for name := range h {
-		if hasFoldedPrefix(name, "x-stepgate-") || foldedEqual(name, tokenHeader) ||
-			foldedEqual(name, "x-original-url") || foldedEqual(name, "x-rewrite-url") ||
-			foldedEqual(name, "x-http-method-override") || foldedEqual(name, "x-http-method") ||
-			foldedEqual(name, "x-method-override") || isVariant(name, identityHeaders) {
+		if isSpoofable(name, tokenHeader, identityHeaders) {
 			delete(h, name)
+			removed = append(removed, name)
 		}
 	}
+	return removed
+}
+
+func isSpoofable(name, tokenHeader string, identityHeaders []string) bool {
+	return hasFoldedPrefix(name, "x-stepgate-") || foldedEqual(name, tokenHeader) ||
+		foldedEqual(name, "x-original-url") || foldedEqual(name, "x-rewrite-url") ||
+		foldedEqual(name, "x-http-method-override") || foldedEqual(name, "x-http-method") ||
+		foldedEqual(name, "x-method-override") || isVariant(name, identityHeaders)
 }
 
 // isVariant reports whether name is another spelling of one of the

@@ -8,12 +8,14 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
 
 	"github.com/stepgate/stepgate/mfa"
+	"github.com/stepgate/stepgate/proxy"
 	"github.com/stepgate/stepgate/proxy/clientip"
 	"github.com/stepgate/stepgate/proxy/identity"
 	"github.com/stepgate/stepgate/proxy/rules"
@@ -25,7 +27,7 @@ import (
 // struct) is kept apart from validation (validate), which builds the typed
 // values the program runs on.
 type config struct {
-	Upstream             string        `env:"UPSTREAM,required"`
+	Upstream             string        `env:"UPSTREAM"` // required with the proxy front door
 	UpstreamHost         string        `env:"UPSTREAM_HOST"`
 	PreserveHost         bool          `env:"PRESERVE_HOST" envDefault:"false"`
 	PingOneEnvID         string        `env:"PINGONE_ENV_ID,required"`
@@ -54,7 +56,10 @@ type config struct {
 	CaseInsensitive      bool          `env:"CASE_INSENSITIVE_PATHS" envDefault:"false"`
 	Identity             string        `env:"IDENTITY" envDefault:"header"`
 	IdentityHeader       string        `env:"IDENTITY_HEADER" envDefault:"X-Forwarded-User"`
-	TrustedProxies       string        `env:"TRUSTED_PROXIES" envDefault:"127.0.0.1/32,::1/128"`
+	TrustedProxies       string        `env:"TRUSTED_PROXIES"` // default defaultTrustedProxies
+	FrontDoors           string        `env:"FRONT_DOORS" envDefault:"proxy"`
+	AuthzGRPCListen      string        `env:"AUTHZ_GRPC_LISTEN"`
+	AuthzWithBody        bool          `env:"AUTHZ_WITH_BODY" envDefault:"false"`
 	IdentityJWTHeader    string        `env:"IDENTITY_JWT_HEADER" envDefault:"Authorization"`
 	IdentityJWKSURL      string        `env:"IDENTITY_JWKS_URL"`
 	IdentityIssuer       string        `env:"IDENTITY_ISSUER"`
@@ -91,6 +96,18 @@ type config struct {
 }
 
 const envPrefix = "STEPGATE_"
+
+// defaultTrustedProxies is STEPGATE_TRUSTED_PROXIES when it is not set (the
+// proxy door only: forward-auth and ext_authz want it said explicitly).
+const defaultTrustedProxies = "127.0.0.1/32,::1/128"
+
+// trustedProxies is STEPGATE_TRUSTED_PROXIES or its default.
+func (c config) trustedProxies() string {
+	if c.TrustedProxies == "" {
+		return defaultTrustedProxies
+	}
+	return c.TrustedProxies
+}
 
 // secretVars may be given as NAME or NAME_FILE (a path whose content,
 // without a trailing newline, is the value).
@@ -162,8 +179,9 @@ type settings struct {
 	cookieKeys [][]byte
 	cookieName string
 	mapping    identity.MappingOptions // Source is set by build
-	requestKey *mfa.RequestKey         // nil: the request object is HS256 with the client secret
-	redisCAs   *x509.CertPool          // STEPGATE_REDIS_CA_FILE; nil: the system's roots
+	doors      proxy.Doors
+	requestKey *mfa.RequestKey // nil: the request object is HS256 with the client secret
+	redisCAs   *x509.CertPool  // STEPGATE_REDIS_CA_FILE; nil: the system's roots
 }
 
 // mappingVars are the settings that decide the PingOne user, named in the
@@ -178,8 +196,29 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 		errs = append(errs, fmt.Errorf("%s%s: %s", envPrefix, name, fmt.Sprintf(format, args...)))
 	}
 
+	doors, err := parseDoors(c.FrontDoors)
+	if err != nil {
+		bad("FRONT_DOORS", "%v", err)
+	}
+	doors.ExtAuthzBody = doors.ExtAuthz && c.AuthzWithBody
+	s.doors = doors
+	switch {
+	case (doors.ForwardAuth || doors.ExtAuthz) && c.TrustedProxies == "":
+		// The front proxy's word decides what the request was: whose word
+		// that is must be said, not defaulted.
+		bad("TRUSTED_PROXIES", "must be set explicitly with the forward-auth or ext-authz front door (the addresses of the front proxy or Envoy, which are believed about the original request)")
+	case c.AuthzGRPCListen != "" && !doors.ExtAuthz:
+		bad("AUTHZ_GRPC_LISTEN", "needs ext-authz in STEPGATE_FRONT_DOORS")
+	case c.AuthzWithBody && !doors.ExtAuthz:
+		bad("AUTHZ_WITH_BODY", "needs ext-authz in STEPGATE_FRONT_DOORS")
+	}
+
 	u, err := url.Parse(c.Upstream)
 	switch {
+	case c.Upstream == "" && !doors.Proxy:
+		// forward-auth and ext_authz only: the front proxy forwards.
+	case c.Upstream == "":
+		bad("UPSTREAM", "required with the proxy front door (STEPGATE_FRONT_DOORS)")
 	case err != nil:
 		bad("UPSTREAM", "%v", err)
 	case u.Scheme != "http" && u.Scheme != "https", u.Host == "", u.RawQuery != "", u.Fragment != "", u.User != nil:
@@ -269,7 +308,7 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 		bad("COOKIE_NAME", "a __Host- cookie needs STEPGATE_COOKIE_SECURE=true")
 	}
 
-	if prefixes, err := clientip.ParseCIDRs(c.TrustedProxies); err != nil {
+	if prefixes, err := clientip.ParseCIDRs(c.trustedProxies()); err != nil {
 		bad("TRUSTED_PROXIES", "%v", err)
 	} else {
 		s.trusted = clientip.New(prefixes)
@@ -298,6 +337,14 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 			errs = append(errs, err)
 		}
 		s.rules = set
+		if set != nil && slices.ContainsFunc(set.Rules(), func(r rules.Rule) bool { return r.Action == rules.Approve }) {
+			switch {
+			case doors.ForwardAuth:
+				bad("FRONT_DOORS", "approve rules need the request body, which forward-auth never receives: serve them through the proxy door, or through ext-authz with STEPGATE_AUTHZ_WITH_BODY=true")
+			case doors.ExtAuthz && !c.AuthzWithBody:
+				bad("AUTHZ_WITH_BODY", "approve rules with ext-authz need the request body: set with_request_body in Envoy (Envoy Gateway: extAuth.bodyToExtAuth) and STEPGATE_AUTHZ_WITH_BODY=true")
+			}
+		}
 	}
 
 	switch c.Identity {
@@ -491,14 +538,56 @@ func validUUIDish(s string) bool {
 // comes from and which peers are believed.
 func (c config) describeIdentity() string {
 	if c.Identity == "jwt" {
-		peers := "only from STEPGATE_TRUSTED_PROXIES (" + c.TrustedProxies + ")"
+		peers := "only from STEPGATE_TRUSTED_PROXIES (" + c.trustedProxies() + ")"
 		if c.IdentityJWTAnyPeer {
 			peers = "from any peer (STEPGATE_IDENTITY_JWT_ANY_PEER=true)"
 		}
 		return "a JWT in " + c.IdentityJWTHeader + " verified against " + c.IdentityJWKSURL +
 			", user from the claim " + c.IdentityClaim + ", believed " + peers
 	}
-	return "the header " + c.IdentityHeader + ", believed only from STEPGATE_TRUSTED_PROXIES (" + c.TrustedProxies + ")"
+	return "the header " + c.IdentityHeader + ", believed only from STEPGATE_TRUSTED_PROXIES (" + c.trustedProxies() + ")"
+}
+
+// parseDoors reads STEPGATE_FRONT_DOORS (docs/design.md §16): a
+// comma-separated list of proxy, forward-auth and ext-authz.
+func parseDoors(s string) (proxy.Doors, error) {
+	var d proxy.Doors
+	for _, f := range strings.Split(s, ",") {
+		switch strings.TrimSpace(f) {
+		case "proxy":
+			d.Proxy = true
+		case "forward-auth":
+			d.ForwardAuth = true
+		case "ext-authz":
+			d.ExtAuthz = true
+		default:
+			return d, fmt.Errorf("want a comma-separated list of proxy, forward-auth and ext-authz, got %q", f)
+		}
+	}
+	return d, nil
+}
+
+// describeDoors explains, for -check-config, which front doors are open.
+func (c config) describeDoors(s settings) string {
+	var out []string
+	if s.doors.Proxy {
+		out = append(out, "proxy (forwards to "+s.upstream.Redacted()+")")
+	}
+	if s.doors.ForwardAuth {
+		out = append(out, "forward-auth ("+proxy.PathForwardAuth+" on STEPGATE_LISTEN, believed only from "+c.trustedProxies()+")")
+	}
+	if s.doors.ExtAuthz {
+		e := "ext-authz (HTTP at " + proxy.PathExtAuthz + "/ on STEPGATE_LISTEN"
+		if c.AuthzGRPCListen != "" {
+			e += ", gRPC on " + c.AuthzGRPCListen
+		}
+		e += ", believed only from " + c.trustedProxies()
+		if s.doors.ExtAuthzBody {
+			e += ", with request bodies"
+		}
+		out = append(out, e+")")
+	}
+	return strings.Join(out, "; ")
 }
 
 // isLoopbackHost reports whether host is localhost or a loopback address.

@@ -21,12 +21,16 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/stepgate/stepgate/metrics"
 	"github.com/stepgate/stepgate/mfa"
 	"github.com/stepgate/stepgate/mfa/jwks"
 	"github.com/stepgate/stepgate/proxy"
 	"github.com/stepgate/stepgate/proxy/approve"
+	"github.com/stepgate/stepgate/proxy/authzgrpc"
 	"github.com/stepgate/stepgate/proxy/challenge"
 	"github.com/stepgate/stepgate/proxy/identity"
 	"github.com/stepgate/stepgate/proxy/ratelimit"
@@ -89,8 +93,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if cfg.PingOneCustomDomain {
 			issuer = s.authBase + "/as"
 		}
-		fmt.Fprintf(stdout, "configuration ok\nupstream: %s\npingone: %s\nrules (first match wins):\n",
-			s.upstream.Redacted(), issuer)
+		upstream := "none (the front proxy forwards)"
+		if s.upstream != nil {
+			upstream = s.upstream.Redacted()
+		}
+		fmt.Fprintf(stdout, "configuration ok\nupstream: %s\nfront doors: %s\npingone: %s\nrules (first match wins):\n",
+			upstream, cfg.describeDoors(s), issuer)
 		approves := 0
 		for _, r := range s.rules.Rules() {
 			fmt.Fprintf(stdout, "  %s\n", r)
@@ -135,6 +143,7 @@ const (
 // gateway is a built, not yet serving, stepgate.
 type gateway struct {
 	proxy  http.Handler
+	authz  *authzgrpc.Server // ext_authz over gRPC; nil unless STEPGATE_AUTHZ_GRPC_LISTEN
 	admin  http.Handler
 	client *mfa.Client
 	idKeys *jwks.Cache // upstream IdP keys, jwt identity only
@@ -330,6 +339,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		}(),
 		PingOneUserHeader:    mapping.Header(),
 		CaseInsensitivePaths: cfg.CaseInsensitive,
+		Doors:                s.doors,
 		BodyIdleTimeout:      cfg.BodyIdleTimeout,
 		AccessLog:            access,
 		Logger:               log,
@@ -343,6 +353,9 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		return nil, err
 	}
 	g.proxy = gw
+	if cfg.AuthzGRPCListen != "" {
+		g.authz = authzgrpc.New(gw.Recorded(), s.doors.ExtAuthzBody)
+	}
 
 	admin := http.NewServeMux()
 	admin.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -448,7 +461,7 @@ func newTransport(tlsConfig *tls.Config, responseTimeout time.Duration, idle int
 // listeners can be handed in by tests and demo mode; nil means listen on the
 // configured addresses.
 type listeners struct {
-	proxy, admin net.Listener
+	proxy, admin, authz net.Listener
 }
 
 // serve runs the proxy and admin listeners until ctx ends, then drains and
@@ -480,6 +493,24 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 			return fmt.Errorf("STEPGATE_ADMIN_LISTEN: %w (set STEPGATE_ADMIN_LISTEN to a free address)", err)
 		}
 	}
+	var authzSrv *grpc.Server
+	if g.authz != nil {
+		if ls.authz == nil {
+			if ls.authz, err = net.Listen("tcp", cfg.AuthzGRPCListen); err != nil {
+				ls.proxy.Close()
+				ls.admin.Close()
+				return fmt.Errorf("STEPGATE_AUTHZ_GRPC_LISTEN: %w (set STEPGATE_AUTHZ_GRPC_LISTEN to a free address)", err)
+			}
+		}
+		authzSrv, err = newAuthzServer(cfg)
+		if err != nil {
+			ls.proxy.Close()
+			ls.admin.Close()
+			ls.authz.Close()
+			return err
+		}
+		g.authz.Register(authzSrv)
+	}
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	proxySrv := &http.Server{
 		Handler:           g.proxy,
@@ -503,7 +534,11 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 	go func() { defer close(storeDone); g.stores.run(keysCtx) }()
 	defer func() { stopKeys(); <-storeDone; g.stores.close() }()
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+	if authzSrv != nil {
+		go func() { errc <- authzSrv.Serve(ls.authz) }()
+		log.Info("ext_authz gRPC listening", "addr", ls.authz.Addr().String())
+	}
 	go func() {
 		var err error
 		if cfg.TLSCertFile != "" {
@@ -514,13 +549,20 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 		errc <- err
 	}()
 	go func() { errc <- adminSrv.Serve(ls.admin) }()
+	upstream := ""
+	if s.upstream != nil {
+		upstream = s.upstream.Redacted()
+	}
 	log.Info("listening", "proxy_addr", ls.proxy.Addr().String(), "admin_addr", ls.admin.Addr().String(),
-		"upstream", s.upstream.Redacted(), "version", version)
+		"upstream", upstream, "front_doors", cfg.FrontDoors, "version", version)
 
 	select {
 	case err := <-errc:
 		proxySrv.Close()
 		adminSrv.Close()
+		if authzSrv != nil {
+			authzSrv.Stop()
+		}
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -532,6 +574,9 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 	time.Sleep(cfg.ShutdownDrain)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
+	if authzSrv != nil {
+		stopGRPC(sctx, authzSrv)
+	}
 	proxyErr := proxySrv.Shutdown(sctx)
 	adminErr := adminSrv.Shutdown(sctx)
 	err = errors.Join(proxyErr, adminErr)
@@ -549,6 +594,38 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// newAuthzServer is the ext_authz gRPC server: TLS with the proxy
+// listener's certificate when there is one, bounded messages (an approve
+// rule's body plus headers), and connections that cannot idle forever.
+func newAuthzServer(cfg config) (*grpc.Server, error) {
+	opts := append(authzgrpc.ServerOptions(),
+		grpc.MaxRecvMsgSize(int(max(4<<20, cfg.ApproveMaxBody+(1<<20)))),
+		grpc.ConnectionTimeout(10*time.Second),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: 5 * time.Minute}),
+		grpc.MaxConcurrentStreams(1024),
+	)
+	if cfg.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("STEPGATE_TLS_CERT_FILE: %w", err)
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})))
+	}
+	return grpc.NewServer(opts...), nil
+}
+
+// stopGRPC finishes in-flight checks, or cuts them when ctx ends.
+func stopGRPC(ctx context.Context, s *grpc.Server) {
+	done := make(chan struct{})
+	go func() { s.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.Stop()
+		<-done
+	}
 }
 
 func parseLevel(s string) (slog.Level, error) {

@@ -143,6 +143,10 @@ func (r *Resolver) Resolve(remoteAddr string, xff []string) (client netip.Addr, 
 	return leftmost, true
 }
 
+// ParsePeer reads a TCP peer address ("ip:port", as in
+// http.Request.RemoteAddr), unmapped and without zone.
+func ParsePeer(remoteAddr string) (netip.Addr, bool) { return parsePeer(remoteAddr) }
+
 func parsePeer(remoteAddr string) (netip.Addr, bool) {
 	ap, err := netip.ParseAddrPort(remoteAddr)
 	if err != nil {

@@ -42,3 +42,27 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "stepgate.image" -}}
 {{- printf "%s:%s" .Values.stepgate.image.repository (default .Chart.AppVersion .Values.stepgate.image.tag) -}}
 {{- end -}}
+
+{{/* Deployment mode: sidecar (the proxy door) or authz (a central check service). */}}
+{{- define "stepgate.mode" -}}
+{{- if not (has .Values.mode (list "sidecar" "authz")) -}}
+{{- fail "mode must be sidecar or authz" -}}
+{{- end -}}
+{{- .Values.mode -}}
+{{- end -}}
+
+{{/* Non-empty when the authz Deployment serves ext_authz over gRPC. */}}
+{{- define "stepgate.grpc" -}}
+{{- if and (eq (include "stepgate.mode" .) "authz") (has "ext-authz" (splitList "," (.Values.authz.frontDoors | nospace))) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* STEPGATE_TRUSTED_PROXIES: said explicitly in authz mode. */}}
+{{- define "stepgate.trustedProxies" -}}
+{{- if eq (include "stepgate.mode" .) "authz" -}}
+{{- required "authz.trustedProxies is required in authz mode (the front proxies' or Envoys' CIDRs)" .Values.authz.trustedProxies -}}
+{{- else -}}
+{{- .Values.identity.trustedProxies -}}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,345 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strings"
+
+	"github.com/stepgate/stepgate/proxy/clientip"
+)
+
+// The front doors besides the proxy itself (docs/design.md §16), on the
+// proxy listener.
+const (
+	// PathForwardAuth answers nginx auth_request, Traefik forwardAuth and
+	// Caddy forward_auth sub-requests.
+	PathForwardAuth = "/.stepgate/auth"
+	// PathExtAuthz is the path prefix of Envoy's HTTP ext_authz service:
+	// Envoy asks at this prefix followed by the original request target.
+	PathExtAuthz = "/.stepgate/ext-authz"
+)
+
+// Doors says which front doors are open (STEPGATE_FRONT_DOORS).
+type Doors struct {
+	Proxy       bool // forward to the upstream (the default)
+	ForwardAuth bool // PathForwardAuth
+	ExtAuthz    bool // PathExtAuthz, and the gRPC service built on Check
+	// ExtAuthzBody says Envoy forwards request bodies (with_request_body):
+	// only then may approve rules be served by ext_authz.
+	ExtAuthzBody bool
+}
+
+// Style is the kind of answer a front door expects.
+type Style uint8
+
+const (
+	// StyleNginx: a browser that needs the challenge gets 401 (nginx lets
+	// only 2xx, 401 and 403 through auth_request; its error_page 401 sends
+	// the browser to X-Stepgate-Redirect).
+	StyleNginx Style = iota
+	// StyleRedirect: the answer goes to the browser as it is (Traefik,
+	// Caddy): 302/303 to the challenge.
+	StyleRedirect
+	// StyleEnvoy: Envoy ext_authz; an allowed request also carries the
+	// headers to remove upstream.
+	StyleEnvoy
+)
+
+// Headers of forward-auth answers, for the front proxy's configuration.
+const (
+	// HeaderRedirect, on nginx's 401, is where to send a browser.
+	HeaderRedirect = "X-Stepgate-Redirect"
+	// HeaderError, on every refusal, is the error code of the JSON body.
+	HeaderError = "X-Stepgate-Error"
+	// HeaderChallenge, on a 401 for a step-up, is the challenge page's URL.
+	HeaderChallenge = "X-Stepgate-Challenge"
+	// HeaderEnvoyRemove is how Envoy's HTTP ext_authz service names the
+	// request headers to remove upstream.
+	HeaderEnvoyRemove = "X-Envoy-Auth-Headers-To-Remove"
+)
+
+// Answer is a front door's answer to a check: either OK (the request goes
+// upstream with Set set and Remove removed) or a refusal to send to the
+// client (Status, Header, Body). Every answer is no-store.
+type Answer struct {
+	OK     bool
+	Status int
+	// Header: OK, the headers to set on the upstream request; refused, the
+	// headers of the answer to the client.
+	Header http.Header
+	// Remove, OK only, names request headers (lower case) to remove upstream.
+	Remove []string
+	Body   []byte
+
+	// Decision made, for metrics and access lines.
+	Decision string
+	User     string
+	Client   netip.Addr
+}
+
+// Body is a request body a front door received with the check (Envoy's
+// with_request_body), for approve rules.
+type Body struct {
+	Data []byte
+	// Partial: the front proxy cut the body (allow_partial_message).
+	Partial bool
+}
+
+var errUntrustedPeer = errors.New("check from a peer outside STEPGATE_TRUSTED_PROXIES")
+
+// Check decides q for a front door and returns its answer. Only a peer
+// inside STEPGATE_TRUSTED_PROXIES is believed about what the original
+// request was; any other gets 403.
+func (g *Gateway) Check(ctx context.Context, q Request, style Style, body *Body) Answer {
+	if peer, ok := clientip.ParsePeer(q.Peer); !ok || !g.cfg.ClientIP.Trusted(peer) {
+		a := g.refuse(http.StatusForbidden, "forbidden", decisionRejected)
+		a.Client = peer
+		a.Header.Set("Cache-Control", "no-store")
+		g.log.LogAttrs(ctx, slog.LevelInfo, "audit", slog.String("event", "request.rejected"),
+			slog.String("reason", errUntrustedPeer.Error()), slog.String("client_ip", addrString(peer)))
+		return a
+	}
+	d := g.Decide(ctx, q)
+	a := g.answer(ctx, d, style, body)
+	a.Decision, a.User, a.Client = d.Label, d.User, d.Client
+	if a.Header == nil {
+		a.Header = http.Header{}
+	}
+	a.Header.Set("Cache-Control", "no-store")
+	return a
+}
+
+// Recorded wraps a Checker so that each check is counted and logged like a
+// request through the proxy listener (the gRPC door's checks come through
+// no HTTP handler).
+func (g *Gateway) Recorded() interface {
+	Check(context.Context, Request, Style, *Body) Answer
+} {
+	return recorded{g}
+}
+
+type recorded struct{ g *Gateway }
+
+func (c recorded) Check(ctx context.Context, q Request, style Style, body *Body) Answer {
+	g := c.g
+	start := g.now()
+	method, target := q.Method, q.Target
+	a := g.Check(ctx, q, style, body)
+	end := g.now()
+	d := end.Sub(start)
+	g.rm.observe(a.Decision, a.Status, d)
+	if g.access != nil {
+		path, _, _ := strings.Cut(target, "?")
+		if len(path) > 512 {
+			path = path[:512] + "…"
+		}
+		g.access.write(&accessEntry{
+			time: end, method: method, path: path, status: a.Status,
+			decision: a.Decision, user: a.User, client: a.Client, duration: d,
+		})
+	}
+	return a
+}
+
+func (g *Gateway) answer(ctx context.Context, d Decision, style Style, body *Body) Answer {
+	removed := d.Removed
+	if g.bearer {
+		// An Authorization header is the client's own here, not a spoof:
+		// the OK answer replaces it when there is a step-up.
+		removed = without(removed, "Authorization")
+	}
+	if len(removed) > 0 && style != StyleEnvoy {
+		// A front proxy forwards the client's headers as they came: a
+		// spelling of a stepgate or identity header that stepgate cannot
+		// remove is refused, never passed on.
+		g.audit(d.req, "request.rejected", d.User, d.Client, slog.String("reason", "header a client may not send: "+strings.Join(removed, ", ")))
+		return g.refuse(http.StatusForbidden, "forbidden", decisionRejected)
+	}
+	switch d.Verdict {
+	case Reject, Asterisk:
+		// Refused, never allowed: a front door has no 400 of its own.
+		g.audit(d.req, "request.rejected", "", d.Client, slog.String("reason", d.Reason))
+		a := g.refuse(http.StatusForbidden, "forbidden", decisionRejected)
+		return a
+	case Internal:
+		// stepgate's own paths are never forwarded to the application, in
+		// any spelling: the front proxy routes /.stepgate/ to stepgate.
+		return g.refuse(http.StatusNotFound, "not_found", decisionInternal)
+	case Deny:
+		return g.refuse(http.StatusForbidden, "forbidden", decisionDeny)
+	case NoIdentity:
+		return g.refuse(http.StatusUnauthorized, "no_identity", decisionNoIdent)
+	case Unavailable:
+		a := g.refuse(http.StatusServiceUnavailable, "store_unavailable", decisionStale)
+		a.Header.Set("Retry-After", "5")
+		return a
+	case StepUpRequired:
+		rec := newCapture()
+		g.cfg.Challenge.Require(rec, d.req, d.Rule)
+		return g.challengeAnswer(rec, style, "step_up_required")
+	case ApprovalRequired:
+		if style != StyleEnvoy || body == nil || !g.doors.ExtAuthzBody || g.cfg.Approvals == nil {
+			// Start-up refuses approve rules where the body does not come
+			// with the check; should one get here, it is refused.
+			g.audit(d.req, "request.rejected", d.User, d.Client, slog.String("reason", "approve rule without the request body"))
+			return g.refuse(http.StatusForbidden, "forbidden", decisionRejected)
+		}
+		return g.approveCheck(ctx, d, body)
+	}
+	return g.ok(d, style, "")
+}
+
+// ok is the answer that lets the request through with the §6 headers.
+func (g *Gateway) ok(d Decision, style Style, approval string) Answer {
+	a := Answer{OK: true, Status: http.StatusOK, Header: make(http.Header, 8)}
+	if d.StepUp != nil {
+		g.setStepUpHeaders(a.Header, d.StepUp)
+	}
+	if approval != "" {
+		a.Header[HeaderApproval] = []string{approval}
+	}
+	if style == StyleEnvoy {
+		for _, n := range d.Removed {
+			if _, set := a.Header[n]; !set {
+				a.Remove = append(a.Remove, strings.ToLower(n))
+			}
+		}
+		if d.StepUp == nil {
+			// Nothing a client sends under these names reaches the upstream.
+			for _, n := range append([]string{g.tokenHeader}, stepUpHeaderNames...) {
+				if n != "Authorization" && !containsFold(a.Remove, n) {
+					a.Remove = append(a.Remove, strings.ToLower(n))
+				}
+			}
+		}
+		if approval == "" && !containsFold(a.Remove, HeaderApproval) {
+			a.Remove = append(a.Remove, strings.ToLower(HeaderApproval))
+		}
+		// stepgate's cookies stay between the browser and stepgate.
+		if before := d.req.Header.Values("Cookie"); len(before) > 0 {
+			h := http.Header{"Cookie": before}
+			g.cfg.StepUps.StripCookies(h)
+			switch after := h.Values("Cookie"); {
+			case len(after) == 0:
+				a.Remove = append(a.Remove, "cookie")
+			case strings.Join(after, "; ") != strings.Join(before, "; "):
+				a.Header.Set("Cookie", strings.Join(after, "; "))
+			}
+		}
+	}
+	return a
+}
+
+// refuse is a JSON refusal with the error code in HeaderError, so that a
+// front proxy that writes its own page (nginx) can still say why.
+func (g *Gateway) refuse(status int, code, decision string) Answer {
+	h := http.Header{}
+	h.Set("Content-Type", "application/json")
+	h.Set(HeaderError, code)
+	body := `{"error":"` + code + `"}` + "\n"
+	return Answer{Status: status, Header: h, Body: []byte(body), Decision: decision}
+}
+
+// challengeAnswer turns the proxy door's answer to a request that needs the
+// challenge (a redirect, or 401 JSON) into the front door's.
+func (g *Gateway) challengeAnswer(rec *capture, style Style, code string) Answer {
+	a := Answer{Status: rec.status, Header: rec.header, Body: rec.body.Bytes(), Decision: decisionRequired}
+	a.Header.Set(HeaderError, code)
+	loc := a.Header.Get("Location")
+	if loc != "" {
+		a.Header.Set(HeaderChallenge, loc)
+	} else {
+		var j struct {
+			Challenge string `json:"challenge_url"`
+			Approval  string `json:"approval_url"`
+		}
+		if json.Unmarshal(a.Body, &j) == nil {
+			a.Header.Set(HeaderChallenge, j.Challenge+j.Approval)
+		}
+	}
+	if style == StyleNginx && loc != "" {
+		// nginx lets only 401 and 403 through; its error_page 401
+		// redirects to X-Stepgate-Redirect.
+		a.Status = http.StatusUnauthorized
+		a.Header.Del("Location")
+		a.Header.Set(HeaderRedirect, loc)
+		a.Header.Set("Content-Type", "application/json")
+		a.Body = []byte(`{"error":"` + code + `"}` + "\n")
+	}
+	return a
+}
+
+// approveCheck serves an approve rule for ext_authz with the body, through
+// the proxy door's own approve (every check of docs/design.md §14 alike):
+// OK once when exactly this request was approved, else held and refused
+// with the way to approve it. The request cannot be replaced by the held
+// one through ext_authz, so every held request is held as a program's: the
+// user approves, then sends the same request again.
+func (g *Gateway) approveCheck(ctx context.Context, d Decision, body *Body) Answer {
+	r := d.req
+	fw := &forward{path: d.Path, client: d.Client, trusted: d.Trusted, check: &checked{}}
+	if body.Partial {
+		g.approvalEvent(r, "refused", d.User, fw, "", slog.String("reason", "body cut by the front proxy"))
+		return g.refuse(http.StatusRequestEntityTooLarge, "approve_too_large", decisionRejected)
+	}
+	r.Body = readCloser{bytes.NewReader(body.Data)}
+	r.ContentLength = int64(len(body.Data))
+	rec := newCapture()
+	decision, _ := g.approve(rec, r, d.Rule, fw)
+	if fw.check.forwarded {
+		a := g.ok(d, StyleEnvoy, fw.approval)
+		a.Decision = decision
+		return a
+	}
+	a := Answer{Status: rec.status, Header: rec.header, Body: rec.body.Bytes(), Decision: decision}
+	if decision == decisionApprovalRequired && rec.status != http.StatusServiceUnavailable {
+		a = g.challengeAnswer(rec, StyleEnvoy, "approval_required")
+		a.Decision = decision
+	}
+	return a
+}
+
+// checked records, for a check, that the proxy door would have forwarded.
+type checked struct{ forwarded bool }
+
+type readCloser struct{ *bytes.Reader }
+
+func (readCloser) Close() error { return nil }
+
+// capture records an answer written for the proxy door.
+type capture struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func newCapture() *capture { return &capture{header: http.Header{}, status: http.StatusOK} }
+
+func (c *capture) Header() http.Header         { return c.header }
+func (c *capture) Write(b []byte) (int, error) { return c.body.Write(b) }
+func (c *capture) WriteHeader(s int)           { c.status = s }
+
+func containsFold(names []string, n string) bool {
+	for _, m := range names {
+		if strings.EqualFold(m, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// without is names less every n.
+func without(names []string, n string) []string {
+	var out []string
+	for _, m := range names {
+		if m != n {
+			out = append(out, m)
+		}
+	}
+	return out
+}
