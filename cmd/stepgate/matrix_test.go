@@ -407,6 +407,12 @@ func runAttack(addr string, a matrixAttack, slug string) (attackOutcome, error) 
 		}
 		if n > 0 {
 			wait = 2 * time.Second // quiet: a loaded server may pause between pipelined answers
+			if sentFollowUp {
+				// Inside a switched protocol the next answer (an HTTP/2
+				// stream served by a CGI under load) may take longer;
+				// closing early would abort it before the server logs it.
+				wait = 6 * time.Second
+			}
 		}
 	}
 	return out, nil
