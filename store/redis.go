@@ -262,7 +262,7 @@ var ErrLate = errors.New("store: operation reached the server after its deadline
 const clockEvery = 30 * time.Second
 
 // Consume implements Approvals. The script's deadline is the caller's own
-// give-up time minus a quarter of the timeout, translated to the server's
+// give-up time minus half the timeout, translated to the server's
 // clock: a consume the server applies leaves its answer that long to come
 // back, so a caller never times out on an approval the server used up.
 func (s *Redis) Consume(ctx context.Context, digest string) (bool, error) {
@@ -273,7 +273,7 @@ func (s *Redis) Consume(ctx context.Context, digest string) (bool, error) {
 		return false, fmt.Errorf("store: consume: %w", err)
 	}
 	giveUp, _ := ctx.Deadline()
-	deadline := giveUp.Add(-s.timeout / 4).Add(offset)
+	deadline := giveUp.Add(-s.timeout / 2).Add(offset)
 	n, err := consumeScript.Run(ctx, s.c, []string{s.key(approvalPrefix, digest)}, deadline.UnixMicro()).Int64()
 	if err == nil && n < 0 {
 		err = ErrLate

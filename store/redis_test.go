@@ -363,7 +363,7 @@ func BenchmarkRevocationsCheck(b *testing.B) {
 func TestRedisFlappingNeverConsumesAnApprovalTwiceNorLosesOne(t *testing.T) {
 	srv := redistest.Start(t)
 	clients := []*store.Redis{
-		newRedis(t, srv, 100*time.Millisecond), newRedis(t, srv, 100*time.Millisecond), newRedis(t, srv, 100*time.Millisecond),
+		newRedis(t, srv, 300*time.Millisecond), newRedis(t, srv, 300*time.Millisecond), newRedis(t, srv, 300*time.Millisecond),
 	}
 	ctx := context.Background()
 	const n = 200
@@ -375,7 +375,7 @@ func TestRedisFlappingNeverConsumesAnApprovalTwiceNorLosesOne(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Redis flaps (paused 150 ms, up 30 ms) while three clients race
+	// Redis flaps (paused 400 ms, up 60 ms) while three clients race
 	// to consume every approval, each caller failing closed on an error.
 	stop := make(chan struct{})
 	flapped := make(chan struct{})
@@ -387,20 +387,20 @@ func TestRedisFlappingNeverConsumesAnApprovalTwiceNorLosesOne(t *testing.T) {
 			case <-stop:
 				srv.Resume()
 				return
-			case <-time.After(150 * time.Millisecond):
+			case <-time.After(400 * time.Millisecond):
 			}
 			srv.Resume()
 			select {
 			case <-stop:
 				return
-			case <-time.After(30 * time.Millisecond):
+			case <-time.After(60 * time.Millisecond):
 			}
 		}
 	}()
 	wins := make([]atomic.Int32, n)
 	var failures atomic.Int32
 	var wg sync.WaitGroup
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(3 * time.Second)
 	for c := range 3 {
 		wg.Go(func() {
 			for time.Now().Before(deadline) {
