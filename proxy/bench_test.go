@@ -154,6 +154,8 @@ func newBenchEnv(b testing.TB, level slog.Level) *benchEnv {
 		Metrics:        metrics.New(prometheus.NewRegistry(), "bench"),
 		Now:            now,
 		FlushInterval:  0,
+		// As cmd/stepgate wires it (STEPGATE_UPSTREAM_TIMEOUT's default).
+		ResponseHeaderTimeout: 60 * time.Second,
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -124,6 +124,11 @@ type Config struct {
 	// BodyIdleTimeout, optional, is the longest wait for the next bytes of
 	// a request body; a body that stalls longer is answered 408. 0: none.
 	BodyIdleTimeout time.Duration
+	// ResponseHeaderTimeout, optional, is the Transport's wait for the
+	// upstream's response headers. With it, a stepped-up request whose
+	// freshness outlasts that wait needs no timer until its response
+	// turns out to be a stream (see forward). 0: always a timer.
+	ResponseHeaderTimeout time.Duration
 }
 
 // Gateway is the proxy listener's handler.
@@ -182,11 +187,12 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.windowsPaths = cfg.CaseInsensitivePaths
 	g.proxy = &httputil.ReverseProxy{
-		Rewrite:       g.rewrite,
-		Transport:     cfg.Transport,
-		FlushInterval: cfg.FlushInterval,
-		ErrorHandler:  g.upstreamError,
-		ErrorLog:      slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		Rewrite:        g.rewrite,
+		Transport:      cfg.Transport,
+		FlushInterval:  cfg.FlushInterval,
+		ErrorHandler:   g.upstreamError,
+		ModifyResponse: g.cutStreams,
+		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 		// Without a pool ReverseProxy allocates (and the GC then clears
 		// and sweeps) a 32 KiB copy buffer per request: the largest single
 		// cost of a small proxied response.
@@ -240,9 +246,10 @@ type forward struct {
 	// until, on an mfa path, is when the step-up stops being fresh for
 	// the rule: the response, a WebSocket or an event stream included, is
 	// cut then, so a stream opened just in time cannot outlive max_age.
-	until time.Time
-	rule  rules.Rule    // the mfa rule, to challenge again once until passed
-	in    *http.Request // the request as received, for that challenge
+	until    time.Time
+	cutLater bool          // until is armed by cutStreams, for streams only
+	rule     rules.Rule    // the mfa rule, to challenge again once until passed
+	in       *http.Request // the request as received, for that challenge
 }
 
 type forwardKey struct{}
@@ -517,12 +524,60 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, fw *forward) {
 	ctx := context.WithValue(r.Context(), forwardKey{}, fw)
 	if !fw.until.IsZero() {
 		// The remaining freshness, measured on the gateway's clock, then
-		// counted down on the real one.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, fw.until.Sub(g.now()))
-		defer cancel()
+		// counted down on the real one. When it outlasts the wait for the
+		// response headers, the headers come first whatever happens, and
+		// only a stream can then outlive it: cutStreams arms a timer for
+		// those, and every other request goes without one (a timer per
+		// request was the stepped-up path's largest added cost).
+		left := fw.until.Sub(g.now())
+		if h := g.cfg.ResponseHeaderTimeout; h > 0 && left > h+time.Second {
+			fw.cutLater = true
+		} else {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, left)
+			defer cancel()
+		}
 	}
 	g.proxy.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// cutStreams is ReverseProxy's ModifyResponse: on an mfa path whose
+// freshness outlasted the wait for headers, a response that can run on — a
+// protocol switch (WebSocket), server-sent events, or a body of unknown
+// length — is closed when the step-up stops being fresh.
+func (g *Gateway) cutStreams(resp *http.Response) error {
+	fw, _ := resp.Request.Context().Value(forwardKey{}).(*forward)
+	if fw == nil || !fw.cutLater {
+		return nil
+	}
+	stream := resp.StatusCode == http.StatusSwitchingProtocols || resp.ContentLength < 0 ||
+		strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	if !stream {
+		return nil
+	}
+	cb := &cutBody{ReadCloser: resp.Body}
+	cb.timer = time.AfterFunc(max(fw.until.Sub(g.now()), 0), func() { _ = cb.ReadCloser.Close() })
+	resp.Body = cb
+	return nil
+}
+
+// cutBody is a response body that a timer closes. It stays writable, as
+// ReverseProxy needs a switched protocol's body to be.
+type cutBody struct {
+	io.ReadCloser
+	timer *time.Timer
+}
+
+func (b *cutBody) Write(p []byte) (int, error) {
+	if w, ok := b.ReadCloser.(io.Writer); ok {
+		return w.Write(p)
+	}
+	return 0, errors.New("proxy: response body is not writable")
+}
+
+func (b *cutBody) Close() error {
+	b.timer.Stop()
+	return b.ReadCloser.Close()
 }
 
 // rewrite runs after ReverseProxy removed hop-by-hop headers (including any

@@ -337,14 +337,15 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 			}
 			return ""
 		}(),
-		PingOneUserHeader:    mapping.Header(),
-		CaseInsensitivePaths: cfg.CaseInsensitive,
-		Doors:                s.doors,
-		BodyIdleTimeout:      cfg.BodyIdleTimeout,
-		AccessLog:            access,
-		Logger:               log,
-		Metrics:              m,
-		Now:                  now,
+		PingOneUserHeader:     mapping.Header(),
+		CaseInsensitivePaths:  cfg.CaseInsensitive,
+		Doors:                 s.doors,
+		BodyIdleTimeout:       cfg.BodyIdleTimeout,
+		ResponseHeaderTimeout: cfg.UpstreamTimeout,
+		AccessLog:             access,
+		Logger:                log,
+		Metrics:               m,
+		Now:                   now,
 		// FlushInterval stays 0: ReverseProxy already flushes every write
 		// of a response without Content-Length or of text/event-stream;
 		// -1 would also flush (and arm a timer for) every sized response.

@@ -587,6 +587,30 @@ func TestStreamsOnMFAPathsEndWhenTheStepUpStopsBeingFresh(t *testing.T) {
 	// Two seconds of freshness left.
 	s.Clock.Advance(15*time.Minute - 2*time.Second)
 
+	assertStreamsCut(t, s, cookie)
+
+	t.Run("a response that has not started yet asks for a new step-up", func(t *testing.T) {
+		c, br := rawDial(t, s.Proxy, "GET /admin/slow HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n"+
+			"X-Forwarded-User: alice\r\nCookie: "+cookie+"\r\n\r\n")
+		_ = c.SetDeadline(time.Now().Add(8 * time.Second))
+		resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+		if err != nil {
+			t.Fatalf("read response: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "insufficient_user_authentication") {
+			t.Errorf("got %d %q, want 401 with a step-up challenge", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+		}
+	})
+	if n := len(jsonLogLines(s.Logs.String(), "upstream error")); n != 0 {
+		t.Errorf(`%d "upstream error" lines; a step-up running out is not the upstream failing`, n)
+	}
+}
+
+// assertStreamsCut opens an event stream and a WebSocket through a stepped-up
+// cookie with about 2 s of freshness left, and checks both are cut then.
+func assertStreamsCut(t *testing.T, s *stack, cookie string) {
+	t.Helper()
 	for _, tt := range []struct{ name, head string }{
 		{"a server-sent event stream", "GET /admin/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"},
 		{"a WebSocket", "GET /admin/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n" +
@@ -631,20 +655,26 @@ func TestStreamsOnMFAPathsEndWhenTheStepUpStopsBeingFresh(t *testing.T) {
 		})
 	}
 
-	t.Run("a response that has not started yet asks for a new step-up", func(t *testing.T) {
-		c, br := rawDial(t, s.Proxy, "GET /admin/slow HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n"+
-			"X-Forwarded-User: alice\r\nCookie: "+cookie+"\r\n\r\n")
-		_ = c.SetDeadline(time.Now().Add(8 * time.Second))
-		resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
-		if err != nil {
-			t.Fatalf("read response: %v", err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "insufficient_user_authentication") {
-			t.Errorf("got %d %q, want 401 with a step-up challenge", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
-		}
-	})
-	if n := len(jsonLogLines(s.Logs.String(), "upstream error")); n != 0 {
-		t.Errorf(`%d "upstream error" lines; a step-up running out is not the upstream failing`, n)
+}
+
+// With a short wait for response headers, the freshness outlasts it and the
+// cut is armed only once the response turns out to be a stream (no timer
+// for ordinary requests): streams are cut all the same.
+func TestStreamsAreCutAlsoWhenTheTimerIsArmedByTheResponse(t *testing.T) {
+	s := newStack(t, withUpstream(http.HandlerFunc(endlessStreams)), withEnv("STEPGATE_UPSTREAM_TIMEOUT", "500ms"))
+	b := s.stepUpAlice("/admin/")
+	cookie := stepgateCookieHeader(t, b)
+	s.Clock.Advance(15*time.Minute - 2*time.Second)
+	assertStreamsCut(t, s, cookie)
+	// An ordinary response on the same path is not cut short.
+	c, br := rawDial(t, s.Proxy, "GET /admin/page HTTP/1.1\r\nHost: x\r\nX-Forwarded-User: alice\r\nCookie: "+cookie+"\r\n\r\n")
+	_ = c.SetDeadline(time.Now().Add(8 * time.Second))
+	resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("an ordinary page: %d", resp.StatusCode)
 	}
 }
