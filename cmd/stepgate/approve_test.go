@@ -80,28 +80,6 @@ func (b *browser) send(path string, form url.Values) response {
 	return b.postForm(path, form)
 }
 
-// approveBySMS walks the challenge page from its first redirect to the
-// OTP, reading the code from the inbox, and returns the answer to the OTP.
-func approveBySMS(t *testing.T, s *stack, b *browser, r response) response {
-	t.Helper()
-	for r.StatusCode == http.StatusSeeOther && strings.HasPrefix(r.Header.Get("Location"), "/.stepgate/") {
-		r = b.follow(r)
-	}
-	if !strings.Contains(r.Body, `data-state="start"`) {
-		t.Fatalf("challenge page not in start state (%d): %s", r.StatusCode, r.Body)
-	}
-	r = b.follow(b.post("action", "start"))
-	ids := deviceIDs(r.Body)
-	if len(ids) == 0 {
-		t.Fatalf("no devices: %s", r.Body)
-	}
-	r = b.follow(b.post("action", "select", "device", ids[0]))
-	if !strings.Contains(r.Body, `data-state="otp"`) {
-		t.Fatalf("not on OTP page: %s", r.Body)
-	}
-	return b.post("action", "otp", "otp", s.latestOTP(b.user))
-}
-
 func TestApprovalByBrowserIsShownSentToPingOneAndForwardedOnce(t *testing.T) {
 	s, up := newApproveStack(t)
 	b := s.browser("alice")
@@ -126,7 +104,7 @@ func TestApprovalByBrowserIsShownSentToPingOneAndForwardedOnce(t *testing.T) {
 		}
 	}
 
-	r = approveBySMS(t, s, b, r)
+	r = b.passChallenge(s, r)
 	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != "/payments/transfer" {
 		t.Fatalf("OTP: got %d to %q, want 303 to the original URL: %s", r.StatusCode, r.Header.Get("Location"), r.Body)
 	}
@@ -269,7 +247,7 @@ func TestApprovalForAnAPIClientPassesOneIdenticalRetryOnly(t *testing.T) {
 	if !strings.Contains(r.Body, "<dd>250.00</dd>") || !strings.Contains(r.Body, "<dd>ACME GmbH</dd>") {
 		t.Fatalf("approval page: %s", r.Body)
 	}
-	r = approveBySMS(t, s, alice, r)
+	r = alice.passChallenge(s, r)
 	if r.StatusCode != http.StatusSeeOther {
 		t.Fatalf("OTP: %d %s", r.StatusCode, r.Body)
 	}
@@ -355,7 +333,7 @@ func TestAStepUpNeverStandsInForAnApproval(t *testing.T) {
 	}
 	// And an approval does not make a step-up: /admin/ still asks.
 	b2 := s.browser("alice")
-	r = approveBySMS(t, s, b2, b2.send("/payments/transfer", transfer))
+	r = b2.passChallenge(s, b2.send("/payments/transfer", transfer))
 	b2.follow(r)
 	if r := b2.get("/admin/"); r.StatusCode != http.StatusFound {
 		t.Fatalf("after an approval, /admin/ answered %d, want 302 to the challenge", r.StatusCode)
@@ -406,7 +384,7 @@ func TestABypassedCompletionNeverApproves(t *testing.T) {
 func TestAnApprovedRequestIsForwardedOnceWhenTabsRace(t *testing.T) {
 	s, up := newApproveStack(t)
 	b := s.browser("alice")
-	r := approveBySMS(t, s, b, b.send("/payments/transfer", transfer))
+	r := b.passChallenge(s, b.send("/payments/transfer", transfer))
 	if r.StatusCode != http.StatusSeeOther {
 		t.Fatalf("OTP: %d", r.StatusCode)
 	}
@@ -457,7 +435,7 @@ func TestADeleteApprovalShowsThePathAndForwardsTheDelete(t *testing.T) {
 	if !strings.Contains(page.Body, `<span class="approval-method">DELETE</span>`) || !strings.Contains(page.Body, "<dt>User</dt><dd>/users/42</dd>") {
 		t.Fatalf("approval page: %s", page.Body)
 	}
-	approveBySMS(t, s, b, page)
+	b.passChallenge(s, page)
 	req, _ = http.NewRequest("DELETE", s.Proxy+"/users/42", nil)
 	req.Header.Set("Origin", s.Proxy)
 	req.Header.Set("Accept", "application/json")
@@ -606,12 +584,10 @@ func (b *browser) stepUp(t *testing.T, s *stack, path string) {
 		t.Fatalf("GET %s: %d, want 302", path, r.StatusCode)
 	}
 	r = b.follow(r)
-	if !strings.Contains(r.Body, `data-state="start"`) || strings.Contains(r.Body, `id="approval"`) {
-		t.Fatalf("the step-up page is not a plain start page: %s", r.Body)
+	if strings.Contains(r.Body, `id="approval"`) {
+		t.Fatalf("the step-up page shows an approval: %s", r.Body)
 	}
-	r = b.follow(b.post("action", "start"))
-	b.follow(b.post("action", "select", "device", deviceIDs(r.Body)[0]))
-	r = b.post("action", "otp", "otp", s.latestOTP(b.user))
+	r = b.passChallenge(s, r)
 	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != path {
 		t.Fatalf("OTP: %d to %q, want 303 to %s", r.StatusCode, r.Header.Get("Location"), path)
 	}
@@ -666,7 +642,7 @@ func TestAmbiguousValuesAreRefusedBeforePingOne(t *testing.T) {
 func TestTheApprovedRequestIsReplayedOnlyOnTheBrowsersOwnReturn(t *testing.T) {
 	s, up := newApproveStack(t)
 	b := s.browser("alice")
-	if r := approveBySMS(t, s, b, b.send("/payments/transfer", transfer)); r.StatusCode != http.StatusSeeOther {
+	if r := b.passChallenge(s, b.send("/payments/transfer", transfer)); r.StatusCode != http.StatusSeeOther {
 		t.Fatalf("OTP: %d", r.StatusCode)
 	}
 	for _, h := range []map[string]string{

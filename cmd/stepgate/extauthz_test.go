@@ -319,7 +319,7 @@ func TestExtAuthzWithTheBodyServesApproveRulesOnceForTheApprovedRequest(t *testi
 	if !strings.Contains(r.Body, "<dd>250.00</dd>") {
 		t.Fatalf("approval page: %s", r.Body)
 	}
-	if r = approveBySMS(t, s, b, r); r.StatusCode != http.StatusSeeOther {
+	if r = b.passChallenge(s, r); r.StatusCode != http.StatusSeeOther {
 		t.Fatalf("OTP: %d %s", r.StatusCode, r.Body)
 	}
 	if other := pay(strings.Replace(payment, "250.00", "9250.00", 1)); other.GetOkResponse() != nil {

@@ -207,20 +207,7 @@ func (s *stack) stepUpAliceAt(base, path string) *browser {
 	if loc := r.Header.Get("Location"); !strings.HasPrefix(loc, "/.stepgate/challenge?return=") {
 		s.t.Fatalf("GET %s: redirected to %q, want the challenge page", path, loc)
 	}
-	r = b.follow(r)
-	if !strings.Contains(r.Body, `data-state="start"`) {
-		s.t.Fatalf("challenge page not in start state: %d %s", r.StatusCode, r.Body)
-	}
-	r = b.follow(b.post("action", "start"))
-	ids := deviceIDs(r.Body)
-	if len(ids) < 1 {
-		s.t.Fatalf("no devices offered: %s", r.Body)
-	}
-	r = b.follow(b.post("action", "select", "device", ids[0]))
-	if !strings.Contains(r.Body, `data-state="otp"`) {
-		s.t.Fatalf("not on OTP page: %s", r.Body)
-	}
-	r = b.post("action", "otp", "otp", s.latestOTP("alice"))
+	r = b.passChallenge(s, r)
 	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != path {
 		s.t.Fatalf("OTP: got %d to %q, want 303 to %q: %s", r.StatusCode, r.Header.Get("Location"), path, r.Body)
 	}

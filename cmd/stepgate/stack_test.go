@@ -372,6 +372,30 @@ func (s *stack) latestOTP(user string) string {
 	return msgs[0].OTP
 }
 
+// passChallenge walks the challenge page as a person would, from r (the
+// page, or a redirect to it): start, the first device offered, the code the
+// simulator delivered. It returns the answer to the code.
+func (b *browser) passChallenge(s *stack, r response) response {
+	b.t.Helper()
+	for (r.StatusCode == http.StatusFound || r.StatusCode == http.StatusSeeOther) &&
+		strings.HasPrefix(r.Header.Get("Location"), "/.stepgate/") {
+		r = b.follow(r)
+	}
+	if !strings.Contains(r.Body, `data-state="start"`) {
+		b.t.Fatalf("challenge page not in start state (%d): %s", r.StatusCode, r.Body)
+	}
+	r = b.follow(b.post("action", "start"))
+	ids := deviceIDs(r.Body)
+	if len(ids) < 1 {
+		b.t.Fatalf("no devices offered: %s", r.Body)
+	}
+	r = b.follow(b.post("action", "select", "device", ids[0]))
+	if !strings.Contains(r.Body, `data-state="otp"`) {
+		b.t.Fatalf("not on OTP page: %s", r.Body)
+	}
+	return b.post("action", "otp", "otp", s.latestOTP(b.user))
+}
+
 // stepUpAlice runs a complete SMS step-up for alice through the page and
 // returns her browser, stepped up, with the upstream path requested.
 func (s *stack) stepUpAlice(path string) *browser {
@@ -381,20 +405,7 @@ func (s *stack) stepUpAlice(path string) *browser {
 	if r.StatusCode != http.StatusFound {
 		s.t.Fatalf("GET %s: got %d, want 302", path, r.StatusCode)
 	}
-	r = b.follow(r)
-	if !strings.Contains(r.Body, `data-state="start"`) {
-		s.t.Fatalf("challenge page not in start state: %s", r.Body)
-	}
-	r = b.follow(b.post("action", "start"))
-	ids := deviceIDs(r.Body)
-	if len(ids) < 1 {
-		s.t.Fatalf("no devices offered: %s", r.Body)
-	}
-	r = b.follow(b.post("action", "select", "device", ids[0]))
-	if !strings.Contains(r.Body, `data-state="otp"`) {
-		s.t.Fatalf("not on OTP page: %s", r.Body)
-	}
-	r = b.post("action", "otp", "otp", s.latestOTP("alice"))
+	r = b.passChallenge(s, r)
 	if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != path {
 		s.t.Fatalf("OTP: got %d to %q, want 303 to %q: %s", r.StatusCode, r.Header.Get("Location"), path, r.Body)
 	}
