@@ -34,6 +34,8 @@ func TestDecideOverADescriptionOfTheRequest(t *testing.T) {
 		{"stepgate's own path in any case is internal", "GET", "/.STEPGATE/challenge", "alice", "127.0.0.1:1", false, nil, Internal, decisionInternal, false, 0},
 		{"spoofed spellings are removed and named", "GET", "/public", "alice", "127.0.0.1:1", false,
 			[]string{"X-Stepgate-User", "admin", "X_Stepgate_User", "admin", "X_Forwarded_User", "root"}, Forward, decisionAllow, false, 3},
+		{"look-alike framing headers are removed and named (a front door must drop them too)", "GET", "/public", "alice", "127.0.0.1:1", false,
+			[]string{"Transfer_Encoding", "chunked", "Content.Length", "5"}, Forward, decisionAllow, false, 2},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			h := e.request("/", tt.stepUp).Header

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"github.com/stepgate/stepgate/proxy/clientip"
 	"io"
 	"net/http"
 	"net/netip"
@@ -83,7 +84,12 @@ func (g *Gateway) serveExtAuthz(w http.ResponseWriter, r *http.Request) (string,
 		Header: r.Header, Peer: r.RemoteAddr, Host: r.Host,
 	}
 	var body *Body
-	if g.doors.ExtAuthzBody && r.Body != nil && r.ContentLength != 0 {
+	// Only a trusted proxy's body is read (Check refuses any other peer
+	// first), and only under the same idle limit as a forwarded body.
+	peer, ok := clientip.ParsePeer(r.RemoteAddr)
+	trusted := ok && g.cfg.ClientIP.Trusted(peer)
+	if trusted && g.doors.ExtAuthzBody && r.Body != nil && r.ContentLength != 0 {
+		r.Body = newClientBody(r.Body, w, g.cfg.BodyIdleTimeout)
 		limit := int64(16 << 20)
 		if g.cfg.Approvals != nil {
 			limit = g.cfg.Approvals.MaxBody() + 1
@@ -96,7 +102,7 @@ func (g *Gateway) serveExtAuthz(w http.ResponseWriter, r *http.Request) (string,
 			return a.Decision, "", netip.Addr{}
 		}
 		body = &Body{Data: b, Partial: strings.EqualFold(r.Header.Get("X-Envoy-Auth-Partial-Body"), "true")}
-	} else if g.doors.ExtAuthzBody {
+	} else if trusted && g.doors.ExtAuthzBody {
 		body = &Body{}
 	}
 	delete(r.Header, "X-Envoy-Auth-Partial-Body")

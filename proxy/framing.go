@@ -82,13 +82,17 @@ var framingHeaders = []string{
 // stripFraming deletes every non-canonical spelling of the framing headers and
 // HTTP2-Settings in every spelling (it only serves an h2c upgrade, which is
 // never forwarded).
-func stripFraming(h http.Header) {
+func stripFraming(h http.Header, removed []string) []string {
 	for name := range h {
 		for _, f := range framingHeaders {
 			if foldedEqual(name, f) && (name != f || f == "Http2-Settings") {
 				delete(h, name)
+				// A front door cannot drop them from the request it
+				// forwards itself: it is told to (ext_authz) or refuses.
+				removed = append(removed, name)
 				break
 			}
 		}
 	}
+	return removed
 }

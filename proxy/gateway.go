@@ -324,7 +324,7 @@ func (g *Gateway) decide(ctx context.Context, q *Request, d *Decision) {
 	// 2. Strip every header a client could use to impersonate stepgate, to
 	// steer the upstream's routing or to frame the message another way.
 	d.Removed = stripSpoofableNames(q.Header, g.tokenHeader, g.identityHeaders, d.Removed)
-	stripFraming(q.Header)
+	d.Removed = stripFraming(q.Header, d.Removed)
 
 	// 3. Resolve the client address once, for logs, limits and pi.remoteIp.
 	d.Client, d.Trusted = g.cfg.ClientIP.Resolve(q.Peer, q.Header.Values("X-Forwarded-For"))

@@ -84,7 +84,7 @@ func TestStripFramingRemovesLookAlikesButKeepsTheRealHeaders(t *testing.T) {
 	for k, v := range keep {
 		h[k] = []string{v}
 	}
-	stripFraming(h)
+	stripFraming(h, nil)
 	for name := range h {
 		if _, ok := keep[name]; !ok {
 			t.Errorf("%s survived", name)
