@@ -54,6 +54,9 @@ func (s *Redis) Limiter(name string, n int, per time.Duration, local Limiter) *R
 
 // Allow implements Limiter.
 func (l *RedisLimiter) Allow(key string) (bool, time.Duration) {
+	if l.s.skipWhileFailing() {
+		return l.local.Allow(key)
+	}
 	wait, err := l.s.gcra(l.s.key("l:"+l.name+":", key), l.interval, l.burst)
 	if err != nil {
 		return l.local.Allow(key)
@@ -95,6 +98,9 @@ func (s *Redis) Rate(name string, perSecond float64, burst int, local interface{
 
 // Allow reports whether one more call may be made now.
 func (r *RedisRate) Allow() bool {
+	if r.s.skipWhileFailing() {
+		return r.local.Allow()
+	}
 	wait, err := r.s.gcra(r.key, r.interval, r.burst)
 	if err != nil {
 		return r.local.Allow()

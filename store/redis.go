@@ -51,6 +51,7 @@ type Redis struct {
 	now      func() time.Time
 
 	lastOK, lastErr  atomic.Int64 // UnixNano of the latest success and failure
+	lastProbe        atomic.Int64 // UnixNano of the latest limit call let try Redis while failing
 	offset, offsetAt atomic.Int64 // server clock minus ours (ns), and when measured
 }
 
@@ -178,6 +179,23 @@ func (s *Redis) mark(err error) {
 
 // Failing reports that the latest call to Redis failed.
 func (s *Redis) Failing() bool { return s.lastErr.Load() > s.lastOK.Load() }
+
+// probeEvery is how often, while Redis is failing, one limit check tries
+// it again; the others use the replica's own limiter at once, so an outage
+// does not add a timeout to every check (several run per challenge).
+const probeEvery = time.Second
+
+// skipWhileFailing reports whether a limit check should not try Redis now.
+func (s *Redis) skipWhileFailing() bool {
+	if !s.Failing() {
+		return false
+	}
+	now, last := s.now().UnixNano(), s.lastProbe.Load()
+	if now-last < int64(probeEvery) {
+		return true
+	}
+	return !s.lastProbe.CompareAndSwap(last, now)
+}
 
 // key names a key of one kind; client-chosen parts longer than 128 bytes
 // are stored as their SHA-256, so no key grows with what a client sends.
