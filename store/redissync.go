@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -93,7 +94,9 @@ func (rr *RedisRevocations) Revoke(ctx context.Context, r Revocation) error {
 	_, err := pipe.Exec(ctx)
 	done(err)
 	if err != nil {
-		return fmt.Errorf("store: revoke: %w", err)
+		// Both, so that a local refusal (a full set) is not reported as
+		// "this replica refuses it".
+		return errors.Join(local, fmt.Errorf("store: revoke: %w", err))
 	}
 	return local
 }

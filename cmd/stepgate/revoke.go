@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"github.com/stepgate/stepgate/proxy/identity"
 	"io"
 	"log/slog"
 	"net/http"
@@ -43,8 +44,12 @@ func revokeHandler(token string, rv store.Revoker, log *slog.Logger) http.Handle
 			adminJSON(w, http.StatusBadRequest, map[string]string{"error": `want {"user":"…"} or {"session":"…"}`})
 			return
 		}
-		if (req.User == "") == (req.Session == "") || !printable(req.User) || !printable(req.Session) {
-			adminJSON(w, http.StatusBadRequest, map[string]string{"error": `want exactly one of "user" or "session", printable, at most 1024 bytes`})
+		// A user is what the gateway would accept as one (anything else
+		// could never match, yet would take a slot in the bounded set); a
+		// session id is printable and short.
+		if (req.User == "") == (req.Session == "") || (req.User != "" && !identity.ValidUser(req.User)) ||
+			!printable(req.Session) {
+			adminJSON(w, http.StatusBadRequest, map[string]string{"error": `want exactly one of "user" (a valid user name) or "session" (printable, at most 1024 bytes)`})
 			return
 		}
 		err := rv.Revoke(r.Context(), store.Revocation{User: req.User, Session: req.Session})

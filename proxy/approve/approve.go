@@ -183,7 +183,7 @@ func (g *Gate) Hold(ctx context.Context, q *Request, r *http.Request, rule rules
 		// up to 1 MiB of them), so one request cannot fill the store.
 		return "", nil, ErrTooLarge
 	}
-	id, key := random(16), random(32)
+	id, key := randomID(), randomKey(32)
 	sealed, err := seal(key, id, plain)
 	if err != nil {
 		return "", nil, err
@@ -328,12 +328,16 @@ func (h *Held) Forward(in *http.Request) *http.Request {
 	return out
 }
 
-func random(n int) []byte {
+// randomID is a held request's id: 16 random bytes as base64url text, as
+// it travels in cookies and URLs.
+func randomID() []byte {
+	return []byte(base64.RawURLEncoding.EncodeToString(randomKey(16)))
+}
+
+// randomKey is n random bytes.
+func randomKey(n int) []byte {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
-	if n == 16 { // ids travel in URLs and cookies: base64url text
-		return []byte(base64.RawURLEncoding.EncodeToString(b))
-	}
 	return b
 }
 

@@ -167,11 +167,11 @@ func (q *Request) Ambiguous(fields []rules.Field, contentEncoding string) error 
 		var n int
 		switch f.From.Kind {
 		case rules.FromQuery:
-			n = countFold(q.RawQuery, f.From.Name, false)
+			n = countFold(q.RawQuery, f.From.Name)
 		case rules.FromForm:
 			switch mt, params := q.mediaType(); mt {
 			case "application/x-www-form-urlencoded":
-				n = countFold(string(q.Body), f.From.Name, false)
+				n = countFold(string(q.Body), f.From.Name)
 			case "multipart/form-data":
 				n = q.countParts(params["boundary"], f.From.Name)
 			}
@@ -192,7 +192,7 @@ func (q *Request) Ambiguous(fields []rules.Field, contentEncoding string) error 
 
 // countFold counts the fields of an urlencoded string whose name equals
 // name ignoring case.
-func countFold(raw, name string, _ bool) int {
+func countFold(raw, name string) int {
 	n := 0
 	for part := range strings.SplitSeq(raw, "&") {
 		k, _, _ := strings.Cut(part, "=")
@@ -276,7 +276,7 @@ func Clean(s string) string {
 			b.WriteString("…")
 			break
 		}
-		if unicode.IsSpace(r) && r != '\n' && r != '\t' && r != '\r' && r != 0x85 && r != 0x2028 && r != 0x2029 {
+		if unicode.IsSpace(r) { // line breaks too: a value is shown on one line
 			if space {
 				continue
 			}
@@ -286,7 +286,7 @@ func Clean(s string) string {
 			continue
 		}
 		space = false
-		if r == utf8.RuneError || r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == 0x2028 || r == 0x2029 ||
+		if r == utf8.RuneError || r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) ||
 			(r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) {
 			// Bidirectional overrides could make "500" read as "005".
 			r = '\uFFFD'

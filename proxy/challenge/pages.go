@@ -394,7 +394,9 @@ func (h *Handler) renderMessage(w http.ResponseWriter, r *http.Request, f *sessi
 func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, v *view) {
 	if v.flow != nil {
 		v.CSRF = base64.RawURLEncoding.EncodeToString(v.flow.CSRF)
-		if v.flow.Approval != "" && v.Approval == nil && h.cfg.Approvals != nil {
+		// Error pages (a 429 for reloads among them) show no summary, so
+		// they do not open the held request either.
+		if v.flow.Approval != "" && v.Approval == nil && h.cfg.Approvals != nil && v.State != "error" {
 			if held, err := h.cfg.Approvals.Open(r.Context(), v.flow.Approval); err == nil && held.User == v.flow.User {
 				v.Approval = newApprovalView(held)
 			}
