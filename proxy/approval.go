@@ -109,7 +109,7 @@ func (g *Gateway) approve(w http.ResponseWriter, r *http.Request, rule rules.Rul
 		return decisionApprovalRequired, user
 	}
 	g.approvalEvent(r, "required", user, fw, h.Digest)
-	g.cfg.Challenge.RequireApproval(w, r, rule, ref)
+	g.cfg.Challenge.RequireApproval(w, r, rule, ref, user)
 	return decisionApprovalRequired, user
 }
 

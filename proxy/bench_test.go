@@ -74,7 +74,7 @@ func (nopChallenger) Require(w http.ResponseWriter, _ *http.Request, _ rules.Rul
 func (nopChallenger) Error(w http.ResponseWriter, _ *http.Request, status int, _ string) {
 	w.WriteHeader(status)
 }
-func (nopChallenger) RequireApproval(w http.ResponseWriter, _ *http.Request, _ rules.Rule, _ string) {
+func (nopChallenger) RequireApproval(w http.ResponseWriter, _ *http.Request, _ rules.Rule, _, _ string) {
 	w.WriteHeader(http.StatusSeeOther)
 }
 func (nopChallenger) IsAPI(*http.Request) bool { return false }

@@ -66,7 +66,7 @@ type Challenger interface {
 	Require(w http.ResponseWriter, r *http.Request, rule rules.Rule)
 	// RequireApproval answers a request held under ref until its user
 	// approves it; IsAPI tells whether that answer goes to a program.
-	RequireApproval(w http.ResponseWriter, r *http.Request, rule rules.Rule, ref string)
+	RequireApproval(w http.ResponseWriter, r *http.Request, rule rules.Rule, ref, user string)
 	IsAPI(r *http.Request) bool
 	// Error renders a user-facing error page (HTML or JSON by Accept).
 	Error(w http.ResponseWriter, r *http.Request, status int, message string)

@@ -58,7 +58,7 @@ func (stubChallenger) Require(w http.ResponseWriter, _ *http.Request, _ rules.Ru
 func (stubChallenger) Error(w http.ResponseWriter, _ *http.Request, status int, _ string) {
 	w.WriteHeader(status)
 }
-func (stubChallenger) RequireApproval(w http.ResponseWriter, _ *http.Request, _ rules.Rule, _ string) {
+func (stubChallenger) RequireApproval(w http.ResponseWriter, _ *http.Request, _ rules.Rule, _, _ string) {
 	w.WriteHeader(http.StatusSeeOther)
 }
 func (stubChallenger) IsAPI(*http.Request) bool { return false }

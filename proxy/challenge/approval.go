@@ -34,16 +34,26 @@ func (h *Handler) IsAPI(r *http.Request) bool { return clientKind(r) == kindAPI 
 // user to approve it (docs/design.md §14). Browsers go to the challenge page, which
 // shows what is being approved; programs get 401 JSON with the page's URL
 // to hand to their user.
-func (h *Handler) RequireApproval(w http.ResponseWriter, r *http.Request, rule rules.Rule, ref string) {
-	target := PathChallenge + "?approval=" + url.QueryEscape(ref)
+func (h *Handler) RequireApproval(w http.ResponseWriter, r *http.Request, rule rules.Rule, ref, user string) {
 	setNoStore(w.Header())
 	if clientKind(r) != kindAPI {
-		if from := referrerPath(r); from != "" {
-			target += "&from=" + url.QueryEscape(from)
+		// The browser's approval starts here: the reference, which holds
+		// the held request's key, goes into the sealed flow cookie and
+		// never into a URL (no access log or history keeps it).
+		if f, ok := h.cfg.Store.Flow(r); ok && f.FlowID != "" && f.User == user {
+			_, _ = h.cfg.PingOne.Reset(r.Context(), &f.Pending) // best effort: given up for this one
 		}
-		http.Redirect(w, r, target, http.StatusSeeOther)
+		f := session.Flow{User: user, ReturnPath: SafeReturn(r.RequestURI), CSRF: randomBytes(32), Created: h.now(),
+			Approval: ref, From: referrerPath(r)}
+		if err := h.cfg.Store.SaveFlow(w, f); err != nil {
+			h.internal(w, r, caller{user: user}, fmt.Errorf("challenge: save flow: %w", err))
+			return
+		}
+		h.continueTo(w, r, nil)
 		return
 	}
+	// A program's user opens the page from the URL it was given.
+	target := PathChallenge + "?approval=" + url.QueryEscape(ref)
 	chal := `Bearer error="insufficient_user_authentication", error_description="This request needs its own approval"`
 	if rule.ACR != "" {
 		chal += `, acr_values="` + rule.ACR + `"`
