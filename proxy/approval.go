@@ -63,22 +63,28 @@ func (g *Gateway) approve(w http.ResponseWriter, r *http.Request, rule rules.Rul
 		g.cfg.Challenge.Error(w, r, http.StatusBadRequest, "bad_request")
 		return decisionRejected, user
 	}
-	// What the page shows must be what the application reads: a value
-	// given twice, or a body in an encoding stepgate does not read, is
-	// refused rather than shown one way and acted on another.
-	if err := q.Ambiguous(append(slices.Clip(rule.Show), rule.Vars...), r.Header.Get("Content-Encoding")); err != nil {
-		g.approvalEvent(r, "refused", user, fw, "", slog.String("reason", "a shown or sent value is ambiguous"))
+	// What the page shows must be what the application acts on: the
+	// request is read under one strict grammar, refused where it leaves
+	// it or could be read two ways, and forwarded as stepgate re-encodes
+	// it (docs/design.md §14.2). A front door's check cannot change the
+	// body its proxy forwards: there the strict grammar alone stands.
+	original := rule.Original || fw.check != nil
+	if err := q.Canonicalize(r.Header, append(slices.Clip(rule.Show), rule.Vars...), original); err != nil {
+		g.approvalEvent(r, "refused", user, fw, "", slog.String("reason", approve.Reason(err)))
 		g.cfg.Challenge.Error(w, r, http.StatusBadRequest, "approve_ambiguous")
 		return decisionRejected, user
 	}
-	used, err := g.cfg.Approvals.Consume(r.Context(), q)
+	if !original {
+		q.Apply(r)
+		fw.path.Query = q.RawQuery
+	}
+	used, digest, err := g.cfg.Approvals.Consume(r.Context(), q)
 	if err != nil {
 		g.storeDown(w, r, err)
 		return decisionApprovalRequired, user
 	}
 	if used {
 		// An API client's retry of the request the user approved.
-		digest := g.cfg.Approvals.Digest(q)
 		g.approvalEvent(r, "forwarded", user, fw, digest)
 		fw.approval = digest
 		g.forward(w, r, fw)

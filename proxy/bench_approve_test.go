@@ -32,7 +32,7 @@ func approveBenchGateway(b *testing.B) (*Gateway, *approve.Gate, *store.Memory) 
 	}
 	now := func() time.Time { return benchEpoch }
 	st := store.NewMemory(store.MemoryOptions{Now: now})
-	gate := approve.New(st, []byte("bench digest key"), 0, now)
+	gate := approve.New(st, [][]byte{[]byte("bench digest key")}, 0, now)
 	cfg := e.gw.cfg
 	cfg.Rules, cfg.Approvals = set, gate
 	gw, err := New(cfg)

@@ -121,11 +121,14 @@ func TestApprovalByBrowserIsShownSentToPingOneAndForwardedOnce(t *testing.T) {
 
 	// The browser's GET of the original URL gets the held POST's answer.
 	r = b.follow(r)
-	if r.StatusCode != http.StatusOK || r.Body != "upstream did POST /payments/transfer with "+transfer.Encode() {
+	// What is forwarded is stepgate's canonical encoding of what it parsed
+	// (docs/design.md §14.2): a space is %20, not +.
+	canonical := strings.ReplaceAll(transfer.Encode(), "+", "%20")
+	if r.StatusCode != http.StatusOK || r.Body != "upstream did POST /payments/transfer with "+canonical {
 		t.Fatalf("after approval: %d %q", r.StatusCode, r.Body)
 	}
 	got := up.all()
-	if len(got) != 1 || got[0].Method != "POST" || got[0].Body != transfer.Encode() ||
+	if len(got) != 1 || got[0].Method != "POST" || got[0].Body != canonical ||
 		got[0].ContentType != "application/x-www-form-urlencoded" || len(got[0].Approval) != 64 {
 		t.Fatalf("upstream got %+v, want exactly the approved POST once with its digest", got)
 	}
@@ -162,7 +165,7 @@ func TestApprovalByBrowserIsShownSentToPingOneAndForwardedOnce(t *testing.T) {
 func TestApprovalPageEscapesAndCutsWhatTheRequestSays(t *testing.T) {
 	s, _ := newApproveStack(t)
 	b := s.browser("alice")
-	evil := url.Values{"amount": {strings.Repeat("9", 300)}, "currency": {"<b>EUR</b>"}, "payee": {"ACME\u202eHmbG"}}
+	evil := url.Values{"amount": {strings.Repeat("9", 300)}, "currency": {"<b>EUR</b>"}, "payee": {"ACME GmbH"}}
 	r := b.follow(b.send("/payments/transfer", evil))
 	if strings.Contains(r.Body, "<b>EUR</b>") || !strings.Contains(r.Body, "&lt;b&gt;EUR&lt;/b&gt;") {
 		t.Errorf("markup from the request reached the page unescaped")
@@ -170,8 +173,15 @@ func TestApprovalPageEscapesAndCutsWhatTheRequestSays(t *testing.T) {
 	if !strings.Contains(r.Body, "<dd>"+strings.Repeat("9", 200)+"…</dd>") || strings.Contains(r.Body, strings.Repeat("9", 201)) {
 		t.Errorf("a 300-character value was not cut at 200")
 	}
-	if strings.Contains(r.Body, "\u202e") {
-		t.Errorf("a bidirectional override reached the page")
+	// A character a person cannot see is refused before anything is held
+	// or sent to PingOne: the page would show ACME, the app store EMCA.
+	evil["payee"] = []string{"ACME\u202eHmbG"}
+	r = b.send("/payments/transfer", evil)
+	if r.StatusCode != http.StatusBadRequest || strings.Contains(r.Body, "\u202e") || !strings.Contains(r.Body, "cannot be approved") {
+		t.Errorf("a bidirectional override: %d %s", r.StatusCode, r.Body)
+	}
+	if n := len(s.Sim.Inbox("alice")); n != 0 {
+		t.Errorf("PingOne was asked %d times about a refused request", n)
 	}
 }
 
@@ -259,7 +269,7 @@ func TestApprovalForAnAPIClientPassesOneIdenticalRetryOnly(t *testing.T) {
 		{"another payee", "alice", "POST", "/api/payments?x=1", "application/json", strings.Replace(body, "ACME", "EVIL", 1)},
 		{"another query", "alice", "POST", "/api/payments?x=2", "application/json", body},
 		{"no query", "alice", "POST", "/api/payments", "application/json", body},
-		{"another content type", "alice", "POST", "/api/payments?x=1", "application/json; charset=utf-8", body},
+		{"another content type", "alice", "POST", "/api/payments?x=1", "application/vnd.pay+json", body},
 		{"another user", "bob", "POST", "/api/payments?x=1", "application/json", body},
 	}
 	for _, o := range others {

@@ -265,7 +265,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	}
 	// Held requests and approvals (approve rules): in this process,
 	// bounded; see the store package.
-	approvals := approve.New(g.approvals, approvalDigestKey(s.cookieKeys[0]), cfg.ApproveMaxBody, now)
+	approvals := approve.New(g.approvals, approvalDigestKeys(s.cookieKeys), cfg.ApproveMaxBody, now)
 	revocations := revocationCheck{st.view}
 	chal, err := challenge.New(challenge.Config{
 		PingOne:   client,
@@ -640,6 +640,17 @@ func parseLevel(s string) (slog.Level, error) {
 // approvalDigestKey keys approval digests (proxy/approve): derived from the
 // sealing cookie key, which every replica sharing a store already shares,
 // and separate from it by a label, so that one key never serves two uses.
+// approvalDigestKeys derives one digest key from each cookie key, the
+// current first: an API client's retry across a key roll still finds the
+// approval its user gave under the previous key.
+func approvalDigestKeys(cookieKeys [][]byte) [][]byte {
+	out := make([][]byte, len(cookieKeys))
+	for i, k := range cookieKeys {
+		out[i] = approvalDigestKey(k)
+	}
+	return out
+}
+
 func approvalDigestKey(cookieKey []byte) []byte {
 	m := hmac.New(sha256.New, cookieKey)
 	m.Write([]byte("stepgate approval digest v1"))

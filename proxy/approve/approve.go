@@ -50,9 +50,11 @@ var (
 // encoding. It is keyed (HMAC-SHA256), because it is logged and sent to the
 // upstream: a plain hash over mostly known fields would let anyone with a
 // log line try amounts until one matched.
-func (g *Gate) Digest(q *Request) string {
+func (g *Gate) Digest(q *Request) string { return digest(g.keys[0], q) }
+
+func digest(key []byte, q *Request) string {
 	body := sha256.Sum256(q.Body)
-	h := hmac.New(sha256.New, g.key)
+	h := hmac.New(sha256.New, key)
 	for _, s := range []string{"stepgate-approval-v1", q.User, q.Method, q.Path, q.RawQuery, q.ContentType} {
 		var n [8]byte
 		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
@@ -104,22 +106,27 @@ func (h *Held) ReqPath() reqpath.Path {
 // Gate reads, holds and releases approve-rule requests.
 type Gate struct {
 	store   store.Approvals
-	key     []byte
+	keys    [][]byte // the first keys new digests; the others still match
 	maxBody int64
 	now     func() time.Time
 }
 
-// New returns a Gate. key keys the digest (every replica sharing a store
-// needs the same one; cmd/stepgate derives it from the cookie keys); maxBody
-// <= 0 means DefaultMaxBody.
-func New(s store.Approvals, key []byte, maxBody int64, now func() time.Time) *Gate {
+// New returns a Gate. keys key the digest (every replica sharing a store
+// needs the same ones; cmd/stepgate derives them from the cookie keys): the
+// first keys new approvals, and an approval keyed by any of them is used,
+// so that an API client's retry across a key roll finds its approval;
+// maxBody <= 0 means DefaultMaxBody.
+func New(s store.Approvals, keys [][]byte, maxBody int64, now func() time.Time) *Gate {
+	if len(keys) == 0 {
+		panic("approve: New without a digest key")
+	}
 	if maxBody <= 0 {
 		maxBody = DefaultMaxBody
 	}
 	if now == nil {
 		now = time.Now
 	}
-	return &Gate{store: s, key: key, maxBody: maxBody, now: now}
+	return &Gate{store: s, keys: keys, maxBody: maxBody, now: now}
 }
 
 // MaxBody is the largest body an approve rule holds.
@@ -152,9 +159,16 @@ func (g *Gate) Read(r *http.Request, user string, p reqpath.Path) (*Request, err
 	}, nil
 }
 
-// Consume uses the approval of q, if there is one.
-func (g *Gate) Consume(ctx context.Context, q *Request) (bool, error) {
-	return g.store.Consume(ctx, g.Digest(q))
+// Consume uses the approval of q, if there is one, and returns its digest.
+func (g *Gate) Consume(ctx context.Context, q *Request) (used bool, digestUsed string, err error) {
+	for _, k := range g.keys {
+		d := digest(k, q)
+		ok, err := g.store.Consume(ctx, d)
+		if err != nil || ok {
+			return ok, d, err
+		}
+	}
+	return false, "", nil
 }
 
 // Hold keeps q with what rule says to show and send, and returns the

@@ -30,7 +30,7 @@ func TestMemoryFlatUnderAMillionHeldRequests(t *testing.T) {
 	const total, checkpoint = 1_000_000, 250_000
 	now := time.Unix(1_800_000_000, 0)
 	s := store.NewMemory(store.MemoryOptions{Now: func() time.Time { return now }})
-	g := New(s, testDigestKey, DefaultMaxBody, func() time.Time { return now })
+	g := New(s, [][]byte{testDigestKey}, DefaultMaxBody, func() time.Time { return now })
 	rule := rules.Rule{TTL: 5 * time.Minute, Template: "transaction",
 		Show: []rules.Field{{Label: "Amount", From: rules.Source{Kind: rules.FromForm, Name: "amount"}}},
 		Vars: []rules.Field{{Label: "sum", From: rules.Source{Kind: rules.FromForm, Name: "amount"}}}}

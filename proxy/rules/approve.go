@@ -114,6 +114,14 @@ func parseApprove(r Rule, opts []string, d Defaults) (Rule, error) {
 			r.TTL = dur
 		case "acr":
 			r.ACR, err = acrList(strings.Split(v, ","))
+		case "forward":
+			switch v {
+			case "canonical":
+			case "original":
+				r.Original = true
+			default:
+				err = errors.New("canonical (the default: stepgate's encoding of what it parsed) or original (the client's bytes)")
+			}
 		case "max_age":
 			err = errors.New("approve rules have ttl, not max_age: every request needs its own approval")
 		default:
@@ -209,8 +217,15 @@ func ParseSource(s string) (Source, error) {
 		return Source{}, fmt.Errorf("source %q: name must be 1 to %d characters", s, maxSourceName)
 	}
 	for i := 0; i < len(name); i++ {
-		if c := name[i]; c <= ' ' || c >= 0x7f {
+		c := name[i]
+		if c <= ' ' || c >= 0x7f {
 			return Source{}, fmt.Errorf("source %q: only visible ASCII", s)
+		}
+		// A form or query name is one every parser reads alike: PHP reads
+		// '.', ' ' and '[' as '_', and '[' starts an array for PHP, qs and
+		// Rack (docs/design.md §14.2).
+		if k != FromJSON && !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return Source{}, fmt.Errorf("source %q: a form or query name is letters, digits, _ and -", s)
 		}
 	}
 	return Source{Kind: k, Name: name}, nil
@@ -264,5 +279,8 @@ func (r Rule) writeApproveOptions(b *strings.Builder) {
 	b.WriteString(" ttl=" + r.TTL.String())
 	if r.ACR != "" {
 		b.WriteString(" acr=" + strings.ReplaceAll(r.ACR, " ", ","))
+	}
+	if r.Original {
+		b.WriteString(" forward=original")
 	}
 }

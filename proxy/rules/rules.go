@@ -109,6 +109,11 @@ type Rule struct {
 	Variant  string        // template variant; "" for the default
 	Vars     []Field       // template variables (Label is the variable name)
 	TTL      time.Duration // how long the request waits for approval, and the approval for use
+	// Original forwards the client's own bytes once the request passes
+	// the strict grammar (forward=original), instead of stepgate's
+	// canonical encoding of it: for a body the application verifies by a
+	// signature.
+	Original bool
 }
 
 // String is the canonical, re-parseable one-line form, for example
