@@ -31,7 +31,7 @@ func (a *heldApprovals) Open(_ context.Context, ref string) (*approve.Held, erro
 	return &h, nil
 }
 func (*heldApprovals) Approve(context.Context, string, *approve.Held) error { return nil }
-func (*heldApprovals) Forget(context.Context, string)                      {}
+func (*heldApprovals) Forget(context.Context, string)                       {}
 
 var heldAt = time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
 
