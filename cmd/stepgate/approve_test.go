@@ -20,8 +20,9 @@ import (
 )
 
 const approveTestRules = "/admin/ mfa max_age=15m; " +
-	"POST /payments/transfer approve show=Amount:form.amount,Currency:form.currency,Payee:form.payee " +
-	"template=transaction vars=sum:form.amount,currency:form.currency,recipient:form.payee ttl=2m; " +
+	`POST /payments/transfer approve title="Send a payment" show=Amount:form.amount,Currency:form.currency,Payee:form.payee ` +
+	`template=transaction vars=sum:form.amount,currency:form.currency,recipient:form.payee ` +
+	`message="Approve ${sum} ${currency} to ${recipient}?" ttl=2m; ` +
 	"POST /api/payments approve show=Amount:json./amount,Payee:json./payee/name template=transaction " +
 	"vars=sum:json./amount,currency:json./currency,recipient:json./payee/name; " +
 	"DELETE /users/ approve show=User:path"
@@ -94,8 +95,12 @@ func TestApprovalByBrowserIsShownSentToPingOneAndForwardedOnce(t *testing.T) {
 		t.Fatalf("upstream got %d requests before approval", n)
 	}
 	r = b.follow(r)
-	for _, want := range []string{"Approve this action", `<span class="approval-method">POST</span>`,
-		`<span class="approval-path">/payments/transfer</span>`, "<dt>Amount</dt><dd>500</dd>",
+	// The rule's title heads the page; its message is the SMS's sentence
+	// with the same values; method and path are a detail line.
+	for _, want := range []string{"<h1>Send a payment</h1>",
+		`<p class="approval-message" id="approval-message">Approve <strong>500</strong> <strong>EUR</strong> to <strong>ACME GmbH</strong>?</p>`,
+		`Request: <span class="approval-method">POST</span> <span class="approval-path">/payments/transfer</span>`,
+		"You have 2 minutes to approve this.", "<dt>Amount</dt><dd>500</dd>",
 		"<dt>Currency</dt><dd>EUR</dd>", "<dt>Payee</dt><dd>ACME GmbH</dd>"} {
 		if !strings.Contains(r.Body, want) {
 			t.Errorf("approval page lacks %q:\n%s", want, r.Body)

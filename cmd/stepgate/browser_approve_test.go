@@ -39,8 +39,11 @@ func (tb *browserTab) sendPayment() {
 			tb.t.Errorf("approval summary %q lacks %q", got, want)
 		}
 	}
-	if title := evalJS[string](tb, "document.title"); !strings.HasPrefix(title, englishMessage(tb.t, "approve_title")) {
-		tb.t.Errorf("title %q does not say an action is being approved", title)
+	if title := evalJS[string](tb, "document.title"); !strings.HasPrefix(title, "Send a payment") {
+		tb.t.Errorf("title %q is not the rule's title", title)
+	}
+	if got, want := tb.text("#approval-message"), "Approve 500 EUR to ACME GmbH?"; got != want {
+		tb.t.Errorf("the page's sentence is %q, want the SMS's %q", got, want)
 	}
 	if q := evalJS[string](tb, "location.search"); q != "" {
 		tb.t.Errorf("the approval page URL keeps a query %q (the reference must not stay in history)", q)
@@ -94,8 +97,8 @@ func TestApprovalInChromium(t *testing.T) {
 			}
 			tb.screenshot("approve-otp")
 			msg := s.Sim.Inbox("alice")[0]
-			if !strings.Contains(msg.Text, "500 EUR to ACME GmbH") {
-				t.Errorf("the SMS says %q, want the amount and payee", msg.Text)
+			if page := tb.text("#approval-message"); !strings.HasPrefix(msg.Text, page+" ") {
+				t.Errorf("the SMS says %q, want the page's sentence %q", msg.Text, page)
 			}
 			tb.typeInto("#otp", msg.OTP)
 			tb.submit(chromedp.KeyEvent(kb.Enter))

@@ -7,10 +7,15 @@ import (
 
 // demoRules guard the demo app: admin pages need a step-up; a payment and
 // deleting a user each need their own approval (docs/design.md §14).
+//
+// The payment's message is the first sentence of the simulator's transaction
+// template (pingonesim.DemoTransactionTemplate), so the page and the SMS say
+// the same thing.
 const demoRules = "/admin/ mfa max_age=15m\n" +
-	"POST /payments/transfer approve show=Amount:form.amount,Currency:form.currency,Payee:form.payee " +
-	"template=transaction vars=sum:form.amount,currency:form.currency,recipient:form.payee ttl=5m\n" +
-	"POST /admin/users/delete approve show=User:form.user ttl=5m\n"
+	`POST /payments/transfer approve title="Send a payment" show=Amount:form.amount,Currency:form.currency,Payee:form.payee ` +
+	`template=transaction vars=sum:form.amount,currency:form.currency,recipient:form.payee ` +
+	`message="Approve ${sum} ${currency} to ${recipient}?" ttl=5m` + "\n" +
+	`POST /admin/users/delete approve title="Delete a user" show=User:form.user ttl=5m` + "\n"
 
 // demoActions serves the demo app's two approved actions and their forms,
 // and hands everything else to app.

@@ -12,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stepgate/stepgate/mfa/pingonesim"
+	"github.com/stepgate/stepgate/proxy/rules"
 )
 
 // startCommand runs `stepgate <args>` in-process until the test ends and
@@ -186,6 +189,20 @@ func TestDemoPaymentIsApprovedWithTheAmountInTheSMS(t *testing.T) {
 	r = b.follow(r)
 	if r.StatusCode != http.StatusOK || !strings.Contains(r.Body, "500 EUR to ACME GmbH, as alice") {
 		t.Fatalf("after approval: %d %s", r.StatusCode, r.Body)
+	}
+}
+
+// The demo's payment page says the sentence the demo tenant's SMS says: the
+// rule's message is the template's text before the code.
+func TestDemoPaymentPageSaysWhatTheSMSSays(t *testing.T) {
+	set, err := rules.Parse("demo", demoRules, rules.Defaults{Action: rules.Allow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := set.Match("POST", "/payments/transfer")
+	sms := pingonesim.DemoTransactionTemplate()[pingonesim.DefaultVariant].SMS
+	if r.Template != pingonesim.TemplateTransaction || r.Message == "" || !strings.HasPrefix(sms, r.Message+" Code: ") {
+		t.Errorf("demo rule template %q message %q; the demo SMS reads %q", r.Template, r.Message, sms)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stepgate/stepgate/mfa"
 	"github.com/stepgate/stepgate/proxy/approve"
+	"github.com/stepgate/stepgate/proxy/invisible"
 	"github.com/stepgate/stepgate/proxy/rules"
 	"github.com/stepgate/stepgate/session"
 )
@@ -177,14 +178,60 @@ func (h *Handler) showDone(w http.ResponseWriter, r *http.Request, done string) 
 	return true
 }
 
-// approvalView is what the page says is being approved.
+// approvalView is what the page says is being approved: the rule's title
+// and the notification's sentence with the held values, then the values
+// the rule shows, the request's method and path as a detail line, and how
+// long the approval can still be given. Everything taken from the request
+// has its invisible characters named (⟨U+202E⟩), so it reads on the page
+// as it is, not as a browser would render it.
 type approvalView struct {
-	Method, Path string
-	Fields       []approve.Shown
+	Title   string        // the rule's title; "" for the catalogue's heading
+	Message []messagePart // the notification's sentence; nil without one
+	Method  string
+	Path    string
+	Fields  []approve.Shown
+	Left    time.Duration // until the held request expires
 }
 
-func newApprovalView(held *approve.Held) *approvalView {
-	return &approvalView{Method: held.Method, Path: held.Match, Fields: held.Show}
+// messagePart is a piece of the sentence: the rule's text, or a value from
+// the request (Value), or a value the request did not give (Missing).
+type messagePart struct {
+	Text           string
+	Value, Missing bool
+}
+
+func (h *Handler) newApprovalView(held *approve.Held) *approvalView {
+	v := &approvalView{
+		Method: invisible.Escape(held.Method), Path: invisible.Escape(held.Match),
+		Fields: make([]approve.Shown, len(held.Show)),
+		Left:   held.Created.Add(held.TTL).Sub(h.now()),
+	}
+	for i, f := range held.Show {
+		f.Value = invisible.Escape(f.Value)
+		v.Fields[i] = f
+	}
+	// The title and the sentence are the rule's; the values are the ones
+	// held, which are the ones sent to PingOne. A rule that no longer
+	// matches the held request as it did (another replica's rules during
+	// a rollout) gives neither: the page then falls back to its own words.
+	rule := h.cfg.RuleFor(held.Method, held.Path)
+	if rule.Action != rules.Approve || rule.Template != held.Tmpl || rule.Variant != held.Variant {
+		return v
+	}
+	v.Title = rule.Title
+	for _, p := range rule.MessageParts() {
+		if p.Var == "" {
+			v.Message = append(v.Message, messagePart{Text: p.Text})
+			continue
+		}
+		val, ok := held.Vars[p.Var]
+		if !ok || val == "" {
+			v.Message = append(v.Message, messagePart{Missing: true})
+			continue
+		}
+		v.Message = append(v.Message, messagePart{Text: invisible.Escape(val), Value: true})
+	}
+	return v
 }
 
 // startRequest is what PingOne is asked for: a step-up for the rule of the

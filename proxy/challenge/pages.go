@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/stepgate/stepgate/mfa"
+	"github.com/stepgate/stepgate/proxy/invisible"
 	"github.com/stepgate/stepgate/session"
 )
 
@@ -178,6 +179,9 @@ type deviceView struct {
 func (v *view) Title() string {
 	keys := []string{"title_" + v.State, "title"}
 	if v.Approval != nil && v.State != "error" {
+		if v.Approval.Title != "" {
+			return v.Approval.Title
+		}
 		keys = []string{"approve_title"}
 	}
 	if v.State == "error" {
@@ -239,6 +243,22 @@ func (v *view) T(key string, args ...any) string {
 		return fmt.Sprintf(s, args...)
 	}
 	return s
+}
+
+// ValidText says how long the approval can still be given: whole minutes
+// from two minutes up (a render a few seconds after the hold still says
+// the rule's ttl), seconds below.
+func (a *approvalView) ValidText(v *view) string {
+	switch left := a.Left; {
+	case left <= 0:
+		return v.T("approve_time_up")
+	case left >= 2*time.Minute:
+		return v.T("approve_valid_minutes", int64((left+5*time.Second)/time.Minute))
+	case left <= time.Second:
+		return v.T("approve_valid_second")
+	default:
+		return v.T("approve_valid_seconds", int64((left+time.Second-1)/time.Second))
+	}
 }
 
 // RetryText says how long to wait after a 429, in whole seconds under a
@@ -398,10 +418,10 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, v *
 		// they do not open the held request either.
 		if v.flow.Approval != "" && v.Approval == nil && h.cfg.Approvals != nil && v.State != "error" {
 			if held, err := h.cfg.Approvals.Open(r.Context(), v.flow.Approval); err == nil && held.User == v.flow.User {
-				v.Approval = newApprovalView(held)
+				v.Approval = h.newApprovalView(held)
 			}
 		}
-		v.User, v.Opening, v.Home = v.flow.User, v.flow.ReturnPath, homeFor(v.flow)
+		v.User, v.Opening, v.Home = v.flow.User, invisible.Escape(v.flow.ReturnPath), homeFor(v.flow)
 	}
 	if k, ok := messageKinds[v.Message]; ok && k.place == notice {
 		v.Notice = true

@@ -122,6 +122,13 @@ func parseApprove(r Rule, opts []string, d Defaults) (Rule, error) {
 			default:
 				err = errors.New("canonical (the default: stepgate's encoding of what it parsed) or original (the client's bytes)")
 			}
+		case "title":
+			r.Title, err = parseText(v, MaxTitleLen)
+			if err == nil && strings.Contains(r.Title, "${") {
+				err = errors.New("a title is shown as written; values go in message=")
+			}
+		case "message":
+			r.Message, err = parseText(v, MaxMessageLen)
 		case "max_age":
 			err = errors.New("approve rules have ttl, not max_age: every request needs its own approval")
 		default:
@@ -133,6 +140,15 @@ func parseApprove(r Rule, opts []string, d Defaults) (Rule, error) {
 	}
 	if (len(r.Vars) > 0 || r.Variant != "") && r.Template == "" {
 		return Rule{}, fmt.Errorf("%q approve: vars and variant need template=NAME", r.Path)
+	}
+	if r.Message != "" {
+		// The message repeats the template's sentence on the page.
+		if r.Template == "" {
+			return Rule{}, fmt.Errorf("%q approve: message repeats the notification's sentence, so it needs template=NAME", r.Path)
+		}
+		if err := checkMessage(r.Message, r.Vars); err != nil {
+			return Rule{}, fmt.Errorf("%q approve: message: %w", r.Path, err)
+		}
 	}
 	return r, nil
 }
@@ -268,6 +284,9 @@ func (r Rule) writeApproveOptions(b *strings.Builder) {
 			b.WriteString(f.Label + ":" + f.From.String())
 		}
 	}
+	if r.Title != "" {
+		b.WriteString(` title="` + r.Title + `"`)
+	}
 	writeFields("show", r.Show)
 	if r.Template != "" {
 		b.WriteString(" template=" + r.Template)
@@ -276,6 +295,9 @@ func (r Rule) writeApproveOptions(b *strings.Builder) {
 		b.WriteString(" variant=" + r.Variant)
 	}
 	writeFields("vars", r.Vars)
+	if r.Message != "" {
+		b.WriteString(` message="` + r.Message + `"`)
+	}
 	b.WriteString(" ttl=" + r.TTL.String())
 	if r.ACR != "" {
 		b.WriteString(" acr=" + strings.ReplaceAll(r.ACR, " ", ","))

@@ -42,6 +42,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/stepgate/stepgate/proxy/reqpath"
 )
@@ -114,6 +116,8 @@ type Rule struct {
 	// canonical encoding of it: for a body the application verifies by a
 	// signature.
 	Original bool
+	Title    string // the page's heading ("Send a payment"); "" for the catalogue's
+	Message  string // the sentence the notification shows, with ${VAR} of Vars; "" for none
 }
 
 // String is the canonical, re-parseable one-line form, for example
@@ -262,7 +266,10 @@ func Parse(source, text string, d Defaults) (*Set, error) {
 }
 
 func parseRule(line string, d Defaults) (Rule, error) {
-	f := strings.Fields(line)
+	f, err := words(line)
+	if err != nil {
+		return Rule{}, err
+	}
 	var r Rule
 	if len(f) > 0 && !strings.HasPrefix(f[0], "/") {
 		ms, err := parseMethods(f[0])
@@ -324,7 +331,7 @@ func parseRule(line string, d Defaults) (Rule, error) {
 				return Rule{}, fmt.Errorf("option %q: %w", o, err)
 			}
 			r.ACR = acr
-		case "show", "template", "variant", "vars", "ttl":
+		case "show", "template", "variant", "vars", "ttl", "title", "message":
 			return Rule{}, fmt.Errorf("option %q: %s is an approve option, not an mfa one", o, k)
 		case "prompt":
 			if v != "login" {
@@ -336,6 +343,67 @@ func parseRule(line string, d Defaults) (Rule, error) {
 		}
 	}
 	return r, nil
+}
+
+// words splits a rule into its words as strings.Fields does, except that
+// a word of the form key="…" runs to the closing quote, spaces included
+// (title="Send a payment"). The quotes stay in the word; only the options
+// that take text (title, message) accept them, and every other option's
+// check refuses a '"'. A quote anywhere else, a quoted value that does not
+// end within the rule, and a closing quote followed by anything but white
+// space are errors: a rule reads one way only. There are no escapes, so a
+// quoted value cannot hold '"'; nor can it hold ';' or '#', which end the
+// rule before it is split into words.
+func words(line string) ([]string, error) {
+	var out []string
+	i := 0
+	for {
+		for i < len(line) {
+			c, n := utf8.DecodeRuneInString(line[i:])
+			if !unicode.IsSpace(c) {
+				break
+			}
+			i += n
+		}
+		if i == len(line) {
+			return out, nil
+		}
+		start := i
+		for i < len(line) {
+			c, n := utf8.DecodeRuneInString(line[i:])
+			if unicode.IsSpace(c) {
+				break
+			}
+			if c != '"' {
+				i += n
+				continue
+			}
+			word := line[start:i]
+			if eq := strings.IndexByte(word, '='); eq <= 0 || eq != len(word)-1 {
+				return nil, fmt.Errorf("%q: a '\"' may only open an option's value, as in title=\"Send a payment\"", firstWord(line[start:]))
+			}
+			end := strings.IndexByte(line[i+1:], '"')
+			if end < 0 {
+				return nil, fmt.Errorf("%q: the quoted value does not end (a quoted value cannot hold ';' or '#': they end the rule)", line[start:])
+			}
+			i += 1 + end + 1
+			if i < len(line) {
+				if c, _ := utf8.DecodeRuneInString(line[i:]); !unicode.IsSpace(c) {
+					return nil, fmt.Errorf("%q: white space must follow the closing '\"'", firstWord(line[start:]))
+				}
+			}
+			break
+		}
+		out = append(out, line[start:i])
+	}
+}
+
+// firstWord is s up to its first white space, for errors.
+func firstWord(s string) string {
+	if i := strings.IndexFunc(s, unicode.IsSpace); i >= 0 {
+		return s[:i]
+	}
+	return s
 }
 
 // parseMethods reads "GET,POST": RFC 9110 tokens, upper-cased, no empties
