@@ -252,7 +252,9 @@ func (k Kind) Start(t testing.TB) *Server {
 type Process struct {
 	Name string
 	Addr string
-	out  string
+
+	out    string
+	exited chan struct{}
 }
 
 // Output is what the process wrote to stdout and stderr so far (for failure
@@ -263,20 +265,29 @@ func (p *Process) Output() string {
 }
 
 // Launch starts cmd, a server that is to listen on addr (a 127.0.0.1 port
-// from FreePort), and waits until it accepts connections. The process gets
-// its own process group, which is ended (SIGTERM, then SIGKILL) when the
-// test ends, workers included. cmd.Env is added to this process's
-// environment (its entries win); its output goes to a file in a temporary
-// directory, read by Output. A process that exits or does not listen within
-// 30 s fails the test, with its output.
+// from FreePort), and waits until it accepts connections: Spawn, then
+// WaitReady.
 func Launch(t testing.TB, name string, cmd *exec.Cmd, addr string) *Process {
+	t.Helper()
+	p := Spawn(t, name, cmd, addr)
+	p.WaitReady(t)
+	return p
+}
+
+// Spawn starts cmd, a server that is to listen on addr, without waiting for
+// it (start several, then WaitReady on each). The process gets its own
+// process group, which is ended (SIGTERM, then SIGKILL) when the test ends,
+// workers included. cmd.Env is added to this process's environment (its
+// entries win); its output goes to a file in a temporary directory, read by
+// Output.
+func Spawn(t testing.TB, name string, cmd *exec.Cmd, addr string) *Process {
 	t.Helper()
 	outDir, err := os.MkdirTemp("", "upstreamtest-out-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(outDir) })
-	p := &Process{Name: name, Addr: addr, out: filepath.Join(outDir, "output.log")}
+	p := &Process{Name: name, Addr: addr, out: filepath.Join(outDir, "output.log"), exited: make(chan struct{})}
 	out, err := os.Create(p.out)
 	if err != nil {
 		t.Fatal(err)
@@ -288,16 +299,22 @@ func Launch(t testing.TB, name string, cmd *exec.Cmd, addr string) *Process {
 		out.Close()
 		t.Fatalf("%s: start %s: %v", name, cmd.Path, err)
 	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	go func() { cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() {
-		stop(cmd.Process.Pid, exited)
+		stop(cmd.Process.Pid, p.exited)
 		out.Close()
 	})
-	if err := waitListening(addr, exited, 30*time.Second); err != nil {
-		t.Fatalf("%s on %s: %v; output:\n%s", name, addr, err, p.Output())
-	}
 	return p
+}
+
+// WaitReady waits until the process accepts connections on its address; a
+// process that exits first or does not listen within 30 s fails the test,
+// with its output.
+func (p *Process) WaitReady(t testing.TB) {
+	t.Helper()
+	if err := waitListening(p.Addr, p.exited, 30*time.Second); err != nil {
+		t.Fatalf("%s on %s: %v; output:\n%s", p.Name, p.Addr, err, p.Output())
+	}
 }
 
 // stop ends the server's process group: SIGTERM, then SIGKILL if it has not
