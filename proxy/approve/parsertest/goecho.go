@@ -56,8 +56,14 @@ func (goEcho) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 	}
 	if len(spec.Form) > 0 {
-		// An app that checks this error answers 400; one that calls
-		// FormValue alone acts on what was parsed before it.
+		// An app that checks these errors answers 400; one that calls
+		// FormValue alone acts on what was parsed before the error.
+		// ParseForm first: for a body that is not multipart,
+		// ParseMultipartForm returns ErrNotMultipart and drops
+		// ParseForm's error (a semicolon, a bad %-escape).
+		if err := r.ParseForm(); err != nil {
+			errs = append(errs, "ParseForm: "+err.Error())
+		}
 		if err := r.ParseMultipartForm(maxMemory); err != nil && !errors.Is(err, http.ErrNotMultipart) {
 			errs = append(errs, "ParseMultipartForm: "+err.Error())
 		}

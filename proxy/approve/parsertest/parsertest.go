@@ -71,6 +71,9 @@ type Report struct {
 	// something other than the app's report ("status 400: ..."). Values
 	// may still hold what the accessors gave before or despite it.
 	Error string
+	// Warning is what the framework noted without refusing: PHP's
+	// "Input variables exceeded 1000" (it drops the rest and goes on).
+	Warning string
 }
 
 // Value is what one accessor returned.
@@ -256,7 +259,8 @@ type wireReport struct {
 		Kind string `json:"kind"`
 		B64  string `json:"b64"`
 	} `json:"values"`
-	Error string `json:"error"`
+	Error   string `json:"error"`
+	Warning string `json:"warning"`
 }
 
 // maxReply bounds an app's answer.
@@ -312,7 +316,7 @@ func (p *Parser) roundTrip(ctx context.Context, raw []byte) (Report, error) {
 	if err := json.Unmarshal(body, &w); err != nil {
 		return Report{}, fmt.Errorf("decode the app's report %q: %w", snippet(body), err)
 	}
-	rep := Report{Method: w.Method, Error: w.Error, Values: make(map[string]Value, len(w.Values))}
+	rep := Report{Method: w.Method, Error: w.Error, Warning: w.Warning, Values: make(map[string]Value, len(w.Values))}
 	for k, v := range w.Values {
 		text, err := base64.StdEncoding.DecodeString(v.B64)
 		if err != nil {

@@ -42,12 +42,15 @@ type kind struct {
 var kinds = map[string]kind{
 	// php -S with the php.ini-production orders spelled out (-n reads no
 	// php.ini): $_REQUEST is $_GET then $_POST, the body's value winning.
-	// Two workers, so parallel requests are not serialised.
+	// Warnings are not displayed (they would come before the report) but
+	// reported, as Report.Warning. Two workers, so parallel requests are
+	// not serialised.
 	"php": {
 		form: []string{"post", "request"}, query: []string{"get"}, json: []string{"json"},
 		check: func() (string, string) { return program("php", "php-cli") },
 		command: func(apps string, port int) *exec.Cmd {
 			cmd := exec.Command("php", "-n", "-d", "request_order=GP", "-d", "variables_order=EGPCS",
+				"-d", "display_errors=0", "-d", "log_errors=0",
 				"-S", "127.0.0.1:"+strconv.Itoa(port), "-t", apps, filepath.Join(apps, "router.php"))
 			cmd.Env = []string{"PHP_CLI_SERVER_WORKERS=2"}
 			return cmd

@@ -83,6 +83,9 @@ function symfonyMethod(&$err)
     return $o;
 }
 
+// A warning PHP raised while it parsed the request (max_input_vars,
+// max_input_nesting_level, post_max_size: it drops input and goes on).
+$startup = error_get_last();
 $spec = json_decode(base64_decode($_SERVER["HTTP_X_MATRIX_FIELDS"] ?? ""), true);
 if (!is_array($spec)) {
     http_response_code(500);
@@ -123,6 +126,9 @@ if ($vals) {
 }
 if ($err !== "") {
     $out["error"] = $err;
+}
+if ($startup !== null) {
+    $out["warning"] = $startup["message"];
 }
 header("Content-Type: application/json");
 echo json_encode($out, JSON_UNESCAPED_SLASHES | JSON_INVALID_UTF8_SUBSTITUTE);
