@@ -114,6 +114,9 @@ type Parser struct {
 // Name is the parser's name in Report.Parser.
 func (p *Parser) Name() string { return p.name }
 
+// Addr is the 127.0.0.1:port the parser's app listens on.
+func (p *Parser) Addr() string { return p.addr }
+
 // String is the parser's name.
 func (p *Parser) String() string { return p.name }
 
@@ -290,7 +293,14 @@ func (p *Parser) roundTrip(ctx context.Context, raw []byte) (Report, error) {
 		_, err := conn.Write(raw)
 		wrote <- err
 	}()
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	cr := &countingReader{r: conn}
+	resp, err := http.ReadResponse(bufio.NewReader(cr), nil)
+	if err != nil && cr.n == 0 && errors.Is(err, io.ErrUnexpectedEOF) {
+		// PHP's server hangs up on a request it cannot parse (a
+		// lower-case method): a refusal, not the harness's failure.
+		<-wrote
+		return Report{Error: "the server closed the connection without an answer"}, nil
+	}
 	if err != nil {
 		if werr := <-wrote; werr != nil {
 			err = fmt.Errorf("%w (writing the request: %v)", err, werr)
@@ -325,6 +335,17 @@ func (p *Parser) roundTrip(ctx context.Context, raw []byte) (Report, error) {
 		rep.Values[k] = Value{Present: true, Kind: v.Kind, Text: string(text)}
 	}
 	return rep, nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 func snippet(b []byte) string {

@@ -5,6 +5,7 @@
 # Usage: ruby rack_app.rb PORT
 require "base64"
 require "json"
+require "tempfile"
 require "rack"
 require "rack/handler/webrick"
 require "webrick"
@@ -25,12 +26,21 @@ def report(v)
   { "kind" => kind, "b64" => Base64.strict_encode64(text.b) }
 end
 
-# compact is JSON text for arrays and hashes; an uploaded file's Tempfile
-# (Rack puts file parts in req.POST) shows as its path.
+# compact is JSON text for arrays and hashes. Rack puts a file part in
+# req.POST as a hash whose :tempfile is shown by its content.
 def compact(v)
-  JSON.generate(v, allow_nan: true)
+  JSON.generate(plain(v), allow_nan: true)
 rescue StandardError
   v.inspect
+end
+
+def plain(v)
+  case v
+  when Hash then v.to_h { |k, x| [k.to_s, plain(x)] }
+  when Array then v.map { |x| plain(x) }
+  when IO, Tempfile then v.read.tap { v.rewind }
+  else v
+  end
 end
 
 # pointer walks an RFC 6901 pointer as Ruby code indexes a parsed document
