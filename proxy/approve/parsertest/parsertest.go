@@ -20,7 +20,9 @@ import (
 	"time"
 )
 
-// Fields says what the test wants each parser to report.
+// Fields says what the test wants each parser to report. Names must be
+// valid UTF-8: Python and JavaScript have no other strings to compare them
+// with (and the JSON that carries them replaces the rest).
 type Fields struct {
 	// Form names fields read from the body: post.NAME, and request.NAME
 	// where the framework has a merged accessor.
@@ -31,9 +33,6 @@ type Fields struct {
 	// "/payee/name", "" for the whole document): json.PTR.
 	JSON []string
 }
-
-// Names must be valid UTF-8: Python and JavaScript have no other strings to
-// compare them with (and JSON, which carries them, replaces the rest).
 
 // Request is one request, written to the parser exactly.
 type Request struct {
@@ -294,7 +293,12 @@ func (p *Parser) roundTrip(ctx context.Context, raw []byte) (Report, error) {
 		wrote <- err
 	}()
 	cr := &countingReader{r: conn}
-	resp, err := http.ReadResponse(bufio.NewReader(cr), nil)
+	br := bufio.NewReader(cr)
+	resp, err := http.ReadResponse(br, nil)
+	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 {
+		// 100 Continue (the test may send Expect), then the answer.
+		resp, err = http.ReadResponse(br, nil)
+	}
 	if err != nil && cr.n == 0 && errors.Is(err, io.ErrUnexpectedEOF) {
 		// PHP's server hangs up on a request it cannot parse (a
 		// lower-case method): a refusal, not the harness's failure.

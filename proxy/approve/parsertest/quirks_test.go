@@ -84,6 +84,8 @@ func quirks() []struct {
 		{"_method=GET in the body", amount, form("amount=5&_method=GET")},
 		{"X-HTTP-Method-Override: PUT", amount, parsertest.Request{ContentType: urlencoded, Header: http.Header{"X-Http-Method-Override": {"PUT"}}, Body: []byte("amount=5")}},
 		{"_method=PUT in the query", amount, parsertest.Request{RawQuery: "_method=PUT", ContentType: urlencoded, Body: []byte("amount=5")}},
+		{"Expect: 100-continue", amount, parsertest.Request{ContentType: urlencoded, Header: http.Header{"Expect": {"100-continue"}}, Body: []byte("amount=5")}},
+		{"Transfer-Encoding: chunked", amount, parsertest.Request{ContentType: urlencoded, Header: http.Header{"Transfer-Encoding": {"chunked"}}, Body: []byte("8\r\namount=5\r\n0\r\n\r\n")}},
 		{"JSON", js, jsonBody("application/json", `{"amount":5}`)},
 		{"JSON, a repeated key", js, jsonBody("application/json", `{"amount":1,"amount":2}`)},
 		{"JSON, the key in two cases", js, jsonBody("application/json", `{"amount":1,"AMOUNT":9}`)},
