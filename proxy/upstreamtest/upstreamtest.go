@@ -77,8 +77,7 @@ type Server struct {
 	t     testing.TB
 	syncs int
 	log   string
-	cmd   *exec.Cmd
-	out   string // the process's combined output
+	proc  *Process
 }
 
 // syncPrefix starts the target of Sync's own requests, which Requests
@@ -163,10 +162,7 @@ func (s *Server) records() []Request {
 
 // Output is what the server process wrote to stdout and stderr so far (for
 // failure messages).
-func (s *Server) Output() string {
-	b, _ := os.ReadFile(s.out)
-	return string(b)
-}
+func (s *Server) Output() string { return s.proc.Output() }
 
 // Kind is one kind of upstream the matrix can start.
 type Kind struct {
@@ -199,16 +195,16 @@ func (k Kind) Start(t testing.TB) *Server {
 	if !filepath.IsAbs(bin) {
 		p, err := exec.LookPath(bin)
 		if err != nil {
-			missing(t, k, bin)
+			Missing(t, k.Name, bin, k.Package)
 		}
 		bin = p
 	}
 	if _, err := os.Stat(bin); err != nil {
-		missing(t, k, bin)
+		Missing(t, k.Name, bin, k.Package)
 	}
 	if k.Name == "hypercorn" {
 		if err := exec.Command(python, "-c", "import hypercorn").Run(); err != nil {
-			missing(t, k, "python module hypercorn")
+			Missing(t, k.Name, "python module hypercorn", k.Package)
 		}
 	}
 
@@ -222,7 +218,7 @@ func (k Kind) Start(t testing.TB) *Server {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Name: k.Name, Dir: dir, t: t, log: filepath.Join(dir, "requests.jsonl"), out: filepath.Join(dir, "output.log")}
+	s := &Server{Name: k.Name, Dir: dir, t: t, log: filepath.Join(dir, "requests.jsonl")}
 	// The workers may run as another user: the log must be writable by
 	// them.
 	if err := os.WriteFile(s.log, nil, 0o666); err != nil {
@@ -235,7 +231,7 @@ func (k Kind) Start(t testing.TB) *Server {
 		t.Fatal(err)
 	}
 
-	port, err := freePort()
+	port, err := FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,30 +241,80 @@ func (k Kind) Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatalf("%s: %v", k.Name, err)
 	}
-	out, err := os.Create(s.out)
+	cmd.Dir = dir
+	// The kind's own variables (set by start) come after these and win.
+	cmd.Env = append([]string{"UPSTREAMTEST_LOG=" + s.log, "PYTHONDONTWRITEBYTECODE=1"}, cmd.Env...)
+	s.proc = Launch(t, k.Name, cmd, s.Addr)
+	return s
+}
+
+// Process is a server program started by Launch.
+type Process struct {
+	Name string
+	Addr string
+
+	out    string
+	exited chan struct{}
+}
+
+// Output is what the process wrote to stdout and stderr so far (for failure
+// messages).
+func (p *Process) Output() string {
+	b, _ := os.ReadFile(p.out)
+	return string(b)
+}
+
+// Launch starts cmd, a server that is to listen on addr (a 127.0.0.1 port
+// from FreePort), and waits until it accepts connections: Spawn, then
+// WaitReady.
+func Launch(t testing.TB, name string, cmd *exec.Cmd, addr string) *Process {
+	t.Helper()
+	p := Spawn(t, name, cmd, addr)
+	p.WaitReady(t)
+	return p
+}
+
+// Spawn starts cmd, a server that is to listen on addr, without waiting for
+// it (start several, then WaitReady on each). The process gets its own
+// process group, which is ended (SIGTERM, then SIGKILL) when the test ends,
+// workers included. cmd.Env is added to this process's environment (its
+// entries win); its output goes to a file in a temporary directory, read by
+// Output.
+func Spawn(t testing.TB, name string, cmd *exec.Cmd, addr string) *Process {
+	t.Helper()
+	outDir, err := os.MkdirTemp("", "upstreamtest-out-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Dir = dir
+	t.Cleanup(func() { os.RemoveAll(outDir) })
+	p := &Process{Name: name, Addr: addr, out: filepath.Join(outDir, "output.log"), exited: make(chan struct{})}
+	out, err := os.Create(p.out)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd.Stdout, cmd.Stderr = out, out
-	// The kind's own variables (set by start) come last and win.
-	cmd.Env = append(append(os.Environ(), "UPSTREAMTEST_LOG="+s.log, "PYTHONDONTWRITEBYTECODE=1"), cmd.Env...)
+	cmd.Env = append(os.Environ(), cmd.Env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its own group, so its workers stop with it
 	if err := cmd.Start(); err != nil {
 		out.Close()
-		t.Fatalf("%s: start %s: %v", k.Name, cmd.Path, err)
+		t.Fatalf("%s: start %s: %v", name, cmd.Path, err)
 	}
-	s.cmd = cmd
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	go func() { cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() {
-		stop(cmd.Process.Pid, exited)
+		stop(cmd.Process.Pid, p.exited)
 		out.Close()
 	})
-	if err := waitListening(s.Addr, exited, 15*time.Second); err != nil {
-		t.Fatalf("%s on %s: %v; output:\n%s", k.Name, s.Addr, err, s.Output())
+	return p
+}
+
+// WaitReady waits until the process accepts connections on its address; a
+// process that exits first or does not listen within 30 s fails the test,
+// with its output.
+func (p *Process) WaitReady(t testing.TB) {
+	t.Helper()
+	if err := waitListening(p.Addr, p.exited, 30*time.Second); err != nil {
+		t.Fatalf("%s on %s: %v; output:\n%s", p.Name, p.Addr, err, p.Output())
 	}
-	return s
 }
 
 // stop ends the server's process group: SIGTERM, then SIGKILL if it has not
@@ -308,7 +354,8 @@ func waitListening(addr string, exited <-chan struct{}, within time.Duration) er
 	}
 }
 
-func freePort() (int, error) {
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("find a free port: %w", err)
@@ -342,12 +389,13 @@ func copyApps(dir string) error {
 	return nil
 }
 
-// missing fails under CI (where .ci/run installs the package) and skips
-// loudly elsewhere.
-func missing(t testing.TB, k Kind, what string) {
+// Missing fails the test under CI=true (where .ci/run installs every
+// package) and skips it loudly elsewhere: name is the program, what the
+// file or module that was not found, pkg the Debian package that provides it.
+func Missing(t testing.TB, name, what, pkg string) {
 	t.Helper()
-	msg := fmt.Sprintf("NO %s FOUND (%s): the %s upstream tests did NOT run. Install it (Debian: apt-get install %s).",
-		strings.ToUpper(k.Name), what, k.Name, k.Package)
+	msg := fmt.Sprintf("NO %s FOUND (%s): the tests that need %s did NOT run. Install it (Debian: apt-get install %s).",
+		strings.ToUpper(name), what, name, pkg)
 	if os.Getenv("CI") == "true" {
 		t.Fatal(msg)
 	}
