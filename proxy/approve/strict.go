@@ -80,10 +80,11 @@ type field struct {
 
 // parsed is a request read under the strict grammar.
 type parsed struct {
-	query []field
-	kind  bodyKind
-	form  []field // bodyForm, bodyMulti
-	json  any     // bodyJSON: the document, objects as map[string]any, numbers as json.Number
+	query     []field
+	kind      bodyKind
+	form      []field // bodyForm, bodyMulti
+	mediaType string  // as parsed, in lower case; "" without a body
+	json      any     // bodyJSON: the document, objects as map[string]any, numbers as json.Number
 }
 
 // Canonical form, as forwarded.
@@ -106,6 +107,13 @@ func (q *Request) Canonicalize(header http.Header, fields []rules.Field, origina
 	p, c, err := parseRequest(q.RawQuery, q.ContentType, q.Body, header.Get("Content-Encoding"))
 	if err != nil {
 		return err
+	}
+	if original && p.kind != bodyOpaque && p.kind != bodyNone {
+		// Django reads no form whose type is not written in lower case:
+		// the client's own bytes pass only as every parser reads them.
+		if mt, _, _ := strings.Cut(q.ContentType, ";"); strings.TrimSpace(mt) != p.mediaType {
+			return refusal("a Content-Type not written in lower case")
+		}
 	}
 	if err := p.check(fields); err != nil {
 		return err
@@ -183,6 +191,7 @@ func parseRequest(rawQuery, contentType string, body []byte, contentEncoding str
 	if err != nil {
 		return nil, c, err
 	}
+	p.mediaType = mt
 	switch {
 	case mt == "application/x-www-form-urlencoded":
 		if err := onlyUTF8(params); err != nil {
@@ -271,6 +280,11 @@ func (p *parsed) check(fields []rules.Field) error {
 		case rules.FromJSON:
 			if p.kind != bodyJSON && p.kind != bodyNone {
 				return refusal("a JSON value shown from a body that is not JSON")
+			}
+			if p.kind == bodyJSON && p.mediaType != "application/json" {
+				// Express's json() reads only application/json: the app
+				// would act on no body at all.
+				return refusal("a JSON value shown from a type other than application/json")
 			}
 			// Laravel's input() and Rails' params merge the query into a
 			// JSON body's top level.

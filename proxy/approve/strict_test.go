@@ -127,6 +127,15 @@ func checkWithGo(t *testing.T, q *Request, fs []rules.Field, want []string) {
 var ok5 = []string{"5"}
 
 func TestStrictGrammar(t *testing.T) {
+	for _, c := range strictCorpus() {
+		t.Run(c.name, c.run)
+	}
+}
+
+// strictCorpus is the adversarial corpus of docs/design.md §14.2: each
+// case is refused, or shown as want. The parser matrix (matrix_test.go)
+// sends every accepted one to real application parsers.
+func strictCorpus() []strictCase {
 	form := []string{formType}
 	mpCT := []string{"multipart/form-data; boundary=XyZ"}
 	js := []string{jsonType}
@@ -143,7 +152,7 @@ func TestStrictGrammar(t *testing.T) {
 		{name: "a value part declared text/plain utf-8", ctype: mpCT, body: string(mp("XyZ", "Content-Disposition: form-data; name=\"amount\"\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n5")), fields: []string{"form.amount"}, want: ok5},
 		{name: "a JSON body", ctype: js, body: `{"amount": 5, "payee": {"name": "ACME"}}`, fields: []string{"json./amount", "json./payee/name"}, want: []string{"5", "ACME"}},
 		{name: "a JSON decimal", ctype: []string{"application/json; charset=utf-8"}, body: `{"amount": 500.10}`, fields: []string{"json./amount"}, want: []string{"500.10"}},
-		{name: "a vendor JSON type", ctype: []string{"application/vnd.api+json"}, body: `{"items":[{"id":7}]}`, fields: []string{"json./items/0/id"}, want: []string{"7"}},
+		{name: "a vendor JSON type (Express reads only application/json)", ctype: []string{"application/vnd.api+json"}, body: `{"items":[{"id":7}]}`, fields: []string{"json./items/0/id"}},
 		{name: "an opaque body with path-only fields", ctype: []string{"application/xml"}, body: "<a/>", fields: []string{"path"}, want: []string{"/pay"}},
 
 		// 1. Field-name folding: names that differ for Go are one field
@@ -256,9 +265,60 @@ func TestStrictGrammar(t *testing.T) {
 		{name: "_method in a JSON body", ctype: js, body: `{"amount":5,"_method":"DELETE"}`, fields: []string{"json./amount"}},
 		{name: "_method in a multipart body", ctype: mpCT, body: string(mp("XyZ", `Content-Disposition: form-data; name="_method"`+"\r\n\r\nDELETE")), fields: []string{"path"}},
 	}
-	for _, c := range cases {
-		t.Run(c.name, c.run)
+	return append(cases, generatedCorpus()...)
+}
+
+// generatedCorpus multiplies the name and value attacks over every place a
+// field can travel: an urlencoded body, a multipart body, the query.
+func generatedCorpus() []strictCase {
+	var out []strictCase
+	names := []string{
+		"amount%00", "%20amount", "amount%5B%5D", "amount[x]", "amount[", "amount]", "[amount]", "]amount", "[[amount",
+		"AMOUNT", "Amount", "amount%C2%A0", "amo%C2%ADunt", "amount%E2%80%8B",
 	}
+	for _, n := range names {
+		plain, _ := formUnescape(n)
+		out = append(out,
+			strictCase{name: "urlencoded body: amount and " + n, ctype: []string{formType}, body: "amount=5&" + n + "=9999", fields: []string{"form.amount"}},
+			strictCase{name: "query: amount and " + n, query: "amount=5&" + n + "=9999", fields: []string{"query.amount"}},
+			strictCase{name: "query " + n + " beside a body amount", query: n + "=9999", ctype: []string{formType}, body: "amount=5", fields: []string{"form.amount"}},
+			strictCase{name: "multipart: amount and " + n, ctype: []string{"multipart/form-data; boundary=b0"},
+				body: string(mp("b0", `Content-Disposition: form-data; name="amount"`+"\r\n\r\n5", `Content-Disposition: form-data; name="`+plain+`"`+"\r\n\r\n9999")), fields: []string{"form.amount"}},
+		)
+	}
+	// Look-alike names are other fields to every parser (none folds
+	// compatibility characters): they pass, and amount is the one shown.
+	for _, n := range []string{"%EF%BD%81mount", "am%C6%A1unt", "amount_", "amounts", "amount-"} {
+		out = append(out, strictCase{name: "urlencoded body: amount and the look-alike " + n, ctype: []string{formType}, body: "amount=5&" + n + "=9999", fields: []string{"form.amount"}, want: []string{"5"}})
+	}
+	// Values a person reads as one number and a parser as another, or
+	// cannot see; and values that must pass.
+	values := []struct {
+		v    string
+		want string // "": refused
+	}{
+		{"5e3", ""}, {"5E3", ""}, {"5e%2B3", ""}, {"0.05e5", ""}, {".5e4", ""}, {"5.e3", ""}, {"+5e3", ""}, {" 5e3", ""},
+		{"0x1388", ""}, {"0X1388", ""}, {"0b1", ""}, {"0o17", ""}, {"5_000", ""}, {"inf", ""}, {"NaN", ""}, {"-infinity", ""},
+		{"%D9%A5%D9%A0%D9%A0", ""}, {"5%E2%80%8B000", ""}, {"%E2%80%AE0005", ""}, {"5%C2%AD000", ""}, {"5%EF%B8%8F", ""},
+		{"500", "500"}, {"500.00", "500.00"}, {"-5", "-5"}, {"0005", "0005"}, {"5,000", "5,000"}, {"EUR", "EUR"}, {"e5", "e5"},
+		{"%C3%A9t%C3%A9", "été"}, {"ACME%20GmbH", "ACME GmbH"}, {"O%27Brien+%26+Sons", "O'Brien & Sons"}, {"%E4%B8%AD%E6%96%87", "中文"},
+	}
+	for _, v := range values {
+		var want []string
+		if v.want != "" {
+			want = []string{v.want}
+		}
+		plain, _ := formUnescape(v.v)
+		out = append(out,
+			strictCase{name: "urlencoded value " + v.v, ctype: []string{formType}, body: "amount=" + v.v, fields: []string{"form.amount"}, want: want},
+			strictCase{name: "multipart value " + v.v, ctype: []string{"multipart/form-data; boundary=b0"},
+				body: string(mp("b0", `Content-Disposition: form-data; name="amount"`+"\r\n\r\n"+plain)), fields: []string{"form.amount"}, want: want},
+		)
+		if !strings.ContainsAny(v.v, "%+ ") {
+			out = append(out, strictCase{name: "query value " + v.v, query: "amount=" + v.v, fields: []string{"query.amount"}, want: want})
+		}
+	}
+	return out
 }
 
 func TestCanonicalEncoding(t *testing.T) {
