@@ -49,13 +49,6 @@ func TestCheckConfigPrintsEffectiveRules(t *testing.T) {
 	}
 }
 
-func TestVersionFlag(t *testing.T) {
-	out, _, err := runWith(t, map[string]string{}, "-version")
-	if err != nil || !strings.HasPrefix(out, "stepgate ") {
-		t.Fatalf("-version: %q, %v", out, err)
-	}
-}
-
 func TestInvalidConfigurationNamesTheVariable(t *testing.T) {
 	for _, tt := range []struct {
 		name, key, value, want string

@@ -227,9 +227,9 @@ func TestMetricsMoveAfterARealStepUp(t *testing.T) {
 	}
 
 	t.Run("build info is 1 and names the version", func(t *testing.T) {
-		got, ok := metricValue(after, "stepgate_build_info", map[string]string{"version": version})
+		got, ok := metricValue(after, "stepgate_build_info", map[string]string{"version": currentVersion().Version})
 		if !ok || got != 1 {
-			t.Errorf("stepgate_build_info{version=%q} = %v (present %v), want 1", version, got, ok)
+			t.Errorf("stepgate_build_info{version=%q} = %v (present %v), want 1", currentVersion().Version, got, ok)
 		}
 	})
 	t.Run("Go and process collectors are registered", func(t *testing.T) {

@@ -40,9 +40,6 @@ import (
 	"github.com/stepgate/stepgate/store"
 )
 
-// version is stamped at build time with -ldflags "-X main.version=…".
-var version = "dev"
-
 // run is the whole program; main only calls it. Tests call it with their
 // own environment, arguments and a context they cancel (standing in for
 // SIGTERM).
@@ -53,6 +50,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return runDemo(ctx, args[1:], stdout, stderr)
 		case "simulate":
 			return runSimulate(ctx, args[1:], stdout, stderr)
+		case "version":
+			if len(args) > 1 {
+				return fmt.Errorf("version takes no arguments, got %q", args[1])
+			}
+			printVersion(stdout, currentVersion())
+			return nil
 		}
 	}
 	fs := flag.NewFlagSet("stepgate", flag.ContinueOnError)
@@ -70,10 +73,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unknown argument %q (commands: demo, simulate)", fs.Arg(0))
+		return fmt.Errorf("unknown argument %q (commands: demo, simulate, version)", fs.Arg(0))
 	}
 	if *showVersion {
-		fmt.Fprintln(stdout, "stepgate", version)
+		printVersion(stdout, currentVersion())
 		return nil
 	}
 	cfg, err := loadConfig(getenv)
@@ -123,7 +126,8 @@ const usage = `stepgate: step-up MFA through PingOne in front of a web applicati
 Usage:
   stepgate                 serve, configured by STEPGATE_* environment variables (README.md)
   stepgate -check-config   validate the configuration, explain it, and exit
-  stepgate -version        print the version and exit
+  stepgate version         print the version, VCS revision, commit time and Go version
+                           (stepgate -version does the same)
   stepgate demo [flags]    run a complete demo on loopback (simulator, IdP, app, stepgate);
                            flags -idp-addr -sim-addr -app-addr -proxy-addr -admin-addr -log-level
   stepgate simulate [-addr 127.0.0.1:8081]
@@ -159,7 +163,7 @@ type gateway struct {
 // build wires the gateway. access receives the per-request access lines
 // (nil: none); it must serialise writes with log's handler.
 func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prometheus.Registry, now func() time.Time) (*gateway, error) {
-	m := metrics.New(reg, version)
+	m := metrics.New(reg, currentVersion().Version)
 	g := &gateway{log: log}
 	st, err := newStores(cfg, s, m, log, now)
 	if err != nil {
@@ -555,7 +559,7 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 		upstream = s.upstream.Redacted()
 	}
 	log.Info("listening", "proxy_addr", ls.proxy.Addr().String(), "admin_addr", ls.admin.Addr().String(),
-		"upstream", upstream, "front_doors", cfg.FrontDoors, "version", version)
+		"upstream", upstream, "front_doors", cfg.FrontDoors, "version", currentVersion().Version)
 
 	select {
 	case err := <-errc:
