@@ -9,6 +9,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,6 +53,7 @@ type config struct {
 	Rules                string        `env:"RULES"`
 	RulesFile            string        `env:"RULES_FILE"`
 	DefaultAction        string        `env:"DEFAULT_ACTION" envDefault:"allow"`
+	AllowUnprotected     bool          `env:"ALLOW_UNPROTECTED" envDefault:"false"`
 	MFAMaxAge            time.Duration `env:"MFA_MAX_AGE" envDefault:"1h"`
 	CaseInsensitive      bool          `env:"CASE_INSENSITIVE_PATHS" envDefault:"false"`
 	Identity             string        `env:"IDENTITY" envDefault:"header"`
@@ -113,13 +115,22 @@ func (c config) trustedProxies() string {
 // without a trailing newline, is the value).
 var secretVars = []string{"PINGONE_CLIENT_SECRET", "COOKIE_KEYS", "REDIS_URL", "REDIS_PASSWORD", "ADMIN_TOKEN"}
 
-// loadConfig reads the environment through getenv.
-func loadConfig(getenv func(string) string) (config, error) {
+// loadConfig reads the STEPGATE_ variables of environ (os.Environ's
+// "NAME=value" form; the first of two equal names wins, as with os.Getenv).
+//
+// It never stops at the first problem: an unknown STEPGATE_ name, a value
+// of the wrong type, a required value missing and an unreadable _FILE are
+// all returned together (a problems error), and the values at fault are
+// left at their defaults so that validate can still check everything else.
+func loadConfig(environ []string) (config, error) {
 	var c config
 	params, err := env.GetFieldParamsWithOptions(&c, env.Options{Prefix: envPrefix})
 	if err != nil {
 		return c, fmt.Errorf("config: %w", err)
 	}
+	getenv := lookupEnv(environ)
+	var errs problems
+	errs = append(errs, unknownVariables(environ)...)
 	vars := map[string]string{}
 	for _, p := range params {
 		if v := getenv(p.Key); v != "" {
@@ -133,41 +144,355 @@ func loadConfig(getenv func(string) string) (config, error) {
 			continue
 		}
 		if _, both := vars[key]; both {
-			return c, fmt.Errorf("config: set %s or %s_FILE, not both", key, key)
+			errs = append(errs, problem{key, "set " + key + " or " + key + "_FILE, not both"})
+			continue
 		}
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return c, fmt.Errorf("config: %s_FILE: %w", key, err)
+			errs = append(errs, problem{key + "_FILE", fmt.Sprintf("cannot read %s: %v", path, errors.Unwrap(err))})
+			vars[key] = "" // a second problem ("not set") would say nothing new
+			continue
 		}
 		vars[key] = strings.TrimRight(string(b), "\r\n")
 	}
-	if err := env.ParseWithOptions(&c, env.Options{Prefix: envPrefix, Environment: vars}); err != nil {
-		return c, fmt.Errorf("config: %w", nameVariables(err))
+	perr := env.ParseWithOptions(&c, env.Options{Prefix: envPrefix, Environment: vars})
+	bad := map[string]bool{}
+	for _, e := range parseProblems(perr, vars) {
+		errs = append(errs, e)
+		bad[e.Var] = true
+	}
+	if len(bad) > 0 {
+		// Parse again without the values at fault, so that they take their
+		// defaults; what is still missing was reported above.
+		for k := range bad {
+			delete(vars, k)
+		}
+		c = config{}
+		_ = env.ParseWithOptions(&c, env.Options{Prefix: envPrefix, Environment: vars})
+	}
+	if len(errs) > 0 {
+		return c, errs
 	}
 	return c, nil
 }
 
-// nameVariables rewrites env's parse errors, which name Go struct fields, to
-// name the environment variables an operator actually sets.
-func nameVariables(err error) error {
+// lookupEnv is getenv over an os.Environ-style list.
+func lookupEnv(environ []string) func(string) string {
+	m := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		k, v, _ := strings.Cut(kv, "=")
+		if _, seen := m[k]; !seen {
+			m[k] = v
+		}
+	}
+	return func(k string) string { return m[k] }
+}
+
+// environOf is the os.Environ form of a map, in a stable order.
+func environOf(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k, v := range m {
+		out = append(out, k+"="+v)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// parseProblems turns env's errors, which name Go struct fields and quote
+// strconv, into sentences that name the variable an operator sets.
+func parseProblems(err error, vars map[string]string) []problem {
+	if err == nil {
+		return nil
+	}
 	var agg env.AggregateError
 	if !errors.As(err, &agg) {
-		return err
+		return []problem{{envPrefix, err.Error()}}
 	}
 	t := reflect.TypeFor[config]()
-	var out []error
+	var out []problem
 	for _, e := range agg.Errors {
 		var pe env.ParseError
-		if errors.As(e, &pe) {
-			if f, ok := t.FieldByName(pe.Name); ok {
-				key, _, _ := strings.Cut(f.Tag.Get("env"), ",")
-				out = append(out, fmt.Errorf("%s%s: %w", envPrefix, key, pe.Err))
-				continue
+		var unset env.VarIsNotSetError
+		switch {
+		case errors.As(e, &pe):
+			f, _ := t.FieldByName(pe.Name)
+			key, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+			key = envPrefix + key
+			out = append(out, problem{key, notA(vars[key], f.Type, f.Tag.Get("secret") == "true")})
+		case errors.As(e, &unset):
+			if v, ok := vars[unset.Key]; ok && v == "" {
+				continue // its _FILE could not be read, which is reported
 			}
+			out = append(out, problem{unset.Key, "required, and not set" + requiredHint[strings.TrimPrefix(unset.Key, envPrefix)]})
+		default:
+			out = append(out, problem{envPrefix, e.Error()})
+		}
+	}
+	return out
+}
+
+// requiredHint says, after "required, and not set", what the value is.
+var requiredHint = map[string]string{
+	"PINGONE_ENV_ID":        ": the PingOne environment's ID (a UUID)",
+	"PINGONE_CLIENT_ID":     ": the PingOne application's client ID (a UUID)",
+	"PINGONE_CLIENT_SECRET": ": the PingOne application's client secret (or STEPGATE_PINGONE_CLIENT_SECRET_FILE)",
+	"COOKIE_KEYS":           ": base64 keys of 32 bytes that seal the step-up cookie, for example $(openssl rand -base64 32) (or STEPGATE_COOKIE_KEYS_FILE)",
+}
+
+// notA says what is wrong with a value of type t.
+func notA(v string, t reflect.Type, secret bool) string {
+	q := strconv.Quote(v)
+	if secret {
+		q = "the value"
+	}
+	switch {
+	case t == reflect.TypeFor[time.Duration]():
+		return q + " is not a duration such as 500ms, 30s, 10m or 1h"
+	case t.Kind() == reflect.Bool:
+		return q + " is not true or false"
+	case t.Kind() == reflect.Int || t.Kind() == reflect.Int64:
+		return q + " is not a whole number"
+	case t.Kind() == reflect.Float64:
+		return q + " is not a number"
+	}
+	return q + " is not a valid " + t.String()
+}
+
+// problem is one variable's fault, in words an operator acts on.
+type problem struct {
+	Var string // STEPGATE_…
+	Msg string
+}
+
+func (p problem) Error() string { return p.Var + ": " + p.Msg }
+
+// problems is every fault of a configuration, reported together.
+type problems []error
+
+func (ps problems) Error() string {
+	if len(ps) == 1 {
+		return "configuration: " + ps[0].Error()
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "configuration: %d problems:", len(ps))
+	for _, p := range ps {
+		b.WriteString("\n  ")
+		b.WriteString(strings.ReplaceAll(p.Error(), "\n", "\n    "))
+	}
+	return b.String()
+}
+
+func (ps problems) Unwrap() []error { return ps }
+
+// mergeProblems joins what loading and validation found, dropping a
+// validation problem of a variable that loading already reported (its
+// value was replaced by the default, or is missing: one message is enough).
+func mergeProblems(load, validate error) error {
+	var out problems
+	named := map[string]bool{}
+	for _, e := range flatten(load) {
+		out = append(out, e)
+		if p, ok := e.(problem); ok {
+			named[p.Var] = true
+		}
+	}
+	for _, e := range flatten(validate) {
+		if p, ok := e.(problem); ok && named[p.Var] {
+			continue
 		}
 		out = append(out, e)
 	}
-	return errors.Join(out...)
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// flatten lists the errors of a problems or errors.Join error.
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// knownVariables are the STEPGATE_ names stepgate reads: the config
+// struct's env tags and the _FILE form of each secret.
+func knownVariables() []string {
+	params, err := env.GetFieldParamsWithOptions(&config{}, env.Options{Prefix: envPrefix})
+	if err != nil {
+		panic(err) // the struct's tags are fixed at compile time
+	}
+	var out []string
+	for _, p := range params {
+		out = append(out, p.Key)
+	}
+	for _, name := range secretVars {
+		out = append(out, envPrefix+name+"_FILE")
+	}
+	return out
+}
+
+// unknownVariables reports every STEPGATE_ name that stepgate does not
+// read, with the nearest known name: a misspelt setting would otherwise
+// be ignored and its protection silently missing. The variables
+// Kubernetes injects for a Service named stepgate are not settings and
+// pass (serviceLinkVariable).
+func unknownVariables(environ []string) []error {
+	known := knownVariables()
+	var errs []error
+	seen := map[string]bool{}
+	for _, kv := range environ {
+		name, value, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, envPrefix) || seen[name] || slices.Contains(known, name) || serviceLinkVariable(name, value) {
+			continue
+		}
+		seen[name] = true
+		msg := "not a stepgate setting"
+		if near := nearest(name, known); near != "" {
+			msg += "; did you mean " + near + "?"
+		}
+		if name == envPrefix+"PORT" {
+			msg += " (the listen address is STEPGATE_LISTEN, such as :8080)"
+		}
+		errs = append(errs, problem{name, msg + " (every setting: docs/configuration.md)"})
+	}
+	return errs
+}
+
+// nearest is the known name closest to name by edit distance, if it is
+// close enough to be a typo: at most 2 edits, or a third of the name. Words
+// in another order (SECURE_COOKIE for COOKIE_SECURE) count one edit more
+// than the edits between the sorted words.
+func nearest(name string, known []string) string {
+	best, bestD := "", 0
+	n := name[len(envPrefix):]
+	for _, k := range known {
+		k2 := k[len(envPrefix):]
+		d := min(editDistance(n, k2), editDistance(sortedWords(n), sortedWords(k2))+1)
+		if best == "" || d < bestD {
+			best, bestD = k, d
+		}
+	}
+	if bestD > max(2, (len(name)-len(envPrefix))/3) {
+		return ""
+	}
+	return best
+}
+
+func sortedWords(s string) string {
+	w := strings.Split(s, "_")
+	slices.Sort(w)
+	return strings.Join(w, "_")
+}
+
+// editDistance is the Levenshtein distance between a and b (bytes).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// serviceLinkVariable reports whether name=value is one of the variables
+// Kubernetes injects into every pod of a namespace for a Service named
+// stepgate (the docker-link forms plus _SERVICE_HOST/_PORT; see
+// kubernetes pkg/kubelet/envvars): STEPGATE_SERVICE_HOST=10.0.0.11,
+// STEPGATE_SERVICE_PORT=8080, STEPGATE_SERVICE_PORT_<PORT NAME>=8080,
+// STEPGATE_PORT=tcp://10.0.0.11:8080, STEPGATE_PORT_8080_TCP=tcp://10.0.0.11:8080,
+// and its _PROTO=tcp, _PORT=8080 and _ADDR=10.0.0.11. The value must have
+// the injected shape too: STEPGATE_PORT=8080, set by hand, is a mistake.
+// The Helm chart turns these off (enableServiceLinks: false).
+func serviceLinkVariable(name, value string) bool {
+	rest := strings.TrimPrefix(name, envPrefix)
+	switch {
+	case rest == "SERVICE_HOST":
+		return isIP(value)
+	case rest == "SERVICE_PORT":
+		return isPort(value)
+	case strings.HasPrefix(rest, "SERVICE_PORT_"):
+		return portName(rest[len("SERVICE_PORT_"):]) && isPort(value)
+	case rest == "PORT":
+		return isLinkURL(value, "")
+	case strings.HasPrefix(rest, "PORT_"):
+		// PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR]
+		f := strings.Split(rest[len("PORT_"):], "_")
+		if len(f) < 2 || len(f) > 3 || !isPort(f[0]) {
+			return false
+		}
+		proto := strings.ToLower(f[1])
+		if f[1] != strings.ToUpper(proto) || proto != "tcp" && proto != "udp" && proto != "sctp" {
+			return false
+		}
+		if len(f) == 2 {
+			return isLinkURL(value, proto+"://") && strings.HasSuffix(value, ":"+f[0])
+		}
+		switch f[2] {
+		case "PROTO":
+			return value == proto
+		case "PORT":
+			return value == f[0]
+		case "ADDR":
+			return isIP(value)
+		}
+	}
+	return false
+}
+
+func isIP(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
+
+func isPort(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n > 0 && n < 65536 && strconv.Itoa(n) == s
+}
+
+// portName is a Service port name as Kubernetes writes it into a variable
+// name: upper case, '-' as '_'.
+func portName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// isLinkURL matches proto://ip:port (scheme "" means any of tcp, udp, sctp).
+func isLinkURL(s, scheme string) bool {
+	if scheme == "" {
+		for _, p := range []string{"tcp://", "udp://", "sctp://"} {
+			if strings.HasPrefix(s, p) {
+				scheme = p
+			}
+		}
+	}
+	if scheme == "" || !strings.HasPrefix(s, scheme) {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(s[len(scheme):])
+	return err == nil && ap.Port() != 0
 }
 
 // settings are the validated, typed values.
@@ -184,6 +509,13 @@ type settings struct {
 	redisCAs   *x509.CertPool  // STEPGATE_REDIS_CA_FILE; nil: the system's roots
 }
 
+// protectsNothing reports whether every request would be allowed: no rule
+// and no default that asks for mfa, approve or deny.
+func protectsNothing(set *rules.Set) bool {
+	return set.Default().Action == rules.Allow &&
+		!slices.ContainsFunc(set.Rules(), func(r rules.Rule) bool { return r.Action != rules.Allow })
+}
+
 // mappingVars are the settings that decide the PingOne user, named in the
 // log line of a refused user.
 const mappingVars = "STEPGATE_PINGONE_USER_FROM, STEPGATE_PINGONE_USER_KIND, STEPGATE_PINGONE_USER_TRANSFORM"
@@ -193,7 +525,7 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	var s settings
 	var errs []error
 	bad := func(name, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s%s: %s", envPrefix, name, fmt.Sprintf(format, args...)))
+		errs = append(errs, problem{envPrefix + name, fmt.Sprintf(format, args...)})
 	}
 
 	doors, err := parseDoors(c.FrontDoors)
@@ -218,7 +550,7 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	case c.Upstream == "" && !doors.Proxy:
 		// forward-auth and ext_authz only: the front proxy forwards.
 	case c.Upstream == "":
-		bad("UPSTREAM", "required with the proxy front door (STEPGATE_FRONT_DOORS)")
+		bad("UPSTREAM", "required, and not set: the application's URL, such as http://127.0.0.1:3000 (it may be left out only when STEPGATE_FRONT_DOORS does not list proxy)")
 	case err != nil:
 		bad("UPSTREAM", "%v", err)
 	case u.Scheme != "http" && u.Scheme != "https", u.Host == "", u.RawQuery != "", u.Fragment != "", u.User != nil:
@@ -314,27 +646,36 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 		s.trusted = clientip.New(prefixes)
 	}
 
-	defAction, err := rules.ParseAction(c.DefaultAction)
-	if err != nil {
-		bad("DEFAULT_ACTION", "%v", err)
+	defAction, defErr := rules.ParseAction(c.DefaultAction)
+	if defErr != nil {
+		bad("DEFAULT_ACTION", "%q is not allow, deny or mfa", c.DefaultAction)
 	}
-	ruleText, source := c.Rules, "STEPGATE_RULES"
+	ruleText, source, rulesVar := c.Rules, "STEPGATE_RULES", "RULES"
+	readable := true
 	switch {
 	case c.Rules != "" && c.RulesFile != "":
 		bad("RULES_FILE", "set STEPGATE_RULES or STEPGATE_RULES_FILE, not both")
+		readable = false
 	case c.RulesFile != "":
 		b, err := readFile(c.RulesFile)
 		if err != nil {
-			bad("RULES_FILE", "%v", err)
+			bad("RULES_FILE", "cannot read the rules: %v", err)
+			readable = false
 		}
-		ruleText, source = string(b), c.RulesFile
+		ruleText, source, rulesVar = string(b), c.RulesFile, "RULES_FILE"
 	}
-	if err == nil {
+	if readable {
+		// With a bad default action the rules are still checked (against
+		// allow), so that one run reports every problem.
 		set, err := rules.Parse(source, ruleText, rules.Defaults{
 			Action: defAction, MaxAge: c.MFAMaxAge, ACR: c.PingOneACRValues, CaseInsensitive: c.CaseInsensitive,
 		})
 		if err != nil {
 			errs = append(errs, err)
+		}
+		if set != nil && defErr == nil && protectsNothing(set) && !c.AllowUnprotected {
+			bad(rulesVar, "no rule asks for mfa, approve or deny, and STEPGATE_DEFAULT_ACTION is allow: stepgate would protect nothing. "+
+				"Write the rules (STEPGATE_RULES or STEPGATE_RULES_FILE), or set STEPGATE_ALLOW_UNPROTECTED=true if every request is meant to pass")
 		}
 		s.rules = set
 		if set != nil && slices.ContainsFunc(set.Rules(), func(r rules.Rule) bool { return r.Action == rules.Approve }) {
@@ -374,7 +715,7 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 		bad("TLS_CERT_FILE", "set both STEPGATE_TLS_CERT_FILE and STEPGATE_TLS_KEY_FILE, or neither")
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
-		bad("LOG_LEVEL", "%v", err)
+		bad("LOG_LEVEL", "%q is not debug, info, warn or error", c.LogLevel)
 	}
 	if c.PingOneRequestKey != "" {
 		if b, err := readFile(c.PingOneRequestKey); err != nil {
@@ -417,7 +758,10 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	if c.AdminToken != "" && len(c.AdminToken) < 32 {
 		bad("ADMIN_TOKEN", "too short: want at least 32 characters (for example openssl rand -base64 32)")
 	}
-	return s, errors.Join(errs...)
+	if len(errs) > 0 {
+		return s, problems(errs)
+	}
+	return s, nil
 }
 
 // parseMapping reads STEPGATE_PINGONE_USER_* (docs/design.md §17): FROM is
@@ -427,7 +771,7 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 func (c config) parseMapping() (identity.MappingOptions, error) {
 	var o identity.MappingOptions
 	bad := func(name, format string, args ...any) (identity.MappingOptions, error) {
-		return o, fmt.Errorf("%s%s: %s", envPrefix, name, fmt.Sprintf(format, args...))
+		return o, problem{envPrefix + name, fmt.Sprintf(format, args...)}
 	}
 	if from := c.PingOneUserFrom; from != "" {
 		where, name, ok := strings.Cut(from, ":")

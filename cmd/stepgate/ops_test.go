@@ -338,6 +338,7 @@ func startUnready(t *testing.T, sim http.Handler, clock *pingonesim.Clock) strin
 		"STEPGATE_COOKIE_SECURE":         "false",
 		"STEPGATE_SHUTDOWN_DRAIN":        "0s",
 		"STEPGATE_SHUTDOWN_TIMEOUT":      "5s",
+		"STEPGATE_RULES":                 "/admin/ mfa",
 	}
 	_, admin := serveForTest(t, env, clock.Now, io.Discard)
 	return admin

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -42,8 +43,9 @@ import (
 
 // run is the whole program; main only calls it. Tests call it with their
 // own environment, arguments and a context they cancel (standing in for
-// SIGTERM).
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// SIGTERM). environ is os.Environ's list, not a getenv function: a
+// STEPGATE_ name stepgate does not know must be found to be reported.
+func run(ctx context.Context, args []string, environ []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		switch args[0] {
 		case "demo":
@@ -79,16 +81,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		printVersion(stdout, currentVersion())
 		return nil
 	}
-	cfg, err := loadConfig(getenv)
-	if err != nil {
-		if getenv(envPrefix+"UPSTREAM") == "" && getenv(envPrefix+"PINGONE_ENV_ID") == "" {
-			return fmt.Errorf("%w\nno configuration found: stepgate is configured by STEPGATE_* environment variables (see README.md).\n"+
+	getenv := lookupEnv(environ)
+	cfg, loadErr := loadConfig(environ)
+	s, err := cfg.validate(os.ReadFile)
+	if err := mergeProblems(loadErr, err); err != nil {
+		if !slices.ContainsFunc(environ, func(kv string) bool { return strings.HasPrefix(kv, envPrefix) }) {
+			return fmt.Errorf("%w\nno configuration found: stepgate is configured by STEPGATE_* environment variables (docs/configuration.md).\n"+
 				"To try it without PingOne or an IdP, run: stepgate demo", err)
 		}
-		return err
-	}
-	s, err := cfg.validate(os.ReadFile)
-	if err != nil {
 		return err
 	}
 	if *checkConfig {
@@ -100,14 +100,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if s.upstream != nil {
 			upstream = s.upstream.Redacted()
 		}
-		fmt.Fprintf(stdout, "configuration ok\nupstream: %s\nfront doors: %s\npingone: %s\nrules (first match wins):\n",
+		fmt.Fprintf(stdout, "configuration ok\nupstream: %s\nfront doors: %s\npingone: %s\n",
 			upstream, cfg.describeDoors(s), issuer)
+		// The order rules.Set.Match tries them in: the longest path, then a
+		// rule that names methods before one that does not.
+		fmt.Fprintln(stdout, "rules (the longest matching path wins; on one path, a rule naming the method before one naming none):")
 		approves := 0
 		for _, r := range s.rules.Rules() {
 			fmt.Fprintf(stdout, "  %s\n", r)
 			if r.Action == rules.Approve {
 				approves++
 			}
+		}
+		if len(s.rules.Rules()) == 0 {
+			fmt.Fprintln(stdout, "  (none)")
+		}
+		fmt.Fprintf(stdout, "default action (where no rule matches): %s (STEPGATE_DEFAULT_ACTION)\n",
+			strings.TrimPrefix(s.rules.Default().String(), "default "))
+		if protectsNothing(s.rules) {
+			fmt.Fprintln(stdout, "warning: nothing is protected: every request is allowed (STEPGATE_ALLOW_UNPROTECTED=true)")
 		}
 		if approves > 0 {
 			fmt.Fprintf(stdout, "approve rules: %d; held request bodies up to %d bytes\n", approves, cfg.ApproveMaxBody)
