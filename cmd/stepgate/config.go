@@ -27,74 +27,277 @@ import (
 // config is every STEPGATE_ environment variable (docs/design.md §9). Loading (this
 // struct) is kept apart from validation (validate), which builds the typed
 // values the program runs on.
+//
+// It is also the configuration reference: docs/configuration.md is generated
+// from these fields (their env tags, types and doc comments; a comment line
+// "Default: …" describes a default the tag cannot hold). After a change run
+// go generate ./cmd/stepgate; TestConfigurationReferenceIsCurrent fails until
+// then.
+//
+//go:generate go run gen_configdoc.go
 type config struct {
-	Upstream             string        `env:"UPSTREAM"` // required with the proxy front door
-	UpstreamHost         string        `env:"UPSTREAM_HOST"`
-	PreserveHost         bool          `env:"PRESERVE_HOST" envDefault:"false"`
-	PingOneEnvID         string        `env:"PINGONE_ENV_ID,required"`
-	PingOneClientID      string        `env:"PINGONE_CLIENT_ID,required"`
-	PingOneClientSecret  string        `env:"PINGONE_CLIENT_SECRET,required" secret:"true"`
-	CookieKeys           string        `env:"COOKIE_KEYS,required" secret:"true"`
-	Listen               string        `env:"LISTEN" envDefault:":8080"`
-	AdminListen          string        `env:"ADMIN_LISTEN" envDefault:":9090"`
-	PingOneAuthBase      string        `env:"PINGONE_AUTH_BASE" envDefault:"https://auth.pingone.com"`
-	PingOneCustomDomain  bool          `env:"PINGONE_CUSTOM_DOMAIN" envDefault:"false"`
-	PingOneACRValues     string        `env:"PINGONE_ACR_VALUES"`
-	PingOneScopes        string        `env:"PINGONE_SCOPES" envDefault:"openid profile email"`
-	PingOneResponseType  string        `env:"PINGONE_RESPONSE_TYPE" envDefault:"token id_token"`
-	PingOneTimeout       time.Duration `env:"PINGONE_TIMEOUT" envDefault:"10s"`
-	PingOneRateLimit     float64       `env:"PINGONE_RATE_LIMIT" envDefault:"50"`
-	PingOneRequestKey    string        `env:"PINGONE_REQUEST_KEY_FILE"`
-	LimitWindow          time.Duration `env:"LIMIT_WINDOW" envDefault:"10m"`
-	LimitStartsPerUser   int           `env:"LIMIT_STARTS_PER_USER" envDefault:"5"`
-	LimitStartsPerIP     int           `env:"LIMIT_STARTS_PER_IP" envDefault:"20"`
-	LimitOTPPerUser      int           `env:"LIMIT_OTP_PER_USER" envDefault:"10"`
-	LimitSendsPerUser    int           `env:"LIMIT_SENDS_PER_USER" envDefault:"10"`
-	Rules                string        `env:"RULES"`
-	RulesFile            string        `env:"RULES_FILE"`
-	DefaultAction        string        `env:"DEFAULT_ACTION" envDefault:"allow"`
-	AllowUnprotected     bool          `env:"ALLOW_UNPROTECTED" envDefault:"false"`
-	MFAMaxAge            time.Duration `env:"MFA_MAX_AGE" envDefault:"1h"`
-	CaseInsensitive      bool          `env:"CASE_INSENSITIVE_PATHS" envDefault:"false"`
-	Identity             string        `env:"IDENTITY" envDefault:"header"`
-	IdentityHeader       string        `env:"IDENTITY_HEADER" envDefault:"X-Forwarded-User"`
-	TrustedProxies       string        `env:"TRUSTED_PROXIES"` // default defaultTrustedProxies
-	FrontDoors           string        `env:"FRONT_DOORS" envDefault:"proxy"`
-	AuthzGRPCListen      string        `env:"AUTHZ_GRPC_LISTEN"`
-	AuthzWithBody        bool          `env:"AUTHZ_WITH_BODY" envDefault:"false"`
-	IdentityJWTHeader    string        `env:"IDENTITY_JWT_HEADER" envDefault:"Authorization"`
-	IdentityJWKSURL      string        `env:"IDENTITY_JWKS_URL"`
-	IdentityIssuer       string        `env:"IDENTITY_ISSUER"`
-	IdentityAudience     string        `env:"IDENTITY_AUDIENCE"`
-	IdentityClaim        string        `env:"IDENTITY_CLAIM" envDefault:"sub"`
-	IdentityJWTAnyPeer   bool          `env:"IDENTITY_JWT_ANY_PEER" envDefault:"false"`
-	PingOneUserFrom      string        `env:"PINGONE_USER_FROM"`
-	PingOneUserKind      string        `env:"PINGONE_USER_KIND" envDefault:"username"`
-	PingOneUserTransform string        `env:"PINGONE_USER_TRANSFORM"`
-	CookieName           string        `env:"COOKIE_NAME"`
-	CookieSecure         bool          `env:"COOKIE_SECURE" envDefault:"true"`
-	IDTokenHeader        string        `env:"ID_TOKEN_HEADER" envDefault:"X-Stepgate-Id-Token"`
-	AllowMFABypass       bool          `env:"ALLOW_MFA_BYPASS" envDefault:"false"`
-	TemplatesDir         string        `env:"TEMPLATES_DIR"`
-	AppName              string        `env:"APP_NAME"`
-	TLSCertFile          string        `env:"TLS_CERT_FILE"`
-	TLSKeyFile           string        `env:"TLS_KEY_FILE"`
-	UpstreamCAFile       string        `env:"UPSTREAM_CA_FILE"`
-	UpstreamTimeout      time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"60s"`
-	BodyIdleTimeout      time.Duration `env:"BODY_IDLE_TIMEOUT" envDefault:"30s"`
-	ApproveMaxBody       int64         `env:"APPROVE_MAX_BODY" envDefault:"65536"`
-	LogLevel             string        `env:"LOG_LEVEL" envDefault:"info"`
-	AccessLog            bool          `env:"ACCESS_LOG" envDefault:"true"`
-	ShutdownDrain        time.Duration `env:"SHUTDOWN_DRAIN" envDefault:"5s"`
-	ShutdownTimeout      time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s"`
-	Pprof                bool          `env:"PPROF" envDefault:"false"`
-	Store                string        `env:"STORE" envDefault:"memory"`
-	RedisURL             string        `env:"REDIS_URL" secret:"true"`
-	RedisPassword        string        `env:"REDIS_PASSWORD" secret:"true"`
-	RedisCAFile          string        `env:"REDIS_CA_FILE"`
-	RedisTimeout         time.Duration `env:"REDIS_TIMEOUT" envDefault:"500ms"`
-	StoreMaxStaleness    time.Duration `env:"STORE_MAX_STALENESS" envDefault:"10s"`
-	AdminToken           string        `env:"ADMIN_TOKEN" secret:"true"`
+	// The app: absolute `http(s)://host[:port][/base]`, no query, fragment or credentials. Not
+	// needed when stepgate only answers a front proxy (see [Front
+	// doors](../README.md#front-doors-behind-nginx-caddy-traefik-envoy-gateway-istio)).
+	// Default: required with the `proxy` front door.
+	Upstream string `env:"UPSTREAM"`
+
+	// The `Host` header sent to the app, `host[:port]`. The client's `Host` is never forwarded by
+	// default (it goes in `X-Forwarded-Host`): an app that routes by `Host` could otherwise be
+	// reached through rules written for another site.
+	// Default: empty: the host of `STEPGATE_UPSTREAM`.
+	UpstreamHost string `env:"UPSTREAM_HOST"`
+
+	// Send the client's `Host` to the app instead (only for an app that needs it and serves one
+	// site; cannot be combined with `STEPGATE_UPSTREAM_HOST`).
+	PreserveHost bool `env:"PRESERVE_HOST" envDefault:"false"`
+
+	// PingOne environment ID (UUID).
+	PingOneEnvID string `env:"PINGONE_ENV_ID,required"`
+
+	// PingOne application (OIDC, MFA-only policy) client ID.
+	PingOneClientID string `env:"PINGONE_CLIENT_ID,required"`
+
+	// Its client secret; also signs the `login_hint_token` and (unless
+	// `STEPGATE_PINGONE_REQUEST_KEY_FILE` is set) the `request` JWT (HS256). At least 8
+	// characters.
+	PingOneClientSecret string `env:"PINGONE_CLIENT_SECRET,required" secret:"true"`
+
+	// Comma-separated base64 keys, 32 bytes each. The first seals, all open: prepend a new key to
+	// rotate without logging anyone out, drop the old one after `MFA_MAX_AGE` (several replicas:
+	// roll in two phases, see [Running several replicas](../README.md#running-several-replicas)).
+	// Generate with `openssl rand -base64 32`.
+	CookieKeys string `env:"COOKIE_KEYS,required" secret:"true"`
+
+	// Proxy listener.
+	Listen string `env:"LISTEN" envDefault:":8080"`
+
+	// Admin listener: `/metrics`, `/healthz`, `/readyz`, optional pprof. Never expose it publicly.
+	AdminListen string `env:"ADMIN_LISTEN" envDefault:":9090"`
+
+	// `https://` only, except a loopback host (`http://127.0.0.1:8081`, a local simulator).
+	// Regional host (`https://auth.pingone.eu`, `.ca`, `.asia`, `.com.au`) or the environment's
+	// custom domain (`https://sso.example.com`, with `STEPGATE_PINGONE_CUSTOM_DOMAIN=true`).
+	PingOneAuthBase string `env:"PINGONE_AUTH_BASE" envDefault:"https://auth.pingone.com"`
+
+	// `true` when `PINGONE_AUTH_BASE` is a PingOne custom domain: PingOne then serves the
+	// environment at the domain's root (`/as/authorize`, `/flows/{id}`, no environment id in
+	// paths) and its issuer is `{AUTH_BASE}/as`. A wrong setting fails closed: PingOne answers
+	// 404, the signing keys never load and `/readyz` stays 503.
+	PingOneCustomDomain bool `env:"PINGONE_CUSTOM_DOMAIN" envDefault:"false"`
+
+	// Default sign-on policy name(s) sent as `acr_values` and required in the token's `acr`; a
+	// rule's `acr=` overrides it.
+	PingOneACRValues string `env:"PINGONE_ACR_VALUES"`
+
+	// Scopes requested.
+	PingOneScopes string `env:"PINGONE_SCOPES" envDefault:"openid profile email"`
+
+	// `token id_token`, `id_token`, or `code` (PKCE S256 plus the token endpoint).
+	PingOneResponseType string `env:"PINGONE_RESPONSE_TYPE" envDefault:"token id_token"`
+
+	// Per-call timeout to PingOne (1ms–2m).
+	PingOneTimeout time.Duration `env:"PINGONE_TIMEOUT" envDefault:"10s"`
+
+	// Global cap on calls to PingOne per second (burst 2×+1).
+	PingOneRateLimit float64 `env:"PINGONE_RATE_LIMIT" envDefault:"50"`
+
+	// PEM private key (RSA ≥ 2048 bits → RS256, or P-256 → ES256) that signs the `request` JWT
+	// instead of HS256 with the client secret; its public JWKS is served on the admin listener at
+	// `/jwks.json`. See [PingOne request object](../README.md#pingone-request-object).
+	PingOneRequestKey string `env:"PINGONE_REQUEST_KEY_FILE"`
+
+	// Window of the abuse limits `STEPGATE_LIMIT_*` ([design §8](design.md)); each answers 429 with
+	// `Retry-After`.
+	LimitWindow time.Duration `env:"LIMIT_WINDOW" envDefault:"10m"`
+
+	// Challenge starts per user per window.
+	LimitStartsPerUser int `env:"LIMIT_STARTS_PER_USER" envDefault:"5"`
+
+	// Challenge starts per client IP (IPv6: per /64) per window.
+	LimitStartsPerIP int `env:"LIMIT_STARTS_PER_IP" envDefault:"20"`
+
+	// OTP checks per user per window (on top of PingOne's per-flow failure limit).
+	LimitOTPPerUser int `env:"LIMIT_OTP_PER_USER" envDefault:"10"`
+
+	// Device selections and resends (each sends an SMS, e-mail or push) per user per window.
+	LimitSendsPerUser int `env:"LIMIT_SENDS_PER_USER" envDefault:"10"`
+
+	// Rules, separated by `;` or newlines (see [Rules](../README.md#rules)). Rules that protect
+	// nothing are refused unless `STEPGATE_ALLOW_UNPROTECTED=true`.
+	Rules string `env:"RULES"`
+
+	// A rules file, one rule per line, `#` comments. Not together with `STEPGATE_RULES`.
+	RulesFile string `env:"RULES_FILE"`
+
+	// Action where no rule matches: `allow`, `deny` or `mfa`.
+	DefaultAction string `env:"DEFAULT_ACTION" envDefault:"allow"`
+
+	// Start although nothing is protected (no `mfa`, `approve` or `deny` rule and an `allow`
+	// default). Without it such a configuration is refused: it is usually a typo or a rules file
+	// that did not load.
+	AllowUnprotected bool `env:"ALLOW_UNPROTECTED" envDefault:"false"`
+
+	// Default freshness of a step-up for `mfa` rules (`max_age=` overrides).
+	MFAMaxAge time.Duration `env:"MFA_MAX_AGE" envDefault:"1h"`
+
+	// Fold ASCII case for matching, and refuse Windows alias spellings (trailing dots, 8.3 names,
+	// `::$DATA`) — for IIS-style apps.
+	CaseInsensitive bool `env:"CASE_INSENSITIVE_PATHS" envDefault:"false"`
+
+	// Where the upstream user comes from: `header` or `jwt` ([design §4](design.md)).
+	Identity string `env:"IDENTITY" envDefault:"header"`
+
+	// Header mode: the user, believed only from trusted peers.
+	IdentityHeader string `env:"IDENTITY_HEADER" envDefault:"X-Forwarded-User"`
+
+	// CIDRs whose identity headers, identity JWTs and `X-Forwarded-For` are believed; from any
+	// other peer they are removed or ignored. With the `forward-auth` or `ext-authz` front door it
+	// must be set explicitly (the front proxies or Envoys: only they are believed about the
+	// original request).
+	// Default: `127.0.0.1/32,::1/128`.
+	TrustedProxies string `env:"TRUSTED_PROXIES"`
+
+	// Comma-separated: `proxy` (forward to `STEPGATE_UPSTREAM`), `forward-auth` (answer nginx
+	// `auth_request`, Traefik `forwardAuth`, Caddy `forward_auth` at `/.stepgate/auth`),
+	// `ext-authz` (Envoy's HTTP ext_authz at `/.stepgate/ext-authz/…`, and gRPC on
+	// `STEPGATE_AUTHZ_GRPC_LISTEN`). A door not listed is not served.
+	FrontDoors string `env:"FRONT_DOORS" envDefault:"proxy"`
+
+	// With `ext-authz`: address of the gRPC `envoy.service.auth.v3.Authorization/Check` listener
+	// (e.g. `:9191`); TLS with `STEPGATE_TLS_CERT_FILE` when set.
+	// Default: empty: no gRPC.
+	AuthzGRPCListen string `env:"AUTHZ_GRPC_LISTEN"`
+
+	// With `ext-authz`: Envoy forwards request bodies (`with_request_body`; Envoy Gateway
+	// `bodyToExtAuth`; Istio `includeRequestBodyInCheck`). Required for `approve` rules with
+	// ext_authz; `approve` rules are refused at start-up with `forward-auth`, which never sees a
+	// body.
+	AuthzWithBody bool `env:"AUTHZ_WITH_BODY" envDefault:"false"`
+
+	// JWT mode: header holding the token (`Bearer` scheme for `Authorization`, the raw token
+	// otherwise).
+	IdentityJWTHeader string `env:"IDENTITY_JWT_HEADER" envDefault:"Authorization"`
+
+	// JWKS of the upstream IdP.
+	// Default: empty; required with `STEPGATE_IDENTITY=jwt`.
+	IdentityJWKSURL string `env:"IDENTITY_JWKS_URL"`
+
+	// Expected `iss`.
+	// Default: empty; required with `STEPGATE_IDENTITY=jwt`.
+	IdentityIssuer string `env:"IDENTITY_ISSUER"`
+
+	// Expected `aud`.
+	// Default: empty; required with `STEPGATE_IDENTITY=jwt`.
+	IdentityAudience string `env:"IDENTITY_AUDIENCE"`
+
+	// Claim that names the user (e.g. `email`).
+	IdentityClaim string `env:"IDENTITY_CLAIM" envDefault:"sub"`
+
+	// JWT mode: believe a verified token from any peer, not only from `TRUSTED_PROXIES`. Only for
+	// edges whose addresses you cannot list (IAP, Cloudflare Access), with the app unreachable any
+	// other way.
+	IdentityJWTAnyPeer bool `env:"IDENTITY_JWT_ANY_PEER" envDefault:"false"`
+
+	// Where the PingOne user comes from: `header:NAME` (header mode; e.g.
+	// `header:X-Forwarded-Email`) or `claim:NAME` (jwt mode; e.g. `claim:email`). See [The PingOne
+	// user](../README.md#the-pingone-user).
+	// Default: empty: the upstream user.
+	PingOneUserFrom string `env:"PINGONE_USER_FROM"`
+
+	// `username` or `id` (a PingOne user id, which must be a UUID).
+	PingOneUserKind string `env:"PINGONE_USER_KIND" envDefault:"username"`
+
+	// Comma-separated, applied in order: `lower`, `strip-domain` (cut at the last `@`).
+	PingOneUserTransform string `env:"PINGONE_USER_TRANSFORM"`
+
+	// Step-up cookie; the pending-flow cookie is this name plus `-flow`.
+	// Default: `__Host-stepgate` (`stepgate` when not secure).
+	CookieName string `env:"COOKIE_NAME"`
+
+	// `false` only for plain-http local use (the demo).
+	CookieSecure bool `env:"COOKIE_SECURE" envDefault:"true"`
+
+	// Header carrying the PingOne ID token upstream; `Authorization` sends `Bearer <token>`.
+	IDTokenHeader string `env:"ID_TOKEN_HEADER" envDefault:"X-Stepgate-Id-Token"`
+
+	// Count a PingOne "bypass" completion (no MFA step) as a step-up. Leave it off.
+	AllowMFABypass bool `env:"ALLOW_MFA_BYPASS" envDefault:"false"`
+
+	// Branding: `page.html` replaces the built-in page; `messages/<lang>.json` add or override
+	// catalogues.
+	TemplatesDir string `env:"TEMPLATES_DIR"`
+
+	// The application's name on the challenge page ("Example HR asks for a recent extra check…",
+	// "Return to Example HR", the page title).
+	// Default: the upstream's host name (none for an IP address or `localhost`).
+	AppName string `env:"APP_NAME"`
+
+	// Serve TLS on the proxy listener (with `_KEY_FILE`; both or neither).
+	TLSCertFile string `env:"TLS_CERT_FILE"`
+
+	// Its private key.
+	TLSKeyFile string `env:"TLS_KEY_FILE"`
+
+	// PEM CA bundle for an `https` upstream with a private CA.
+	UpstreamCAFile string `env:"UPSTREAM_CA_FILE"`
+
+	// Time to the upstream's response headers (streams may then run on).
+	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"60s"`
+
+	// Longest wait for the next bytes of a request body (100ms–10m); a body that stalls longer is
+	// answered `408` and its upstream request abandoned. A slow but moving upload is not cut.
+	BodyIdleTimeout time.Duration `env:"BODY_IDLE_TIMEOUT" envDefault:"30s"`
+
+	// Largest request body (bytes) an `approve` rule holds while the user approves; a larger one
+	// gets a 413 page before PingOne is called. 1 byte to 16 MiB.
+	ApproveMaxBody int64 `env:"APPROVE_MAX_BODY" envDefault:"65536"`
+
+	// `debug`, `info`, `warn`, `error`. Audit events are `info`: below it they are lost.
+	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
+
+	// One JSON access line per request. `false` drops only those lines (a few µs per request; see
+	// [Performance](../README.md#performance)), keeping audit events.
+	AccessLog bool `env:"ACCESS_LOG" envDefault:"true"`
+
+	// After SIGTERM: readiness fails at once, traffic keeps being served this long so load
+	// balancers notice.
+	ShutdownDrain time.Duration `env:"SHUTDOWN_DRAIN" envDefault:"5s"`
+
+	// Then: how long in-flight requests (and SSE streams) get to finish.
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s"`
+
+	// Serve `/debug/pprof/` on the admin listener (never on the proxy listener).
+	Pprof bool `env:"PPROF" envDefault:"false"`
+
+	// Where abuse-limit counters, approvals, held requests and revocations live: `memory` (this
+	// process) or `redis` (Redis or Valkey, shared by every replica). See [Running several
+	// replicas](../README.md#running-several-replicas).
+	Store string `env:"STORE" envDefault:"memory"`
+
+	// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS (system CAs). Only with
+	// `STEPGATE_STORE=redis`.
+	// Default: empty; required with `STEPGATE_STORE=redis`.
+	RedisURL string `env:"REDIS_URL" secret:"true"`
+
+	// Redis password (or ACL user's password), overriding one in the URL; usually as
+	// `STEPGATE_REDIS_PASSWORD_FILE`.
+	RedisPassword string `env:"REDIS_PASSWORD" secret:"true"`
+
+	// PEM CA bundle that verifies a `rediss://` server (a private CA); default the system's roots.
+	// Certificate checks cannot be turned off (`skip_verify` in the URL is refused).
+	RedisCAFile string `env:"REDIS_CA_FILE"`
+
+	// Bound on every Redis call (dial, read, write); never retried (1ms–10s).
+	RedisTimeout time.Duration `env:"REDIS_TIMEOUT" envDefault:"500ms"`
+
+	// With Redis: how long a replica may go without confirming its in-process revocation view
+	// before `mfa` paths answer 503 (1s–10m).
+	StoreMaxStaleness time.Duration `env:"STORE_MAX_STALENESS" envDefault:"10s"`
+
+	// Bearer token for `POST /revoke` on the admin listener (at least 32 characters; `openssl rand
+	// -base64 32`). Without it the endpoint does not exist (404).
+	AdminToken string `env:"ADMIN_TOKEN" secret:"true"`
 }
 
 const envPrefix = "STEPGATE_"
