@@ -35,6 +35,7 @@ func TestHelmAuthzModeRendersACentralCheckService(t *testing.T) {
 	}
 	sg := &pod.Containers[0]
 	reportProblems(t, checkSecurityContext(pod, sg))
+	reportProblems(t, checkServiceLinks(pod))
 	env, problems := effectiveEnv(m, sg)
 	reportProblems(t, problems)
 	documented := documentedEnv()

@@ -41,6 +41,8 @@ func TestChecksFireOnRegressions(t *testing.T) {
 		wantProblem string
 	}{
 		{"running as root is reported", func(m *manifests) { stepgate(m).SecurityContext.RunAsUser = &root }, "runAsUser"},
+		{"service links left on are reported", func(m *manifests) { pod(m).EnableServiceLinks = nil }, "enableServiceLinks"},
+		{"service links turned on are reported", func(m *manifests) { pod(m).EnableServiceLinks = &tr }, "enableServiceLinks"},
 		{"dropping runAsNonRoot is reported", func(m *manifests) {
 			stepgate(m).SecurityContext.RunAsNonRoot = nil
 			pod(m).SecurityContext.RunAsNonRoot = nil

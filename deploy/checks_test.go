@@ -118,6 +118,7 @@ func check(m *manifests, want expect) []string {
 	// Security context of the stepgate container (pod-level values count where
 	// Kubernetes inherits them).
 	problems = append(problems, checkSecurityContext(pod, sg)...)
+	problems = append(problems, checkServiceLinks(pod)...)
 
 	env, envProblems := effectiveEnv(m, sg)
 	problems = append(problems, envProblems...)
@@ -274,6 +275,17 @@ func checkSecurityContext(pod *corev1.PodSpec, sg *corev1.Container) []string {
 		fail("stepgate: seccompProfile is not RuntimeDefault")
 	}
 	return problems
+}
+
+// checkServiceLinks wants enableServiceLinks: false. Service links would put
+// STEPGATE_SERVICE_HOST, STEPGATE_PORT=tcp://… and the like into the
+// environment for a Service named stepgate: not settings (stepgate lets
+// their exact shapes pass), and noise beside the real ones.
+func checkServiceLinks(pod *corev1.PodSpec) []string {
+	if pod.EnableServiceLinks == nil || *pod.EnableServiceLinks {
+		return []string{"enableServiceLinks is not false (a Service named stepgate would inject STEPGATE_ variables)"}
+	}
+	return nil
 }
 
 // effectiveEnv resolves the stepgate container's environment as the kubelet

@@ -311,11 +311,12 @@ func TestCheckConfigExplainsTheIdentityMapping(t *testing.T) {
 		"STEPGATE_PINGONE_CLIENT_ID":      pingonesim.DemoClientID,
 		"STEPGATE_PINGONE_CLIENT_SECRET":  pingonesim.DemoClientSecret,
 		"STEPGATE_COOKIE_KEYS":            testKey,
+		"STEPGATE_RULES":                  "/admin/ mfa",
 		"STEPGATE_PINGONE_USER_FROM":      "header:X-Forwarded-Email",
 		"STEPGATE_PINGONE_USER_TRANSFORM": "lower,strip-domain",
 	}
 	var out, errOut bytes.Buffer
-	if err := run(context.Background(), []string{"-check-config"}, func(k string) string { return env[k] }, &out, &errOut); err != nil {
+	if err := run(context.Background(), []string{"-check-config"}, environOf(env), &out, &errOut); err != nil {
 		t.Fatalf("-check-config: %v", err)
 	}
 	for _, want := range []string{
@@ -338,6 +339,7 @@ func TestPingOneUserSettingsAreValidatedStrictly(t *testing.T) {
 		"STEPGATE_PINGONE_CLIENT_ID":     pingonesim.DemoClientID,
 		"STEPGATE_PINGONE_CLIENT_SECRET": pingonesim.DemoClientSecret,
 		"STEPGATE_COOKIE_KEYS":           testKey,
+		"STEPGATE_RULES":                 "/admin/ mfa",
 	}
 	tests := []struct {
 		name    string
@@ -364,7 +366,7 @@ func TestPingOneUserSettingsAreValidatedStrictly(t *testing.T) {
 				env[k] = v
 			}
 			var out bytes.Buffer
-			err := run(context.Background(), []string{"-check-config"}, func(k string) string { return env[k] }, &out, &out)
+			err := run(context.Background(), []string{"-check-config"}, environOf(env), &out, &out)
 			if err == nil || !strings.Contains(err.Error(), tt.wantVar) {
 				t.Errorf("got %v, want an error naming %s", err, tt.wantVar)
 			}
@@ -375,7 +377,7 @@ func TestPingOneUserSettingsAreValidatedStrictly(t *testing.T) {
 func TestCommandLineHelpsANewcomer(t *testing.T) {
 	t.Run("-h lists demo, simulate and -check-config and succeeds", func(t *testing.T) {
 		var out bytes.Buffer
-		if err := run(context.Background(), []string{"-h"}, func(string) string { return "" }, &out, &out); err != nil {
+		if err := run(context.Background(), []string{"-h"}, nil, &out, &out); err != nil {
 			t.Fatalf("-h: %v", err)
 		}
 		for _, want := range []string{"stepgate demo", "stepgate simulate", "-check-config"} {
@@ -386,7 +388,7 @@ func TestCommandLineHelpsANewcomer(t *testing.T) {
 	})
 	t.Run("a bare stepgate without configuration points at stepgate demo", func(t *testing.T) {
 		var out bytes.Buffer
-		err := run(context.Background(), nil, func(string) string { return "" }, &out, &out)
+		err := run(context.Background(), nil, nil, &out, &out)
 		if err == nil || !strings.Contains(err.Error(), "stepgate demo") {
 			t.Errorf("got %v, want an error that suggests stepgate demo", err)
 		}
@@ -398,10 +400,11 @@ func TestCommandLineHelpsANewcomer(t *testing.T) {
 			"STEPGATE_PINGONE_CLIENT_ID":     pingonesim.DemoClientID,
 			"STEPGATE_PINGONE_CLIENT_SECRET": pingonesim.DemoClientSecret,
 			"STEPGATE_COOKIE_KEYS":           testKey,
+			"STEPGATE_RULES":                 "/admin/ mfa",
 			"STEPGATE_PINGONE_AUTH_BASE":     "http://127.0.0.1:8081",
 		}
 		var out bytes.Buffer
-		if err := run(context.Background(), []string{"-check-config"}, func(k string) string { return env[k] }, &out, &out); err != nil {
+		if err := run(context.Background(), []string{"-check-config"}, environOf(env), &out, &out); err != nil {
 			t.Errorf("-check-config: %v", err)
 		}
 	})
@@ -412,7 +415,7 @@ func TestCommandLineHelpsANewcomer(t *testing.T) {
 		}
 		defer ln.Close()
 		var out bytes.Buffer
-		err = run(context.Background(), []string{"demo", "-idp-addr", "127.0.0.1:0", "-sim-addr", ln.Addr().String()}, func(string) string { return "" }, &out, &out)
+		err = run(context.Background(), []string{"demo", "-idp-addr", "127.0.0.1:0", "-sim-addr", ln.Addr().String()}, nil, &out, &out)
 		if err == nil || !strings.Contains(err.Error(), "-sim-addr") {
 			t.Errorf("got %v, want an error naming -sim-addr", err)
 		}
@@ -429,11 +432,12 @@ func TestCommandLineHelpsANewcomer(t *testing.T) {
 			"STEPGATE_PINGONE_CLIENT_ID":     pingonesim.DemoClientID,
 			"STEPGATE_PINGONE_CLIENT_SECRET": pingonesim.DemoClientSecret,
 			"STEPGATE_COOKIE_KEYS":           testKey,
+			"STEPGATE_RULES":                 "/admin/ mfa",
 			"STEPGATE_PINGONE_AUTH_BASE":     "http://127.0.0.1:9",
 			"STEPGATE_LISTEN":                ln.Addr().String(),
 		}
 		var out bytes.Buffer
-		err = run(context.Background(), nil, func(k string) string { return env[k] }, &out, &out)
+		err = run(context.Background(), nil, environOf(env), &out, &out)
 		if err == nil || !strings.Contains(err.Error(), "STEPGATE_LISTEN") {
 			t.Errorf("got %v, want an error naming STEPGATE_LISTEN", err)
 		}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -26,73 +27,277 @@ import (
 // config is every STEPGATE_ environment variable (docs/design.md §9). Loading (this
 // struct) is kept apart from validation (validate), which builds the typed
 // values the program runs on.
+//
+// It is also the configuration reference: docs/configuration.md is generated
+// from these fields (their env tags, types and doc comments; a comment line
+// "Default: …" describes a default the tag cannot hold). After a change run
+// go generate ./cmd/stepgate; TestConfigurationReferenceIsCurrent fails until
+// then.
+//
+//go:generate go run gen_configdoc.go
 type config struct {
-	Upstream             string        `env:"UPSTREAM"` // required with the proxy front door
-	UpstreamHost         string        `env:"UPSTREAM_HOST"`
-	PreserveHost         bool          `env:"PRESERVE_HOST" envDefault:"false"`
-	PingOneEnvID         string        `env:"PINGONE_ENV_ID,required"`
-	PingOneClientID      string        `env:"PINGONE_CLIENT_ID,required"`
-	PingOneClientSecret  string        `env:"PINGONE_CLIENT_SECRET,required" secret:"true"`
-	CookieKeys           string        `env:"COOKIE_KEYS,required" secret:"true"`
-	Listen               string        `env:"LISTEN" envDefault:":8080"`
-	AdminListen          string        `env:"ADMIN_LISTEN" envDefault:":9090"`
-	PingOneAuthBase      string        `env:"PINGONE_AUTH_BASE" envDefault:"https://auth.pingone.com"`
-	PingOneCustomDomain  bool          `env:"PINGONE_CUSTOM_DOMAIN" envDefault:"false"`
-	PingOneACRValues     string        `env:"PINGONE_ACR_VALUES"`
-	PingOneScopes        string        `env:"PINGONE_SCOPES" envDefault:"openid profile email"`
-	PingOneResponseType  string        `env:"PINGONE_RESPONSE_TYPE" envDefault:"token id_token"`
-	PingOneTimeout       time.Duration `env:"PINGONE_TIMEOUT" envDefault:"10s"`
-	PingOneRateLimit     float64       `env:"PINGONE_RATE_LIMIT" envDefault:"50"`
-	PingOneRequestKey    string        `env:"PINGONE_REQUEST_KEY_FILE"`
-	LimitWindow          time.Duration `env:"LIMIT_WINDOW" envDefault:"10m"`
-	LimitStartsPerUser   int           `env:"LIMIT_STARTS_PER_USER" envDefault:"5"`
-	LimitStartsPerIP     int           `env:"LIMIT_STARTS_PER_IP" envDefault:"20"`
-	LimitOTPPerUser      int           `env:"LIMIT_OTP_PER_USER" envDefault:"10"`
-	LimitSendsPerUser    int           `env:"LIMIT_SENDS_PER_USER" envDefault:"10"`
-	Rules                string        `env:"RULES"`
-	RulesFile            string        `env:"RULES_FILE"`
-	DefaultAction        string        `env:"DEFAULT_ACTION" envDefault:"allow"`
-	MFAMaxAge            time.Duration `env:"MFA_MAX_AGE" envDefault:"1h"`
-	CaseInsensitive      bool          `env:"CASE_INSENSITIVE_PATHS" envDefault:"false"`
-	Identity             string        `env:"IDENTITY" envDefault:"header"`
-	IdentityHeader       string        `env:"IDENTITY_HEADER" envDefault:"X-Forwarded-User"`
-	TrustedProxies       string        `env:"TRUSTED_PROXIES"` // default defaultTrustedProxies
-	FrontDoors           string        `env:"FRONT_DOORS" envDefault:"proxy"`
-	AuthzGRPCListen      string        `env:"AUTHZ_GRPC_LISTEN"`
-	AuthzWithBody        bool          `env:"AUTHZ_WITH_BODY" envDefault:"false"`
-	IdentityJWTHeader    string        `env:"IDENTITY_JWT_HEADER" envDefault:"Authorization"`
-	IdentityJWKSURL      string        `env:"IDENTITY_JWKS_URL"`
-	IdentityIssuer       string        `env:"IDENTITY_ISSUER"`
-	IdentityAudience     string        `env:"IDENTITY_AUDIENCE"`
-	IdentityClaim        string        `env:"IDENTITY_CLAIM" envDefault:"sub"`
-	IdentityJWTAnyPeer   bool          `env:"IDENTITY_JWT_ANY_PEER" envDefault:"false"`
-	PingOneUserFrom      string        `env:"PINGONE_USER_FROM"`
-	PingOneUserKind      string        `env:"PINGONE_USER_KIND" envDefault:"username"`
-	PingOneUserTransform string        `env:"PINGONE_USER_TRANSFORM"`
-	CookieName           string        `env:"COOKIE_NAME"`
-	CookieSecure         bool          `env:"COOKIE_SECURE" envDefault:"true"`
-	IDTokenHeader        string        `env:"ID_TOKEN_HEADER" envDefault:"X-Stepgate-Id-Token"`
-	AllowMFABypass       bool          `env:"ALLOW_MFA_BYPASS" envDefault:"false"`
-	TemplatesDir         string        `env:"TEMPLATES_DIR"`
-	AppName              string        `env:"APP_NAME"`
-	TLSCertFile          string        `env:"TLS_CERT_FILE"`
-	TLSKeyFile           string        `env:"TLS_KEY_FILE"`
-	UpstreamCAFile       string        `env:"UPSTREAM_CA_FILE"`
-	UpstreamTimeout      time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"60s"`
-	BodyIdleTimeout      time.Duration `env:"BODY_IDLE_TIMEOUT" envDefault:"30s"`
-	ApproveMaxBody       int64         `env:"APPROVE_MAX_BODY" envDefault:"65536"`
-	LogLevel             string        `env:"LOG_LEVEL" envDefault:"info"`
-	AccessLog            bool          `env:"ACCESS_LOG" envDefault:"true"`
-	ShutdownDrain        time.Duration `env:"SHUTDOWN_DRAIN" envDefault:"5s"`
-	ShutdownTimeout      time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s"`
-	Pprof                bool          `env:"PPROF" envDefault:"false"`
-	Store                string        `env:"STORE" envDefault:"memory"`
-	RedisURL             string        `env:"REDIS_URL" secret:"true"`
-	RedisPassword        string        `env:"REDIS_PASSWORD" secret:"true"`
-	RedisCAFile          string        `env:"REDIS_CA_FILE"`
-	RedisTimeout         time.Duration `env:"REDIS_TIMEOUT" envDefault:"500ms"`
-	StoreMaxStaleness    time.Duration `env:"STORE_MAX_STALENESS" envDefault:"10s"`
-	AdminToken           string        `env:"ADMIN_TOKEN" secret:"true"`
+	// The app: absolute `http(s)://host[:port][/base]`, no query, fragment or credentials. Not
+	// needed when stepgate only answers a front proxy (see [Front
+	// doors](../README.md#front-doors-behind-nginx-caddy-traefik-envoy-gateway-istio)).
+	// Default: required with the `proxy` front door.
+	Upstream string `env:"UPSTREAM"`
+
+	// The `Host` header sent to the app, `host[:port]`. The client's `Host` is never forwarded by
+	// default (it goes in `X-Forwarded-Host`): an app that routes by `Host` could otherwise be
+	// reached through rules written for another site.
+	// Default: empty: the host of `STEPGATE_UPSTREAM`.
+	UpstreamHost string `env:"UPSTREAM_HOST"`
+
+	// Send the client's `Host` to the app instead (only for an app that needs it and serves one
+	// site; cannot be combined with `STEPGATE_UPSTREAM_HOST`).
+	PreserveHost bool `env:"PRESERVE_HOST" envDefault:"false"`
+
+	// PingOne environment ID (UUID).
+	PingOneEnvID string `env:"PINGONE_ENV_ID,required"`
+
+	// PingOne application (OIDC, MFA-only policy) client ID.
+	PingOneClientID string `env:"PINGONE_CLIENT_ID,required"`
+
+	// Its client secret; also signs the `login_hint_token` and (unless
+	// `STEPGATE_PINGONE_REQUEST_KEY_FILE` is set) the `request` JWT (HS256). At least 8
+	// characters.
+	PingOneClientSecret string `env:"PINGONE_CLIENT_SECRET,required" secret:"true"`
+
+	// Comma-separated base64 keys, 32 bytes each. The first seals, all open: prepend a new key to
+	// rotate without logging anyone out, drop the old one after `MFA_MAX_AGE` (several replicas:
+	// roll in two phases, see [Running several replicas](../README.md#running-several-replicas)).
+	// Generate with `openssl rand -base64 32`.
+	CookieKeys string `env:"COOKIE_KEYS,required" secret:"true"`
+
+	// Proxy listener.
+	Listen string `env:"LISTEN" envDefault:":8080"`
+
+	// Admin listener: `/metrics`, `/healthz`, `/readyz`, optional pprof. Never expose it publicly.
+	AdminListen string `env:"ADMIN_LISTEN" envDefault:":9090"`
+
+	// `https://` only, except a loopback host (`http://127.0.0.1:8081`, a local simulator).
+	// Regional host (`https://auth.pingone.eu`, `.ca`, `.asia`, `.com.au`) or the environment's
+	// custom domain (`https://sso.example.com`, with `STEPGATE_PINGONE_CUSTOM_DOMAIN=true`).
+	PingOneAuthBase string `env:"PINGONE_AUTH_BASE" envDefault:"https://auth.pingone.com"`
+
+	// `true` when `PINGONE_AUTH_BASE` is a PingOne custom domain: PingOne then serves the
+	// environment at the domain's root (`/as/authorize`, `/flows/{id}`, no environment id in
+	// paths) and its issuer is `{AUTH_BASE}/as`. A wrong setting fails closed: PingOne answers
+	// 404, the signing keys never load and `/readyz` stays 503.
+	PingOneCustomDomain bool `env:"PINGONE_CUSTOM_DOMAIN" envDefault:"false"`
+
+	// Default sign-on policy name(s) sent as `acr_values` and required in the token's `acr`; a
+	// rule's `acr=` overrides it.
+	PingOneACRValues string `env:"PINGONE_ACR_VALUES"`
+
+	// Scopes requested.
+	PingOneScopes string `env:"PINGONE_SCOPES" envDefault:"openid profile email"`
+
+	// `token id_token`, `id_token`, or `code` (PKCE S256 plus the token endpoint).
+	PingOneResponseType string `env:"PINGONE_RESPONSE_TYPE" envDefault:"token id_token"`
+
+	// Per-call timeout to PingOne (1ms–2m).
+	PingOneTimeout time.Duration `env:"PINGONE_TIMEOUT" envDefault:"10s"`
+
+	// Global cap on calls to PingOne per second (burst 2×+1).
+	PingOneRateLimit float64 `env:"PINGONE_RATE_LIMIT" envDefault:"50"`
+
+	// PEM private key (RSA ≥ 2048 bits → RS256, or P-256 → ES256) that signs the `request` JWT
+	// instead of HS256 with the client secret; its public JWKS is served on the admin listener at
+	// `/jwks.json`. See [PingOne request object](../README.md#pingone-request-object).
+	PingOneRequestKey string `env:"PINGONE_REQUEST_KEY_FILE"`
+
+	// Window of the abuse limits `STEPGATE_LIMIT_*` ([design §8](design.md)); each answers 429 with
+	// `Retry-After`.
+	LimitWindow time.Duration `env:"LIMIT_WINDOW" envDefault:"10m"`
+
+	// Challenge starts per user per window.
+	LimitStartsPerUser int `env:"LIMIT_STARTS_PER_USER" envDefault:"5"`
+
+	// Challenge starts per client IP (IPv6: per /64) per window.
+	LimitStartsPerIP int `env:"LIMIT_STARTS_PER_IP" envDefault:"20"`
+
+	// OTP checks per user per window (on top of PingOne's per-flow failure limit).
+	LimitOTPPerUser int `env:"LIMIT_OTP_PER_USER" envDefault:"10"`
+
+	// Device selections and resends (each sends an SMS, e-mail or push) per user per window.
+	LimitSendsPerUser int `env:"LIMIT_SENDS_PER_USER" envDefault:"10"`
+
+	// Rules, separated by `;` or newlines (see [Rules](../README.md#rules)). Rules that protect
+	// nothing are refused unless `STEPGATE_ALLOW_UNPROTECTED=true`.
+	Rules string `env:"RULES"`
+
+	// A rules file, one rule per line, `#` comments. Not together with `STEPGATE_RULES`.
+	RulesFile string `env:"RULES_FILE"`
+
+	// Action where no rule matches: `allow`, `deny` or `mfa`.
+	DefaultAction string `env:"DEFAULT_ACTION" envDefault:"allow"`
+
+	// Start although nothing is protected (no `mfa`, `approve` or `deny` rule and an `allow`
+	// default). Without it such a configuration is refused: it is usually a typo or a rules file
+	// that did not load.
+	AllowUnprotected bool `env:"ALLOW_UNPROTECTED" envDefault:"false"`
+
+	// Default freshness of a step-up for `mfa` rules (`max_age=` overrides).
+	MFAMaxAge time.Duration `env:"MFA_MAX_AGE" envDefault:"1h"`
+
+	// Fold ASCII case for matching, and refuse Windows alias spellings (trailing dots, 8.3 names,
+	// `::$DATA`) — for IIS-style apps.
+	CaseInsensitive bool `env:"CASE_INSENSITIVE_PATHS" envDefault:"false"`
+
+	// Where the upstream user comes from: `header` or `jwt` ([design §4](design.md)).
+	Identity string `env:"IDENTITY" envDefault:"header"`
+
+	// Header mode: the user, believed only from trusted peers.
+	IdentityHeader string `env:"IDENTITY_HEADER" envDefault:"X-Forwarded-User"`
+
+	// CIDRs whose identity headers, identity JWTs and `X-Forwarded-For` are believed; from any
+	// other peer they are removed or ignored. With the `forward-auth` or `ext-authz` front door it
+	// must be set explicitly (the front proxies or Envoys: only they are believed about the
+	// original request).
+	// Default: `127.0.0.1/32,::1/128`.
+	TrustedProxies string `env:"TRUSTED_PROXIES"`
+
+	// Comma-separated: `proxy` (forward to `STEPGATE_UPSTREAM`), `forward-auth` (answer nginx
+	// `auth_request`, Traefik `forwardAuth`, Caddy `forward_auth` at `/.stepgate/auth`),
+	// `ext-authz` (Envoy's HTTP ext_authz at `/.stepgate/ext-authz/…`, and gRPC on
+	// `STEPGATE_AUTHZ_GRPC_LISTEN`). A door not listed is not served.
+	FrontDoors string `env:"FRONT_DOORS" envDefault:"proxy"`
+
+	// With `ext-authz`: address of the gRPC `envoy.service.auth.v3.Authorization/Check` listener
+	// (e.g. `:9191`); TLS with `STEPGATE_TLS_CERT_FILE` when set.
+	// Default: empty: no gRPC.
+	AuthzGRPCListen string `env:"AUTHZ_GRPC_LISTEN"`
+
+	// With `ext-authz`: Envoy forwards request bodies (`with_request_body`; Envoy Gateway
+	// `bodyToExtAuth`; Istio `includeRequestBodyInCheck`). Required for `approve` rules with
+	// ext_authz; `approve` rules are refused at start-up with `forward-auth`, which never sees a
+	// body.
+	AuthzWithBody bool `env:"AUTHZ_WITH_BODY" envDefault:"false"`
+
+	// JWT mode: header holding the token (`Bearer` scheme for `Authorization`, the raw token
+	// otherwise).
+	IdentityJWTHeader string `env:"IDENTITY_JWT_HEADER" envDefault:"Authorization"`
+
+	// JWKS of the upstream IdP.
+	// Default: empty; required with `STEPGATE_IDENTITY=jwt`.
+	IdentityJWKSURL string `env:"IDENTITY_JWKS_URL"`
+
+	// Expected `iss`.
+	// Default: empty; required with `STEPGATE_IDENTITY=jwt`.
+	IdentityIssuer string `env:"IDENTITY_ISSUER"`
+
+	// Expected `aud`.
+	// Default: empty; required with `STEPGATE_IDENTITY=jwt`.
+	IdentityAudience string `env:"IDENTITY_AUDIENCE"`
+
+	// Claim that names the user (e.g. `email`).
+	IdentityClaim string `env:"IDENTITY_CLAIM" envDefault:"sub"`
+
+	// JWT mode: believe a verified token from any peer, not only from `TRUSTED_PROXIES`. Only for
+	// edges whose addresses you cannot list (IAP, Cloudflare Access), with the app unreachable any
+	// other way.
+	IdentityJWTAnyPeer bool `env:"IDENTITY_JWT_ANY_PEER" envDefault:"false"`
+
+	// Where the PingOne user comes from: `header:NAME` (header mode; e.g.
+	// `header:X-Forwarded-Email`) or `claim:NAME` (jwt mode; e.g. `claim:email`). See [The PingOne
+	// user](../README.md#the-pingone-user).
+	// Default: empty: the upstream user.
+	PingOneUserFrom string `env:"PINGONE_USER_FROM"`
+
+	// `username` or `id` (a PingOne user id, which must be a UUID).
+	PingOneUserKind string `env:"PINGONE_USER_KIND" envDefault:"username"`
+
+	// Comma-separated, applied in order: `lower`, `strip-domain` (cut at the last `@`).
+	PingOneUserTransform string `env:"PINGONE_USER_TRANSFORM"`
+
+	// Step-up cookie; the pending-flow cookie is this name plus `-flow`.
+	// Default: `__Host-stepgate` (`stepgate` when not secure).
+	CookieName string `env:"COOKIE_NAME"`
+
+	// `false` only for plain-http local use (the demo).
+	CookieSecure bool `env:"COOKIE_SECURE" envDefault:"true"`
+
+	// Header carrying the PingOne ID token upstream; `Authorization` sends `Bearer <token>`.
+	IDTokenHeader string `env:"ID_TOKEN_HEADER" envDefault:"X-Stepgate-Id-Token"`
+
+	// Count a PingOne "bypass" completion (no MFA step) as a step-up. Leave it off.
+	AllowMFABypass bool `env:"ALLOW_MFA_BYPASS" envDefault:"false"`
+
+	// Branding: `page.html` replaces the built-in page; `messages/<lang>.json` add or override
+	// catalogues.
+	TemplatesDir string `env:"TEMPLATES_DIR"`
+
+	// The application's name on the challenge page ("Example HR asks for a recent extra check…",
+	// "Return to Example HR", the page title).
+	// Default: the upstream's host name (none for an IP address or `localhost`).
+	AppName string `env:"APP_NAME"`
+
+	// Serve TLS on the proxy listener (with `_KEY_FILE`; both or neither).
+	TLSCertFile string `env:"TLS_CERT_FILE"`
+
+	// Its private key.
+	TLSKeyFile string `env:"TLS_KEY_FILE"`
+
+	// PEM CA bundle for an `https` upstream with a private CA.
+	UpstreamCAFile string `env:"UPSTREAM_CA_FILE"`
+
+	// Time to the upstream's response headers (streams may then run on).
+	UpstreamTimeout time.Duration `env:"UPSTREAM_TIMEOUT" envDefault:"60s"`
+
+	// Longest wait for the next bytes of a request body (100ms–10m); a body that stalls longer is
+	// answered `408` and its upstream request abandoned. A slow but moving upload is not cut.
+	BodyIdleTimeout time.Duration `env:"BODY_IDLE_TIMEOUT" envDefault:"30s"`
+
+	// Largest request body (bytes) an `approve` rule holds while the user approves; a larger one
+	// gets a 413 page before PingOne is called. 1 byte to 16 MiB.
+	ApproveMaxBody int64 `env:"APPROVE_MAX_BODY" envDefault:"65536"`
+
+	// `debug`, `info`, `warn`, `error`. Audit events are `info`: below it they are lost.
+	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
+
+	// One JSON access line per request. `false` drops only those lines (a few µs per request; see
+	// [Performance](../README.md#performance)), keeping audit events.
+	AccessLog bool `env:"ACCESS_LOG" envDefault:"true"`
+
+	// After SIGTERM: readiness fails at once, traffic keeps being served this long so load
+	// balancers notice.
+	ShutdownDrain time.Duration `env:"SHUTDOWN_DRAIN" envDefault:"5s"`
+
+	// Then: how long in-flight requests (and SSE streams) get to finish.
+	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"30s"`
+
+	// Serve `/debug/pprof/` on the admin listener (never on the proxy listener).
+	Pprof bool `env:"PPROF" envDefault:"false"`
+
+	// Where abuse-limit counters, approvals, held requests and revocations live: `memory` (this
+	// process) or `redis` (Redis or Valkey, shared by every replica). See [Running several
+	// replicas](../README.md#running-several-replicas).
+	Store string `env:"STORE" envDefault:"memory"`
+
+	// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS (system CAs). Only with
+	// `STEPGATE_STORE=redis`.
+	// Default: empty; required with `STEPGATE_STORE=redis`.
+	RedisURL string `env:"REDIS_URL" secret:"true"`
+
+	// Redis password (or ACL user's password), overriding one in the URL; usually as
+	// `STEPGATE_REDIS_PASSWORD_FILE`.
+	RedisPassword string `env:"REDIS_PASSWORD" secret:"true"`
+
+	// PEM CA bundle that verifies a `rediss://` server (a private CA); default the system's roots.
+	// Certificate checks cannot be turned off (`skip_verify` in the URL is refused).
+	RedisCAFile string `env:"REDIS_CA_FILE"`
+
+	// Bound on every Redis call (dial, read, write); never retried (1ms–10s).
+	RedisTimeout time.Duration `env:"REDIS_TIMEOUT" envDefault:"500ms"`
+
+	// With Redis: how long a replica may go without confirming its in-process revocation view
+	// before `mfa` paths answer 503 (1s–10m).
+	StoreMaxStaleness time.Duration `env:"STORE_MAX_STALENESS" envDefault:"10s"`
+
+	// Bearer token for `POST /revoke` on the admin listener (at least 32 characters; `openssl rand
+	// -base64 32`). Without it the endpoint does not exist (404).
+	AdminToken string `env:"ADMIN_TOKEN" secret:"true"`
 }
 
 const envPrefix = "STEPGATE_"
@@ -113,13 +318,22 @@ func (c config) trustedProxies() string {
 // without a trailing newline, is the value).
 var secretVars = []string{"PINGONE_CLIENT_SECRET", "COOKIE_KEYS", "REDIS_URL", "REDIS_PASSWORD", "ADMIN_TOKEN"}
 
-// loadConfig reads the environment through getenv.
-func loadConfig(getenv func(string) string) (config, error) {
+// loadConfig reads the STEPGATE_ variables of environ (os.Environ's
+// "NAME=value" form; the first of two equal names wins, as with os.Getenv).
+//
+// It never stops at the first problem: an unknown STEPGATE_ name, a value
+// of the wrong type, a required value missing and an unreadable _FILE are
+// all returned together (a problems error), and the values at fault are
+// left at their defaults so that validate can still check everything else.
+func loadConfig(environ []string) (config, error) {
 	var c config
 	params, err := env.GetFieldParamsWithOptions(&c, env.Options{Prefix: envPrefix})
 	if err != nil {
 		return c, fmt.Errorf("config: %w", err)
 	}
+	getenv := lookupEnv(environ)
+	var errs problems
+	errs = append(errs, unknownVariables(environ)...)
 	vars := map[string]string{}
 	for _, p := range params {
 		if v := getenv(p.Key); v != "" {
@@ -133,41 +347,355 @@ func loadConfig(getenv func(string) string) (config, error) {
 			continue
 		}
 		if _, both := vars[key]; both {
-			return c, fmt.Errorf("config: set %s or %s_FILE, not both", key, key)
+			errs = append(errs, problem{key, "set " + key + " or " + key + "_FILE, not both"})
+			continue
 		}
 		b, err := os.ReadFile(path)
 		if err != nil {
-			return c, fmt.Errorf("config: %s_FILE: %w", key, err)
+			errs = append(errs, problem{key + "_FILE", fmt.Sprintf("cannot read %s: %v", path, errors.Unwrap(err))})
+			vars[key] = "" // a second problem ("not set") would say nothing new
+			continue
 		}
 		vars[key] = strings.TrimRight(string(b), "\r\n")
 	}
-	if err := env.ParseWithOptions(&c, env.Options{Prefix: envPrefix, Environment: vars}); err != nil {
-		return c, fmt.Errorf("config: %w", nameVariables(err))
+	perr := env.ParseWithOptions(&c, env.Options{Prefix: envPrefix, Environment: vars})
+	bad := map[string]bool{}
+	for _, e := range parseProblems(perr, vars) {
+		errs = append(errs, e)
+		bad[e.Var] = true
+	}
+	if len(bad) > 0 {
+		// Parse again without the values at fault, so that they take their
+		// defaults; what is still missing was reported above.
+		for k := range bad {
+			delete(vars, k)
+		}
+		c = config{}
+		_ = env.ParseWithOptions(&c, env.Options{Prefix: envPrefix, Environment: vars})
+	}
+	if len(errs) > 0 {
+		return c, errs
 	}
 	return c, nil
 }
 
-// nameVariables rewrites env's parse errors, which name Go struct fields, to
-// name the environment variables an operator actually sets.
-func nameVariables(err error) error {
+// lookupEnv is getenv over an os.Environ-style list.
+func lookupEnv(environ []string) func(string) string {
+	m := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		k, v, _ := strings.Cut(kv, "=")
+		if _, seen := m[k]; !seen {
+			m[k] = v
+		}
+	}
+	return func(k string) string { return m[k] }
+}
+
+// environOf is the os.Environ form of a map, in a stable order.
+func environOf(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k, v := range m {
+		out = append(out, k+"="+v)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// parseProblems turns env's errors, which name Go struct fields and quote
+// strconv, into sentences that name the variable an operator sets.
+func parseProblems(err error, vars map[string]string) []problem {
+	if err == nil {
+		return nil
+	}
 	var agg env.AggregateError
 	if !errors.As(err, &agg) {
-		return err
+		return []problem{{envPrefix, err.Error()}}
 	}
 	t := reflect.TypeFor[config]()
-	var out []error
+	var out []problem
 	for _, e := range agg.Errors {
 		var pe env.ParseError
-		if errors.As(e, &pe) {
-			if f, ok := t.FieldByName(pe.Name); ok {
-				key, _, _ := strings.Cut(f.Tag.Get("env"), ",")
-				out = append(out, fmt.Errorf("%s%s: %w", envPrefix, key, pe.Err))
-				continue
+		var unset env.VarIsNotSetError
+		switch {
+		case errors.As(e, &pe):
+			f, _ := t.FieldByName(pe.Name)
+			key, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+			key = envPrefix + key
+			out = append(out, problem{key, notA(vars[key], f.Type, f.Tag.Get("secret") == "true")})
+		case errors.As(e, &unset):
+			if v, ok := vars[unset.Key]; ok && v == "" {
+				continue // its _FILE could not be read, which is reported
 			}
+			out = append(out, problem{unset.Key, "required, and not set" + requiredHint[strings.TrimPrefix(unset.Key, envPrefix)]})
+		default:
+			out = append(out, problem{envPrefix, e.Error()})
+		}
+	}
+	return out
+}
+
+// requiredHint says, after "required, and not set", what the value is.
+var requiredHint = map[string]string{
+	"PINGONE_ENV_ID":        ": the PingOne environment's ID (a UUID)",
+	"PINGONE_CLIENT_ID":     ": the PingOne application's client ID (a UUID)",
+	"PINGONE_CLIENT_SECRET": ": the PingOne application's client secret (or STEPGATE_PINGONE_CLIENT_SECRET_FILE)",
+	"COOKIE_KEYS":           ": base64 keys of 32 bytes that seal the step-up cookie, for example $(openssl rand -base64 32) (or STEPGATE_COOKIE_KEYS_FILE)",
+}
+
+// notA says what is wrong with a value of type t.
+func notA(v string, t reflect.Type, secret bool) string {
+	q := strconv.Quote(v)
+	if secret {
+		q = "the value"
+	}
+	switch {
+	case t == reflect.TypeFor[time.Duration]():
+		return q + " is not a duration such as 500ms, 30s, 10m or 1h"
+	case t.Kind() == reflect.Bool:
+		return q + " is not true or false"
+	case t.Kind() == reflect.Int || t.Kind() == reflect.Int64:
+		return q + " is not a whole number"
+	case t.Kind() == reflect.Float64:
+		return q + " is not a number"
+	}
+	return q + " is not a valid " + t.String()
+}
+
+// problem is one variable's fault, in words an operator acts on.
+type problem struct {
+	Var string // STEPGATE_…
+	Msg string
+}
+
+func (p problem) Error() string { return p.Var + ": " + p.Msg }
+
+// problems is every fault of a configuration, reported together.
+type problems []error
+
+func (ps problems) Error() string {
+	if len(ps) == 1 {
+		return "configuration: " + ps[0].Error()
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "configuration: %d problems:", len(ps))
+	for _, p := range ps {
+		b.WriteString("\n  ")
+		b.WriteString(strings.ReplaceAll(p.Error(), "\n", "\n    "))
+	}
+	return b.String()
+}
+
+func (ps problems) Unwrap() []error { return ps }
+
+// mergeProblems joins what loading and validation found, dropping a
+// validation problem of a variable that loading already reported (its
+// value was replaced by the default, or is missing: one message is enough).
+func mergeProblems(load, validate error) error {
+	var out problems
+	named := map[string]bool{}
+	for _, e := range flatten(load) {
+		out = append(out, e)
+		if p, ok := e.(problem); ok {
+			named[p.Var] = true
+		}
+	}
+	for _, e := range flatten(validate) {
+		if p, ok := e.(problem); ok && named[p.Var] {
+			continue
 		}
 		out = append(out, e)
 	}
-	return errors.Join(out...)
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// flatten lists the errors of a problems or errors.Join error.
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// knownVariables are the STEPGATE_ names stepgate reads: the config
+// struct's env tags and the _FILE form of each secret.
+func knownVariables() []string {
+	params, err := env.GetFieldParamsWithOptions(&config{}, env.Options{Prefix: envPrefix})
+	if err != nil {
+		panic(err) // the struct's tags are fixed at compile time
+	}
+	var out []string
+	for _, p := range params {
+		out = append(out, p.Key)
+	}
+	for _, name := range secretVars {
+		out = append(out, envPrefix+name+"_FILE")
+	}
+	return out
+}
+
+// unknownVariables reports every STEPGATE_ name that stepgate does not
+// read, with the nearest known name: a misspelt setting would otherwise
+// be ignored and its protection silently missing. The variables
+// Kubernetes injects for a Service named stepgate are not settings and
+// pass (serviceLinkVariable).
+func unknownVariables(environ []string) []error {
+	known := knownVariables()
+	var errs []error
+	seen := map[string]bool{}
+	for _, kv := range environ {
+		name, value, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, envPrefix) || seen[name] || slices.Contains(known, name) || serviceLinkVariable(name, value) {
+			continue
+		}
+		seen[name] = true
+		msg := "not a stepgate setting"
+		if near := nearest(name, known); near != "" {
+			msg += "; did you mean " + near + "?"
+		}
+		if name == envPrefix+"PORT" {
+			msg += " (the listen address is STEPGATE_LISTEN, such as :8080)"
+		}
+		errs = append(errs, problem{name, msg + " (every setting: docs/configuration.md)"})
+	}
+	return errs
+}
+
+// nearest is the known name closest to name by edit distance, if it is
+// close enough to be a typo: at most 2 edits, or a third of the name. Words
+// in another order (SECURE_COOKIE for COOKIE_SECURE) count one edit more
+// than the edits between the sorted words.
+func nearest(name string, known []string) string {
+	best, bestD := "", 0
+	n := name[len(envPrefix):]
+	for _, k := range known {
+		k2 := k[len(envPrefix):]
+		d := min(editDistance(n, k2), editDistance(sortedWords(n), sortedWords(k2))+1)
+		if best == "" || d < bestD {
+			best, bestD = k, d
+		}
+	}
+	if bestD > max(2, (len(name)-len(envPrefix))/3) {
+		return ""
+	}
+	return best
+}
+
+func sortedWords(s string) string {
+	w := strings.Split(s, "_")
+	slices.Sort(w)
+	return strings.Join(w, "_")
+}
+
+// editDistance is the Levenshtein distance between a and b (bytes).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// serviceLinkVariable reports whether name=value is one of the variables
+// Kubernetes injects into every pod of a namespace for a Service named
+// stepgate (the docker-link forms plus _SERVICE_HOST/_PORT; see
+// kubernetes pkg/kubelet/envvars): STEPGATE_SERVICE_HOST=10.0.0.11,
+// STEPGATE_SERVICE_PORT=8080, STEPGATE_SERVICE_PORT_<PORT NAME>=8080,
+// STEPGATE_PORT=tcp://10.0.0.11:8080, STEPGATE_PORT_8080_TCP=tcp://10.0.0.11:8080,
+// and its _PROTO=tcp, _PORT=8080 and _ADDR=10.0.0.11. The value must have
+// the injected shape too: STEPGATE_PORT=8080, set by hand, is a mistake.
+// The Helm chart turns these off (enableServiceLinks: false).
+func serviceLinkVariable(name, value string) bool {
+	rest := strings.TrimPrefix(name, envPrefix)
+	switch {
+	case rest == "SERVICE_HOST":
+		return isIP(value)
+	case rest == "SERVICE_PORT":
+		return isPort(value)
+	case strings.HasPrefix(rest, "SERVICE_PORT_"):
+		return portName(rest[len("SERVICE_PORT_"):]) && isPort(value)
+	case rest == "PORT":
+		return isLinkURL(value, "")
+	case strings.HasPrefix(rest, "PORT_"):
+		// PORT_<port>_<PROTO>[_PROTO|_PORT|_ADDR]
+		f := strings.Split(rest[len("PORT_"):], "_")
+		if len(f) < 2 || len(f) > 3 || !isPort(f[0]) {
+			return false
+		}
+		proto := strings.ToLower(f[1])
+		if f[1] != strings.ToUpper(proto) || proto != "tcp" && proto != "udp" && proto != "sctp" {
+			return false
+		}
+		if len(f) == 2 {
+			return isLinkURL(value, proto+"://") && strings.HasSuffix(value, ":"+f[0])
+		}
+		switch f[2] {
+		case "PROTO":
+			return value == proto
+		case "PORT":
+			return value == f[0]
+		case "ADDR":
+			return isIP(value)
+		}
+	}
+	return false
+}
+
+func isIP(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
+
+func isPort(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n > 0 && n < 65536 && strconv.Itoa(n) == s
+}
+
+// portName is a Service port name as Kubernetes writes it into a variable
+// name: upper case, '-' as '_'.
+func portName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// isLinkURL matches proto://ip:port (scheme "" means any of tcp, udp, sctp).
+func isLinkURL(s, scheme string) bool {
+	if scheme == "" {
+		for _, p := range []string{"tcp://", "udp://", "sctp://"} {
+			if strings.HasPrefix(s, p) {
+				scheme = p
+			}
+		}
+	}
+	if scheme == "" || !strings.HasPrefix(s, scheme) {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(s[len(scheme):])
+	return err == nil && ap.Port() != 0
 }
 
 // settings are the validated, typed values.
@@ -184,6 +712,13 @@ type settings struct {
 	redisCAs   *x509.CertPool  // STEPGATE_REDIS_CA_FILE; nil: the system's roots
 }
 
+// protectsNothing reports whether every request would be allowed: no rule
+// and no default that asks for mfa, approve or deny.
+func protectsNothing(set *rules.Set) bool {
+	return set.Default().Action == rules.Allow &&
+		!slices.ContainsFunc(set.Rules(), func(r rules.Rule) bool { return r.Action != rules.Allow })
+}
+
 // mappingVars are the settings that decide the PingOne user, named in the
 // log line of a refused user.
 const mappingVars = "STEPGATE_PINGONE_USER_FROM, STEPGATE_PINGONE_USER_KIND, STEPGATE_PINGONE_USER_TRANSFORM"
@@ -193,7 +728,7 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	var s settings
 	var errs []error
 	bad := func(name, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s%s: %s", envPrefix, name, fmt.Sprintf(format, args...)))
+		errs = append(errs, problem{envPrefix + name, fmt.Sprintf(format, args...)})
 	}
 
 	doors, err := parseDoors(c.FrontDoors)
@@ -218,7 +753,7 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	case c.Upstream == "" && !doors.Proxy:
 		// forward-auth and ext_authz only: the front proxy forwards.
 	case c.Upstream == "":
-		bad("UPSTREAM", "required with the proxy front door (STEPGATE_FRONT_DOORS)")
+		bad("UPSTREAM", "required, and not set: the application's URL, such as http://127.0.0.1:3000 (it may be left out only when STEPGATE_FRONT_DOORS does not list proxy)")
 	case err != nil:
 		bad("UPSTREAM", "%v", err)
 	case u.Scheme != "http" && u.Scheme != "https", u.Host == "", u.RawQuery != "", u.Fragment != "", u.User != nil:
@@ -314,27 +849,36 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 		s.trusted = clientip.New(prefixes)
 	}
 
-	defAction, err := rules.ParseAction(c.DefaultAction)
-	if err != nil {
-		bad("DEFAULT_ACTION", "%v", err)
+	defAction, defErr := rules.ParseAction(c.DefaultAction)
+	if defErr != nil {
+		bad("DEFAULT_ACTION", "%q is not allow, deny or mfa", c.DefaultAction)
 	}
-	ruleText, source := c.Rules, "STEPGATE_RULES"
+	ruleText, source, rulesVar := c.Rules, "STEPGATE_RULES", "RULES"
+	readable := true
 	switch {
 	case c.Rules != "" && c.RulesFile != "":
 		bad("RULES_FILE", "set STEPGATE_RULES or STEPGATE_RULES_FILE, not both")
+		readable = false
 	case c.RulesFile != "":
 		b, err := readFile(c.RulesFile)
 		if err != nil {
-			bad("RULES_FILE", "%v", err)
+			bad("RULES_FILE", "cannot read the rules: %v", err)
+			readable = false
 		}
-		ruleText, source = string(b), c.RulesFile
+		ruleText, source, rulesVar = string(b), c.RulesFile, "RULES_FILE"
 	}
-	if err == nil {
+	if readable {
+		// With a bad default action the rules are still checked (against
+		// allow), so that one run reports every problem.
 		set, err := rules.Parse(source, ruleText, rules.Defaults{
 			Action: defAction, MaxAge: c.MFAMaxAge, ACR: c.PingOneACRValues, CaseInsensitive: c.CaseInsensitive,
 		})
 		if err != nil {
 			errs = append(errs, err)
+		}
+		if set != nil && defErr == nil && protectsNothing(set) && !c.AllowUnprotected {
+			bad(rulesVar, "no rule asks for mfa, approve or deny, and STEPGATE_DEFAULT_ACTION is allow: stepgate would protect nothing. "+
+				"Write the rules (STEPGATE_RULES or STEPGATE_RULES_FILE), or set STEPGATE_ALLOW_UNPROTECTED=true if every request is meant to pass")
 		}
 		s.rules = set
 		if set != nil && slices.ContainsFunc(set.Rules(), func(r rules.Rule) bool { return r.Action == rules.Approve }) {
@@ -374,7 +918,7 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 		bad("TLS_CERT_FILE", "set both STEPGATE_TLS_CERT_FILE and STEPGATE_TLS_KEY_FILE, or neither")
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
-		bad("LOG_LEVEL", "%v", err)
+		bad("LOG_LEVEL", "%q is not debug, info, warn or error", c.LogLevel)
 	}
 	if c.PingOneRequestKey != "" {
 		if b, err := readFile(c.PingOneRequestKey); err != nil {
@@ -417,7 +961,10 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	if c.AdminToken != "" && len(c.AdminToken) < 32 {
 		bad("ADMIN_TOKEN", "too short: want at least 32 characters (for example openssl rand -base64 32)")
 	}
-	return s, errors.Join(errs...)
+	if len(errs) > 0 {
+		return s, problems(errs)
+	}
+	return s, nil
 }
 
 // parseMapping reads STEPGATE_PINGONE_USER_* (docs/design.md §17): FROM is
@@ -427,7 +974,7 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 func (c config) parseMapping() (identity.MappingOptions, error) {
 	var o identity.MappingOptions
 	bad := func(name, format string, args ...any) (identity.MappingOptions, error) {
-		return o, fmt.Errorf("%s%s: %s", envPrefix, name, fmt.Sprintf(format, args...))
+		return o, problem{envPrefix + name, fmt.Sprintf(format, args...)}
 	}
 	if from := c.PingOneUserFrom; from != "" {
 		where, name, ok := strings.Cut(from, ":")

@@ -98,7 +98,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		"STEPGATE_APP_NAME":              "Legacy demo app",
 		"STEPGATE_LOG_LEVEL":             *logLevel,
 	}
-	cfg, err := loadConfig(func(k string) string { return env[k] })
+	cfg, err := loadConfig(environOf(env))
 	if err != nil {
 		return err
 	}

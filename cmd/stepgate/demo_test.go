@@ -24,7 +24,7 @@ func startCommand(t *testing.T, want string, args ...string) (stdout, stderr *sy
 	stdout, stderr = &syncBuffer{}, &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, args, func(string) string { return "" }, stdout, stderr) }()
+	go func() { done <- run(ctx, args, nil, stdout, stderr) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -91,7 +91,7 @@ func TestBadRequestKeyFileIsAConfigError(t *testing.T) {
 	for _, path := range []string{bad, filepath.Join(dir, "missing.pem")} {
 		env := validEnv()
 		env["STEPGATE_PINGONE_REQUEST_KEY_FILE"] = path
-		c, err := loadConfig(func(k string) string { return env[k] })
+		c, err := loadConfig(environOf(env))
 		if err != nil {
 			t.Fatal(err)
 		}

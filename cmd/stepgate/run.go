@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -40,19 +41,23 @@ import (
 	"github.com/stepgate/stepgate/store"
 )
 
-// version is stamped at build time with -ldflags "-X main.version=…".
-var version = "dev"
-
 // run is the whole program; main only calls it. Tests call it with their
 // own environment, arguments and a context they cancel (standing in for
-// SIGTERM).
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// SIGTERM). environ is os.Environ's list, not a getenv function: a
+// STEPGATE_ name stepgate does not know must be found to be reported.
+func run(ctx context.Context, args []string, environ []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		switch args[0] {
 		case "demo":
 			return runDemo(ctx, args[1:], stdout, stderr)
 		case "simulate":
 			return runSimulate(ctx, args[1:], stdout, stderr)
+		case "version":
+			if len(args) > 1 {
+				return fmt.Errorf("version takes no arguments, got %q", args[1])
+			}
+			printVersion(stdout, currentVersion())
+			return nil
 		}
 	}
 	fs := flag.NewFlagSet("stepgate", flag.ContinueOnError)
@@ -70,22 +75,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unknown argument %q (commands: demo, simulate)", fs.Arg(0))
+		return fmt.Errorf("unknown argument %q (commands: demo, simulate, version)", fs.Arg(0))
 	}
 	if *showVersion {
-		fmt.Fprintln(stdout, "stepgate", version)
+		printVersion(stdout, currentVersion())
 		return nil
 	}
-	cfg, err := loadConfig(getenv)
-	if err != nil {
-		if getenv(envPrefix+"UPSTREAM") == "" && getenv(envPrefix+"PINGONE_ENV_ID") == "" {
-			return fmt.Errorf("%w\nno configuration found: stepgate is configured by STEPGATE_* environment variables (see README.md).\n"+
+	getenv := lookupEnv(environ)
+	cfg, loadErr := loadConfig(environ)
+	s, err := cfg.validate(os.ReadFile)
+	if err := mergeProblems(loadErr, err); err != nil {
+		if !slices.ContainsFunc(environ, func(kv string) bool { return strings.HasPrefix(kv, envPrefix) }) {
+			return fmt.Errorf("%w\nno configuration found: stepgate is configured by STEPGATE_* environment variables (docs/configuration.md).\n"+
 				"To try it without PingOne or an IdP, run: stepgate demo", err)
 		}
-		return err
-	}
-	s, err := cfg.validate(os.ReadFile)
-	if err != nil {
 		return err
 	}
 	if *checkConfig {
@@ -97,14 +100,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		if s.upstream != nil {
 			upstream = s.upstream.Redacted()
 		}
-		fmt.Fprintf(stdout, "configuration ok\nupstream: %s\nfront doors: %s\npingone: %s\nrules (first match wins):\n",
+		fmt.Fprintf(stdout, "configuration ok\nupstream: %s\nfront doors: %s\npingone: %s\n",
 			upstream, cfg.describeDoors(s), issuer)
+		// The order rules.Set.Match tries them in: the longest path, then a
+		// rule that names methods before one that does not.
+		fmt.Fprintln(stdout, "rules (the longest matching path wins; on one path, a rule naming the method before one naming none):")
 		approves := 0
 		for _, r := range s.rules.Rules() {
 			fmt.Fprintf(stdout, "  %s\n", r)
 			if r.Action == rules.Approve {
 				approves++
 			}
+		}
+		if len(s.rules.Rules()) == 0 {
+			fmt.Fprintln(stdout, "  (none)")
+		}
+		fmt.Fprintf(stdout, "default action (where no rule matches): %s (STEPGATE_DEFAULT_ACTION)\n",
+			strings.TrimPrefix(s.rules.Default().String(), "default "))
+		if protectsNothing(s.rules) {
+			fmt.Fprintln(stdout, "warning: nothing is protected: every request is allowed (STEPGATE_ALLOW_UNPROTECTED=true)")
 		}
 		if approves > 0 {
 			fmt.Fprintf(stdout, "approve rules: %d; held request bodies up to %d bytes\n", approves, cfg.ApproveMaxBody)
@@ -123,7 +137,8 @@ const usage = `stepgate: step-up MFA through PingOne in front of a web applicati
 Usage:
   stepgate                 serve, configured by STEPGATE_* environment variables (README.md)
   stepgate -check-config   validate the configuration, explain it, and exit
-  stepgate -version        print the version and exit
+  stepgate version         print the version, VCS revision, commit time and Go version
+                           (stepgate -version does the same)
   stepgate demo [flags]    run a complete demo on loopback (simulator, IdP, app, stepgate);
                            flags -idp-addr -sim-addr -app-addr -proxy-addr -admin-addr -log-level
   stepgate simulate [-addr 127.0.0.1:8081]
@@ -159,7 +174,7 @@ type gateway struct {
 // build wires the gateway. access receives the per-request access lines
 // (nil: none); it must serialise writes with log's handler.
 func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prometheus.Registry, now func() time.Time) (*gateway, error) {
-	m := metrics.New(reg, version)
+	m := metrics.New(reg, currentVersion().Version)
 	g := &gateway{log: log}
 	st, err := newStores(cfg, s, m, log, now)
 	if err != nil {
@@ -555,7 +570,7 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 		upstream = s.upstream.Redacted()
 	}
 	log.Info("listening", "proxy_addr", ls.proxy.Addr().String(), "admin_addr", ls.admin.Addr().String(),
-		"upstream", upstream, "front_doors", cfg.FrontDoors, "version", version)
+		"upstream", upstream, "front_doors", cfg.FrontDoors, "version", currentVersion().Version)
 
 	select {
 	case err := <-errc:

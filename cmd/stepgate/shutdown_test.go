@@ -31,6 +31,8 @@ const runMainEnv = "STEPGATE_TEST_RUN_MAIN"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(runMainEnv) == "1" {
+		// Not a stepgate setting: main would refuse it as unknown.
+		os.Unsetenv(runMainEnv)
 		main() // exits non-zero itself on error
 		os.Exit(0)
 	}
@@ -171,6 +173,7 @@ func TestSIGTERMDrainsThenFinishesInFlightRequestsAndExitsZero(t *testing.T) {
 		"STEPGATE_ADMIN_LISTEN":          "127.0.0.1:0",
 		"STEPGATE_SHUTDOWN_DRAIN":        drain.String(),
 		"STEPGATE_SHUTDOWN_TIMEOUT":      "10s",
+		"STEPGATE_RULES":                 "/admin/ mfa",
 	})
 	proxy, admin := "http://"+c.proxy, "http://"+c.admin
 	if code, body := pollStatus(t, admin+"/readyz", http.StatusOK, 10*time.Second); code != http.StatusOK {
@@ -335,6 +338,7 @@ func TestSIGTERMWithANeverEndingStreamExitsZeroAfterTheTimeout(t *testing.T) {
 		"STEPGATE_ADMIN_LISTEN":          "127.0.0.1:0",
 		"STEPGATE_SHUTDOWN_DRAIN":        "0s",
 		"STEPGATE_SHUTDOWN_TIMEOUT":      timeout.String(),
+		"STEPGATE_RULES":                 "/admin/ mfa",
 	})
 	resp, err := (&http.Client{Timeout: 15 * time.Second}).Get("http://" + c.proxy + "/events")
 	if err != nil {

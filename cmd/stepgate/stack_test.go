@@ -173,7 +173,7 @@ func (s *stack) waitReady() {
 // readiness). The listen addresses in env are ignored: always 127.0.0.1:0.
 func serveForTest(t testing.TB, env map[string]string, now func() time.Time, logs io.Writer) (proxyURL, adminURL string) {
 	t.Helper()
-	c, err := loadConfig(func(k string) string { return env[k] })
+	c, err := loadConfig(environOf(env))
 	if err != nil {
 		t.Fatalf("load config: %v", err)
 	}
