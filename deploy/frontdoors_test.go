@@ -153,3 +153,31 @@ func TestNginxAndCaddyCopyEveryStepUpHeader(t *testing.T) {
 		}
 	}
 }
+
+// Caddy before 2.9 copies a header stepgate's answer lacks as the literal
+// placeholder text; the Caddyfile must remove that copy for every header
+// it copies (the real Caddy runs in cmd/stepgate/frontdoor_test.go).
+func TestCaddyfileRemovesEveryUnresolvedStepUpHeader(t *testing.T) {
+	caddy, err := os.ReadFile(filepath.Join("frontdoors", "Caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range stepUpHeaders {
+		matcher := "header_regexp " + h + " ^[{]http[.]reverse_proxy[.]header[.]"
+		if !strings.Contains(string(caddy), matcher) {
+			t.Errorf("Caddyfile has no %q", matcher)
+		}
+		if !strings.Contains(string(caddy), " -"+h+"\n") {
+			t.Errorf("Caddyfile does not remove an unresolved %s", h)
+		}
+	}
+}
+
+// authRequestHeaders would limit what Traefik shows stepgate: a spoofed
+// header left out of it would reach the app unrefused.
+func TestTraefikShowsStepgateEveryHeader(t *testing.T) {
+	mw := frontDoorDocs(t, "traefik.yaml")["Middleware/stepgate"]
+	if v := at(t, mw, "spec", "forwardAuth", "authRequestHeaders"); v != nil {
+		t.Errorf("authRequestHeaders %v: stepgate must see every header", v)
+	}
+}

@@ -532,3 +532,112 @@ func TestForwardAuthAccessLinesNameTheRequestAskedAbout(t *testing.T) {
 		t.Error("the query reached the log")
 	}
 }
+
+// stepgateHeaders returns the X-Stepgate-* headers (folded names, non-empty
+// values) of h: what the app would read as a step-up.
+func stepgateHeaders(h http.Header) map[string][]string {
+	out := map[string][]string{}
+	for name, vs := range h {
+		if !strings.HasPrefix(foldName(name), "x-stepgate-") {
+			continue
+		}
+		for _, v := range vs {
+			if v != "" {
+				out[foldName(name)] = append(out[foldName(name)], v)
+			}
+		}
+	}
+	return out
+}
+
+// TestOnlyStepgatesHeadersReachTheAppThroughARealFrontProxy: the app
+// receives an X-Stepgate-* header only when stepgate's answer carried it,
+// with exactly stepgate's value. A front proxy that copies a header the
+// answer did not carry (Caddy before 2.8 copied the unresolved placeholder
+// "{http.reverse_proxy.header.X-Stepgate-User}") would tell an app that
+// trusts a present X-Stepgate-User that anyone is stepped up.
+func TestOnlyStepgatesHeadersReachTheAppThroughARealFrontProxy(t *testing.T) {
+	for _, fp := range frontProxies {
+		t.Run(fp.name, func(t *testing.T) {
+			s := forwardAuthStack(t, "STEPGATE_RULES", "/admin/ mfa max_age=15m; /api/ mfa; /blocked deny; /public allow")
+			base := fp.start(t, s)
+			alice := s.stepUpAliceAt(base, "/admin/users")
+			cookie := ""
+			for _, ck := range alice.Client.Jar.Cookies(mustURL(t, base)) {
+				cookie += ck.Name + "=" + ck.Value + "; "
+			}
+			// What stepgate itself answers for a request, asked directly as
+			// the front proxy would.
+			stepgateSays := func(t *testing.T, user, path, cookie string) map[string][]string {
+				t.Helper()
+				req, _ := http.NewRequest(http.MethodGet, s.Proxy+"/.stepgate/auth", nil)
+				req.Header.Set("X-Forwarded-Method", "GET")
+				req.Header.Set("X-Forwarded-Uri", path)
+				req.Header.Set("X-Forwarded-User", user)
+				if cookie != "" {
+					req.Header.Set("Cookie", cookie)
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("stepgate answered %d for %s %s", resp.StatusCode, user, path)
+				}
+				return stepgateHeaders(resp.Header)
+			}
+			for _, tc := range []struct {
+				name, user, path, cookie string
+				stepped                  bool
+			}{
+				{"an allow path without a step-up", "bob", "/public", "", false},
+				{"an allow path without an identity", "", "/public", "", false},
+				{"an mfa path after the step-up", "alice", "/admin/users", cookie, true},
+				{"an allow path after the step-up", "alice", "/public", cookie, true},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					before := len(s.Requests())
+					h := []string{"Accept", "text/html", "X-Forwarded-User", tc.user}
+					if tc.user == "" {
+						h = h[:2]
+					}
+					if tc.cookie != "" {
+						h = append(h, "Cookie", tc.cookie)
+					}
+					code, _ := rawTarget(t, base, http.MethodGet, tc.path, h...)
+					if code != http.StatusOK {
+						t.Fatalf("GET %s: %d", tc.path, code)
+					}
+					reqs := s.Requests()[before:]
+					if len(reqs) != 1 {
+						t.Fatalf("the app received %d requests, want 1", len(reqs))
+					}
+					got := stepgateHeaders(reqs[0].Header)
+					want := stepgateSays(t, tc.user, tc.path, tc.cookie)
+					if tc.stepped && len(want["x-stepgate-user"]) == 0 {
+						t.Fatalf("stepgate set no X-Stepgate-User for a stepped-up request: %v", want)
+					}
+					if fmt.Sprint(got) != fmt.Sprint(want) {
+						t.Fatalf("the app received X-Stepgate-* headers\n%v\nstepgate answered\n%v", got, want)
+					}
+				})
+			}
+			// A client's own X-Stepgate-User: refused, or at least never at
+			// the app with the client's value.
+			for _, path := range []string{"/public", "/admin/users"} {
+				before := len(s.Requests())
+				code, _ := rawTarget(t, base, http.MethodGet, path, "Accept", "text/html",
+					"X-Forwarded-User", "bob", "X-Stepgate-User", "alice")
+				if code == http.StatusOK {
+					t.Errorf("GET %s with a client's X-Stepgate-User: 200", path)
+				}
+				for _, r := range s.Requests()[before:] {
+					if got := stepgateHeaders(r.Header); len(got) != 0 {
+						t.Errorf("GET %s with a client's X-Stepgate-User: the app received %v", path, got)
+					}
+				}
+			}
+		})
+	}
+}
