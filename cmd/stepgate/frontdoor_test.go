@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stepgate/stepgate/store/redistest"
 )
 
 // frontProxyBinary finds a front proxy's program. Missing, the test fails
@@ -639,5 +641,57 @@ func TestOnlyStepgatesHeadersReachTheAppThroughARealFrontProxy(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestReservedPathsInAnySpellingAreAnsweredCleanlyThroughARealFrontProxy:
+// stepgate answers 404 to a check of a /.stepgate/ path in a spelling the
+// front proxy does not route to it (another letter case), and nginx turns
+// any auth_request status but 2xx, 401 and 403 into its own 500. Every
+// spelling must get a clean 4xx (or be served), never a 5xx, and never
+// reach the app.
+func TestReservedPathsInAnySpellingAreAnsweredCleanlyThroughARealFrontProxy(t *testing.T) {
+	targets := []string{
+		"/.STEPGATE/challenge", "/.Stepgate/challenge?return=%2F", "/.STEPGATE/assets/stepgate.css",
+		"/.stepGate/logout", "/.STEPGATE/auth", "/.STEPGATE/ext-authz/admin", "/.stepgate", "/.STEPGATE",
+		"/.%53TEPGATE/challenge", "/%2eSTEPGATE/challenge", "/.stepgate/no-such-page",
+	}
+	for _, fp := range frontProxies {
+		t.Run(fp.name, func(t *testing.T) {
+			s := forwardAuthStack(t)
+			base := fp.start(t, s)
+			for _, target := range targets {
+				code, h := rawTarget(t, base, http.MethodGet, target, "X-Forwarded-User", "alice", "Accept", "text/html")
+				if code >= 500 || code == http.StatusOK && h.Get("X-Stepgate-User") != "" {
+					t.Errorf("GET %s through %s: %d", target, fp.name, code)
+				}
+			}
+			if reqs := s.Requests(); len(reqs) != 0 {
+				t.Fatalf("the app received %d requests, first %s %s", len(reqs), reqs[0].Method, reqs[0].RequestURI)
+			}
+		})
+	}
+}
+
+// TestAStoreOutageThroughNginxIsA503: with revocations stale, stepgate
+// answers a check of an mfa path 503, which nginx's auth_request alone
+// would turn into its own 500; the shipped file answers 503 with
+// Retry-After instead.
+func TestAStoreOutageThroughNginxIsA503(t *testing.T) {
+	srv := redistest.Start(t)
+	s := forwardAuthStack(t, "STEPGATE_STORE", "redis", "STEPGATE_REDIS_URL", srv.URL(),
+		"STEPGATE_STORE_MAX_STALENESS", "1s", "STEPGATE_REDIS_TIMEOUT", "200ms")
+	waitStoreOK(t, s)
+	base := startNginx(t, s)
+	alice := s.stepUpAliceAt(base, "/admin/users")
+	srv.Kill()
+	waitReadyz(t, s, "mfa paths refused", 10*time.Second)
+	r := alice.get("/admin/users")
+	if r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" ||
+		r.Header.Get("Cache-Control") != "no-store" || !strings.Contains(r.Body, "store_unavailable") {
+		t.Fatalf("mfa path with the store down: %d %v %s, want 503 store_unavailable with Retry-After", r.StatusCode, r.Header, r.Body)
+	}
+	if r := alice.get("/public"); r.StatusCode != http.StatusOK {
+		t.Errorf("allow path with the store down: %d", r.StatusCode)
 	}
 }
