@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -56,6 +57,7 @@ type config struct {
 	CaseInsensitive      bool          `env:"CASE_INSENSITIVE_PATHS" envDefault:"false"`
 	Identity             string        `env:"IDENTITY" envDefault:"header"`
 	IdentityHeader       string        `env:"IDENTITY_HEADER" envDefault:"X-Forwarded-User"`
+	PassIdentityHeaders  string        `env:"PASS_IDENTITY_HEADERS"`
 	TrustedProxies       string        `env:"TRUSTED_PROXIES"` // default defaultTrustedProxies
 	FrontDoors           string        `env:"FRONT_DOORS" envDefault:"proxy"`
 	AuthzGRPCListen      string        `env:"AUTHZ_GRPC_LISTEN"`
@@ -180,8 +182,10 @@ type settings struct {
 	cookieName string
 	mapping    identity.MappingOptions // Source is set by build
 	doors      proxy.Doors
-	requestKey *mfa.RequestKey // nil: the request object is HS256 with the client secret
-	redisCAs   *x509.CertPool  // STEPGATE_REDIS_CA_FILE; nil: the system's roots
+	// passIdentity: STEPGATE_PASS_IDENTITY_HEADERS, canonical names.
+	passIdentity []string
+	requestKey   *mfa.RequestKey // nil: the request object is HS256 with the client secret
+	redisCAs     *x509.CertPool  // STEPGATE_REDIS_CA_FILE; nil: the system's roots
 }
 
 // mappingVars are the settings that decide the PingOne user, named in the
@@ -364,6 +368,17 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	}
 	if strings.EqualFold(c.IDTokenHeader, c.IdentityHeader) && c.Identity == "header" {
 		bad("ID_TOKEN_HEADER", "must differ from STEPGATE_IDENTITY_HEADER")
+	}
+	for _, h := range strings.Split(c.PassIdentityHeaders, ",") {
+		switch h = strings.TrimSpace(h); {
+		case h == "" && strings.TrimSpace(c.PassIdentityHeaders) == "":
+		case !validHeaderName(h):
+			bad("PASS_IDENTITY_HEADERS", "want a comma-separated list of header names, e.g. Remote-User,X-Auth-Request-Email")
+		case strings.HasPrefix(strings.ToLower(h), "x-stepgate-") || strings.EqualFold(h, c.IDTokenHeader):
+			bad("PASS_IDENTITY_HEADERS", "must not name a header stepgate sets (%s)", h)
+		default:
+			s.passIdentity = append(s.passIdentity, http.CanonicalHeaderKey(h))
+		}
 	}
 	if m, err := c.parseMapping(); err != nil {
 		errs = append(errs, err)
@@ -597,4 +612,19 @@ func isLoopbackHost(host string) bool {
 	}
 	a, err := netip.ParseAddr(host)
 	return err == nil && a.IsLoopback()
+}
+
+// validHeaderName reports whether h is an HTTP field name (RFC 9110 §5.1: a
+// token).
+func validHeaderName(h string) bool {
+	if h == "" {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
