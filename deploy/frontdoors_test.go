@@ -153,3 +153,74 @@ func TestNginxAndCaddyCopyEveryStepUpHeader(t *testing.T) {
 		}
 	}
 }
+
+// Caddy before 2.9 copies a header stepgate's answer lacks as the literal
+// placeholder text; the Caddyfile must remove that copy for every header
+// it copies (the real Caddy runs in cmd/stepgate/frontdoor_test.go).
+func TestCaddyfileRemovesEveryUnresolvedStepUpHeader(t *testing.T) {
+	caddy, err := os.ReadFile(filepath.Join("frontdoors", "Caddyfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range stepUpHeaders {
+		matcher := "header_regexp " + h + " ^[{]http[.]reverse_proxy[.]header[.]"
+		if !strings.Contains(string(caddy), matcher) {
+			t.Errorf("Caddyfile has no %q", matcher)
+		}
+		if !strings.Contains(string(caddy), " -"+h+"\n") {
+			t.Errorf("Caddyfile does not remove an unresolved %s", h)
+		}
+	}
+}
+
+// authRequestHeaders would limit what Traefik shows stepgate: a spoofed
+// header left out of it would reach the app unrefused.
+func TestTraefikShowsStepgateEveryHeader(t *testing.T) {
+	mw := frontDoorDocs(t, "traefik.yaml")["Middleware/stepgate"]
+	if v := at(t, mw, "spec", "forwardAuth", "authRequestHeaders"); v != nil {
+		t.Errorf("authRequestHeaders %v: stepgate must see every header", v)
+	}
+}
+
+// Envoy shows ext_authz only the headers it forwards, and stepgate can
+// remove only what it is shown: header names with underscores
+// (X_Stepgate_User), which CGI, PHP and Rails read as X-Stepgate-User,
+// must be refused by Envoy itself, and nothing may narrow the headers the
+// check sees.
+func TestEnvoyConfigurationsRefuseUnderscoreHeadersAndShowStepgateEveryHeader(t *testing.T) {
+	eg := frontDoorDocs(t, "envoy-gateway.yaml")
+	ctp := eg["ClientTrafficPolicy/stepgate-headers"]
+	if ctp == nil {
+		t.Fatal("envoy-gateway.yaml: no ClientTrafficPolicy stepgate-headers")
+	}
+	if a := at(t, ctp, "spec", "headers", "withUnderscoresAction"); a != "RejectRequest" {
+		t.Errorf("withUnderscoresAction %v, want RejectRequest", a)
+	}
+	if at(t, ctp, "spec", "targetRefs", 0, "kind") != "Gateway" || at(t, ctp, "spec", "targetRefs", 0, "name") != "eg" {
+		t.Error("the ClientTrafficPolicy must target the Gateway the app's HTTPRoute uses (eg)")
+	}
+	if h := at(t, eg["SecurityPolicy/stepgate"], "spec", "extAuth", "headersToExtAuth"); h != nil {
+		t.Errorf("extAuth.headersToExtAuth %v: stepgate must see every header", h)
+	}
+
+	istio := frontDoorDocs(t, "istio.yaml")
+	ef := istio["EnvoyFilter/stepgate-reject-underscore-headers"]
+	if ef == nil {
+		t.Fatal("istio.yaml: no EnvoyFilter stepgate-reject-underscore-headers")
+	}
+	if ns := at(t, ef, "metadata", "namespace"); ns != "istio-system" {
+		t.Errorf("EnvoyFilter in %v: it must be in the root namespace to reach every proxy", ns)
+	}
+	patch := at(t, ef, "spec", "configPatches", 0)
+	if at(t, patch, "applyTo") != "NETWORK_FILTER" ||
+		at(t, patch, "match", "listener", "filterChain", "filter", "name") != "envoy.filters.network.http_connection_manager" {
+		t.Errorf("the EnvoyFilter must patch the HTTP connection manager: %v", patch)
+	}
+	if a := at(t, patch, "patch", "value", "typed_config", "common_http_protocol_options", "headers_with_underscores_action"); a != "REJECT_REQUEST" {
+		t.Errorf("headers_with_underscores_action %v, want REJECT_REQUEST", a)
+	}
+	b, _ := os.ReadFile(filepath.Join("frontdoors", "istio.yaml"))
+	if strings.Contains(string(b), "envoyExtAuthzHttp:") {
+		t.Error("istio.yaml uses the HTTP provider, which shows stepgate only includeRequestHeadersInCheck")
+	}
+}

@@ -79,8 +79,15 @@ type Decision struct {
 	// them to impersonate stepgate or the identity provider: a front door
 	// that cannot strip them itself removes or refuses them.
 	Removed []string
+	// Dropped names the identity-family headers Decide removed from a
+	// trusted peer's request (docs/design.md §17): a front door that can
+	// remove headers upstream removes them too.
+	Dropped []string
 
 	req *http.Request
+	// droppedIdentity is the configured identity header, as an untrusted
+	// peer spelled it, that Decide removed: the reason there is no identity.
+	droppedIdentity string
 }
 
 func (d *Decision) set(v Verdict, label, reason string) {

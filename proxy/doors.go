@@ -204,9 +204,11 @@ func (g *Gateway) ok(d Decision, style Style, approval string) Answer {
 		a.Header[HeaderApproval] = []string{approval}
 	}
 	if style == StyleEnvoy {
-		for _, n := range d.Removed {
-			if _, set := a.Header[n]; !set {
-				a.Remove = append(a.Remove, strings.ToLower(n))
+		for _, names := range [][]string{d.Removed, d.Dropped} {
+			for _, n := range names {
+				if _, set := a.Header[n]; !set {
+					a.Remove = append(a.Remove, strings.ToLower(n))
+				}
 			}
 		}
 		if d.StepUp == nil {

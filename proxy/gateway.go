@@ -104,6 +104,12 @@ type Config struct {
 	// PingOneUserHeader, optional, is the header the PingOne user is mapped
 	// from (docs/design.md §17); it is treated like IdentityHeader.
 	PingOneUserHeader string
+	// PassIdentityHeaders, optional, are identity-family headers (Remote-User,
+	// X-Auth-Request-Email, …) passed to the upstream from trusted peers;
+	// every other one is removed from every peer (docs/design.md §17).
+	// IdentityHeader and PingOneUserHeader are always passed from trusted
+	// peers.
+	PassIdentityHeaders []string
 	// CaseInsensitivePaths marks an IIS-style upstream: paths that Windows
 	// would read as another name (trailing dots, 8.3 names, streams) are
 	// refused as well.
@@ -142,6 +148,7 @@ type Gateway struct {
 	tokenHeader     string
 	identityHeaders []string // canonical forms: identity and PingOne-user headers
 	identityHeader  string   // canonical form of the identity header, header identity only
+	keepIdentity    []string // identity-family headers passed from trusted peers (canonical)
 	bearer          bool
 	windowsPaths    bool
 	origin          *http.CrossOriginProtection
@@ -184,6 +191,10 @@ func New(cfg Config) (*Gateway, error) {
 		if h != "" {
 			g.identityHeaders = append(g.identityHeaders, http.CanonicalHeaderKey(h))
 		}
+	}
+	g.keepIdentity = slices.Clone(g.identityHeaders)
+	for _, h := range cfg.PassIdentityHeaders {
+		g.keepIdentity = append(g.keepIdentity, http.CanonicalHeaderKey(h))
 	}
 	g.windowsPaths = cfg.CaseInsensitivePaths
 	g.proxy = &httputil.ReverseProxy{
@@ -329,7 +340,9 @@ func (g *Gateway) decide(ctx context.Context, q *Request, d *Decision) {
 	// 3. Resolve the client address once, for logs, limits and pi.remoteIp.
 	d.Client, d.Trusted = g.cfg.ClientIP.Resolve(q.Peer, q.Header.Values("X-Forwarded-For"))
 	if !d.Trusted {
-		stripForwarded(q.Header, g.identityHeaders)
+		d.droppedIdentity = stripForwarded(q.Header, g.identityHeaders)
+	} else {
+		d.Dropped = stripIdentityFamilies(q.Header, g.keepIdentity, d.Dropped)
 	}
 
 	// 4. stepgate's own endpoints are never proxied.
@@ -370,7 +383,12 @@ func (g *Gateway) decide(ctx context.Context, q *Request, d *Decision) {
 	// prompt for.
 	user, err := g.cfg.Identity.User(d.req, d.Trusted)
 	if err != nil || user == "" {
-		g.audit(d.req, "identity.rejected", "", d.Client, slog.String("reason", errString(err)))
+		reason := errString(err)
+		if (err == nil || errors.Is(err, identity.ErrNoIdentity)) && d.droppedIdentity != "" {
+			reason = "identity header " + d.droppedIdentity + " dropped: peer " + addrString(d.Client) +
+				" is outside STEPGATE_TRUSTED_PROXIES"
+		}
+		g.audit(d.req, "identity.rejected", "", d.Client, slog.String("reason", reason))
 		d.set(NoIdentity, decisionNoIdent, "")
 		return
 	}

@@ -1,6 +1,9 @@
 package proxy
 
-import "net/http"
+import (
+	"net/http"
+	"slices"
+)
 
 // The forwarded header contract (docs/design.md §6).
 const (
@@ -66,33 +69,88 @@ func isVariant(name string, identityHeaders []string) bool {
 }
 
 // forwardedHeaders are honoured only from trusted proxies: forwarding
-// headers, and the identity families that front proxies and auth proxies set
-// (oauth2-proxy's X-Forwarded-User/-Email/-Preferred-Username/-Groups and
-// X-Auth-Request-*, Authelia's and Authentik's Remote-*). An upstream that
-// reads any of them as "who is signed in" must never see a client's copy.
+// headers (and every identity family below). An upstream that reads any of
+// them must never see a client's copy.
 var forwardedHeaders = []string{
 	"forwarded", "x-real-ip", "x-client-ip", "true-client-ip", "cf-connecting-ip",
-	"remote-user", "remote-email", "remote-groups", "remote-name",
 }
 
 // forwardedPrefixes are whole families removed from untrusted peers, in
 // folded form.
-var forwardedPrefixes = []string{"x-forwarded-", "x-auth-request-"}
+var forwardedPrefixes = []string{"x-forwarded-"}
+
+// identityNames and identityPrefixes (folded) are the headers that auth
+// proxies set to say who is signed in: oauth2-proxy's X-Forwarded-User,
+// -Email, -Preferred-Username, -Groups and X-Auth-Request-*, Authelia's
+// Remote-*, Apache's and many SSO agents' X-Remote-*, Grafana's
+// X-Webauth-*, Authentik's X-Authentik-*. A hop that does not set one
+// passes a client's copy on as it came, even a trusted one, so every one
+// but the configured identity header (and STEPGATE_PASS_IDENTITY_HEADERS)
+// is removed from every peer: an app that reads one as "who is signed in"
+// sees only what stepgate believed.
+var identityNames = []string{
+	"remote-user", "remote-email", "remote-groups", "remote-name",
+	"x-remote-user", "x-remote-email", "x-remote-groups", "x-remote-group", "x-remote-name",
+	"x-forwarded-user", "x-forwarded-email", "x-forwarded-preferred-username", "x-forwarded-groups",
+}
+
+var identityPrefixes = []string{"x-auth-request-", "x-webauth-", "x-authentik-"}
+
+// isIdentityFamily reports whether name is, in any spelling, one of the
+// identity families.
+func isIdentityFamily(name string) bool {
+	for _, p := range identityPrefixes {
+		if hasFoldedPrefix(name, p) {
+			return true
+		}
+	}
+	for _, f := range identityNames {
+		if foldedEqual(name, f) {
+			return true
+		}
+	}
+	return false
+}
+
+// stripIdentityFamilies removes, from a trusted peer's request, every
+// identity-family header except the ones named in keep (canonical names:
+// the configured identity and PingOne-user headers and the names passed on
+// purpose), and appends the names it removed to removed.
+func stripIdentityFamilies(h http.Header, keep []string, removed []string) []string {
+	for name := range h {
+		if isIdentityFamily(name) && !slices.Contains(keep, name) {
+			delete(h, name)
+			removed = append(removed, name)
+		}
+	}
+	return removed
+}
 
 // stripForwarded removes, from a request whose peer is not a trusted proxy,
-// every forwarding and identity header (forwardedHeaders, forwardedPrefixes)
-// and each of identityHeaders (the configured identity and PingOne-user
-// headers), in every spelling ('_' and '.' read as '-', any case), so none
-// can change what stepgate or the upstream believes (docs/design.md §17).
-func stripForwarded(h http.Header, identityHeaders []string) {
+// every forwarding and identity header (forwardedHeaders, forwardedPrefixes,
+// the identity families) and each of identityHeaders (the configured
+// identity and PingOne-user headers), in every spelling ('_' and '.' read
+// as '-', any case), so none can change what stepgate or the upstream
+// believes (docs/design.md §17). It reports whether one of identityHeaders
+// was among them, for the log that says why a request has no identity.
+func stripForwarded(h http.Header, identityHeaders []string) (droppedIdentity string) {
 	for name := range h {
 		if isForwarded(name, identityHeaders) {
 			delete(h, name)
+			for _, f := range identityHeaders {
+				if foldedEqual(name, f) {
+					droppedIdentity = name
+				}
+			}
 		}
 	}
+	return droppedIdentity
 }
 
 func isForwarded(name string, identityHeaders []string) bool {
+	if isIdentityFamily(name) {
+		return true
+	}
 	for _, p := range forwardedPrefixes {
 		if hasFoldedPrefix(name, p) {
 			return true

@@ -156,13 +156,23 @@ func (s *Redis) Ping(ctx context.Context) error {
 
 // call bounds one operation by the timeout and returns the function that
 // records its outcome.
-func (s *Redis) call(ctx context.Context, op string) (context.Context, func(error)) {
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+//
+// An operation that failed because its caller gave up (a client hung up, or
+// the caller's own deadline came first) says nothing about Redis: it is
+// neither a failure nor a success, and is not observed. Counted as a
+// failure, any user could make the store report failing for everyone (other
+// users' challenge starts refused, /readyz unready, shared limits moved to
+// each replica's own) by closing connections mid-request.
+func (s *Redis) call(parent context.Context, op string) (context.Context, func(error)) {
+	ctx, cancel := context.WithTimeout(parent, s.timeout)
 	start := time.Now()
 	return ctx, func(err error) {
 		cancel()
 		if errors.Is(err, redis.Nil) {
 			err = nil
+		}
+		if err != nil && parent.Err() != nil {
+			return
 		}
 		s.mark(err)
 		s.observe(op, time.Since(start), err)

@@ -495,3 +495,67 @@ func TestRedisOverTLSVerifiesTheServer(t *testing.T) {
 		t.Error("a URL turning certificate verification off was accepted")
 	}
 }
+
+// TestACallersCancellationIsNotARedisFailure: a client that hangs up mid
+// request cancels its context; that says nothing about Redis, so it must
+// not make the store report failing (which refuses other users' challenge
+// starts, reports /readyz unready and moves limits to the replica's own),
+// nor count as a store error.
+func TestACallersCancellationIsNotARedisFailure(t *testing.T) {
+	srv := redistest.Start(t)
+	var errs atomic.Int32
+	s, err := store.NewRedis(store.RedisOptions{URL: srv.URL(), Timeout: time.Second,
+		Observe: func(_ string, _ time.Duration, err error) {
+			if err != nil {
+				errs.Add(1)
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	expired, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel2()
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+	}{
+		{"canceled", canceled},
+		{"past its own deadline", expired},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := map[string]func() error{
+				"hold":    func() error { return s.Hold(tc.ctx, "r", []byte("x"), time.Minute) },
+				"held":    func() error { _, err := s.Held(tc.ctx, "r"); return err },
+				"drop":    func() error { return s.Drop(tc.ctx, "r") },
+				"approve": func() error { return s.Approve(tc.ctx, "d", time.Minute) },
+				"consume": func() error { _, err := s.Consume(tc.ctx, "d"); return err },
+				"ping":    func() error { return s.Ping(tc.ctx) },
+			}
+			for op, call := range calls {
+				if err := call(); err == nil {
+					t.Errorf("%s with a %s context: no error", op, tc.name)
+				}
+				if s.Failing() {
+					t.Fatalf("%s with a %s context: the store reports failing", op, tc.name)
+				}
+			}
+			if n := errs.Load(); n != 0 {
+				t.Errorf("%d store errors observed for the callers' own cancellations", n)
+			}
+		})
+	}
+	// The control: a real failure still counts.
+	srv.Kill()
+	if err := s.Ping(context.Background()); err == nil {
+		t.Fatal("ping with Redis killed: no error")
+	}
+	if !s.Failing() || errs.Load() == 0 {
+		t.Errorf("a killed Redis: Failing %v, errors %d", s.Failing(), errs.Load())
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -204,15 +205,91 @@ func TestIdentityHeaderFamiliesFromUntrustedPeersNeverReachTheApp(t *testing.T) 
 			})
 		}
 	}
-	// The control: from the trusted proxy the same canonical headers do
+	// The control: from the trusted proxy the configured headers do
 	// arrive, so the assertions above can see them.
-	for _, family := range []string{"X-Forwarded-Email", "X-Auth-Request-User", "Remote-User", "X-Remote-Identity"} {
+	for _, family := range []string{"X-Remote-Identity", "X-Mapped-Login"} {
 		t.Run(family+" from the trusted proxy reaches the app", func(t *testing.T) {
 			if v := send(t, trusted, family).Get(family); v != marker {
 				t.Errorf("the app received %s = %q, want %q", family, v, marker)
 			}
 		})
 	}
+}
+
+// TestIdentityHeaderFamiliesFromATrustedHopReachTheAppOnlyWhenPassed: a
+// trusted hop (oauth2-proxy) passes a client's Remote-User or
+// X-Auth-Request-User on as it came; an app that reads one as "who is
+// signed in" must not see it. Only the configured identity header, and
+// the names in STEPGATE_PASS_IDENTITY_HEADERS, go through.
+func TestIdentityHeaderFamiliesFromATrustedHopReachTheAppOnlyWhenPassed(t *testing.T) {
+	families := []string{
+		"Remote-User", "Remote-Email", "Remote-Groups", "Remote-Name", "X-Remote-User", "X-Remote-Email",
+		"X-Remote-Groups", "X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Preferred-Username",
+		"X-Auth-Request-Groups", "X-Forwarded-Email", "X-Forwarded-Preferred-Username", "X-Forwarded-Groups",
+		"X-Webauth-User", "X-Webauth-Email", "X-Authentik-Username",
+	}
+	const marker = "sent-through-a-trusted-hop"
+	send := func(t *testing.T, st *stack, path string) http.Header {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, st.Proxy+path, nil)
+		req.Header.Set("X-Forwarded-User", "alice")
+		for _, f := range families {
+			req.Header.Set(f, marker)
+		}
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("allow path: got %d, want 200", resp.StatusCode)
+		}
+		return st.LastRequest().Header
+	}
+	t.Run("by default only the identity header arrives", func(t *testing.T) {
+		s := newStack(t)
+		got := send(t, s, "/public/x")
+		for _, f := range families {
+			if v := got.Values(f); len(v) != 0 {
+				t.Errorf("the app received %s: %v", f, v)
+			}
+		}
+		if got.Get("X-Forwarded-User") != "alice" {
+			t.Errorf("the identity header did not arrive: %v", got)
+		}
+	})
+	t.Run("STEPGATE_PASS_IDENTITY_HEADERS lets the named ones through", func(t *testing.T) {
+		s := newStack(t, withEnv("STEPGATE_PASS_IDENTITY_HEADERS", "remote-user, X-Auth-Request-Email"))
+		got := send(t, s, "/public/x")
+		for _, f := range families {
+			want := f == "Remote-User" || f == "X-Auth-Request-Email"
+			if v := got.Get(f); (v == marker) != want {
+				t.Errorf("the app received %s = %q, want it passed=%v", f, v, want)
+			}
+		}
+	})
+	t.Run("ext_authz removes them upstream", func(t *testing.T) {
+		s := newStack(t, withEnv("STEPGATE_FRONT_DOORS", "ext-authz", "STEPGATE_TRUSTED_PROXIES", "127.0.0.1/32"))
+		req, _ := http.NewRequest(http.MethodGet, s.Proxy+"/.stepgate/ext-authz/public/x", nil)
+		req.Header.Set("X-Forwarded-User", "alice")
+		for _, f := range families {
+			req.Header.Set(f, marker)
+		}
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		remove := strings.Split(resp.Header.Get("X-Envoy-Auth-Headers-To-Remove"), ",")
+		for _, f := range families {
+			if !slices.Contains(remove, strings.ToLower(f)) {
+				t.Errorf("%d: %s is not in headers_to_remove %v", resp.StatusCode, f, remove)
+			}
+		}
+		if slices.Contains(remove, "x-forwarded-user") {
+			t.Error("the identity header is removed")
+		}
+	})
 }
 
 func TestJWTIdentityIsBelievedOnlyFromTrustedProxiesUnlessAnyPeer(t *testing.T) {
@@ -442,4 +519,29 @@ func TestCommandLineHelpsANewcomer(t *testing.T) {
 			t.Errorf("got %v, want an error naming STEPGATE_LISTEN", err)
 		}
 	})
+}
+
+// TestAnIdentityHeaderFromAnUntrustedPeerIsLoggedAsDropped: the audit line
+// of a request without identity says the header came and from which peer
+// it was dropped, so "no identity" behind a misconfigured proxy list is
+// found from the log.
+func TestAnIdentityHeaderFromAnUntrustedPeerIsLoggedAsDropped(t *testing.T) {
+	s := untrustedStack(t)
+	if got := getWith(t, s, "/admin/", "X-Forwarded-User", "alice"); got != http.StatusUnauthorized {
+		t.Fatalf("mfa path with an untrusted identity: %d, want 401", got)
+	}
+	if got := getWith(t, s, "/admin/", "", ""); got != http.StatusUnauthorized {
+		t.Fatalf("mfa path without identity: %d, want 401", got)
+	}
+	ev := s.Logs.Events("identity.rejected")
+	if len(ev) != 2 {
+		t.Fatalf("identity.rejected events: %v", ev)
+	}
+	want := "identity header X-Forwarded-User dropped: peer 127.0.0.1 is outside STEPGATE_TRUSTED_PROXIES"
+	if got, _ := ev[0]["reason"].(string); got != want {
+		t.Errorf("reason %q, want %q", got, want)
+	}
+	if got, _ := ev[1]["reason"].(string); got != "identity: none" {
+		t.Errorf("without the header: reason %q, want %q", got, "identity: none")
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -150,6 +151,15 @@ type config struct {
 
 	// Header mode: the user, believed only from trusted peers.
 	IdentityHeader string `env:"IDENTITY_HEADER" envDefault:"X-Forwarded-User"`
+
+	// Comma-separated identity-family headers (e.g. `Remote-User,X-Auth-Request-Email`) the app
+	// receives from trusted peers. Every other `Remote-*`, `X-Remote-*`, `X-Auth-Request-*`,
+	// `X-Webauth-*`, `X-Authentik-*` and `X-Forwarded-User/-Email/-Preferred-Username/-Groups`
+	// header is removed from every peer, except the identity header and the
+	// `STEPGATE_PINGONE_USER_FROM` header. List one only when the hop before stepgate always sets
+	// it.
+	// Default: none.
+	PassIdentityHeaders string `env:"PASS_IDENTITY_HEADERS"`
 
 	// CIDRs whose identity headers, identity JWTs and `X-Forwarded-For` are believed; from any
 	// other peer they are removed or ignored. With the `forward-auth` or `ext-authz` front door it
@@ -708,8 +718,10 @@ type settings struct {
 	cookieName string
 	mapping    identity.MappingOptions // Source is set by build
 	doors      proxy.Doors
-	requestKey *mfa.RequestKey // nil: the request object is HS256 with the client secret
-	redisCAs   *x509.CertPool  // STEPGATE_REDIS_CA_FILE; nil: the system's roots
+	// passIdentity: STEPGATE_PASS_IDENTITY_HEADERS, canonical names.
+	passIdentity []string
+	requestKey   *mfa.RequestKey // nil: the request object is HS256 with the client secret
+	redisCAs     *x509.CertPool  // STEPGATE_REDIS_CA_FILE; nil: the system's roots
 }
 
 // protectsNothing reports whether every request would be allowed: no rule
@@ -908,6 +920,17 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	}
 	if strings.EqualFold(c.IDTokenHeader, c.IdentityHeader) && c.Identity == "header" {
 		bad("ID_TOKEN_HEADER", "must differ from STEPGATE_IDENTITY_HEADER")
+	}
+	for _, h := range strings.Split(c.PassIdentityHeaders, ",") {
+		switch h = strings.TrimSpace(h); {
+		case h == "" && strings.TrimSpace(c.PassIdentityHeaders) == "":
+		case !validHeaderName(h):
+			bad("PASS_IDENTITY_HEADERS", "want a comma-separated list of header names, e.g. Remote-User,X-Auth-Request-Email")
+		case strings.HasPrefix(strings.ToLower(h), "x-stepgate-") || strings.EqualFold(h, c.IDTokenHeader):
+			bad("PASS_IDENTITY_HEADERS", "must not name a header stepgate sets (%s)", h)
+		default:
+			s.passIdentity = append(s.passIdentity, http.CanonicalHeaderKey(h))
+		}
 	}
 	if m, err := c.parseMapping(); err != nil {
 		errs = append(errs, err)
@@ -1144,4 +1167,19 @@ func isLoopbackHost(host string) bool {
 	}
 	a, err := netip.ParseAddr(host)
 	return err == nil && a.IsLoopback()
+}
+
+// validHeaderName reports whether h is an HTTP field name (RFC 9110 §5.1: a
+// token).
+func validHeaderName(h string) bool {
+	if h == "" {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stepgate/stepgate/store/redistest"
 )
 
 // frontProxyBinary finds a front proxy's program. Missing, the test fails
@@ -530,5 +532,166 @@ func TestForwardAuthAccessLinesNameTheRequestAskedAbout(t *testing.T) {
 	}
 	if strings.Contains(logs, "token=secret") {
 		t.Error("the query reached the log")
+	}
+}
+
+// stepgateHeaders returns the X-Stepgate-* headers (folded names, non-empty
+// values) of h: what the app would read as a step-up.
+func stepgateHeaders(h http.Header) map[string][]string {
+	out := map[string][]string{}
+	for name, vs := range h {
+		if !strings.HasPrefix(foldName(name), "x-stepgate-") {
+			continue
+		}
+		for _, v := range vs {
+			if v != "" {
+				out[foldName(name)] = append(out[foldName(name)], v)
+			}
+		}
+	}
+	return out
+}
+
+// TestOnlyStepgatesHeadersReachTheAppThroughARealFrontProxy: the app
+// receives an X-Stepgate-* header only when stepgate's answer carried it,
+// with exactly stepgate's value. A front proxy that copies a header the
+// answer did not carry (Caddy before 2.8 copied the unresolved placeholder
+// "{http.reverse_proxy.header.X-Stepgate-User}") would tell an app that
+// trusts a present X-Stepgate-User that anyone is stepped up.
+func TestOnlyStepgatesHeadersReachTheAppThroughARealFrontProxy(t *testing.T) {
+	for _, fp := range frontProxies {
+		t.Run(fp.name, func(t *testing.T) {
+			s := forwardAuthStack(t, "STEPGATE_RULES", "/admin/ mfa max_age=15m; /api/ mfa; /blocked deny; /public allow")
+			base := fp.start(t, s)
+			alice := s.stepUpAliceAt(base, "/admin/users")
+			cookie := ""
+			for _, ck := range alice.Client.Jar.Cookies(mustURL(t, base)) {
+				cookie += ck.Name + "=" + ck.Value + "; "
+			}
+			// What stepgate itself answers for a request, asked directly as
+			// the front proxy would.
+			stepgateSays := func(t *testing.T, user, path, cookie string) map[string][]string {
+				t.Helper()
+				req, _ := http.NewRequest(http.MethodGet, s.Proxy+"/.stepgate/auth", nil)
+				req.Header.Set("X-Forwarded-Method", "GET")
+				req.Header.Set("X-Forwarded-Uri", path)
+				req.Header.Set("X-Forwarded-User", user)
+				if cookie != "" {
+					req.Header.Set("Cookie", cookie)
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					t.Fatalf("stepgate answered %d for %s %s", resp.StatusCode, user, path)
+				}
+				return stepgateHeaders(resp.Header)
+			}
+			for _, tc := range []struct {
+				name, user, path, cookie string
+				stepped                  bool
+			}{
+				{"an allow path without a step-up", "bob", "/public", "", false},
+				{"an allow path without an identity", "", "/public", "", false},
+				{"an mfa path after the step-up", "alice", "/admin/users", cookie, true},
+				{"an allow path after the step-up", "alice", "/public", cookie, true},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					before := len(s.Requests())
+					h := []string{"Accept", "text/html", "X-Forwarded-User", tc.user}
+					if tc.user == "" {
+						h = h[:2]
+					}
+					if tc.cookie != "" {
+						h = append(h, "Cookie", tc.cookie)
+					}
+					code, _ := rawTarget(t, base, http.MethodGet, tc.path, h...)
+					if code != http.StatusOK {
+						t.Fatalf("GET %s: %d", tc.path, code)
+					}
+					reqs := s.Requests()[before:]
+					if len(reqs) != 1 {
+						t.Fatalf("the app received %d requests, want 1", len(reqs))
+					}
+					got := stepgateHeaders(reqs[0].Header)
+					want := stepgateSays(t, tc.user, tc.path, tc.cookie)
+					if tc.stepped && len(want["x-stepgate-user"]) == 0 {
+						t.Fatalf("stepgate set no X-Stepgate-User for a stepped-up request: %v", want)
+					}
+					if fmt.Sprint(got) != fmt.Sprint(want) {
+						t.Fatalf("the app received X-Stepgate-* headers\n%v\nstepgate answered\n%v", got, want)
+					}
+				})
+			}
+			// A client's own X-Stepgate-User: refused, or at least never at
+			// the app with the client's value.
+			for _, path := range []string{"/public", "/admin/users"} {
+				before := len(s.Requests())
+				code, _ := rawTarget(t, base, http.MethodGet, path, "Accept", "text/html",
+					"X-Forwarded-User", "bob", "X-Stepgate-User", "alice")
+				if code == http.StatusOK {
+					t.Errorf("GET %s with a client's X-Stepgate-User: 200", path)
+				}
+				for _, r := range s.Requests()[before:] {
+					if got := stepgateHeaders(r.Header); len(got) != 0 {
+						t.Errorf("GET %s with a client's X-Stepgate-User: the app received %v", path, got)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestReservedPathsInAnySpellingAreAnsweredCleanlyThroughARealFrontProxy:
+// stepgate answers 404 to a check of a /.stepgate/ path in a spelling the
+// front proxy does not route to it (another letter case), and nginx turns
+// any auth_request status but 2xx, 401 and 403 into its own 500. Every
+// spelling must get a clean 4xx (or be served), never a 5xx, and never
+// reach the app.
+func TestReservedPathsInAnySpellingAreAnsweredCleanlyThroughARealFrontProxy(t *testing.T) {
+	targets := []string{
+		"/.STEPGATE/challenge", "/.Stepgate/challenge?return=%2F", "/.STEPGATE/assets/stepgate.css",
+		"/.stepGate/logout", "/.STEPGATE/auth", "/.STEPGATE/ext-authz/admin", "/.stepgate", "/.STEPGATE",
+		"/.%53TEPGATE/challenge", "/%2eSTEPGATE/challenge", "/.stepgate/no-such-page",
+	}
+	for _, fp := range frontProxies {
+		t.Run(fp.name, func(t *testing.T) {
+			s := forwardAuthStack(t)
+			base := fp.start(t, s)
+			for _, target := range targets {
+				code, h := rawTarget(t, base, http.MethodGet, target, "X-Forwarded-User", "alice", "Accept", "text/html")
+				if code >= 500 || code == http.StatusOK && h.Get("X-Stepgate-User") != "" {
+					t.Errorf("GET %s through %s: %d", target, fp.name, code)
+				}
+			}
+			if reqs := s.Requests(); len(reqs) != 0 {
+				t.Fatalf("the app received %d requests, first %s %s", len(reqs), reqs[0].Method, reqs[0].RequestURI)
+			}
+		})
+	}
+}
+
+// TestAStoreOutageThroughNginxIsA503: with revocations stale, stepgate
+// answers a check of an mfa path 503, which nginx's auth_request alone
+// would turn into its own 500; the shipped file answers 503 with
+// Retry-After instead.
+func TestAStoreOutageThroughNginxIsA503(t *testing.T) {
+	srv := redistest.Start(t)
+	s := forwardAuthStack(t, "STEPGATE_STORE", "redis", "STEPGATE_REDIS_URL", srv.URL(),
+		"STEPGATE_STORE_MAX_STALENESS", "1s", "STEPGATE_REDIS_TIMEOUT", "200ms")
+	waitStoreOK(t, s)
+	base := startNginx(t, s)
+	alice := s.stepUpAliceAt(base, "/admin/users")
+	srv.Kill()
+	waitReadyz(t, s, "mfa paths refused", 10*time.Second)
+	r := alice.get("/admin/users")
+	if r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" ||
+		r.Header.Get("Cache-Control") != "no-store" || !strings.Contains(r.Body, "store_unavailable") {
+		t.Fatalf("mfa path with the store down: %d %v %s, want 503 store_unavailable with Retry-After", r.StatusCode, r.Header, r.Body)
+	}
+	if r := alice.get("/public"); r.StatusCode != http.StatusOK {
+		t.Errorf("allow path with the store down: %d", r.StatusCode)
 	}
 }

@@ -352,7 +352,14 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 			}
 			return ""
 		}(),
-		PingOneUserHeader:     mapping.Header(),
+		PingOneUserHeader: mapping.Header(),
+		PassIdentityHeaders: func() []string {
+			if cfg.Identity == "jwt" {
+				// The JWT is read after the identity families are removed.
+				return append(slices.Clone(s.passIdentity), cfg.IdentityJWTHeader)
+			}
+			return s.passIdentity
+		}(),
 		CaseInsensitivePaths:  cfg.CaseInsensitive,
 		Doors:                 s.doors,
 		BodyIdleTimeout:       cfg.BodyIdleTimeout,
