@@ -68,6 +68,9 @@ func (g *Gateway) approve(w http.ResponseWriter, r *http.Request, rule rules.Rul
 	// it or could be read two ways, and forwarded as stepgate re-encodes
 	// it (docs/design.md §14.2). A front door's check cannot change the
 	// body its proxy forwards: there the strict grammar alone stands.
+	if fw.method != "" && fw.method != r.Method {
+		q.Override = fw.method // the honoured override: shown, and bound by the digest
+	}
 	original := rule.Original || fw.check != nil
 	if err := q.Canonicalize(r.Header, append(slices.Clip(rule.Show), rule.Vars...), original); err != nil {
 		g.approvalEvent(r, "refused", user, fw, "", slog.String("reason", approve.Reason(err)))

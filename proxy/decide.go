@@ -30,7 +30,8 @@ type Request struct {
 	// client's address and identity.
 	Peer string
 
-	req *http.Request // the proxy door's own request; nil: built by Decide
+	req *http.Request       // the proxy door's own request; nil: built by Decide
+	w   http.ResponseWriter // with req: its response, so that a body read for a method override has the idle limit
 }
 
 // Verdict is what happens to a request.
@@ -68,6 +69,9 @@ type Decision struct {
 	Label   string // the decision label of metrics and access lines
 	Reason  string // why a request was rejected (a fixed phrase, safe to log)
 	Path    reqpath.Path
+	// Method is the method the application will act on: the request's,
+	// or the one the honoured method override names. Rules matched it.
+	Method  string
 	Rule    rules.Rule
 	User    string
 	Client  netip.Addr

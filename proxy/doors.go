@@ -284,7 +284,7 @@ func (g *Gateway) challengeAnswer(rec *capture, style Style, code string) Answer
 // user approves, then sends the same request again.
 func (g *Gateway) approveCheck(ctx context.Context, d Decision, body *Body) Answer {
 	r := d.req
-	fw := &forward{path: d.Path, client: d.Client, trusted: d.Trusted, check: &checked{}}
+	fw := &forward{path: d.Path, client: d.Client, trusted: d.Trusted, method: d.Method, check: &checked{}}
 	if body.Partial {
 		g.approvalEvent(r, "refused", d.User, fw, "", slog.String("reason", "body cut by the front proxy"))
 		return g.refuse(http.StatusRequestEntityTooLarge, "approve_too_large", decisionRejected)

@@ -130,6 +130,14 @@ type Config struct {
 	// BodyIdleTimeout, optional, is the longest wait for the next bytes of
 	// a request body; a body that stalls longer is answered 408. 0: none.
 	BodyIdleTimeout time.Duration
+	// MethodOverride is the method override the application honours
+	// (docs/design.md §14.3): rules match the method it names, and every
+	// other override is stripped or refused. "" means MethodOverrideNone.
+	MethodOverride MethodOverride
+	// MethodOverrideMaxBody bounds the POST form body read to find a
+	// _method field (only on paths where the method matters); 0 means
+	// 64 KiB.
+	MethodOverrideMaxBody int64
 	// ResponseHeaderTimeout, optional, is the Transport's wait for the
 	// upstream's response headers. With it, a stepped-up request whose
 	// freshness outlasts that wait needs no timer until its response
@@ -260,6 +268,7 @@ type forward struct {
 	until    time.Time
 	cutLater bool          // until is armed by cutStreams, for streams only
 	rule     rules.Rule    // the mfa rule, to challenge again once until passed
+	method   string        // the method the application acts on (Decision.Method)
 	in       *http.Request // the request as received, for that challenge
 }
 
@@ -332,10 +341,25 @@ func (g *Gateway) decide(ctx context.Context, q *Request, d *Decision) {
 		return
 	}
 
+	// 1b. The method the application will act on, after the one method
+	// override it honours: rules match that one.
+	method, reason := g.effectiveMethod(q, p)
+	if reason != "" {
+		d.Client, _ = g.cfg.ClientIP.Resolve(q.Peer, q.Header.Values("X-Forwarded-For"))
+		d.set(Reject, decisionRejected, reason)
+		return
+	}
+	d.Method = method
+
 	// 2. Strip every header a client could use to impersonate stepgate, to
 	// steer the upstream's routing or to frame the message another way.
 	d.Removed = stripSpoofableNames(q.Header, g.tokenHeader, g.identityHeaders, d.Removed)
 	d.Removed = stripFraming(q.Header, d.Removed)
+	if method != q.Method && g.cfg.MethodOverride == MethodOverrideHeader {
+		// The override header went with the other spellings: the
+		// application gets the one stepgate matched, in one spelling.
+		q.Header[headerMethodOverride] = []string{method}
+	}
 
 	// 3. Resolve the client address once, for logs, limits and pi.remoteIp.
 	d.Client, d.Trusted = g.cfg.ClientIP.Resolve(q.Peer, q.Header.Values("X-Forwarded-For"))
@@ -353,7 +377,7 @@ func (g *Gateway) decide(ctx context.Context, q *Request, d *Decision) {
 	}
 
 	// 5. Match.
-	d.Rule = g.cfg.Rules.Match(q.Method, p.Match)
+	d.Rule = g.cfg.Rules.Match(method, p.Match)
 	switch d.Rule.Action {
 	case rules.Deny:
 		d.set(Deny, decisionDeny, "")
@@ -419,7 +443,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 		d.Client, _ = g.cfg.ClientIP.Resolve(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
 		d.set(Reject, decisionRejected, err.Error())
 	} else {
-		g.decide(r.Context(), &Request{Method: r.Method, Target: r.RequestURI, Host: r.Host, Header: r.Header, Peer: r.RemoteAddr, req: r}, &d)
+		g.decide(r.Context(), &Request{Method: r.Method, Target: r.RequestURI, Host: r.Host, Header: r.Header, Peer: r.RemoteAddr, req: r, w: w}, &d)
 	}
 	switch d.Verdict {
 	case Reject:
@@ -440,7 +464,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 
 	// A request the user has just approved is forwarded in place of the
 	// browser's GET of its URL (approve rules), whatever the GET's rule.
-	fw := &forward{path: d.Path, client: d.Client, trusted: d.Trusted}
+	fw := &forward{path: d.Path, client: d.Client, trusted: d.Trusted, method: d.Method}
 	if g.cfg.Approvals != nil && r.Method == http.MethodGet {
 		if ref, ok := g.cfg.StepUps.Approved(r); ok {
 			if decision, user, done := g.replay(w, r, ref, fw); done {

@@ -174,6 +174,15 @@ type config struct {
 	// `STEPGATE_AUTHZ_GRPC_LISTEN`). A door not listed is not served.
 	FrontDoors string `env:"FRONT_DOORS" envDefault:"proxy"`
 
+	// The method override the app honours, so that rules match the method it will act on: `none`
+	// (override headers are stripped; a `_method` field is refused in any query, in a POST form
+	// on a path whose rules name methods, and in every held request), `header` (a POST's
+	// `X-HTTP-Method-Override` names the method; the app receives it in that one spelling) or
+	// `form` (a POST form's `_method` field names it, as Rails, Laravel and Symfony read it; the
+	// proxy door reads the form where the method matters, up to `STEPGATE_APPROVE_MAX_BODY`).
+	// `form` cannot be used with the `forward-auth` front door, which never sees a body.
+	MethodOverride string `env:"METHOD_OVERRIDE" envDefault:"none"`
+
 	// With `ext-authz`: address of the gRPC `envoy.service.auth.v3.Authorization/Check` listener
 	// (e.g. `:9191`); TLS with `STEPGATE_TLS_CERT_FILE` when set.
 	// Default: empty: no gRPC.
@@ -749,6 +758,15 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	}
 	doors.ExtAuthzBody = doors.ExtAuthz && c.AuthzWithBody
 	s.doors = doors
+	switch proxy.MethodOverride(c.MethodOverride) {
+	case proxy.MethodOverrideNone, proxy.MethodOverrideHeader:
+	case proxy.MethodOverrideForm:
+		if doors.ForwardAuth {
+			bad("METHOD_OVERRIDE", "form needs the request body, which the forward-auth front door never sees; use header or none there")
+		}
+	default:
+		bad("METHOD_OVERRIDE", "%q is not none, header or form", c.MethodOverride)
+	}
 	switch {
 	case (doors.ForwardAuth || doors.ExtAuthz) && c.TrustedProxies == "":
 		// The front proxy's word decides what the request was: whose word

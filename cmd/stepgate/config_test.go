@@ -69,6 +69,7 @@ func TestInvalidConfigurationNamesTheVariable(t *testing.T) {
 		{"bad default action", "STEPGATE_DEFAULT_ACTION", "maybe", "STEPGATE_DEFAULT_ACTION"},
 		{"bad rule names line and token", "STEPGATE_RULES", "/a allow; /b mfaa", "line 2"},
 		{"bad identity mode", "STEPGATE_IDENTITY", "cookie", "STEPGATE_IDENTITY"},
+		{"unknown method override", "STEPGATE_METHOD_OVERRIDE", "query", "STEPGATE_METHOD_OVERRIDE"},
 		{"jwt identity without JWKS", "STEPGATE_IDENTITY", "jwt", "STEPGATE_IDENTITY"},
 		{"bad log level", "STEPGATE_LOG_LEVEL", "loud", "STEPGATE_LOG_LEVEL"},
 		{"zero start limit", "STEPGATE_LIMIT_STARTS_PER_USER", "0", "STEPGATE_LIMIT_STARTS_PER_USER"},
@@ -80,6 +81,7 @@ func TestInvalidConfigurationNamesTheVariable(t *testing.T) {
 		{"upstream host with a space", "STEPGATE_UPSTREAM_HOST", "app internal", "STEPGATE_UPSTREAM_HOST"},
 		{"zero body idle timeout", "STEPGATE_BODY_IDLE_TIMEOUT", "0s", "STEPGATE_BODY_IDLE_TIMEOUT"},
 		{"upstream host and preserve host", "STEPGATE_PRESERVE_HOST", "true", ""},
+		{"form method override behind forward-auth", "STEPGATE_METHOD_OVERRIDE", "form", ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			env := validEnv()
@@ -87,6 +89,11 @@ func TestInvalidConfigurationNamesTheVariable(t *testing.T) {
 			if tt.name == "__Host- cookie without Secure" {
 				env["STEPGATE_COOKIE_NAME"] = "__Host-x"
 				tt.want = "STEPGATE_COOKIE_NAME"
+			}
+			if tt.name == "form method override behind forward-auth" {
+				env["STEPGATE_FRONT_DOORS"] = "forward-auth"
+				env["STEPGATE_TRUSTED_PROXIES"] = "127.0.0.1/32"
+				tt.want = "the forward-auth front door never sees"
 			}
 			if tt.name == "upstream host and preserve host" {
 				env["STEPGATE_UPSTREAM_HOST"] = "app.internal"

@@ -363,6 +363,8 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		CaseInsensitivePaths:  cfg.CaseInsensitive,
 		Doors:                 s.doors,
 		BodyIdleTimeout:       cfg.BodyIdleTimeout,
+		MethodOverride:        proxy.MethodOverride(cfg.MethodOverride),
+		MethodOverrideMaxBody: cfg.ApproveMaxBody,
 		ResponseHeaderTimeout: cfg.UpstreamTimeout,
 		AccessLog:             access,
 		Logger:                log,

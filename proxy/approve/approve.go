@@ -55,7 +55,7 @@ func (g *Gate) Digest(q *Request) string { return digest(g.keys[0], q) }
 func digest(key []byte, q *Request) string {
 	body := sha256.Sum256(q.Body)
 	h := hmac.New(sha256.New, key)
-	for _, s := range []string{"stepgate-approval-v1", q.User, q.Method, q.Path, q.RawQuery, q.ContentType} {
+	for _, s := range []string{"stepgate-approval-v2", q.User, q.Method, q.Override, q.Path, q.RawQuery, q.ContentType} {
 		var n [8]byte
 		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
 		h.Write(n[:])

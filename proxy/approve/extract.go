@@ -23,6 +23,10 @@ type Request struct {
 	RawQuery    string
 	ContentType string
 	Body        []byte
+	// Override is the method the application will act on when a method
+	// override the gateway honours names another than Method (which stays
+	// the method on the wire); "" when none does.
+	Override string `json:"override,omitempty"`
 
 	parsed *parsed // set by Canonicalize; not kept with a held request
 }
@@ -34,6 +38,9 @@ type Request struct {
 func (q *Request) Value(s rules.Source) (v string, ok bool) {
 	switch s.Kind {
 	case rules.FromMethod:
+		if q.Override != "" {
+			return q.Override, true
+		}
 		return q.Method, true
 	case rules.FromPath:
 		return q.Match, true

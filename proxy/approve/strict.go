@@ -115,7 +115,7 @@ func (q *Request) Canonicalize(header http.Header, fields []rules.Field, origina
 			return refusal("a Content-Type not written in lower case")
 		}
 	}
-	if err := p.check(fields); err != nil {
+	if err := p.check(fields, q.Override); err != nil {
 		return err
 	}
 	q.parsed = p
@@ -241,10 +241,15 @@ func parseRequest(rawQuery, contentType string, body []byte, contentEncoding str
 // merge them), spelt differently from the rule, read from a body of another
 // kind, or not shown as the application would read it. A method override
 // field is refused too: a rule matched the method stepgate saw.
-func (p *parsed) check(fields []rules.Field) error {
+func (p *parsed) check(fields []rules.Field, override string) error {
 	all := slices.Concat(p.query, p.form)
 	if n := countKey(all, foldString("_method")); n > 0 {
-		return refusal("a _method override field")
+		// The one override the gateway honoured (STEPGATE_METHOD_OVERRIDE
+		// =form) may stay: the rule matched the method it names.
+		if i := slices.IndexFunc(p.form, func(f field) bool { return f.name == "_method" && !f.file }); override == "" || n > 1 || i < 0 ||
+			!strings.EqualFold(strings.TrimSpace(p.form[i].value), override) {
+			return refusal("a _method override field")
+		}
 	}
 	if obj, ok := p.json.(map[string]any); ok {
 		// Laravel and Symfony read _method from a JSON body too.
@@ -486,6 +491,65 @@ func misreadNumber(v string, otherDigits bool) bool {
 	// exponent.
 	rest := strings.TrimLeft(t[i+1:], "+-")
 	return (t[i] == 'e' || t[i] == 'E') && rest != "" && rest[0] >= '0' && rest[0] <= '9'
+}
+
+// MethodField reads a POST body's _method field (Rails, Laravel, Symfony
+// and Express's method-override read it as the method) under the strict
+// grammar: found is false for a body that is not a form. A form that does
+// not fit the grammar, or names _method twice under any parser's folding,
+// is an error.
+func MethodField(contentType string, body []byte) (value string, found bool, err error) {
+	mt, _, _ := strings.Cut(contentType, ";")
+	switch strings.ToLower(strings.TrimSpace(mt)) {
+	case "application/x-www-form-urlencoded", "multipart/form-data":
+	default:
+		return "", false, nil
+	}
+	p, _, err := parseRequest("", contentType, body, "")
+	if err != nil {
+		return "", false, err
+	}
+	switch countKey(p.form, foldString("_method")) {
+	case 0:
+		return "", false, nil
+	case 1:
+		for _, f := range p.form {
+			if f.name == "_method" && !f.file {
+				return strings.TrimSpace(f.value), true, nil
+			}
+		}
+	}
+	return "", false, refusal("a _method override field named twice or in another spelling")
+}
+
+// QueryNamesMethod reports whether any parser would read a field of the
+// query as _method. It reads leniently, as PHP does (an invalid escape
+// stays as written, both '&' and ';' separate), so that no spelling slips
+// past on a path that does not hold the request.
+func QueryNamesMethod(raw string) bool {
+	for part := range strings.FieldsFuncSeq(raw, func(r rune) bool { return r == '&' || r == ';' }) {
+		name, _, _ := strings.Cut(part, "=")
+		var b strings.Builder
+		for i := 0; i < len(name); i++ {
+			switch c := name[i]; {
+			case c == '+':
+				b.WriteByte(' ')
+			case c == '%' && i+2 < len(name) && isHex(name[i+1]) && isHex(name[i+2]):
+				b.WriteByte(unhex(name[i+1])<<4 | unhex(name[i+2]))
+				i += 2
+			default:
+				b.WriteByte(c)
+			}
+		}
+		n := b.String()
+		if i := strings.IndexByte(n, 0); i >= 0 {
+			n = n[:i] // PHP cuts a name at NUL
+		}
+		if slices.Contains(nameKeys(n), "_method") {
+			return true
+		}
+	}
+	return false
 }
 
 // parseMediaType reads "type/subtype *(; name=value)" strictly: tokens, a

@@ -176,9 +176,10 @@ type Defaults struct {
 
 // Set is a parsed policy. It is immutable and safe for concurrent use.
 type Set struct {
-	rules []compiled // most specific first
-	def   Rule
-	fold  bool
+	rules        []compiled // most specific first
+	def          Rule
+	fold         bool
+	methodScoped bool // some rule names its methods
 }
 
 type compiled struct {
@@ -245,6 +246,7 @@ func Parse(source, text string, d Defaults) (*Set, error) {
 				}
 			}
 			s.rules = append(s.rules, c)
+			s.methodScoped = s.methodScoped || len(r.Methods) > 0
 		}
 	}
 	// Most specific first: longer paths, then rules that name methods, then
@@ -519,16 +521,44 @@ func lowerASCII(s string) string {
 // default rule (Line 0). It does not allocate; the returned Methods slice
 // is shared and must not be modified.
 func (s *Set) Match(method, path string) Rule {
+	if i := s.match(method, path); i >= 0 {
+		return s.rules[i].rule
+	}
+	return s.def
+}
+
+// match is Match as an index into s.rules, -1 for the default.
+func (s *Set) match(method, path string) int {
 	for i := range s.rules {
 		c := &s.rules[i]
 		if len(c.rule.Methods) > 0 && !hasMethod(c.rule.Methods, method) {
 			continue
 		}
 		if s.pathMatches(c, path) {
-			return c.rule
+			return i
 		}
 	}
-	return s.def
+	return -1
+}
+
+// overridable are the methods a framework's method override can turn a
+// POST into (Rails, Laravel, Symfony and Express's method-override take any).
+var overridable = []string{"GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+// MethodMatters reports whether a POST to path could meet another rule if
+// the application read it as another method: only then must a method
+// override in its body be looked for (docs/design.md §14.3).
+func (s *Set) MethodMatters(path string) bool {
+	if !s.methodScoped {
+		return false
+	}
+	post := s.match("POST", path)
+	for _, m := range overridable {
+		if s.match(m, path) != post {
+			return true
+		}
+	}
+	return false
 }
 
 // hasMethod compares methods ignoring ASCII case. HTTP methods are

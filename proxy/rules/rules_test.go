@@ -334,3 +334,24 @@ func TestSubtreeRuleIsLongerThanItsRootExactRule(t *testing.T) {
 		t.Errorf(`Match("/admin") = %s, want mfa: "/admin/" is the longer rule path`, got)
 	}
 }
+
+func TestMethodMattersOnlyWhereAnotherMethodMeetsAnotherRule(t *testing.T) {
+	s, err := Parse("test", "DELETE /users/ mfa\n/admin/ mfa\nPOST /pay approve show=a:form.a", Defaults{Action: Allow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]bool{
+		"/users/42": true,  // POST is allowed, DELETE needs a step-up
+		"/admin/x":  false, // every method meets the same rule
+		"/pay":      true,  // POST is held, GET is allowed
+		"/public":   false,
+	} {
+		if got := s.MethodMatters(path); got != want {
+			t.Errorf("MethodMatters(%q) = %v, want %v", path, got, want)
+		}
+	}
+	plain, _ := Parse("test", "/admin/ mfa", Defaults{Action: Allow})
+	if plain.MethodMatters("/admin/x") || plain.MethodMatters("/x") {
+		t.Error("rules that name no method: the method never matters")
+	}
+}

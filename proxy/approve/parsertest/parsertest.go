@@ -152,11 +152,19 @@ const defaultTimeout = 20 * time.Second
 // (connection, timeout, an app that did not answer with its report); a
 // framework's refusal is Report.Error.
 func (p *Parser) Parse(ctx context.Context, f Fields, q Request) (Report, error) {
+	return p.ParseThrough(ctx, p.addr, f, q)
+}
+
+// ParseThrough sends q to addr — a proxy in front of the parser's app,
+// such as stepgate — and returns the app's report. A proxy that answers
+// itself (a refusal, a challenge) gives a Report with an empty Method and
+// Error "status N: …".
+func (p *Parser) ParseThrough(ctx context.Context, addr string, f Fields, q Request) (Report, error) {
 	raw, err := p.encode(f, q)
 	if err != nil {
 		return Report{}, err
 	}
-	rep, err := p.roundTrip(ctx, raw)
+	rep, err := p.roundTrip(ctx, addr, raw)
 	if err != nil {
 		return Report{}, fmt.Errorf("parsertest: %s: %w", p.name, err)
 	}
@@ -268,14 +276,14 @@ type wireReport struct {
 // maxReply bounds an app's answer.
 const maxReply = 16 << 20
 
-func (p *Parser) roundTrip(ctx context.Context, raw []byte) (Report, error) {
+func (p *Parser) roundTrip(ctx context.Context, addr string, raw []byte) (Report, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, defaultTimeout)
 		defer cancel()
 	}
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", p.addr)
+	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return Report{}, err
 	}

@@ -1,0 +1,167 @@
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/stepgate/stepgate/proxy/approve"
+	"github.com/stepgate/stepgate/proxy/reqpath"
+)
+
+// MethodOverride is the method override an application honours
+// (STEPGATE_METHOD_OVERRIDE, docs/design.md §14.3). Rails, Laravel, Symfony
+// and Express's method-override turn a POST into the method a _method field
+// or an X-HTTP-Method-Override header names: a rule that names methods
+// would otherwise be matched against the POST stepgate saw while the
+// application runs a DELETE.
+type MethodOverride string
+
+const (
+	// MethodOverrideNone: the application honours none. Override headers
+	// are stripped, and a _method field is refused where it could change
+	// the rule (the query on every path; a POST form body on a path whose
+	// rules name methods, and every held request).
+	MethodOverrideNone MethodOverride = "none"
+	// MethodOverrideHeader: X-HTTP-Method-Override on a POST names the
+	// method; rules match it and the application receives it in that one
+	// spelling. _method fields are refused as with none.
+	MethodOverrideHeader MethodOverride = "header"
+	// MethodOverrideForm: a POST form's _method field names the method;
+	// rules match it. Override headers are stripped, a _method in the
+	// query is refused. Needs the body: the proxy door only, or ext_authz
+	// with the body.
+	MethodOverrideForm MethodOverride = "form"
+)
+
+// headerMethodOverride is the override header, canonical.
+const headerMethodOverride = "X-Http-Method-Override"
+
+// overrideMethods are the methods an override may name.
+var overrideMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+// effectiveMethod is the method the application will act on, or a fixed
+// reason to refuse the request.
+func (g *Gateway) effectiveMethod(q *Request, p reqpath.Path) (method, reason string) {
+	method = q.Method
+	if p.Query != "" && queryHasMethodField(p.Query) {
+		// Symfony reads _method from the query too.
+		return "", "a _method override in the query"
+	}
+	if method != http.MethodPost {
+		return method, ""
+	}
+	if g.cfg.MethodOverride == MethodOverrideHeader {
+		switch vs := q.Header[headerMethodOverride]; len(vs) {
+		case 0:
+		case 1:
+			m := strings.ToUpper(strings.TrimSpace(vs[0]))
+			if !validOverride(m) {
+				return "", "a method override header naming no method"
+			}
+			method = m
+		default:
+			return "", "two method override headers"
+		}
+	}
+	if !g.cfg.Rules.MethodMatters(p.Match) {
+		return method, ""
+	}
+	ct := q.Header.Get("Content-Type")
+	if mt, _, _ := strings.Cut(ct, ";"); !isFormType(mt) {
+		return method, ""
+	}
+	if q.req == nil || q.req.Body == nil || q.req.Body == http.NoBody {
+		if g.cfg.MethodOverride == MethodOverrideForm && q.req == nil {
+			// A front door's check without the body: the method cannot
+			// be known, and the rules say it matters.
+			return "", "a form POST whose _method stepgate cannot see"
+		}
+		return method, ""
+	}
+	body, reason := g.readOverrideBody(q)
+	if reason != "" {
+		return "", reason
+	}
+	v, found, err := approve.MethodField(ct, body)
+	switch {
+	case err != nil:
+		return "", "a form that could name its method two ways"
+	case !found:
+		return method, ""
+	case g.cfg.MethodOverride != MethodOverrideForm:
+		return "", "a _method override the application is not set to honour"
+	}
+	m := strings.ToUpper(v)
+	if !validOverride(m) {
+		return "", "a _method naming no method"
+	}
+	return m, ""
+}
+
+// readOverrideBody reads the proxy door's request body (bounded, with the
+// body idle limit) and puts it back for forwarding.
+func (g *Gateway) readOverrideBody(q *Request) ([]byte, string) {
+	limit := g.cfg.MethodOverrideMaxBody
+	if limit <= 0 {
+		limit = 64 << 10
+	}
+	r := q.req
+	if r.ContentLength > limit {
+		return nil, "a form too large to look for a method override"
+	}
+	var src io.Reader = r.Body
+	if q.w != nil {
+		src = newClientBody(r.Body, q.w, g.cfg.BodyIdleTimeout)
+	}
+	b, err := io.ReadAll(io.LimitReader(src, limit+1))
+	if err != nil {
+		return nil, "an unreadable request body"
+	}
+	if int64(len(b)) > limit {
+		return nil, "a form too large to look for a method override"
+	}
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	r.ContentLength = int64(len(b))
+	r.TransferEncoding = nil
+	r.Header.Del("Transfer-Encoding")
+	return b, ""
+}
+
+func validOverride(m string) bool {
+	for _, o := range overrideMethods {
+		if m == o {
+			return true
+		}
+	}
+	return false
+}
+
+func isFormType(mt string) bool {
+	mt = strings.TrimSpace(mt)
+	return strings.EqualFold(mt, "application/x-www-form-urlencoded") || strings.EqualFold(mt, "multipart/form-data")
+}
+
+// queryHasMethodField reports a query field any parser reads as _method.
+// A query without "method" in any case and without a '%' has none, and
+// costs no allocation to rule out.
+func queryHasMethodField(raw string) bool {
+	if !mayNameMethod(raw) {
+		return false
+	}
+	return approve.QueryNamesMethod(raw)
+}
+
+func mayNameMethod(raw string) bool {
+	const word = "method"
+	for i := 0; i < len(raw); i++ {
+		if raw[i] == '%' {
+			return true
+		}
+		if i+len(word) <= len(raw) && strings.EqualFold(raw[i:i+len(word)], word) {
+			return true
+		}
+	}
+	return false
+}
