@@ -202,6 +202,13 @@ type wireFields struct {
 	JSON  []string `json:"json"`
 }
 
+// FieldsHeader is the request header that tells an echo app which fields
+// to report (for a test that builds the request itself).
+func FieldsHeader(f Fields) (name, value string) {
+	spec, _ := json.Marshal(wireFields{Form: nonNil(f.Form), Query: nonNil(f.Query), JSON: nonNil(f.JSON)})
+	return fieldsHeader, base64.StdEncoding.EncodeToString(spec)
+}
+
 func (p *Parser) encode(f Fields, q Request) ([]byte, error) {
 	spec, err := json.Marshal(wireFields{Form: nonNil(f.Form), Query: nonNil(f.Query), JSON: nonNil(f.JSON)})
 	if err != nil {
@@ -334,6 +341,12 @@ func (p *Parser) roundTrip(ctx context.Context, addr string, raw []byte) (Report
 		}
 		return Report{Error: fmt.Sprintf("status %d: %s", resp.StatusCode, snippet(body))}, nil
 	}
+	return DecodeReport(body)
+}
+
+// DecodeReport reads an echo app's report from the body of its answer (for
+// a test that sends the request through a browser and a proxy itself).
+func DecodeReport(body []byte) (Report, error) {
 	var w wireReport
 	if err := json.Unmarshal(body, &w); err != nil {
 		return Report{}, fmt.Errorf("decode the app's report %q: %w", snippet(body), err)
