@@ -72,6 +72,10 @@ func BenchmarkGatewayApproveForward(b *testing.B) {
 	w := &sinkWriter{h: http.Header{}}
 	q := &approve.Request{User: "alice", Method: "POST", Path: "/payments/transfer", Match: "/payments/transfer",
 		ContentType: "application/x-www-form-urlencoded", Body: []byte(benchPayment)}
+	// The approval binds the canonical request (docs/design.md §14.2).
+	if err := q.Canonicalize(http.Header{"Content-Type": {q.ContentType}}, nil, false); err != nil {
+		b.Fatal(err)
+	}
 	digest := gate.Digest(q)
 	b.ReportAllocs()
 	defer cpuPerOp(b)()

@@ -448,7 +448,11 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 	switch d.Verdict {
 	case Reject:
 		g.audit(r, "request.rejected", "", d.Client, slog.String("reason", d.Reason))
-		g.cfg.Challenge.Error(w, r, http.StatusBadRequest, "bad_request")
+		status, message := rejectStatus(d.Reason)
+		if status != http.StatusBadRequest {
+			w.Header().Set("Connection", "close") // the rest of the body is not read
+		}
+		g.cfg.Challenge.Error(w, r, status, message)
 		return d.Label, "", d.Client
 	case Asterisk:
 		// OPTIONS * asks about the server, not a resource. net/http answers

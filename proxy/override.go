@@ -2,12 +2,14 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
 
 	"github.com/stepgate/stepgate/proxy/approve"
 	"github.com/stepgate/stepgate/proxy/reqpath"
+	"github.com/stepgate/stepgate/proxy/rules"
 )
 
 // MethodOverride is the method override an application honours
@@ -34,6 +36,24 @@ const (
 	// with the body.
 	MethodOverrideForm MethodOverride = "form"
 )
+
+// Reasons of effectiveMethod that are not a 400.
+const (
+	reasonOverrideTooLarge = "a form too large to look for a method override" // 413
+	reasonBodyStalled      = "request body stalled"                           // 408
+)
+
+// rejectStatus is the status of a rejected request: 400 unless its reason
+// says the body was too large or stopped arriving.
+func rejectStatus(reason string) (status int, message string) {
+	switch reason {
+	case reasonOverrideTooLarge:
+		return http.StatusRequestEntityTooLarge, "request_too_large"
+	case reasonBodyStalled:
+		return http.StatusRequestTimeout, "request_timeout"
+	}
+	return http.StatusBadRequest, "bad_request"
+}
 
 // headerMethodOverride is the override header, canonical.
 const headerMethodOverride = "X-Http-Method-Override"
@@ -66,6 +86,11 @@ func (g *Gateway) effectiveMethod(q *Request, p reqpath.Path) (method, reason st
 		}
 	}
 	if !g.cfg.Rules.MethodMatters(p.Match) {
+		return method, ""
+	}
+	if g.cfg.Rules.Match(method, p.Match).Action == rules.Approve {
+		// The approve path reads this body itself, under the same
+		// grammar, and refuses a _method it was not told to honour.
 		return method, ""
 	}
 	ct := q.Header.Get("Content-Type")
@@ -109,18 +134,21 @@ func (g *Gateway) readOverrideBody(q *Request) ([]byte, string) {
 	}
 	r := q.req
 	if r.ContentLength > limit {
-		return nil, "a form too large to look for a method override"
+		return nil, reasonOverrideTooLarge
 	}
 	var src io.Reader = r.Body
 	if q.w != nil {
 		src = newClientBody(r.Body, q.w, g.cfg.BodyIdleTimeout)
 	}
 	b, err := io.ReadAll(io.LimitReader(src, limit+1))
-	if err != nil {
+	var be *clientBodyError
+	switch {
+	case errors.As(err, &be) && be.timedOut():
+		return nil, reasonBodyStalled
+	case err != nil:
 		return nil, "an unreadable request body"
-	}
-	if int64(len(b)) > limit {
-		return nil, "a form too large to look for a method override"
+	case int64(len(b)) > limit:
+		return nil, reasonOverrideTooLarge
 	}
 	r.Body = io.NopCloser(bytes.NewReader(b))
 	r.ContentLength = int64(len(b))

@@ -133,3 +133,43 @@ func TestMethodOverrideCannotSlipPastARuleThatNamesMethods(t *testing.T) {
 		})
 	}
 }
+
+func TestAMethodOverrideFormTooLargeToCheckIsRefused(t *testing.T) {
+	set, err := rules.Parse("test", "DELETE /users/ mfa", rules.Defaults{Action: rules.Allow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &recordingTransport{}
+	up, _ := url.Parse("http://upstream.internal")
+	g, err := New(Config{
+		Upstream: up, Transport: tr, Rules: set,
+		ClientIP: clientip.New([]netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}),
+		Identity: identity.NewHeader("X-Forwarded-User"),
+		StepUps:  headerStepUps{now: time.Now()}, Challenge: stubChallenger{}, IdentityHeader: "X-Forwarded-User",
+		Logger: slog.New(slog.DiscardHandler), Metrics: metrics.New(prometheus.NewRegistry(), "override"),
+		MethodOverride: MethodOverrideForm, MethodOverrideMaxBody: 64,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, path, body string
+		want             int
+	}{
+		{"a form over the bound where the method matters", "/users/42", "pad=" + strings.Repeat("x", 100) + "&_method=DELETE", http.StatusRequestEntityTooLarge},
+		{"the same form where it does not", "/notes/7", "pad=" + strings.Repeat("x", 100) + "&_method=DELETE", http.StatusOK},
+		{"a small form naming DELETE meets the DELETE rule", "/users/42", "_method=DELETE", http.StatusFound},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, tt.path, strings.NewReader(tt.body))
+			r.RemoteAddr = "127.0.0.1:1234"
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			r.Header.Set("X-Forwarded-User", "alice")
+			w := httptest.NewRecorder()
+			g.ServeHTTP(w, r)
+			if w.Code != tt.want {
+				t.Errorf("got %d, want %d", w.Code, tt.want)
+			}
+		})
+	}
+}
