@@ -238,6 +238,40 @@ func TestRedisStoreRevocationOnOneReplicaIsRefusedOnTheOthersWithinASecond(t *te
 	})
 }
 
+// Redis without persistence restarts empty: the replicas that knew a
+// revocation put it back, so a replica started afterwards refuses the
+// revoked step-up too (issue 22, 7b).
+func TestRedisStoreRevocationSurvivesAnEmptyRedisRestart(t *testing.T) {
+	srv := redistest.Start(t)
+	stacks := redisStacks(t, srv, 2)
+	b := stacks[0].stepUpAlice("/admin/")
+	if code, body := revoke(t, stacks[1], testAdminToken, `{"session":"`+lastSessionID(t, stacks[0])+`"}`); code != http.StatusOK {
+		t.Fatalf("revoke: %d %s", code, body)
+	}
+	waitRefused(t, b, stacks, "/admin/", http.StatusFound, time.Second)
+
+	srv.Restart() // empty, as Redis without persistence comes back
+	third := newStack(t, withSim(stacks[0]), withEnv(
+		"STEPGATE_STORE", "redis", "STEPGATE_REDIS_URL", srv.URL(),
+		"STEPGATE_ADMIN_TOKEN", testAdminToken, "STEPGATE_LOG_LEVEL", "info"))
+	stacks = append(stacks, third)
+	for _, s := range stacks {
+		waitStoreOK(t, s)
+	}
+	for i, s := range stacks {
+		if r := b.on(s).get("/admin/"); r.StatusCode != http.StatusFound {
+			t.Errorf("replica %d after Redis restarted empty: %d, want 302 (the revoked step-up refused)", i, r.StatusCode)
+		}
+	}
+	restored := 0
+	for _, s := range stacks[:2] {
+		restored += strings.Count(s.Logs.String(), "redis lost the revocations")
+	}
+	if restored == 0 {
+		t.Error("no replica logged that Redis lost the revocations and it put them back")
+	}
+}
+
 func TestRevocationWithTheMemoryStoreHoldsOnThatReplica(t *testing.T) {
 	s := newStack(t, withEnv("STEPGATE_ADMIN_TOKEN", testAdminToken))
 	b := s.stepUpAlice("/admin/")
