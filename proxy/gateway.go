@@ -461,7 +461,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 		return d.Label, d.User, d.Client
 	case Unavailable:
 		w.Header().Set("Retry-After", "5")
-		g.cfg.Challenge.Error(w, r, http.StatusServiceUnavailable, "store_unavailable")
+		g.cfg.Challenge.Error(w, r, http.StatusServiceUnavailable, "stepup_unavailable")
 		return d.Label, d.User, d.Client
 	case ApprovalRequired:
 		decision, user = g.approve(w, r, d.Rule, fw)

@@ -487,7 +487,7 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *ses
 	if h.cfg.StoreDown != nil && h.cfg.StoreDown() {
 		h.audit(r, "mfa.refused", c, "", slog.String("reason", "store unreachable"))
 		w.Header().Set("Retry-After", "5")
-		h.tell(w, r, c, f, "store_unavailable", 0)
+		h.tell(w, r, c, f, "stepup_unavailable", 0)
 		return
 	}
 	req, what, ok := h.startRequest(w, r, c, f)

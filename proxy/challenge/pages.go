@@ -365,6 +365,7 @@ var messageKinds = map[string]struct{ status, place int }{
 	"rejected":              {http.StatusBadRequest, errorPage},
 	"method_locked":         {http.StatusBadRequest, errorPage},
 	"store_unavailable":     {http.StatusServiceUnavailable, errorPage},
+	"stepup_unavailable":    {http.StatusServiceUnavailable, errorPage},
 	"otp_limit":             {http.StatusForbidden, terminal},
 	"flow_failed":           {http.StatusForbidden, terminal},
 	"push_denied":           {http.StatusForbidden, terminal},
@@ -396,7 +397,7 @@ func (h *Handler) renderMessage(w http.ResponseWriter, r *http.Request, f *sessi
 			w.Header().Set("Retry-After", strconv.Itoa(max(n, 1)))
 		case "unavailable":
 			w.Header().Set("Retry-After", "30")
-		case "store_unavailable":
+		case "store_unavailable", "stepup_unavailable":
 			w.Header().Set("Retry-After", "5")
 		case "push_denied":
 			v.OtherMethods = n > 0
@@ -439,7 +440,12 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, v *
 func (h *Handler) Error(w http.ResponseWriter, r *http.Request, status int, key string) {
 	if clientKind(r) == kindAPI && !acceptsHTML(r) {
 		setNoStore(w.Header())
-		writeJSON(w, status, map[string]string{"error": key, "message": h.pages.english(key)})
+		code := key
+		if key == "stepup_unavailable" {
+			// One code for programs, whatever is paused; the message says what.
+			code = "store_unavailable"
+		}
+		writeJSON(w, status, map[string]string{"error": code, "message": h.pages.english(key)})
 		return
 	}
 	h.pages.write(w, r, status, &view{State: "error", Message: key, AttemptsLeft: -1, Home: "/"})
