@@ -184,6 +184,9 @@ func (g *Gateway) answer(ctx context.Context, d Decision, style Style, body *Bod
 	case Deny:
 		return g.refuse(http.StatusForbidden, "forbidden", decisionDeny)
 	case NoIdentity:
+		if d.IdentityExpired {
+			return g.refuse(http.StatusUnauthorized, "identity_expired", decisionNoIdent)
+		}
 		return g.refuse(http.StatusUnauthorized, "no_identity", decisionNoIdent)
 	case Unavailable:
 		a := g.refuse(http.StatusServiceUnavailable, "store_unavailable", decisionStale)

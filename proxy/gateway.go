@@ -389,6 +389,7 @@ func (g *Gateway) decide(ctx context.Context, q *Request, d *Decision) {
 				" is outside STEPGATE_TRUSTED_PROXIES"
 		}
 		g.audit(d.req, "identity.rejected", "", d.Client, slog.String("reason", reason))
+		d.IdentityExpired = errors.Is(err, identity.ErrIdentityExpired)
 		d.set(NoIdentity, decisionNoIdent, "")
 		return
 	}
@@ -454,7 +455,11 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 		g.cfg.Challenge.Error(w, r, http.StatusForbidden, "forbidden")
 		return d.Label, "", d.Client
 	case NoIdentity:
-		g.cfg.Challenge.Error(w, r, http.StatusUnauthorized, "no_identity")
+		key := "no_identity"
+		if d.IdentityExpired {
+			key = "identity_expired"
+		}
+		g.cfg.Challenge.Error(w, r, http.StatusUnauthorized, key)
 		return d.Label, "", d.Client
 	case StepUpRequired:
 		g.cfg.Challenge.Require(w, r, d.Rule)
