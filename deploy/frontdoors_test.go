@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -169,6 +170,34 @@ func TestCaddyfileRemovesEveryUnresolvedStepUpHeader(t *testing.T) {
 		}
 		if !strings.Contains(string(caddy), " -"+h+"\n") {
 			t.Errorf("Caddyfile does not remove an unresolved %s", h)
+		}
+	}
+}
+
+// Traefik forwards a client's identity headers unless the middleware
+// deletes them: authResponseHeadersRegex (Go's regexp, as Traefik compiles
+// it) must match every identity family in any spelling, and neither the
+// identity header stepgate reads nor its own headers.
+func TestTraefikClearsEveryIdentityFamilyButTheIdentityHeader(t *testing.T) {
+	mw := frontDoorDocs(t, "traefik.yaml")["Middleware/stepgate"]
+	src, _ := at(t, mw, "spec", "forwardAuth", "authResponseHeadersRegex").(string)
+	re, err := regexp.Compile(src)
+	if err != nil {
+		t.Fatalf("authResponseHeadersRegex: %v", err)
+	}
+	for _, name := range []string{
+		"Remote-User", "Remote-Email", "Remote_user", "Remote.groups", "X-Remote-User", "X-Remote-Group",
+		"X-Auth-Request-User", "X-Auth-Request-Email", "X_auth_request_user", "X-Auth-Request-Tenant",
+		"X-Webauth-User", "X-Authentik-Username", "X-Authentik-Meta-App",
+		"X-Forwarded-Email", "X-Forwarded-Preferred-Username", "X-Forwarded-Groups", "X_forwarded_email",
+	} {
+		if !re.MatchString(name) {
+			t.Errorf("a client's %s reaches the app through Traefik", name)
+		}
+	}
+	for _, name := range append([]string{"X-Forwarded-User", "X-Forwarded-For", "X-Forwarded-Proto", "Authorization", "Cookie"}, stepUpHeaders...) {
+		if re.MatchString(name) {
+			t.Errorf("authResponseHeadersRegex removes %s", name)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package mfa
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -41,12 +42,16 @@ func (k ErrorKind) String() string {
 // Error is every error the Client returns. Message and CorrelationID come
 // from PingOne and are for logs only, never for the page.
 type Error struct {
-	Kind              ErrorKind
-	Op                string // the operation, as in Config.Observe
-	HTTPStatus        int    // 0 when no response
-	Code              string // PingOne top-level code, e.g. INVALID_DATA
-	DetailCode        string // details[0].code, e.g. INVALID_OTP
-	DetailTarget      string // details[0].target, e.g. login_hint_token
+	Kind         ErrorKind
+	Op           string // the operation, as in Config.Observe
+	HTTPStatus   int    // 0 when no response
+	Code         string // PingOne top-level code, e.g. INVALID_DATA
+	DetailCode   string // details[0].code, e.g. INVALID_OTP
+	DetailTarget string // details[0].target, e.g. login_hint_token
+	// Targets are the parameter names every details[] entry targets
+	// (names only: PingOne puts no value there; anything that does not
+	// look like a parameter name is left out), for the log.
+	Targets           []string
 	Message           string
 	CorrelationID     string // PingOne error id
 	RetryAfter        time.Duration
@@ -63,6 +68,9 @@ func (e *Error) Error() string {
 		}
 		if e.DetailCode != "" {
 			s += "/" + e.DetailCode
+		}
+		if len(e.Targets) > 0 {
+			s += " target " + strings.Join(e.Targets, ",")
 		}
 		s += ")"
 	}
@@ -83,4 +91,21 @@ func (e *Error) Unwrap() error { return e.Err }
 // the likelier cause.
 func (e *Error) UserRefused() bool {
 	return e.Op == "authorize" && e.HTTPStatus == 400 && e.DetailTarget == "login_hint_token"
+}
+
+// parameterName reports whether a details[].target looks like the name of
+// a parameter (login_hint_token, device.id, selectedDevice[0].id), so that
+// a malformed or hostile answer cannot put arbitrary text into the log.
+func parameterName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			c == '_' || c == '.' || c == '-' || c == '[' || c == ']') {
+			return false
+		}
+	}
+	return true
 }

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -580,4 +581,23 @@ func TestCustomDomain(t *testing.T) {
 	plain := newSimEnv(t, pingonesim.DemoTenant(), func(c *Config) { c.CustomDomain = true })
 	_, _, err = plain.client.Start(ctx, StartRequest{User: "alice", RemoteIP: "203.0.113.7", ACR: pingonesim.DemoPolicy})
 	wantKind(t, err, KindInvalid)
+}
+
+// A PingOne 400 names the parameter it refused in details[].target: the
+// error (and so the log line) says which, never the value sent.
+func TestRefusalNamesTheParameterPingOneNamed(t *testing.T) {
+	e := newSimEnv(t, pingonesim.DemoTenant(), nil)
+	_, p := e.start("alice")
+	const sent = "no-such-device-0123"
+	_, err := e.client.SelectDevice(context.Background(), p, sent)
+	pe := wantKind(t, err, KindInvalid)
+	if pe.HTTPStatus != 400 || pe.Code != "INVALID_DATA" || pe.DetailCode != "INVALID_VALUE" {
+		t.Fatalf("error = %v, want 400 INVALID_DATA/INVALID_VALUE", err)
+	}
+	if got := err.Error(); !strings.Contains(got, "target device.id") {
+		t.Errorf("error %q does not name the parameter PingOne refused (device.id)", got)
+	}
+	if strings.Contains(err.Error(), sent) {
+		t.Errorf("error %q carries the value sent", err.Error())
+	}
 }

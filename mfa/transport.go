@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -146,6 +147,11 @@ func (c *Client) statusError(op string, r *reply) *Error {
 		}
 		if len(pe.Details) > 0 {
 			e.DetailCode, e.DetailTarget = pe.Details[0].Code, pe.Details[0].Target
+		}
+		for _, d := range pe.Details {
+			if parameterName(d.Target) && !slices.Contains(e.Targets, d.Target) && len(e.Targets) < 8 {
+				e.Targets = append(e.Targets, d.Target)
+			}
 		}
 	}
 	if e.CorrelationID == "" {

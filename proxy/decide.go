@@ -87,6 +87,9 @@ type Decision struct {
 	// trusted peer's request (docs/design.md §17): a front door that can
 	// remove headers upstream removes them too.
 	Dropped []string
+	// IdentityExpired, with NoIdentity: the identity token had expired
+	// (the user signed in; the session in front did not refresh it).
+	IdentityExpired bool
 
 	req *http.Request
 	// droppedIdentity is the configured identity header, as an untrusted

@@ -160,6 +160,17 @@ func (g *Gateway) answer(ctx context.Context, d Decision, style Style, body *Bod
 		g.audit(d.req, "request.rejected", d.User, d.Client, slog.String("reason", "header a client may not send: "+strings.Join(removed, ", ")))
 		return g.refuse(http.StatusForbidden, "forbidden", decisionRejected)
 	}
+	if style != StyleEnvoy {
+		// The front proxy, not stepgate, forwards the request: its shipped
+		// configuration clears the identity families on the way to the app,
+		// and a name it cannot clear is refused.
+		for _, n := range d.Dropped {
+			if !frontProxyClears(n, style) {
+				g.audit(d.req, "request.rejected", d.User, d.Client, slog.String("reason", "identity header the front proxy cannot remove: "+n))
+				return g.refuse(http.StatusForbidden, "forbidden", decisionRejected)
+			}
+		}
+	}
 	switch d.Verdict {
 	case Reject, Asterisk:
 		// Refused, never allowed: a front door has no 400 of its own.
@@ -173,6 +184,9 @@ func (g *Gateway) answer(ctx context.Context, d Decision, style Style, body *Bod
 	case Deny:
 		return g.refuse(http.StatusForbidden, "forbidden", decisionDeny)
 	case NoIdentity:
+		if d.IdentityExpired {
+			return g.refuse(http.StatusUnauthorized, "identity_expired", decisionNoIdent)
+		}
 		return g.refuse(http.StatusUnauthorized, "no_identity", decisionNoIdent)
 	case Unavailable:
 		a := g.refuse(http.StatusServiceUnavailable, "store_unavailable", decisionStale)

@@ -413,6 +413,7 @@ func (g *Gateway) decide(ctx context.Context, q *Request, d *Decision) {
 				" is outside STEPGATE_TRUSTED_PROXIES"
 		}
 		g.audit(d.req, "identity.rejected", "", d.Client, slog.String("reason", reason))
+		d.IdentityExpired = errors.Is(err, identity.ErrIdentityExpired)
 		d.set(NoIdentity, decisionNoIdent, "")
 		return
 	}
@@ -482,14 +483,18 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 		g.cfg.Challenge.Error(w, r, http.StatusForbidden, "forbidden")
 		return d.Label, "", d.Client
 	case NoIdentity:
-		g.cfg.Challenge.Error(w, r, http.StatusUnauthorized, "no_identity")
+		key := "no_identity"
+		if d.IdentityExpired {
+			key = "identity_expired"
+		}
+		g.cfg.Challenge.Error(w, r, http.StatusUnauthorized, key)
 		return d.Label, "", d.Client
 	case StepUpRequired:
 		g.cfg.Challenge.Require(w, r, d.Rule)
 		return d.Label, d.User, d.Client
 	case Unavailable:
 		w.Header().Set("Retry-After", "5")
-		g.cfg.Challenge.Error(w, r, http.StatusServiceUnavailable, "store_unavailable")
+		g.cfg.Challenge.Error(w, r, http.StatusServiceUnavailable, "stepup_unavailable")
 		return d.Label, d.User, d.Client
 	case ApprovalRequired:
 		decision, user = g.approve(w, r, d.Rule, fw)

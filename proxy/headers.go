@@ -96,6 +96,46 @@ var identityNames = []string{
 
 var identityPrefixes = []string{"x-auth-request-", "x-webauth-", "x-authentik-"}
 
+// identityPrefixedNames are the names under identityPrefixes that
+// oauth2-proxy, Grafana and Authentik set (folded). nginx can clear a
+// header only by its name, so the shipped nginx.conf clears these and
+// identityNames, and a forward-auth check from nginx that carries another
+// identity-family name is refused (it would reach the app).
+var identityPrefixedNames = []string{
+	"x-auth-request-user", "x-auth-request-email", "x-auth-request-preferred-username",
+	"x-auth-request-groups", "x-auth-request-access-token", "x-auth-request-redirect",
+	"x-webauth-user", "x-webauth-email", "x-webauth-name", "x-webauth-login", "x-webauth-role",
+	"x-authentik-username", "x-authentik-groups", "x-authentik-email", "x-authentik-name",
+	"x-authentik-uid", "x-authentik-jwt", "x-authentik-entitlements",
+}
+
+// frontProxyClears reports whether the shipped configuration of a front
+// proxy answering in style clears the identity-family header name on the
+// way to the app: Caddy and Traefik delete whole families by prefix, nginx
+// the names it lists; none can clear a spelling with '_' or '.' by name
+// (nginx drops those itself, Caddy and Traefik forward them).
+func frontProxyClears(name string, style Style) bool {
+	for i := 0; i < len(name); i++ {
+		if name[i] == '_' || name[i] == '.' {
+			return false
+		}
+	}
+	if style != StyleNginx {
+		return true
+	}
+	for _, f := range identityNames {
+		if foldedEqual(name, f) {
+			return true
+		}
+	}
+	for _, f := range identityPrefixedNames {
+		if foldedEqual(name, f) {
+			return true
+		}
+	}
+	return false
+}
+
 // isIdentityFamily reports whether name is, in any spelling, one of the
 // identity families.
 func isIdentityFamily(name string) bool {

@@ -2,6 +2,11 @@ package proxy
 
 import (
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -133,5 +138,45 @@ func TestCheckFraming(t *testing.T) {
 				t.Errorf("checkFraming = %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+// The shipped nginx.conf clears, on the way to the app, exactly the
+// identity-family names stepgate lets through a check from nginx: nginx can
+// clear a header only by its name, and any other name is refused.
+func TestNginxConfClearsEveryIdentityNameStepgateLetsThrough(t *testing.T) {
+	conf, err := os.ReadFile(filepath.Join("..", "deploy", "frontdoors", "nginx.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleared := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^\s*proxy_set_header\s+(\S+)\s+"";`).FindAllStringSubmatch(string(conf), -1) {
+		cleared[strings.ToLower(m[1])] = true
+	}
+	for _, n := range append(slices.Clone(identityNames), identityPrefixedNames...) {
+		if n == "x-forwarded-user" { // the identity header the shipped files assume
+			continue
+		}
+		if !frontProxyClears(n, StyleNginx) {
+			t.Errorf("%s: refused from nginx, yet listed as one nginx clears", n)
+		}
+		if !cleared[n] {
+			t.Errorf("nginx.conf does not clear %s, which stepgate lets through a check from nginx", n)
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		style Style
+		want  bool
+	}{
+		{"Remote-User", StyleNginx, true},
+		{"X-Auth-Request-Tenant", StyleNginx, false},
+		{"X-Auth-Request-Tenant", StyleRedirect, true},
+		{"Remote_User", StyleRedirect, false},
+		{"X.Webauth.User", StyleRedirect, false},
+	} {
+		if got := frontProxyClears(tc.name, tc.style); got != tc.want {
+			t.Errorf("frontProxyClears(%s, %d) = %v, want %v", tc.name, tc.style, got, tc.want)
+		}
 	}
 }

@@ -559,3 +559,73 @@ func TestACallersCancellationIsNotARedisFailure(t *testing.T) {
 		t.Errorf("a killed Redis: Failing %v, errors %d", s.Failing(), errs.Load())
 	}
 }
+
+// Redis without persistence restarted empty forgets every revocation. The
+// replicas that knew them put them back, and a replica that starts meanwhile
+// finds them: a revoked step-up stays refused everywhere.
+func TestRedisRevocationSurvivesAnEmptyRestart(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := func() (*store.Revocations, *store.RedisRevocations) {
+		v := store.NewRevocations(store.RevocationsOptions{MaxStaleness: 3 * time.Second})
+		rr := newRedis(t, srv, time.Second).Revocations(v, store.RedisRevocationsOptions{PingEvery: 50 * time.Millisecond})
+		go rr.Run(ctx)
+		return v, rr
+	}
+	a, ra := start()
+	b, rb := start()
+	fresh := func(vs ...*store.Revocations) func() bool {
+		return func() bool {
+			for _, v := range vs {
+				if v.Stale() {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	waitFor(t, 10*time.Second, "views confirmed fresh", fresh(a, b))
+	before := time.Now().Add(-time.Minute)
+	if err := ra.Revoke(ctx, store.Revocation{Session: "sid-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rb.Revoke(ctx, store.Revocation{User: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	revoked := func(v *store.Revocations) bool {
+		return v.Revoked("alice", "sid-1", before) && v.Revoked("bob", "other", before)
+	}
+	waitFor(t, 5*time.Second, "revocations on both views", func() bool { return revoked(a) && revoked(b) })
+
+	srv.Restart() // empty: no persistence
+	// A replica started at once, before the others reconnected.
+	c, _ := start()
+	waitFor(t, 10*time.Second, "the new view confirmed", fresh(c))
+	if !revoked(c) {
+		t.Fatal("a replica started after Redis restarted empty accepts step-ups revoked before")
+	}
+	// And Redis holds them again: a view started later loads them.
+	waitFor(t, 10*time.Second, "old views fresh again", fresh(a, b))
+	d, _ := start()
+	waitFor(t, 10*time.Second, "a later view confirmed", fresh(d))
+	if !revoked(d) {
+		t.Fatal("the revocations were not put back into Redis")
+	}
+
+	// A revocation Redis never stored (it was paused) reaches the others
+	// once it answers again.
+	srv.Pause()
+	if err := ra.Revoke(ctx, store.Revocation{Session: "sid-2"}); err == nil {
+		t.Fatal("revoke with Redis paused reported success")
+	}
+	srv.Resume()
+	waitFor(t, 10*time.Second, "a revocation made while Redis was paused reaches the other views", func() bool {
+		return b.Revoked("alice", "sid-2", before) && c.Revoked("alice", "sid-2", before) && d.Revoked("alice", "sid-2", before)
+	})
+	e, _ := start()
+	waitFor(t, 10*time.Second, "a view started after the pause confirmed", fresh(e))
+	if !e.Revoked("alice", "sid-2", before) {
+		t.Fatal("a revocation made while Redis was paused was never stored")
+	}
+}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,6 +29,15 @@ import (
 //     the ping was sent has been applied; the view is then confirmed
 //     complete up to the ping's send time. Without pongs the view ages and
 //     goes stale after MaxStaleness.
+//   - Redis restarted without persistence has forgotten every revocation.
+//     An epoch key, which exists as long as Redis keeps its data, tells:
+//     a replica that finds another epoch (or none) than it last saw puts
+//     back every revocation it holds (stored and published) before setting
+//     the epoch again, and so does a replica whose own revocation Redis did
+//     not store. A replica that has never seen an epoch and finds none
+//     (a fleet's first start, or a replica started while Redis came back
+//     empty) waits RestoreWait for the others to put theirs back before
+//     its view counts as complete, so its mfa paths stay closed meanwhile.
 type RedisRevocations struct {
 	s            *Redis
 	view         *Revocations
@@ -35,6 +45,13 @@ type RedisRevocations struct {
 	pingEvery    time.Duration
 	refreshEvery time.Duration
 	downAfter    time.Duration
+	restoreWait  time.Duration
+
+	// epoch is the store's epoch as the latest load saw it ("" before one
+	// did); only load touches it, and loads run one at a time.
+	epoch     string
+	unstored  atomic.Bool // a revocation applied here that Redis may not hold
+	restoring atomic.Bool // waiting for other replicas to put revocations back
 
 	gen     atomic.Int64 // subscription generation; bumped on every (re)subscribe and error
 	synced  atomic.Int64 // generation whose full load completed
@@ -49,7 +66,11 @@ type RedisRevocationsOptions struct {
 	// DownAfter is how long without a pong before Down reports true;
 	// default 2s.
 	DownAfter time.Duration
-	Logger    *slog.Logger
+	// RestoreWait is how long a replica that finds Redis without an epoch,
+	// and never saw one, waits for replicas that knew the revocations to
+	// put them back; default 2s (they reconnect within PingEvery or so).
+	RestoreWait time.Duration
+	Logger      *slog.Logger
 }
 
 // Revocations returns the Redis-backed revoker feeding view.
@@ -63,18 +84,25 @@ func (s *Redis) Revocations(view *Revocations, o RedisRevocationsOptions) *Redis
 	if o.DownAfter <= 0 {
 		o.DownAfter = 2 * time.Second
 	}
+	if o.RestoreWait <= 0 {
+		o.RestoreWait = 2 * time.Second
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	rr := &RedisRevocations{
 		s: s, view: view, log: o.Logger, pingEvery: o.PingEvery,
-		refreshEvery: o.RefreshEvery, downAfter: o.DownAfter,
+		refreshEvery: o.RefreshEvery, downAfter: o.DownAfter, restoreWait: o.RestoreWait,
 	}
 	rr.synced.Store(-1)
 	return rr
 }
 
 func (rr *RedisRevocations) channel() string { return rr.s.prefix + "revocations" }
+
+// epochKey exists while Redis keeps its data; it is outside the "rv:"
+// space the loads scan.
+func (rr *RedisRevocations) epochKey() string { return rr.s.prefix + "rv-epoch" }
 
 // Revoke implements Revoker: stored and published, then applied here at
 // once. On error it is applied here anyway (this replica refuses it), and
@@ -94,6 +122,8 @@ func (rr *RedisRevocations) Revoke(ctx context.Context, r Revocation) error {
 	_, err := pipe.Exec(ctx)
 	done(err)
 	if err != nil {
+		// The next load after Redis answers again puts it back.
+		rr.unstored.Store(true)
 		// Both, so that a local refusal (a full set) is not reported as
 		// "this replica refuses it".
 		return errors.Join(local, fmt.Errorf("store: revoke: %w", err))
@@ -130,6 +160,10 @@ func (rr *RedisRevocations) Down() bool {
 func (rr *RedisRevocations) Reached() bool {
 	return rr.seen.Load() != 0 && rr.synced.Load() >= 0 && !rr.view.Stale()
 }
+
+// Restoring reports that this replica found Redis without revocations and
+// is waiting RestoreWait for the replicas that knew them to put them back.
+func (rr *RedisRevocations) Restoring() bool { return rr.restoring.Load() }
 
 // Run keeps the view in sync until ctx ends.
 func (rr *RedisRevocations) Run(ctx context.Context) {
@@ -250,6 +284,12 @@ func (rr *RedisRevocations) startLoad(ctx context.Context) {
 // view is complete up to the load's start.
 func (rr *RedisRevocations) load(ctx context.Context, gen int64) {
 	start := rr.s.now()
+	if err := rr.restore(ctx); err != nil {
+		if ctx.Err() == nil {
+			rr.log.Warn("store: putting revocations back failed", "error", err.Error())
+		}
+		return
+	}
 	if err := rr.loadAll(ctx); err != nil {
 		if ctx.Err() == nil {
 			rr.log.Warn("store: loading revocations failed", "error", err.Error())
@@ -287,4 +327,96 @@ func (rr *RedisRevocations) loadAll(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// restore puts this replica's revocations back into Redis when Redis lost
+// them (its epoch changed or vanished) or never stored one of them, and
+// sets the epoch when there is none. It runs before every full load.
+func (rr *RedisRevocations) restore(ctx context.Context) error {
+	epoch, err := rr.readEpoch(ctx)
+	if err != nil {
+		return err
+	}
+	lost := rr.epoch != "" && epoch != rr.epoch
+	if lost || rr.unstored.Load() {
+		rr.unstored.Store(false)
+		n, err := rr.putBack(ctx)
+		if err != nil {
+			rr.unstored.Store(true)
+			return err
+		}
+		if lost {
+			rr.log.Warn("store: redis lost the revocations (restarted without persistence?): this replica put back what it holds",
+				"revocations", n)
+		}
+	}
+	if epoch != "" {
+		rr.epoch = epoch
+		return nil
+	}
+	if rr.epoch == "" {
+		// Nothing tells a fleet's first start from a replica started while
+		// Redis came back empty: give the replicas that knew the
+		// revocations time to put them back before this view counts as
+		// complete.
+		rr.restoring.Store(true)
+		rr.log.Info("store: redis holds no revocations yet: waiting for other replicas to put theirs back; mfa paths refused meanwhile",
+			"wait", rr.restoreWait.String())
+		t := time.NewTimer(rr.restoreWait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		rr.restoring.Store(false)
+	}
+	cctx, done := rr.s.call(ctx, "revocations_epoch")
+	err = rr.s.c.SetNX(cctx, rr.epochKey(), rand.Text(), 0).Err()
+	done(err)
+	if err != nil {
+		return fmt.Errorf("store: set revocation epoch: %w", err)
+	}
+	if epoch, err = rr.readEpoch(ctx); err != nil {
+		return err
+	}
+	rr.epoch = epoch
+	return nil
+}
+
+func (rr *RedisRevocations) readEpoch(ctx context.Context) (string, error) {
+	cctx, done := rr.s.call(ctx, "revocations_epoch")
+	epoch, err := rr.s.c.Get(cctx, rr.epochKey()).Result()
+	done(err)
+	switch {
+	case errors.Is(err, redis.Nil):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("store: read revocation epoch: %w", err)
+	}
+	return epoch, nil
+}
+
+// putBack stores and publishes every revocation of the view that Redis
+// does not hold (a newer revocation of the same user wins), and reports
+// how many the view holds.
+func (rr *RedisRevocations) putBack(ctx context.Context) (int, error) {
+	msgs, ttls := rr.view.messages()
+	const batch = 500
+	for i := 0; i < len(msgs); i += batch {
+		cctx, done := rr.s.call(ctx, "revocations_restore")
+		pipe := rr.s.c.Pipeline()
+		for j := i; j < min(i+batch, len(msgs)); j++ {
+			kind, rest, _ := strings.Cut(msgs[j], " ")
+			_, id, _ := strings.Cut(rest, " ")
+			pipe.SetNX(cctx, rr.s.key("rv:"+kind+":", id), msgs[j], ttls[j])
+			pipe.Publish(cctx, rr.channel(), msgs[j])
+		}
+		_, err := pipe.Exec(cctx)
+		done(err)
+		if err != nil {
+			return i, fmt.Errorf("store: put revocations back: %w", err)
+		}
+	}
+	return len(msgs), nil
 }

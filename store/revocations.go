@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -185,6 +186,28 @@ func (v *Revocations) room() bool {
 	}
 	v.full.Store(true)
 	return false
+}
+
+// messages is every revocation kept, in the form RedisRevocations stores
+// and publishes ("u <nanos> user" or "s <nanos> id"), with how long each
+// still has to live.
+func (v *Revocations) messages() (msgs []string, ttls []time.Duration) {
+	now := v.now()
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for u, at := range v.users {
+		if ttl := RevocationTTL - now.Sub(at); ttl > 0 {
+			msgs = append(msgs, "u "+strconv.FormatInt(at.UnixNano(), 10)+" "+u)
+			ttls = append(ttls, ttl)
+		}
+	}
+	for s, until := range v.sessions {
+		if ttl := until.Sub(now); ttl > 0 {
+			msgs = append(msgs, "s "+strconv.FormatInt(until.UnixNano(), 10)+" "+s)
+			ttls = append(ttls, ttl)
+		}
+	}
+	return msgs, ttls
 }
 
 // Sweep forgets revocations older than RevocationTTL: the step-ups they

@@ -210,6 +210,13 @@ type config struct {
 	// Default: empty; required with `STEPGATE_IDENTITY=jwt`.
 	IdentityAudience string `env:"IDENTITY_AUDIENCE"`
 
+	// Where a user without a (valid) identity signs in again, shown as a button on the page that
+	// says so (and as `signin_url` in JSON): a path on this host or an https URL; `{rd}` is
+	// replaced by the query-escaped path the user asked for. oauth2-proxy:
+	// `/oauth2/sign_in?rd={rd}`.
+	// Default: empty: no button.
+	IdPSignInURL string `env:"IDP_SIGNIN_URL"`
+
 	// Claim that names the user (e.g. `email`).
 	IdentityClaim string `env:"IDENTITY_CLAIM" envDefault:"sub"`
 
@@ -921,6 +928,12 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 		}
 	}
 
+	if u := c.IdPSignInURL; u != "" {
+		if !strings.HasPrefix(u, "https://") && !(strings.HasPrefix(u, "/") && !strings.HasPrefix(u, "//")) ||
+			strings.ContainsAny(u, " \t\r\n\"<>\\") {
+			bad("IDP_SIGNIN_URL", "want a path on this host (/oauth2/sign_in?rd={rd}) or an https:// URL")
+		}
+	}
 	switch c.Identity {
 	case "header":
 		if c.IdentityHeader == "" {

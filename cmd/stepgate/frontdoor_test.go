@@ -695,3 +695,97 @@ func TestAStoreOutageThroughNginxIsA503(t *testing.T) {
 		t.Errorf("allow path with the store down: %d", r.StatusCode)
 	}
 }
+
+// clientIdentityHeaders are identity-family headers a client sends to pass
+// for someone signed in (docs/design.md §6): an auth proxy's, an SSO
+// agent's, Grafana's and Authentik's names, in the spellings a front proxy
+// forwards.
+var clientIdentityHeaders = []string{
+	"Remote-User", "REMOTE-EMAIL", "Remote-Groups", "remote-name",
+	"X-Remote-User", "X-Remote-Group",
+	"X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Preferred-Username", "x-auth-request-groups",
+	"X-Auth-Request-Access-Token",
+	"X-Forwarded-Email", "X-Forwarded-Preferred-Username", "X-Forwarded-Groups",
+	"X-Webauth-User", "X-Authentik-Username", "X-Authentik-Groups",
+}
+
+// TestClientIdentityHeadersNeverReachTheAppThroughARealFrontProxy: behind
+// forward-auth the front proxy, not stepgate, forwards the request, so the
+// shipped configuration must clear every identity family but the
+// configured identity header (issue 22): a client's Remote-User or
+// X-Auth-Request-User reaches the app through neither nginx nor Caddy, on
+// an allow path or after a step-up, while the identity header the hop
+// before sets does.
+func TestClientIdentityHeadersNeverReachTheAppThroughARealFrontProxy(t *testing.T) {
+	for _, fp := range frontProxies {
+		t.Run(fp.name, func(t *testing.T) {
+			s := forwardAuthStack(t, "STEPGATE_RULES", "/admin/ mfa max_age=15m; /public allow")
+			base := fp.start(t, s)
+			alice := s.stepUpAliceAt(base, "/admin/users")
+			cookie := ""
+			for _, ck := range alice.Client.Jar.Cookies(mustURL(t, base)) {
+				cookie += ck.Name + "=" + ck.Value + "; "
+			}
+			for _, tc := range []struct{ name, user, path, cookie string }{
+				{"an allow path", "bob", "/public", ""},
+				{"an mfa path after the step-up", "alice", "/admin/users", cookie},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					h := []string{"Accept", "text/html", "X-Forwarded-User", tc.user}
+					if tc.cookie != "" {
+						h = append(h, "Cookie", tc.cookie)
+					}
+					for _, name := range clientIdentityHeaders {
+						h = append(h, name, "mallory")
+					}
+					before := len(s.Requests())
+					if code, _ := rawTarget(t, base, http.MethodGet, tc.path, h...); code != http.StatusOK {
+						t.Fatalf("GET %s: %d", tc.path, code)
+					}
+					reqs := s.Requests()[before:]
+					if len(reqs) != 1 {
+						t.Fatalf("the app received %d requests, want 1", len(reqs))
+					}
+					for name, vs := range reqs[0].Header {
+						if isClientIdentityHeader(name) {
+							t.Errorf("the app received the client's %s: %q", name, vs)
+						}
+					}
+					if got := reqs[0].Header.Get("X-Forwarded-User"); got != tc.user {
+						t.Errorf("the app received X-Forwarded-User %q, want %q (the configured identity header is kept)", got, tc.user)
+					}
+				})
+			}
+			// Spellings a front proxy cannot clear by name (Caddy forwards
+			// underscores and dots, nginx drops them itself; nginx clears
+			// only the names it lists): refused, or at least never at the app.
+			for _, name := range []string{"Remote_User", "X_Auth_Request_User", "x.webauth.user", "X-Auth-Request-Tenant"} {
+				before := len(s.Requests())
+				code, _ := rawTarget(t, base, http.MethodGet, "/public", "Accept", "text/html", "X-Forwarded-User", "bob", name, "mallory")
+				for _, r := range s.Requests()[before:] {
+					for got := range r.Header {
+						if isClientIdentityHeader(got) {
+							t.Errorf("%s: the app received %s (answer %d)", name, got, code)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+// isClientIdentityHeader reports whether name, read as frameworks do, is
+// one of the identity families other than X-Forwarded-User.
+func isClientIdentityHeader(name string) bool {
+	n := foldName(name)
+	for _, p := range []string{"remote-", "x-remote-", "x-auth-request-", "x-webauth-", "x-authentik-"} {
+		if strings.HasPrefix(n, p) {
+			return true
+		}
+	}
+	switch n {
+	case "x-forwarded-email", "x-forwarded-preferred-username", "x-forwarded-groups":
+		return true
+	}
+	return false
+}

@@ -308,10 +308,11 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 			su, ok := store.StepUp(r)
 			return ok && !revocations.Revoked(su) && proxy.Fresh(su, user, ruleFor(method, ret), now())
 		},
-		Pages:   pages,
-		Logger:  log,
-		Metrics: m,
-		Now:     now,
+		SignInURL: cfg.IdPSignInURL,
+		Pages:     pages,
+		Logger:    log,
+		Metrics:   m,
+		Now:       now,
 	})
 	if err != nil {
 		return nil, err

@@ -260,3 +260,54 @@ func TestUpstreamJWT_StepUpIsBoundToTheTokenUser(t *testing.T) {
 		t.Errorf("expired IdP token with a valid step-up cookie: %d, want 401", r.StatusCode)
 	}
 }
+
+// A signed-in user whose IdP token inside oauth2-proxy's session expired
+// (issue 22, 5) is told so, with a way to sign in again
+// (STEPGATE_IDP_SIGNIN_URL, {rd} the page asked for), and is told apart
+// from a request with no identity at all; programs get a code for each.
+func TestUpstreamJWT_ExpiredTokenSaysSignInAgain(t *testing.T) {
+	p := newIdP(t)
+	s := newStack(t, withEnv(
+		"STEPGATE_IDENTITY", "jwt",
+		"STEPGATE_IDENTITY_JWKS_URL", p.url,
+		"STEPGATE_IDENTITY_ISSUER", idpIssuer,
+		"STEPGATE_IDENTITY_AUDIENCE", idpAudience,
+		"STEPGATE_IDP_SIGNIN_URL", "/oauth2/sign_in?rd={rd}",
+	))
+	expired := "Bearer " + p.rs256(t, p.claims("alice", s.Clock.Now().Add(-time.Hour)))
+	const link = `href="/oauth2/sign_in?rd=%2Fadmin%2Freport%3Fid%3D7"`
+	get := func(auth, accept string) response {
+		req, _ := http.NewRequest(http.MethodGet, s.Proxy+"/admin/report?id=7", nil)
+		req.Header.Set("Accept", accept)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		return s.browser("").do(req)
+	}
+	for _, tc := range []struct {
+		name, auth, want, not string
+	}{
+		{"an expired token", expired, "Your sign-in with the identity provider has expired", "You are not signed in"},
+		{"no token", "", "You are not signed in through the identity provider", "has expired"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := get(tc.auth, "text/html")
+			if r.StatusCode != http.StatusUnauthorized || !strings.Contains(r.Body, tc.want) || strings.Contains(r.Body, tc.not) {
+				t.Errorf("page: %d, want 401 saying %q: %.800s", r.StatusCode, tc.want, r.Body)
+			}
+			if !strings.Contains(r.Body, link) {
+				t.Errorf("page has no sign-in link %s: %.800s", link, r.Body)
+			}
+		})
+	}
+	r := get(expired, "application/json")
+	var j map[string]string
+	_ = json.Unmarshal([]byte(r.Body), &j)
+	if r.StatusCode != http.StatusUnauthorized || j["error"] != "identity_expired" || j["signin_url"] != "/oauth2/sign_in?rd=%2Fadmin%2Freport%3Fid%3D7" {
+		t.Errorf("JSON, expired token: %d %s, want 401 identity_expired with signin_url", r.StatusCode, r.Body)
+	}
+	r = get("", "application/json")
+	if err := json.Unmarshal([]byte(r.Body), &j); err != nil || r.StatusCode != http.StatusUnauthorized || j["error"] != "no_identity" {
+		t.Errorf("JSON, no token: %d %s, want 401 no_identity", r.StatusCode, r.Body)
+	}
+}

@@ -238,6 +238,40 @@ func TestRedisStoreRevocationOnOneReplicaIsRefusedOnTheOthersWithinASecond(t *te
 	})
 }
 
+// Redis without persistence restarts empty: the replicas that knew a
+// revocation put it back, so a replica started afterwards refuses the
+// revoked step-up too (issue 22, 7b).
+func TestRedisStoreRevocationSurvivesAnEmptyRedisRestart(t *testing.T) {
+	srv := redistest.Start(t)
+	stacks := redisStacks(t, srv, 2)
+	b := stacks[0].stepUpAlice("/admin/")
+	if code, body := revoke(t, stacks[1], testAdminToken, `{"session":"`+lastSessionID(t, stacks[0])+`"}`); code != http.StatusOK {
+		t.Fatalf("revoke: %d %s", code, body)
+	}
+	waitRefused(t, b, stacks, "/admin/", http.StatusFound, time.Second)
+
+	srv.Restart() // empty, as Redis without persistence comes back
+	third := newStack(t, withSim(stacks[0]), withEnv(
+		"STEPGATE_STORE", "redis", "STEPGATE_REDIS_URL", srv.URL(),
+		"STEPGATE_ADMIN_TOKEN", testAdminToken, "STEPGATE_LOG_LEVEL", "info"))
+	stacks = append(stacks, third)
+	for _, s := range stacks {
+		waitStoreOK(t, s)
+	}
+	for i, s := range stacks {
+		if r := b.on(s).get("/admin/"); r.StatusCode != http.StatusFound {
+			t.Errorf("replica %d after Redis restarted empty: %d, want 302 (the revoked step-up refused)", i, r.StatusCode)
+		}
+	}
+	restored := 0
+	for _, s := range stacks[:2] {
+		restored += strings.Count(s.Logs.String(), "redis lost the revocations")
+	}
+	if restored == 0 {
+		t.Error("no replica logged that Redis lost the revocations and it put them back")
+	}
+}
+
 func TestRevocationWithTheMemoryStoreHoldsOnThatReplica(t *testing.T) {
 	s := newStack(t, withEnv("STEPGATE_ADMIN_TOKEN", testAdminToken))
 	b := s.stepUpAlice("/admin/")
@@ -432,5 +466,50 @@ func TestRedisStoreApprovalIsHeldSharedAndUsedOnceAcrossReplicas(t *testing.T) {
 	code, _ = payByAPI(t, stacks[2].Proxy)
 	if code != http.StatusServiceUnavailable {
 		t.Fatalf("an approve-rule request with Redis gone: %d, want 503", code)
+	}
+}
+
+// With Redis down, each refusal says what is paused (issue 22, 6): a
+// step-up (its start, and an mfa path once the view is stale) says step-up
+// verification is paused, an approval says approvals are; programs get
+// the one machine-readable code, store_unavailable, with the same words.
+func TestRedisDownPagesSayWhatIsPaused(t *testing.T) {
+	const stepUp, approvals = "Step-up verification is paused", "Approvals are not available"
+	srv := redistest.Start(t)
+	s := redisStacks(t, srv, 1, "STEPGATE_RULES", approveTestRules,
+		"STEPGATE_STORE_MAX_STALENESS", "1s", "STEPGATE_REDIS_TIMEOUT", "200ms")[0]
+	srv.Kill()
+	says := func(t *testing.T, what string, r response, want, not string) {
+		t.Helper()
+		assertUnavailable(t, what, r)
+		if !strings.Contains(r.Body, want) || strings.Contains(r.Body, not) {
+			t.Errorf("%s: the page does not say %q (or says %q): %.600s", what, want, not, r.Body)
+		}
+	}
+
+	bob := s.browser("bob")
+	bob.get("/.stepgate/challenge?return=/admin/")
+	says(t, "a step-up start", bob.submit("action", "start"), stepUp, approvals)
+
+	says(t, "an approval", s.browser("alice").send("/payments/transfer", transfer), approvals, stepUp)
+
+	deadline := time.Now().Add(8 * time.Second)
+	for {
+		r := bob.get("/admin/")
+		if r.StatusCode == http.StatusServiceUnavailable {
+			says(t, "an mfa path with a stale view", r, stepUp, approvals)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mfa path with Redis down: %d, want 503 once the view is stale", r.StatusCode)
+		}
+		time.Sleep(20 * time.Millisecond) // polling with a deadline
+	}
+	req, _ := http.NewRequest(http.MethodGet, s.Proxy+"/admin/", nil)
+	req.Header.Set("Accept", "application/json")
+	r := bob.do(req)
+	if r.StatusCode != http.StatusServiceUnavailable || !strings.Contains(r.Body, `"error":"store_unavailable"`) ||
+		!strings.Contains(r.Body, stepUp) {
+		t.Errorf("an API client on an mfa path with a stale view: %d %s, want 503 store_unavailable saying %q", r.StatusCode, r.Body, stepUp)
 	}
 }

@@ -116,6 +116,8 @@ func (st *stores) status() string {
 		unconfirmed = "unconfirmed for " + st.view.Unconfirmed().Round(time.Second).String()
 	}
 	switch {
+	case st.sync.Restoring():
+		return "store: redis holds no revocations yet, waiting for the other replicas to put theirs back: mfa paths refused (503)"
 	case st.view.Stale():
 		return "store: redis unreachable, revocations " + unconfirmed + ": mfa paths refused (503), limits per replica"
 	case st.sync.Down():

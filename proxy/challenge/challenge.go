@@ -123,10 +123,15 @@ type Config struct {
 	// ResendCooldown is how long after a code or push was sent the page
 	// waits before it sends another (default 30 s).
 	ResendCooldown time.Duration
-	Pages          *Pages
-	Logger         *slog.Logger
-	Metrics        *metrics.Metrics
-	Now            func() time.Time
+	// SignInURL, optional, is where a user without a (valid) identity
+	// signs in again at the IdP's proxy, "{rd}" replaced by the
+	// query-escaped path the user asked for (oauth2-proxy:
+	// /oauth2/sign_in?rd={rd}).
+	SignInURL string
+	Pages     *Pages
+	Logger    *slog.Logger
+	Metrics   *metrics.Metrics
+	Now       func() time.Time
 }
 
 // Handler serves the challenge endpoints.
@@ -487,7 +492,7 @@ func (h *Handler) start(w http.ResponseWriter, r *http.Request, c caller, f *ses
 	if h.cfg.StoreDown != nil && h.cfg.StoreDown() {
 		h.audit(r, "mfa.refused", c, "", slog.String("reason", "store unreachable"))
 		w.Header().Set("Retry-After", "5")
-		h.tell(w, r, c, f, "store_unavailable", 0)
+		h.tell(w, r, c, f, "stepup_unavailable", 0)
 		return
 	}
 	req, what, ok := h.startRequest(w, r, c, f)

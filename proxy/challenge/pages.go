@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"mime"
 	"net/http"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -159,6 +160,7 @@ type view struct {
 	Opening      string        // what is being opened (the return path)
 	Home         string        // the way out: where the user came from, or "/"
 	OtherMethods bool          // after a denied push: the user has another method
+	SignIn       string        // where to sign in again at the IdP (no identity)
 
 	flow    *session.Flow
 	catalog map[string]string
@@ -365,6 +367,7 @@ var messageKinds = map[string]struct{ status, place int }{
 	"rejected":              {http.StatusBadRequest, errorPage},
 	"method_locked":         {http.StatusBadRequest, errorPage},
 	"store_unavailable":     {http.StatusServiceUnavailable, errorPage},
+	"stepup_unavailable":    {http.StatusServiceUnavailable, errorPage},
 	"otp_limit":             {http.StatusForbidden, terminal},
 	"flow_failed":           {http.StatusForbidden, terminal},
 	"push_denied":           {http.StatusForbidden, terminal},
@@ -396,7 +399,7 @@ func (h *Handler) renderMessage(w http.ResponseWriter, r *http.Request, f *sessi
 			w.Header().Set("Retry-After", strconv.Itoa(max(n, 1)))
 		case "unavailable":
 			w.Header().Set("Retry-After", "30")
-		case "store_unavailable":
+		case "store_unavailable", "stepup_unavailable":
 			w.Header().Set("Retry-After", "5")
 		case "push_denied":
 			v.OtherMethods = n > 0
@@ -439,10 +442,28 @@ func (h *Handler) render(w http.ResponseWriter, r *http.Request, status int, v *
 func (h *Handler) Error(w http.ResponseWriter, r *http.Request, status int, key string) {
 	if clientKind(r) == kindAPI && !acceptsHTML(r) {
 		setNoStore(w.Header())
-		writeJSON(w, status, map[string]string{"error": key, "message": h.pages.english(key)})
+		code := key
+		if key == "stepup_unavailable" {
+			// One code for programs, whatever is paused; the message says what.
+			code = "store_unavailable"
+		}
+		j := map[string]string{"error": code, "message": h.pages.english(key)}
+		if signIn := h.signIn(r, key); signIn != "" {
+			j["signin_url"] = signIn
+		}
+		writeJSON(w, status, j)
 		return
 	}
-	h.pages.write(w, r, status, &view{State: "error", Message: key, AttemptsLeft: -1, Home: "/"})
+	h.pages.write(w, r, status, &view{State: "error", Message: key, AttemptsLeft: -1, Home: "/", SignIn: h.signIn(r, key)})
+}
+
+// signIn is the way to sign in again at the IdP for a refusal without a
+// (valid) identity, back to the page asked for; "" when not configured.
+func (h *Handler) signIn(r *http.Request, key string) string {
+	if h.cfg.SignInURL == "" || key != "no_identity" && key != "identity_expired" {
+		return ""
+	}
+	return strings.ReplaceAll(h.cfg.SignInURL, "{rd}", url.QueryEscape(SafeReturn(r.URL.RequestURI())))
 }
 
 func (p *Pages) english(key string) string {

@@ -54,6 +54,10 @@ var (
 	// ErrInvalidIdentity means an identity was present but refused
 	// (ambiguous, malformed, or a JWT that failed verification).
 	ErrInvalidIdentity = errors.New("identity: invalid")
+	// ErrIdentityExpired (with ErrInvalidIdentity) is a token that was
+	// valid and has expired: the user signed in, and the IdP's token in
+	// the session in front (oauth2-proxy's) was not refreshed in time.
+	ErrIdentityExpired = errors.New("identity: expired")
 )
 
 // MaxUserLen bounds a user value in bytes.
@@ -281,6 +285,9 @@ func (s *jwtSource) claims(r *http.Request) (jwt.MapClaims, error) {
 	if _, err := s.parser.ParseWithClaims(raw, claims, s.o.Keyfunc(r.Context())); err != nil {
 		// jwt's errors name the failed check (expired, issuer, signature)
 		// and never include the token.
+		if errors.Is(err, jwt.ErrTokenExpired) {
+			return nil, fmt.Errorf("%w: %w", ErrIdentityExpired, invalid("jwt: %w", err))
+		}
 		return nil, invalid("jwt: %w", err)
 	}
 	return claims, nil
