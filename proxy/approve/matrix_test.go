@@ -339,3 +339,33 @@ func genJSON(rng *rand.Rand) string {
 	}
 	return b.String()
 }
+
+// FuzzParserMatrix is the differential fuzz target: the fuzzer's requests
+// go through Canonicalize, and whatever stepgate would hold goes to every
+// real parser, canonical and as sent; any disagreement with what stepgate
+// shows is a failure. The seeds are the corpus (the seed pass runs with
+// the other tests; CI fuzzes it for FUZZTIME).
+func FuzzParserMatrix(f *testing.F) {
+	for _, c := range strictCorpus() {
+		ctype := ""
+		if len(c.ctype) > 0 {
+			ctype = c.ctype[0]
+		}
+		f.Add(c.query, ctype, []byte(c.body))
+	}
+	m := &matrixRun{parsers: parsertest.Start(f)}
+	srcs := []rules.Source{{Kind: rules.FromForm, Name: "amount"}, {Kind: rules.FromQuery, Name: "ref"}, {Kind: rules.FromForm, Name: "pay_to"}}
+	jsonSrcs := []rules.Source{{Kind: rules.FromJSON, Name: "/amount"}, {Kind: rules.FromJSON, Name: "/payee/name"}, {Kind: rules.FromQuery, Name: "ref"}}
+	f.Fuzz(func(t *testing.T, query, ctype string, body []byte) {
+		if len(query)+len(ctype)+len(body) > 4096 || !isPrintableASCII(query) || strings.Contains(query, "#") ||
+			!isPrintableASCII(strings.ReplaceAll(ctype, " ", "")) {
+			return // not a request target or header a client can send
+		}
+		m.t = t
+		s := srcs
+		if strings.Contains(ctype, "json") {
+			s = jsonSrcs
+		}
+		m.check("fuzz", matrixRequest{query: query, ctype: ctype, header: http.Header{}, body: body}, s)
+	})
+}
