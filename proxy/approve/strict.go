@@ -644,7 +644,8 @@ func onlyUTF8(params [][2]string) error {
 // digits (PHP keeps it, Go refuses it), a control character or a raw byte
 // outside ASCII, a name or value that is not UTF-8 once decoded, an empty or
 // space-padded name (PHP drops leading spaces), a NUL (PHP cuts the name
-// there). Empty pairs ("a=1&&b=2") are dropped.
+// there), a field without '=' (Rack reads it as nil, the rest as ""). Empty
+// pairs ("a=1&&b=2") are dropped.
 func parseURLEncoded(s string) ([]field, error) {
 	var out []field
 	for part := range strings.SplitSeq(s, "&") {
@@ -659,7 +660,11 @@ func parseURLEncoded(s string) ([]field, error) {
 				return nil, refusal("a form or query with a ';', a control character or a raw byte outside ASCII")
 			}
 		}
-		k, v, _ := strings.Cut(part, "=")
+		k, v, ok := strings.Cut(part, "=")
+		if !ok {
+			// Rack reads "flag" as nil, the others as "".
+			return nil, refusal("a form or query field without '='")
+		}
 		name, err := formUnescape(k)
 		if err != nil {
 			return nil, err

@@ -233,6 +233,7 @@ func strictCorpus() []strictCase {
 		{name: "a body without a Content-Type", body: "amount=9999", fields: []string{"path"}},
 		{name: "a Content-Type that does not parse", ctype: []string{"form"}, body: "amount=5", fields: []string{"form.amount"}},
 		{name: "a raw control byte", ctype: form, body: "amount=5\x01", fields: []string{"form.amount"}},
+		{name: "a field without = (Rack reads nil)", ctype: form, body: "amount", fields: []string{"form.amount"}},
 
 		// Numbers are shown as the application reads them, or refused.
 		{name: "5e3", ctype: form, body: "amount=5e3", fields: []string{"form.amount"}},
@@ -331,7 +332,7 @@ func TestCanonicalEncoding(t *testing.T) {
 		wantBody        string
 		wantBodyPattern func(string) bool
 	}{
-		{name: "urlencoded: one escape per byte, %20 for a space, empty pairs dropped", query: "a=x+y&&b=%7e", ctype: formType + "; charset=UTF-8", body: "amount=5&payee=ACME+G%6dbH&&x",
+		{name: "urlencoded: one escape per byte, %20 for a space, empty pairs dropped", query: "a=x+y&&b=%7e", ctype: formType + "; charset=UTF-8", body: "amount=5&payee=ACME+G%6dbH&&x=",
 			wantQuery: "a=x%20y&b=~", wantType: formType, wantBody: "amount=5&payee=ACME%20GmbH&x="},
 		{name: "JSON: compact, order kept", ctype: "application/json; charset=utf-8", body: "{ \"b\": [1, 2.50 ],\n \"a\": \"<\\u00e9>\" }",
 			wantType: jsonType, wantBody: `{"b":[1,2.50],"a":"<é>"}`},
