@@ -105,7 +105,7 @@ func (v *verifier) archives() {
 			v.binaries[p] = files["stepgate"].body
 			err = checkBinary(files["stepgate"].body, p, v.r.Stamp())
 		}
-		v.check(name+": "+p.String()+" binary, CGO off, -X main.version="+v.r.Stamp(), err)
+		v.check(name+": "+p.String()+" binary, CGO off, stamped "+v.r.Stamp(), err)
 		if err == nil && p == nativePlatform {
 			v.check(name+": stepgate -version and stepgate version print "+v.r.Stamp(), runVersion(v.ctx, files["stepgate"].body, v.r.Stamp()))
 		}
