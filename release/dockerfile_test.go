@@ -18,7 +18,7 @@ func TestTheImageAndTheDockerfileAgree(t *testing.T) {
 	}
 	text := string(b)
 	last := func(instr string) string {
-		m := regexp.MustCompile(`(?m)^` + instr + ` (.*)$`).FindAllStringSubmatch(text, -1)
+		m := regexp.MustCompile(`(?m)^`+instr+` (.*)$`).FindAllStringSubmatch(text, -1)
 		if len(m) == 0 {
 			t.Fatalf("the Dockerfile has no %s", instr)
 		}
