@@ -217,6 +217,7 @@ type Server struct {
 	flows      map[string]*flow
 	codes      map[string]*authCode
 	inbox      []Message
+	subs       []chan Message // Subscribe
 	keys       []signingKey // last is current
 	faults     map[string]*Fault
 	signCounts map[string]uint32 // FIDO2 device id -> last signature counter

@@ -120,9 +120,9 @@ type Rule struct {
 	// APIURL (api=url, the default) a 401 with a URL a person opens in a
 	// browser; APIDecoupled (api=decoupled) a 202 while stepgate asks the
 	// user's phone itself (docs/design.md §18).
-	API      APIMode
-	Title    string // the page's heading ("Send a payment"); "" for the catalogue's
-	Message  string // the sentence the notification shows, with ${VAR} of Vars; "" for none
+	API     APIMode
+	Title   string // the page's heading ("Send a payment"); "" for the catalogue's
+	Message string // the sentence the notification shows, with ${VAR} of Vars; "" for none
 }
 
 // String is the canonical, re-parseable one-line form, for example
