@@ -208,3 +208,311 @@ func TestPhoneApprovalOutcomes(t *testing.T) {
 		})
 	}
 }
+
+func TestPhoneApprovalPollsAreTheOwnersAlone(t *testing.T) {
+	s, up := newPhoneStack(t)
+	loc := payByPhone(t, s, "bob").Header.Get("Location")
+	ref := strings.TrimPrefix(loc, "/.stepgate/approvals/")
+	id, key := ref[:22], ref[23:]
+	other := "AAAAAAAAAAAAAAAAAAAAAA"
+	if id == other {
+		other = "BBBBBBBBBBBBBBBBBBBBBB"
+	}
+	flipped := []byte(key)
+	flipped[0] ^= 1
+	if flipped[0] == '.' || !strings.ContainsRune("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", rune(flipped[0])) {
+		flipped[0] = 'A'
+	}
+	tests := []struct{ name, user, path string }{
+		{"another user's poll of a real approval", "alice", loc},
+		{"a guessed id with the right key", "bob", "/.stepgate/approvals/" + other + "." + key},
+		{"the right id with a guessed key", "bob", "/.stepgate/approvals/" + id + "." + string(flipped)},
+		{"the id alone", "bob", "/.stepgate/approvals/" + id},
+		{"a malformed reference", "bob", "/.stepgate/approvals/not-a-reference"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name+" is a 404", func(t *testing.T) {
+			for _, m := range []string{"GET", "DELETE"} {
+				if p := apiCall(t, s.Proxy, tt.user, m, tt.path, ""); p.Status != http.StatusNotFound || p.str("error") != "not_found" {
+					t.Fatalf("%s: %d %s, want 404", m, p.Status, p.Body)
+				}
+			}
+			if p := apiCall(t, s.Proxy, tt.user, "POST", tt.path, `{"otp":"123456"}`); p.Status != http.StatusNotFound {
+				t.Fatalf("POST: %d %s, want 404", p.Status, p.Body)
+			}
+		})
+	}
+	if p := apiCall(t, s.Proxy, "", "GET", loc, ""); p.Status != http.StatusUnauthorized {
+		t.Errorf("a poll without identity: %d, want 401", p.Status)
+	}
+	// Another user cannot cancel it either: bob's approval still goes through.
+	if err := s.Sim.Push(pushFlow(t, s, "bob"), pingonesim.PushApprove); err != nil {
+		t.Fatal(err)
+	}
+	if p := apiCall(t, s.Proxy, "alice", "GET", loc, ""); p.Status != http.StatusNotFound {
+		t.Fatalf("alice's poll of bob's approved request: %d, want 404 (and no forward)", p.Status)
+	}
+	if n := len(up.all()); n != 0 {
+		t.Fatalf("another user's poll forwarded the request (%d)", n)
+	}
+	if p := apiCall(t, s.Proxy, "bob", "GET", loc, ""); p.Status != http.StatusOK {
+		t.Fatalf("bob's poll: %d %s", p.Status, p.Body)
+	}
+}
+
+func TestPhoneApprovalNumberMatching(t *testing.T) {
+	for _, mode := range []string{"", pingonesim.NumberMatchingSelect, pingonesim.NumberMatchingEnter} {
+		name := "off"
+		if mode != "" {
+			name = mode
+		}
+		t.Run(name, func(t *testing.T) {
+			s, up := newPhoneStack(t, withTenant(func(tn *pingonesim.Tenant) { tn.Policies[0].NumberMatching = mode }))
+			a := payByPhone(t, s, "bob", "Prefer", "wait=30") // never waits before the number is shown
+			number := a.str("number")
+			if (mode == "") != (number == "") {
+				t.Fatalf("number = %q with number matching %q: %s", number, mode, a.Body)
+			}
+			flow := pushFlow(t, s, "bob")
+			if mode == "" {
+				if err := s.Sim.Push(flow, pingonesim.PushApprove); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := s.Sim.PushNumber(flow, number); err != nil {
+				t.Fatal(err)
+			}
+			if p := apiCall(t, s.Proxy, "bob", "GET", a.Header.Get("Location"), ""); p.Status != http.StatusOK {
+				t.Fatalf("poll after the number was matched: %d %s", p.Status, p.Body)
+			}
+			if n := len(up.all()); n != 1 {
+				t.Fatalf("forwarded %d times", n)
+			}
+		})
+	}
+	t.Run("a wrong number is a denial", func(t *testing.T) {
+		s, up := newPhoneStack(t, withTenant(func(tn *pingonesim.Tenant) { tn.Policies[0].NumberMatching = pingonesim.NumberMatchingEnter }))
+		a := payByPhone(t, s, "bob")
+		wrong := "10"
+		if a.str("number") == wrong {
+			wrong = "11"
+		}
+		if err := s.Sim.PushNumber(pushFlow(t, s, "bob"), wrong); err != nil {
+			t.Fatal(err)
+		}
+		if p := apiCall(t, s.Proxy, "bob", "GET", a.Header.Get("Location"), ""); p.Status != http.StatusForbidden || p.str("error") != "approval_denied" {
+			t.Fatalf("poll: %d %s", p.Status, p.Body)
+		}
+		if n := len(up.all()); n != 0 {
+			t.Fatalf("forwarded %d times", n)
+		}
+	})
+}
+
+func TestPhoneApprovalByCodeWhenThereIsNoPushDevice(t *testing.T) {
+	s, up := newPhoneStack(t)
+	a := payByPhone(t, s, "alice")
+	loc := a.Header.Get("Location")
+	if a.str("method") != "sms" || a.str("otp_url") != loc || a.str("device") == "" {
+		t.Fatalf("202 for a user without push: %s", a.Body)
+	}
+	msg := s.Sim.Inbox("alice")[0]
+	if msg.Type != "SMS" || !strings.Contains(msg.Text, "Approve 250.00 EUR to ACME GmbH?") {
+		t.Errorf("SMS = %+v", msg)
+	}
+	for _, tt := range []struct{ body, want string }{
+		{`{"otp":"12a456"}`, "otp_format"},
+		{`not json`, "bad_request"},
+	} {
+		if p := apiCall(t, s.Proxy, "alice", "POST", loc, tt.body); p.Status != http.StatusBadRequest || p.str("error") != tt.want {
+			t.Fatalf("POST %s: %d %s, want 400 %s", tt.body, p.Status, p.Body, tt.want)
+		}
+	}
+	wrong := "000000"
+	if msg.OTP == wrong {
+		wrong = "111111"
+	}
+	p := apiCall(t, s.Proxy, "alice", "POST", loc, `{"otp":"`+wrong+`"}`)
+	if p.Status != http.StatusBadRequest || p.str("error") != "otp_wrong" || p.JSON["attempts_remaining"] != float64(2) {
+		t.Fatalf("a wrong code: %d %s", p.Status, p.Body)
+	}
+	p = apiCall(t, s.Proxy, "alice", "POST", loc, `{"otp":"`+msg.OTP[:3]+" "+msg.OTP[3:]+`"}`)
+	if p.Status != http.StatusOK || p.Body != "upstream did POST /api/payments with "+apiPaymentBody {
+		t.Fatalf("the right code: %d %s", p.Status, p.Body)
+	}
+	if p := apiCall(t, s.Proxy, "alice", "POST", loc, `{"otp":"`+msg.OTP+`"}`); p.Status != http.StatusGone {
+		t.Fatalf("the code again: %d %s, want 410", p.Status, p.Body)
+	}
+	if n := len(up.all()); n != 1 {
+		t.Fatalf("forwarded %d times", n)
+	}
+	if strings.Contains(s.Logs.String(), `"`+msg.OTP+`"`) || strings.Contains(s.Logs.String(), wrong) {
+		t.Error("a code reached the logs")
+	}
+}
+
+func TestPhoneApprovalCodesAreLimitedAndLocked(t *testing.T) {
+	s, up := newPhoneStack(t)
+	loc := payByPhone(t, s, "alice").Header.Get("Location")
+	code := s.Sim.Inbox("alice")[0].OTP
+	wrong := "000000"
+	if code == wrong {
+		wrong = "111111"
+	}
+	var p apiAnswer
+	for i := range 3 {
+		p = apiCall(t, s.Proxy, "alice", "POST", loc, `{"otp":"`+wrong+`"}`)
+		if i < 2 && p.Status != http.StatusBadRequest {
+			t.Fatalf("wrong code %d: %d %s", i+1, p.Status, p.Body)
+		}
+	}
+	if p.Status != http.StatusForbidden || p.str("error") != "approval_failed" {
+		t.Fatalf("the third wrong code: %d %s, want 403 approval_failed", p.Status, p.Body)
+	}
+	if p := apiCall(t, s.Proxy, "alice", "POST", loc, `{"otp":"`+code+`"}`); p.Status != http.StatusForbidden {
+		t.Fatalf("the right code after the lock: %d %s", p.Status, p.Body)
+	}
+	if n := len(up.all()); n != 0 {
+		t.Fatalf("forwarded %d times", n)
+	}
+	// The per-user code limit binds across approvals (STEPGATE_LIMIT_OTP_PER_USER).
+	s2, _ := newPhoneStack(t, withEnv("STEPGATE_LIMIT_OTP_PER_USER", "1"))
+	loc = payByPhone(t, s2, "alice").Header.Get("Location")
+	apiCall(t, s2.Proxy, "alice", "POST", loc, `{"otp":"`+wrong+`"}`)
+	if p := apiCall(t, s2.Proxy, "alice", "POST", loc, `{"otp":"`+wrong+`"}`); p.Status != http.StatusTooManyRequests || p.Header.Get("Retry-After") == "" {
+		t.Fatalf("a code over the per-user limit: %d %s", p.Status, p.Body)
+	}
+}
+
+func TestPhoneApprovalCancelBeatsALaterApproval(t *testing.T) {
+	s, up := newPhoneStack(t)
+	loc := payByPhone(t, s, "bob").Header.Get("Location")
+	flow := pushFlow(t, s, "bob")
+	if p := apiCall(t, s.Proxy, "bob", "DELETE", loc, ""); p.Status != http.StatusNoContent {
+		t.Fatalf("DELETE: %d %s", p.Status, p.Body)
+	}
+	_ = s.Sim.Push(flow, pingonesim.PushApprove) // the phone answers after the cancel
+	for _, m := range []string{"GET", "DELETE"} {
+		if p := apiCall(t, s.Proxy, "bob", m, loc, ""); p.Status != http.StatusGone || p.str("error") != "approval_cancelled" {
+			t.Fatalf("%s after cancel: %d %s, want 410 approval_cancelled", m, p.Status, p.Body)
+		}
+	}
+	if n := len(up.all()); n != 0 {
+		t.Fatalf("a cancelled request was forwarded (%d)", n)
+	}
+	if n := len(s.Logs.Events("approval.cancelled")); n != 1 {
+		t.Errorf("approval.cancelled events = %d", n)
+	}
+	// Cancelling after the forward is too late, and says so.
+	loc = payByPhone(t, s, "bob").Header.Get("Location")
+	_ = s.Sim.Push(pushFlow(t, s, "bob"), pingonesim.PushApprove)
+	apiCall(t, s.Proxy, "bob", "GET", loc, "")
+	if p := apiCall(t, s.Proxy, "bob", "DELETE", loc, ""); p.Status != http.StatusGone || p.str("error") != "approval_used" {
+		t.Fatalf("DELETE after forwarding: %d %s, want 410 approval_used", p.Status, p.Body)
+	}
+}
+
+func TestPhoneApprovalPollFloodIsRefused(t *testing.T) {
+	s, _ := newPhoneStack(t)
+	loc := payByPhone(t, s, "bob").Header.Get("Location")
+	var last apiAnswer
+	for range 12 {
+		if last = apiCall(t, s.Proxy, "bob", "GET", loc, ""); last.Status == http.StatusTooManyRequests {
+			break
+		}
+	}
+	if last.Status != http.StatusTooManyRequests || last.Header.Get("Retry-After") == "" {
+		t.Fatalf("12 polls at once: last %d, want 429 with Retry-After", last.Status)
+	}
+	before := s.Sim.Requests()
+	apiCall(t, s.Proxy, "bob", "GET", loc, "")
+	if s.Sim.Requests() != before {
+		t.Error("a refused poll still read the flow at PingOne")
+	}
+	// The pace refills on the clock.
+	s.Clock.Advance(3 * time.Second)
+	if p := apiCall(t, s.Proxy, "bob", "GET", loc, ""); p.Status != http.StatusAccepted {
+		t.Fatalf("a poll after Retry-After: %d", p.Status)
+	}
+}
+
+func TestPhoneApprovalWaitsWithPreferWait(t *testing.T) {
+	t.Run("on a poll", func(t *testing.T) {
+		s, up := newPhoneStack(t)
+		loc := payByPhone(t, s, "bob").Header.Get("Location")
+		done := make(chan apiAnswer, 1)
+		go func() { done <- apiCall(t, s.Proxy, "bob", "GET", loc, "", "Prefer", "wait=30") }()
+		if err := s.Sim.Push(pushFlow(t, s, "bob"), pingonesim.PushApprove); err != nil {
+			t.Fatal(err)
+		}
+		if p := <-done; p.Status != http.StatusOK || !strings.HasPrefix(p.Body, "upstream did POST") {
+			t.Fatalf("waiting poll: %d %s", p.Status, p.Body)
+		}
+		if n := len(up.all()); n != 1 {
+			t.Fatalf("forwarded %d times", n)
+		}
+	})
+	t.Run("on the request itself", func(t *testing.T) {
+		s, up := newPhoneStack(t)
+		sent := s.Sim.Subscribe()
+		done := make(chan apiAnswer, 1)
+		go func() {
+			done <- apiCall(t, s.Proxy, "bob", "POST", "/api/payments", apiPaymentBody, "Prefer", "respond-async, wait=30")
+		}()
+		if err := s.Sim.Push((<-sent).FlowID, pingonesim.PushApprove); err != nil {
+			t.Fatal(err)
+		}
+		p := <-done
+		if p.Status != http.StatusOK || p.Body != "upstream did POST /api/payments with "+apiPaymentBody {
+			t.Fatalf("the request that waited: %d %s", p.Status, p.Body)
+		}
+		if n := len(up.all()); n != 1 {
+			t.Fatalf("forwarded %d times", n)
+		}
+		if got := s.LastRequest().Header.Get("Prefer"); got != "respond-async" {
+			t.Errorf("upstream Prefer = %q, want the wait preference removed", got)
+		}
+	})
+	t.Run("a denial ends the wait", func(t *testing.T) {
+		s, _ := newPhoneStack(t)
+		sent := s.Sim.Subscribe()
+		done := make(chan apiAnswer, 1)
+		go func() { done <- apiCall(t, s.Proxy, "bob", "POST", "/api/payments", apiPaymentBody, "Prefer", "wait=30") }()
+		if err := s.Sim.Push((<-sent).FlowID, pingonesim.PushDeny); err != nil {
+			t.Fatal(err)
+		}
+		if p := <-done; p.Status != http.StatusForbidden || p.str("error") != "approval_denied" {
+			t.Fatalf("the request that waited: %d %s", p.Status, p.Body)
+		}
+	})
+}
+
+func TestPhoneApprovalFallsBackToABrowserWithoutAPhoneMethod(t *testing.T) {
+	s, up := newPhoneStack(t)
+	// carol has an authenticator app and a security key: the app's code
+	// works without a browser, so she is asked for it.
+	a := payByPhone(t, s, "carol")
+	if a.str("method") != "totp" {
+		t.Fatalf("carol: %s", a.Body)
+	}
+	// An api=url rule keeps today's answer.
+	p := apiCall(t, s.Proxy, "bob", "POST", "/api/url-payments", apiPaymentBody)
+	if p.Status != http.StatusUnauthorized || p.str("error") != "approval_required" {
+		t.Fatalf("api=url: %d %s", p.Status, p.Body)
+	}
+	// The approval URL in the 202 works in a browser too, and the poll
+	// then forwards what the browser approved.
+	a = payByPhone(t, s, "alice")
+	alice := s.browser("alice")
+	r := alice.follow(alice.get(a.str("approval_url")))
+	r = alice.follow(alice.post("action", "start"))
+	alice.follow(alice.post("action", "select", "device", deviceIDs(r.Body)[0]))
+	if r := alice.post("action", "otp", "otp", s.latestOTP("alice")); r.StatusCode != http.StatusSeeOther {
+		t.Fatalf("OTP in the browser: %d", r.StatusCode)
+	}
+	if p := apiCall(t, s.Proxy, "alice", "GET", a.Header.Get("Location"), ""); p.Status != http.StatusOK {
+		t.Fatalf("poll after approval in a browser: %d %s", p.Status, p.Body)
+	}
+	if n := up.count("POST", "/api/payments"); n != 1 {
+		t.Fatalf("forwarded %d times", n)
+	}
+}
