@@ -6,14 +6,20 @@ package main
 // until the upstream's answer comes back, once.
 
 import (
+	"context"
 	"encoding/json"
 	"io"
+	"maps"
+	"net"
 	"net/http"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stepgate/stepgate/mfa/pingonesim"
+	"github.com/stepgate/stepgate/store/redistest"
 )
 
 const phoneRules = `POST /api/payments approve api=decoupled title="Send a payment" ` +
@@ -515,4 +521,153 @@ func TestPhoneApprovalFallsBackToABrowserWithoutAPhoneMethod(t *testing.T) {
 	if n := up.count("POST", "/api/payments"); n != 1 {
 		t.Fatalf("forwarded %d times", n)
 	}
+}
+
+func TestPhoneApprovalAcrossTwoReplicasOnRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	stacks := redisStacks(t, srv, 2, "STEPGATE_RULES", phoneRules)
+	t.Run("polled alternately, forwarded once", func(t *testing.T) {
+		a := payByPhone(t, stacks[0], "bob")
+		loc := a.Header.Get("Location")
+		for i := range 4 { // every replica reads the state the other wrote
+			if p := apiCall(t, stacks[i%2].Proxy, "bob", "GET", loc, ""); p.Status != http.StatusAccepted || p.str("method") != "push" {
+				t.Fatalf("poll %d on replica %d: %d %s", i, i%2, p.Status, p.Body)
+			}
+		}
+		if p := apiCall(t, stacks[1].Proxy, "alice", "GET", loc, ""); p.Status != http.StatusNotFound {
+			t.Fatalf("another user's poll on the other replica: %d", p.Status)
+		}
+		if err := stacks[0].Sim.Push(pushFlow(t, stacks[0], "bob"), pingonesim.PushApprove); err != nil {
+			t.Fatal(err)
+		}
+		if p := apiCall(t, stacks[1].Proxy, "bob", "GET", loc, ""); p.Status != http.StatusOK {
+			t.Fatalf("poll on replica 1 after approval: %d %s", p.Status, p.Body)
+		}
+		if p := apiCall(t, stacks[0].Proxy, "bob", "GET", loc, ""); p.Status != http.StatusGone {
+			t.Fatalf("poll on replica 0 after the forward on 1: %d %s", p.Status, p.Body)
+		}
+	})
+	t.Run("racing polls on both replicas forward once", func(t *testing.T) {
+		a := payByPhone(t, stacks[1], "bob")
+		loc := a.Header.Get("Location")
+		if err := stacks[0].Sim.Push(pushFlow(t, stacks[0], "bob"), pingonesim.PushApprove); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		statuses := make(chan int, 8)
+		for i := range 8 {
+			wg.Go(func() { statuses <- apiCall(t, stacks[i%2].Proxy, "bob", "GET", loc, "").Status })
+		}
+		wg.Wait()
+		close(statuses)
+		ok := 0
+		for st := range statuses {
+			switch st {
+			case http.StatusOK:
+				ok++
+			case http.StatusAccepted, http.StatusGone, http.StatusTooManyRequests:
+			default:
+				t.Errorf("a racing poll answered %d", st)
+			}
+		}
+		if ok != 1 {
+			t.Fatalf("%d polls got the upstream's answer, want exactly 1", ok)
+		}
+	})
+	forwarded := 0
+	for _, s := range stacks {
+		for _, q := range s.Requests() {
+			if q.Method == "POST" && q.RequestURI == "/api/payments" {
+				forwarded++
+			}
+		}
+	}
+	if forwarded != 2 {
+		t.Fatalf("two approvals reached the upstreams %d times, want 2", forwarded)
+	}
+	t.Run("a waiting client on one replica learns of a forward on the other", func(t *testing.T) {
+		a := payByPhone(t, stacks[0], "bob")
+		loc := a.Header.Get("Location")
+		done := make(chan apiAnswer, 1)
+		go func() { done <- apiCall(t, stacks[0].Proxy, "bob", "GET", loc, "", "Prefer", "wait=30") }()
+		waitGauge(t, stacks[0], "stepgate_approvals_waiting", 1)
+		if err := stacks[0].Sim.Push(pushFlow(t, stacks[0], "bob"), pingonesim.PushApprove); err != nil {
+			t.Fatal(err)
+		}
+		other := apiCall(t, stacks[1].Proxy, "bob", "GET", loc, "")
+		waited := <-done
+		if other.Status != http.StatusOK || waited.Status != http.StatusGone || waited.str("error") != "approval_used" {
+			t.Fatalf("poll on 1: %d, waiting poll on 0: %d %s; want the 200 on 1 and a 410 approval_used on 0", other.Status, waited.Status, waited.Body)
+		}
+	})
+}
+
+// waitGauge polls a gauge on s's /metrics until it reads want: the
+// observable sign that a client is waiting inside stepgate.
+func waitGauge(t *testing.T, s *stack, name string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for promCounter(t, s.Admin, name, nil) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never reached %v", name, want)
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
+}
+
+func TestPhoneApprovalCheckConfigSaysTheMemoryStoreIsOneReplica(t *testing.T) {
+	env := validEnv()
+	env["STEPGATE_RULES"] = phoneRules
+	out, _, err := runWith(t, env, "-check-config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"api=decoupled", "2 approve rule(s) with api=decoupled and STEPGATE_STORE=memory: a poll URL works only on the replica"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("-check-config lacks %q:\n%s", want, out)
+		}
+	}
+	env["STEPGATE_APPROVE_WAIT_MAX"] = "11m"
+	if _, _, err := runWith(t, env, "-check-config"); err == nil || !strings.Contains(err.Error(), "APPROVE_WAIT_MAX") {
+		t.Errorf("a wait bound of 11m: %v", err)
+	}
+}
+
+func TestPhoneApprovalWaitingClientIsAnsweredAtShutdown(t *testing.T) {
+	base, up := newPhoneStack(t)
+	env := maps.Clone(base.Env)
+	c, err := loadConfig(environOf(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := c.validate(os.ReadFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl, _ := net.Listen("tcp", "127.0.0.1:0")
+	al, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- serve(ctx, c, set, &syncBuffer{}, &listeners{proxy: pl, admin: al}, base.Clock.Now) }()
+	s := &stack{t: t, Sim: base.Sim, Clock: base.Clock, Proxy: "http://" + pl.Addr().String(), Admin: "http://" + al.Addr().String(), Logs: &syncBuffer{}}
+	s.waitReady()
+
+	loc := payByPhone(t, s, "bob").Header.Get("Location")
+	done := make(chan apiAnswer, 1)
+	go func() { done <- apiCall(t, s.Proxy, "bob", "GET", loc, "", "Prefer", "wait=600") }()
+	waitGauge(t, s, "stepgate_approvals_waiting", 1)
+	cancel() // SIGTERM
+	p := <-done
+	if p.Status != http.StatusAccepted || p.str("status") != "pending" {
+		t.Fatalf("a waiting client at shutdown: %d %v %s, want the 202 at once", p.Status, p.Header, p.Body)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	if n := len(up.all()); n != 0 {
+		t.Fatalf("forwarded %d", n)
+	}
+	// The approval lives on in the store: on the memory store that is
+	// this process's, gone with it; on Redis another replica answers.
 }

@@ -498,7 +498,9 @@ func (s *Service) poll(w http.ResponseWriter, r *http.Request, ref, user string,
 			s.pending(w, ref, held, st)
 			return "approval_required"
 		}
+		s.m.ApprovalsWaiting.Inc()
 		flowSeen, decided, admitted := s.w.wait(r.Context(), ref, wait)
+		s.m.ApprovalsWaiting.Dec()
 		if !admitted {
 			// Over the bound of waiting clients, or shutting down: the
 			// answer is the state now, as if no wait had been asked for.
