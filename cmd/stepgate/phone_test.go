@@ -482,7 +482,9 @@ func TestPhoneApprovalWaitsWithPreferWait(t *testing.T) {
 		s, _ := newPhoneStack(t)
 		sent := s.Sim.Subscribe()
 		done := make(chan apiAnswer, 1)
-		go func() { done <- apiCall(t, s.Proxy, "bob", "POST", "/api/payments", apiPaymentBody, "Prefer", "wait=30") }()
+		go func() {
+			done <- apiCall(t, s.Proxy, "bob", "POST", "/api/payments", apiPaymentBody, "Prefer", "wait=30")
+		}()
 		if err := s.Sim.Push((<-sent).FlowID, pingonesim.PushDeny); err != nil {
 			t.Fatal(err)
 		}

@@ -218,7 +218,7 @@ type Server struct {
 	codes      map[string]*authCode
 	inbox      []Message
 	subs       []chan Message // Subscribe
-	keys       []signingKey // last is current
+	keys       []signingKey   // last is current
 	faults     map[string]*Fault
 	signCounts map[string]uint32 // FIDO2 device id -> last signature counter
 	// locks is the per-user lockout state, by user id; bounded by the
