@@ -673,3 +673,84 @@ func TestPhoneApprovalWaitingClientIsAnsweredAtShutdown(t *testing.T) {
 	// The approval lives on in the store: on the memory store that is
 	// this process's, gone with it; on Redis another replica answers.
 }
+
+func TestApproveCallWaitsForThePushAndPrintsTheUpstreamsAnswer(t *testing.T) {
+	s, up := newPhoneStack(t)
+	sent := s.Sim.Subscribe()
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- runApproveCall(context.Background(), []string{"-H", "X-Forwarded-User: bob", "-d", apiPaymentBody,
+			"POST", s.Proxy + "/api/payments"}, strings.NewReader(""), &stdout, &stderr)
+	}()
+	if err := s.Sim.Push((<-sent).FlowID, pingonesim.PushApprove); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("approve-call: %v\n%s", err, stderr.String())
+	}
+	if got := stdout.String(); got != "upstream did POST /api/payments with "+apiPaymentBody {
+		t.Errorf("stdout = %q", got)
+	}
+	for _, want := range []string{"held for approval: Approve 250.00 EUR to ACME GmbH?", "a push was sent", "approved; the upstream answered 200"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+		}
+	}
+	if n := len(up.all()); n != 1 {
+		t.Fatalf("forwarded %d times", n)
+	}
+}
+
+func TestApproveCallAsksForTheCode(t *testing.T) {
+	s, up := newPhoneStack(t)
+	sent := s.Sim.Subscribe()
+	pr, pw := io.Pipe()
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- runApproveCall(context.Background(), []string{"-H", "X-Forwarded-User: alice", "-d", apiPaymentBody,
+			"POST", s.Proxy + "/api/payments"}, pr, &stdout, &stderr)
+	}()
+	code := (<-sent).OTP
+	io.WriteString(pw, "999999\n") // a wrong one first: asked again
+	io.WriteString(pw, code+"\n")
+	if err := <-done; err != nil {
+		t.Fatalf("approve-call: %v\n%s", err, stderr.String())
+	}
+	if !strings.HasPrefix(stdout.String(), "upstream did POST") || !strings.Contains(stderr.String(), "a code was sent (sms") ||
+		!strings.Contains(stderr.String(), "that code is not right") {
+		t.Errorf("stdout %q stderr %q", stdout.String(), stderr.String())
+	}
+	if n := len(up.all()); n != 1 {
+		t.Fatalf("forwarded %d times", n)
+	}
+}
+
+func TestApproveCallCancelsWhenInterrupted(t *testing.T) {
+	s, up := newPhoneStack(t)
+	sent := s.Sim.Subscribe()
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- runApproveCall(ctx, []string{"-H", "X-Forwarded-User: alice", "-d", apiPaymentBody,
+			"POST", s.Proxy + "/api/payments"}, strings.NewReader(""), &stdout, &stderr)
+	}()
+	flow := (<-sent).FlowID
+	// No code on stdin: approve-call fails and withdraws the approval.
+	if err := <-done; err == nil {
+		t.Fatal("approve-call without a code succeeded")
+	}
+	cancel()
+	if !strings.Contains(stderr.String(), "approval cancelled") {
+		t.Errorf("stderr = %q", stderr.String())
+	}
+	if n := len(s.Logs.Events("approval.cancelled")); n != 1 {
+		t.Errorf("approval.cancelled = %d", n)
+	}
+	_ = flow
+	if n := len(up.all()); n != 0 {
+		t.Fatalf("forwarded %d", n)
+	}
+}

@@ -53,6 +53,8 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 			return runDemo(ctx, args[1:], stdout, stderr)
 		case "simulate":
 			return runSimulate(ctx, args[1:], stdout, stderr)
+		case "approve-call":
+			return runApproveCall(ctx, args[1:], os.Stdin, stdout, stderr)
 		case "version":
 			if len(args) > 1 {
 				return fmt.Errorf("version takes no arguments, got %q", args[1])
@@ -76,7 +78,7 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unknown argument %q (commands: demo, simulate, version)", fs.Arg(0))
+		return fmt.Errorf("unknown argument %q (commands: demo, simulate, approve-call, version)", fs.Arg(0))
 	}
 	if *showVersion {
 		printVersion(stdout, currentVersion())
@@ -142,6 +144,9 @@ Usage:
                            (stepgate -version does the same)
   stepgate demo [flags]    run a complete demo on loopback (simulator, IdP, app, stepgate);
                            flags -idp-addr -sim-addr -app-addr -proxy-addr -admin-addr -log-level
+  stepgate approve-call [-H 'Name: value'] [-d BODY] METHOD URL
+                           send a request to an approve rule with api=decoupled, wait for its
+                           approval on the phone (asking for a code if needed), print the answer
   stepgate simulate [-addr 127.0.0.1:8081]
                            run the PingOne simulator alone with the demo tenant
 
