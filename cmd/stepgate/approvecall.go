@@ -98,7 +98,7 @@ func runApproveCall(ctx context.Context, args []string, stdin io.Reader, stdout,
 		return c.finish(resp)
 	}
 	poll, _ := u.Parse(resp.header.Get("Location"))
-	c.describe(resp)
+	c.describe(resp, u)
 	final, err := c.await(ctx, poll.String(), resp)
 	if err != nil {
 		// Interrupted or timed out: withdraw the approval, so a late
@@ -167,7 +167,7 @@ func (c *approveCaller) send(ctx context.Context, method, target string, body []
 }
 
 // describe says on stderr what the person is being asked.
-func (c *approveCaller) describe(a *callAnswer) {
+func (c *approveCaller) describe(a *callAnswer, base *url.URL) {
 	what := a.str("message")
 	if what == "" {
 		if req, ok := a.json["request"].(map[string]any); ok {
@@ -187,7 +187,7 @@ func (c *approveCaller) describe(a *callAnswer) {
 	if exp := a.str("expires_at"); exp != "" {
 		fmt.Fprintf(c.stderr, "the approval expires at %s\n", exp)
 	}
-	if u := a.str("approval_url"); u != "" {
+	if u, err := base.Parse(a.str("approval_url")); err == nil && a.str("approval_url") != "" {
 		fmt.Fprintf(c.stderr, "or approve in a browser: %s\n", u)
 	}
 }
