@@ -754,3 +754,32 @@ func TestApproveCallCancelsWhenInterrupted(t *testing.T) {
 		t.Fatalf("forwarded %d", n)
 	}
 }
+
+func TestPhoneApprovalForUsersThePhoneCannotServe(t *testing.T) {
+	s, up := newPhoneStack(t, withTenant(func(tn *pingonesim.Tenant) {
+		for i := range tn.Users {
+			if tn.Users[i].Username == "carol" { // a security key only
+				tn.Users[i].Devices = tn.Users[i].Devices[1:]
+				tn.Users[i].DeviceSelection = ""
+			}
+		}
+	}))
+	a := apiCall(t, s.Proxy, "carol", "POST", "/api/payments", apiPaymentBody)
+	if a.Status != http.StatusUnauthorized || a.str("reason") != "browser_required" || !strings.HasPrefix(a.str("approval_url"), "/.stepgate/challenge?approval=") {
+		t.Fatalf("a user with a security key only: %d %s, want the 401 with the browser's approval_url", a.Status, a.Body)
+	}
+	// dave has no method: PingOne's policy lets him through (bypass),
+	// which never counts as an approval.
+	a = apiCall(t, s.Proxy, "dave", "POST", "/api/payments", apiPaymentBody)
+	if a.Status != http.StatusForbidden || a.str("error") != "approval_failed" {
+		t.Fatalf("a PingOne bypass: %d %s, want 403 approval_failed", a.Status, a.Body)
+	}
+	if n := len(up.all()); n != 0 {
+		t.Fatalf("forwarded %d", n)
+	}
+	// HEAD never polls: its answer would lose the upstream's body.
+	loc := payByPhone(t, s, "bob").Header.Get("Location")
+	if a := apiCall(t, s.Proxy, "bob", "HEAD", loc, ""); a.Status != http.StatusMethodNotAllowed {
+		t.Fatalf("HEAD: %d", a.Status)
+	}
+}

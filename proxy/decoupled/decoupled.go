@@ -383,8 +383,10 @@ func (s *Service) Serve(w http.ResponseWriter, r *http.Request, user string, cli
 		return "stepgate"
 	}
 	switch r.Method {
-	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodDelete:
+	case http.MethodGet, http.MethodPost, http.MethodDelete:
 	default:
+		// Not HEAD: a poll may forward the held request, and its answer
+		// must not be thrown away.
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "Method not allowed.", 0)
 		return "stepgate"
