@@ -771,7 +771,8 @@ func (s *Service) answerOutcome(w http.ResponseWriter, st *state) string {
 	return "stepgate"
 }
 
-// deciding answers a poll that raced another replica's decision.
+// deciding answers a poll that raced another replica's decision (its
+// outcome answers the next poll, a second later).
 func (s *Service) deciding(w http.ResponseWriter) string {
 	writeJSONStatusRetry(w, http.StatusAccepted, map[string]any{"status": "pending", "message": "Being decided; poll again."}, time.Second)
 	return "approval_required"
