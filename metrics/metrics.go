@@ -22,7 +22,9 @@ type Metrics struct {
 	PingOneRequests *prometheus.CounterVec   // op, code
 	PingOneDuration *prometheus.HistogramVec // op
 	RateLimited     *prometheus.CounterVec   // limit
-	Approvals       *prometheus.CounterVec   // event: required, approved, forwarded, expired, refused
+	Approvals       *prometheus.CounterVec   // event: required, approved, forwarded, expired, refused, and the phone's
+	// ApprovalsWaiting is the clients waiting (Prefer: wait) on phone approvals.
+	ApprovalsWaiting prometheus.Gauge
 	// PingOneUnexpected counts flow content stepgate does not know, by
 	// what: status, device_type.
 	PingOneUnexpected *prometheus.CounterVec
@@ -66,8 +68,12 @@ func New(reg *prometheus.Registry, version string) *Metrics {
 		}, []string{"limit"}),
 		Approvals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "stepgate_approvals_total",
-			Help: "Approve-rule events: required, approved, forwarded, expired, refused.",
+			Help: "Approve-rule events: required, approved, forwarded, expired, refused; phone approvals add requested, pushed, code_sent, denied, timed_out, cancelled.",
 		}, []string{"event"}),
+		ApprovalsWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "stepgate_approvals_waiting",
+			Help: "Clients waiting with Prefer: wait on a phone approval (api=decoupled) on this replica.",
+		}),
 		PingOneUnexpected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "stepgate_pingone_unexpected_total",
 			Help: "PingOne flow content stepgate does not know, by what: status, device_type.",
@@ -89,7 +95,7 @@ func New(reg *prometheus.Registry, version string) *Metrics {
 	})
 	buildInfo.Set(1)
 	reg.MustRegister(m.Requests, m.RequestDuration, m.Challenges, m.OTPChecks,
-		m.PingOneRequests, m.PingOneDuration, m.RateLimited, m.Approvals, m.PingOneUnexpected,
+		m.PingOneRequests, m.PingOneDuration, m.RateLimited, m.Approvals, m.ApprovalsWaiting, m.PingOneUnexpected,
 		m.StoreErrors, m.StoreDuration, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -4,11 +4,14 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/stepgate/stepgate/proxy/approve"
+	"github.com/stepgate/stepgate/proxy/decoupled"
 	"github.com/stepgate/stepgate/proxy/rules"
 )
 
@@ -118,6 +121,13 @@ func (g *Gateway) approve(w http.ResponseWriter, r *http.Request, rule rules.Rul
 		return decisionApprovalRequired, user
 	}
 	g.approvalEvent(r, "required", user, fw, h.Digest)
+	if rule.API == rules.APIDecoupled && g.cfg.Decoupled != nil && fw.check == nil && api {
+		// A program on an api=decoupled rule: stepgate asks the phone
+		// itself and answers 202 with a poll URL (docs/design.md §18).
+		// Through a front door stepgate cannot forward, so it answers as
+		// api=url there.
+		return g.cfg.Decoupled.Begin(w, r, ref, h, fw.client, g.forwardHeld(fw.client, fw.trusted)), user
+	}
 	g.cfg.Challenge.RequireApproval(w, r, rule, ref, user)
 	return decisionApprovalRequired, user
 }
@@ -168,6 +178,39 @@ func (g *Gateway) replay(w http.ResponseWriter, r *http.Request, ref string, fw 
 	fw.path, fw.approval = h.ReqPath(), h.Digest
 	g.forward(w, h.Forward(r), fw)
 	return decisionApproved, user, true
+}
+
+// forwardHeld forwards, in answer to r (a poll, or the held request itself
+// when its client waited), the held request a phone approval released:
+// exactly as approved, with its digest.
+func (g *Gateway) forwardHeld(client netip.Addr, trusted bool) decoupled.ForwardFunc {
+	return func(w http.ResponseWriter, r *http.Request, h *approve.Held) {
+		out := h.Forward(r)
+		dropWaitPreference(out.Header) // stepgate's to honour, not the upstream's
+		g.forward(w, out, &forward{path: h.ReqPath(), client: client, trusted: trusted, approval: h.Digest})
+	}
+}
+
+// dropWaitPreference removes the wait preference (RFC 7240 §4.3) from
+// Prefer, keeping any other.
+func dropWaitPreference(h http.Header) {
+	vs := h.Values("Prefer")
+	if len(vs) == 0 {
+		return
+	}
+	var keep []string
+	for _, v := range vs {
+		for p := range strings.SplitSeq(v, ",") {
+			name, _, _ := strings.Cut(strings.TrimSpace(p), "=")
+			if name != "" && !strings.EqualFold(strings.TrimSpace(name), "wait") {
+				keep = append(keep, strings.TrimSpace(p))
+			}
+		}
+	}
+	h.Del("Prefer")
+	if len(keep) > 0 {
+		h.Set("Prefer", strings.Join(keep, ", "))
+	}
 }
 
 // browserReturn reports whether a GET is the browser's own navigation back

@@ -27,6 +27,7 @@ import (
 	"github.com/stepgate/stepgate/metrics"
 	"github.com/stepgate/stepgate/proxy/approve"
 	"github.com/stepgate/stepgate/proxy/clientip"
+	"github.com/stepgate/stepgate/proxy/decoupled"
 	"github.com/stepgate/stepgate/proxy/identity"
 	"github.com/stepgate/stepgate/proxy/reqpath"
 	"github.com/stepgate/stepgate/proxy/rules"
@@ -72,6 +73,13 @@ type Challenger interface {
 	Error(w http.ResponseWriter, r *http.Request, status int, message string)
 }
 
+// Decoupled starts phone approvals and answers their polls; forward hands
+// back a released request for the gateway to forward.
+type Decoupled interface {
+	Begin(w http.ResponseWriter, r *http.Request, ref string, h *approve.Held, client netip.Addr, forward decoupled.ForwardFunc) string
+	Serve(w http.ResponseWriter, r *http.Request, user string, client netip.Addr, forward decoupled.ForwardFunc) string
+}
+
 // Config wires a Gateway. Every field is required unless marked optional.
 type Config struct {
 	Upstream *url.URL
@@ -95,6 +103,11 @@ type Config struct {
 	ApproveHoldLimit interface {
 		Allow(key string) (ok bool, retryAfter time.Duration)
 	}
+	// Decoupled, optional, answers programs on approve rules with
+	// api=decoupled (202, stepgate asks the phone) and serves their polls
+	// under /.stepgate/approvals/ (docs/design.md §18). Without it those
+	// rules answer as api=url.
+	Decoupled Decoupled
 	// Revocations, optional: nil means nothing is revoked.
 	Revocations   Revocations
 	IDTokenHeader string // default X-Stepgate-Id-Token; "Authorization" sends "Bearer <token>"
@@ -463,6 +476,9 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 		w.WriteHeader(http.StatusNoContent)
 		return d.Label, "", d.Client
 	case Internal:
+		if g.cfg.Decoupled != nil && strings.HasPrefix(d.Path.Match, decoupled.PathPrefix) {
+			return g.cfg.Decoupled.Serve(w, r, d.User, d.Client, g.forwardHeld(d.Client, d.Trusted)), d.User, d.Client
+		}
 		g.cfg.Challenge.Serve(w, r, d.User, d.Client)
 		return d.Label, d.User, d.Client
 	}
@@ -739,11 +755,16 @@ func joinPath(base, p string) string {
 	return strings.TrimSuffix(base, "/") + p
 }
 
-// logPath is the request path without its query: queries can carry secrets.
+// logPath is the request path without its query: queries can carry
+// secrets, and so does a phone approval's poll URL (its reference holds the
+// held request's key), which is logged without it.
 func logPath(r *http.Request) string {
 	s := r.RequestURI
 	if i := strings.IndexByte(s, '?'); i >= 0 {
 		s = s[:i]
+	}
+	if len(s) > len(decoupled.PathPrefix) && strings.EqualFold(s[:len(decoupled.PathPrefix)], decoupled.PathPrefix) {
+		s = s[:len(decoupled.PathPrefix)] + "…"
 	}
 	if len(s) > 512 {
 		s = s[:512] + "…"

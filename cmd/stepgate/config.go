@@ -279,6 +279,14 @@ type config struct {
 	// gets a 413 page before PingOne is called. 1 byte to 16 MiB.
 	ApproveMaxBody int64 `env:"APPROVE_MAX_BODY" envDefault:"65536"`
 
+	// Longest a client of an `api=decoupled` approve rule may wait with `Prefer: wait=N` (1s–10m): a
+	// larger N is cut to this. See [Approve from the phone](agents.md).
+	ApproveWaitMax time.Duration `env:"APPROVE_WAIT_MAX" envDefault:"60s"`
+
+	// Clients that may wait with `Prefer: wait` at once on this replica (1–1000000). One more is
+	// answered at once, as if it had not asked to wait (a `202` to poll).
+	ApproveWaiters int `env:"APPROVE_WAITERS" envDefault:"10000"`
+
 	// `debug`, `info`, `warn`, `error`. Audit events are `info`: below it they are lost.
 	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
 
@@ -850,6 +858,12 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	}
 	if c.ApproveMaxBody < 1 || c.ApproveMaxBody > 16<<20 {
 		bad("APPROVE_MAX_BODY", "want a size in bytes between 1 and 16777216")
+	}
+	if c.ApproveWaitMax < time.Second || c.ApproveWaitMax > 10*time.Minute {
+		bad("APPROVE_WAIT_MAX", "want a duration between 1s and 10m")
+	}
+	if c.ApproveWaiters < 1 || c.ApproveWaiters > 1_000_000 {
+		bad("APPROVE_WAITERS", "want a count between 1 and 1000000")
 	}
 	if c.BodyIdleTimeout < 100*time.Millisecond || c.BodyIdleTimeout > 10*time.Minute {
 		bad("BODY_IDLE_TIMEOUT", "want a duration between 100ms and 10m")

@@ -124,10 +124,15 @@ stepgate demo is running.
   approve     http://%[1]s/payments/   a payment and a user deletion, each approved on its own
   inbox       http://%[2]s/_sim/inbox/page   SMS/e-mail codes and push approvals land here
   users       alice (SMS, e-mail), bob (push), carol (authenticator app, security key), dave (none: refused)
+  agent API   POST /api/payments is approved on the phone, no browser (docs/agents.md):
+    bob (push; approve in the inbox):
+      curl -si -b demo_user=bob -H 'Prefer: wait=60' -H 'Content-Type: application/json' -d '%[7]s' http://%[1]s/api/payments
+    alice (SMS; the code is in the inbox):
+      stepgate approve-call -H 'Cookie: demo_user=alice' -d '%[7]s' POST http://%[1]s/api/payments
   metrics     http://%[5]s/metrics
   (demo app on %[3]s, stepgate proxy on %[4]s)
 Press Ctrl-C to stop.
-`, idpLn.Addr(), simLn.Addr(), appLn.Addr(), proxyLn.Addr(), adminLn.Addr(), port(idpLn.Addr().String()))
+`, idpLn.Addr(), simLn.Addr(), appLn.Addr(), proxyLn.Addr(), adminLn.Addr(), port(idpLn.Addr().String()), demoAPIPayment)
 
 	var first error
 	for range 4 {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"html/template"
 	"net/http"
 )
@@ -15,7 +16,13 @@ const demoRules = "/admin/ mfa max_age=15m\n" +
 	`POST /payments/transfer approve title="Send a payment" show=Amount:form.amount,Currency:form.currency,Payee:form.payee ` +
 	`template=transaction vars=sum:form.amount,currency:form.currency,recipient:form.payee ` +
 	`message="Approve ${sum} ${currency} to ${recipient}?" ttl=5m` + "\n" +
-	`POST /admin/users/delete approve title="Delete a user" show=User:form.user ttl=5m` + "\n"
+	`POST /admin/users/delete approve title="Delete a user" show=User:form.user ttl=5m` + "\n" +
+	`POST /api/payments approve api=decoupled title="Send a payment" show=Amount:json./amount,Currency:json./currency,Payee:json./payee ` +
+	`template=transaction vars=sum:json./amount,currency:json./currency,recipient:json./payee ` +
+	`message="Approve ${sum} ${currency} to ${recipient}?" ttl=5m` + "\n"
+
+// demoAPIPayment is the body of the demo's one-line agent examples.
+const demoAPIPayment = `{"amount":"250","currency":"EUR","payee":"ACME GmbH"}`
 
 // demoActions serves the demo app's two approved actions and their forms,
 // and hands everything else to app.
@@ -40,6 +47,20 @@ func demoActions(app http.Handler) http.Handler {
 		_ = donePage.Execute(w, map[string]string{
 			"Title": "User deleted", "What": "user " + r.PostFormValue("user"),
 			"User": r.Header.Get("X-Forwarded-User"), "Approval": r.Header.Get("X-Stepgate-Approval"),
+		})
+	})
+	// The API an agent calls (api=decoupled): approved on the phone, no
+	// browser involved.
+	mux.HandleFunc("POST /api/payments", func(w http.ResponseWriter, r *http.Request) {
+		var p struct{ Amount, Currency, Payee string }
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&p); err != nil {
+			http.Error(w, `{"error":"bad json"}`, http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]string{
+			"status": "paid", "amount": p.Amount, "currency": p.Currency, "payee": p.Payee,
+			"by": r.Header.Get("X-Forwarded-User"), "approval": r.Header.Get("X-Stepgate-Approval"),
 		})
 	})
 	mux.Handle("/", app)

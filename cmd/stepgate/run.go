@@ -33,6 +33,7 @@ import (
 	"github.com/stepgate/stepgate/proxy/approve"
 	"github.com/stepgate/stepgate/proxy/authzgrpc"
 	"github.com/stepgate/stepgate/proxy/challenge"
+	"github.com/stepgate/stepgate/proxy/decoupled"
 	"github.com/stepgate/stepgate/proxy/identity"
 	"github.com/stepgate/stepgate/proxy/ratelimit"
 	"github.com/stepgate/stepgate/proxy/reqpath"
@@ -52,6 +53,8 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 			return runDemo(ctx, args[1:], stdout, stderr)
 		case "simulate":
 			return runSimulate(ctx, args[1:], stdout, stderr)
+		case "approve-call":
+			return runApproveCall(ctx, args[1:], os.Stdin, stdout, stderr)
 		case "version":
 			if len(args) > 1 {
 				return fmt.Errorf("version takes no arguments, got %q", args[1])
@@ -75,7 +78,7 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unknown argument %q (commands: demo, simulate, version)", fs.Arg(0))
+		return fmt.Errorf("unknown argument %q (commands: demo, simulate, approve-call, version)", fs.Arg(0))
 	}
 	if *showVersion {
 		printVersion(stdout, currentVersion())
@@ -141,6 +144,9 @@ Usage:
                            (stepgate -version does the same)
   stepgate demo [flags]    run a complete demo on loopback (simulator, IdP, app, stepgate);
                            flags -idp-addr -sim-addr -app-addr -proxy-addr -admin-addr -log-level
+  stepgate approve-call [-H 'Name: value'] [-d BODY] METHOD URL
+                           send a request to an approve rule with api=decoupled, wait for its
+                           approval on the phone (asking for a code if needed), print the answer
   stepgate simulate [-addr 127.0.0.1:8081]
                            run the PingOne simulator alone with the demo tenant
 
@@ -166,8 +172,10 @@ type gateway struct {
 	// (docs/design.md §14), in the store STEPGATE_STORE chose.
 	approvals store.Approvals
 	stores    *stores
-	draining  atomic.Bool
-	log       *slog.Logger
+	// phone answers api=decoupled approve rules; nil without one.
+	phone    *decoupled.Service
+	draining atomic.Bool
+	log      *slog.Logger
 }
 
 // build wires every piece from validated settings.
@@ -318,6 +326,39 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		return nil, err
 	}
 
+	// Phone approvals (approve rules with api=decoupled, docs/design.md
+	// §18): the flow is driven here, its state sealed in the store beside
+	// the held request, so a poll on any replica sharing it answers.
+	var phone *decoupled.Service
+	if decoupledRules(s) > 0 {
+		phone, err = decoupled.New(decoupled.Config{
+			PingOne: client,
+			Gate:    approvals,
+			Mapping: mapping,
+			Limits: decoupled.Limits{
+				StartPerUser: limiter("start_user", cfg.LimitStartsPerUser, cfg.LimitWindow),
+				SendPerUser:  limiter("send_user", cfg.LimitSendsPerUser, cfg.LimitWindow),
+				OTPPerUser:   limiter("otp_user", cfg.LimitOTPPerUser, cfg.LimitWindow),
+				// A client polls every Retry-After (2 s); a burst of 10
+				// leaves room for retries, and every replica counts
+				// against one bucket with Redis.
+				PollPerApproval: limiter("poll_approval", 10, 20*time.Second),
+			},
+			StoreDown:   st.down,
+			AllowBypass: cfg.AllowMFABypass,
+			RuleFor:     ruleFor,
+			MaxWait:     cfg.ApproveWaitMax,
+			MaxWaiters:  cfg.ApproveWaiters,
+			Logger:      log,
+			Metrics:     m,
+			Now:         now,
+		})
+		if err != nil {
+			return nil, err
+		}
+		g.phone = phone
+	}
+
 	var upstreamTLS *tls.Config
 	if cfg.UpstreamCAFile != "" {
 		pem, err := os.ReadFile(cfg.UpstreamCAFile)
@@ -342,6 +383,12 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		Revocations:  revocations,
 		Challenge:    chal,
 		Approvals:    approvals,
+		Decoupled: func() proxy.Decoupled {
+			if phone == nil {
+				return nil
+			}
+			return phone
+		}(),
 		// A person approves a few actions a minute; twice the start limit
 		// per window leaves room for retries and bounds what one user can
 		// hold in the store.
@@ -505,6 +552,9 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 	if err != nil {
 		return err
 	}
+	if g.phone != nil {
+		defer g.phone.Close()
+	}
 	if ls == nil {
 		ls = &listeners{}
 	}
@@ -602,6 +652,13 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 	defer cancel()
 	if authzSrv != nil {
 		stopGRPC(sctx, authzSrv)
+	}
+	if g.phone != nil {
+		// A client waiting with Prefer: wait is answered now with the
+		// approval's state (a 202 with Connection: close, usually): the
+		// approval lives on in the store, and its next poll goes to a
+		// replica that is not stopping (docs/agents.md).
+		g.phone.Close()
 	}
 	proxyErr := proxySrv.Shutdown(sctx)
 	adminErr := adminSrv.Shutdown(sctx)

@@ -14,6 +14,7 @@ import (
 	"github.com/stepgate/stepgate/metrics"
 	"github.com/stepgate/stepgate/proxy/challenge"
 	"github.com/stepgate/stepgate/proxy/ratelimit"
+	"github.com/stepgate/stepgate/proxy/rules"
 	"github.com/stepgate/stepgate/session"
 	"github.com/stepgate/stepgate/store"
 )
@@ -167,12 +168,27 @@ func printStore(w io.Writer, cfg config, s settings, getenv func(string) string)
 			fmt.Fprintf(w, "warning: %d approve rule(s) with STEPGATE_STORE=memory%s: with more than one replica an approval "+
 				"could be used once per replica; set STEPGATE_STORE=redis\n", approveRules(s), where)
 		}
+		if n := decoupledRules(s); n > 0 {
+			fmt.Fprintf(w, "warning: %d approve rule(s) with api=decoupled and STEPGATE_STORE=memory: a poll URL works only on "+
+				"the replica that answered the 202; set STEPGATE_STORE=redis for more than one replica\n", n)
+		}
 	}
 	if cfg.AdminToken != "" {
 		fmt.Fprintln(w, "revocation: POST /revoke on the admin listener (STEPGATE_ADMIN_TOKEN set)")
 	} else {
 		fmt.Fprintln(w, "revocation: POST /revoke off (STEPGATE_ADMIN_TOKEN not set); logout still revokes")
 	}
+}
+
+// decoupledRules counts approve rules with api=decoupled (docs/design.md §18).
+func decoupledRules(s settings) int {
+	n := 0
+	for _, r := range s.rules.Rules() {
+		if r.Action == rules.Approve && r.API == rules.APIDecoupled {
+			n++
+		}
+	}
+	return n
 }
 
 // approveRules counts rules whose action is approve (docs/design.md §14), by name,

@@ -197,8 +197,9 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	s.flows[f.id] = f
 	s.beginLocked(f, now)
 	body := s.flowJSONLocked(f, baseURL(r))
+	status := f.status // read under the lock: a push may be answered at once
 	s.mu.Unlock()
-	s.log.Info("pingonesim: authorize", "flow", f.id, "user", user.Username, "acr", policy.Name, "status", f.status)
+	s.log.Info("pingonesim: authorize", "flow", f.id, "user", user.Username, "acr", policy.Name, "status", status)
 
 	http.SetCookie(w, &http.Cookie{
 		Name: "ST", Value: f.st, Path: s.envPath() + "/",

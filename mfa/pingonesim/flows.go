@@ -134,6 +134,12 @@ func (s *Server) selectLocked(f *flow, d *Device, now time.Time) {
 }
 
 func (s *Server) deliverLocked(m Message) {
+	for _, ch := range s.subs {
+		select {
+		case ch <- m:
+		default: // a subscriber that does not keep up misses messages, never blocks the simulator
+		}
+	}
 	s.inbox = append(s.inbox, m)
 	if len(s.inbox) > maxInbox {
 		s.inbox = append([]Message(nil), s.inbox[len(s.inbox)-maxInbox:]...)
@@ -738,6 +744,18 @@ func (s *Server) ForceStatus(flowID, status string) error {
 	}
 	f.status = status
 	return nil
+}
+
+// Subscribe returns a channel that receives every message (code or push)
+// delivered from now on, so a test can act on a push while the request that
+// caused it is still waiting, without polling the inbox. The channel holds
+// 16; messages beyond that are dropped for this subscriber.
+func (s *Server) Subscribe() <-chan Message {
+	ch := make(chan Message, 16)
+	s.mu.Lock()
+	s.subs = append(s.subs, ch)
+	s.mu.Unlock()
+	return ch
 }
 
 // Inbox lists the messages delivered to a user (username or id), newest first.

@@ -217,7 +217,8 @@ type Server struct {
 	flows      map[string]*flow
 	codes      map[string]*authCode
 	inbox      []Message
-	keys       []signingKey // last is current
+	subs       []chan Message // Subscribe
+	keys       []signingKey   // last is current
 	faults     map[string]*Fault
 	signCounts map[string]uint32 // FIDO2 device id -> last signature counter
 	// locks is the per-user lockout state, by user id; bounded by the

@@ -319,6 +319,108 @@ func (g *Gate) Release(ctx context.Context, ref string, h *Held) (bool, error) {
 	return true, nil
 }
 
+// Withdraw makes the request held under ref unapprovable and drops it: a
+// denied, timed-out or cancelled approval. It reports true to exactly one
+// caller, and only while no approval was given (Approve consumes the same
+// one-time token), so a cancel racing a completion either stops the
+// forward or learns it came too late.
+func (g *Gate) Withdraw(ctx context.Context, ref string) (bool, error) {
+	id, _, err := parseRef(ref)
+	if err != nil {
+		return false, ErrBadRef
+	}
+	ok, err := g.store.Consume(ctx, approvableKey(id))
+	if err != nil {
+		return false, fmt.Errorf("approve: withdraw: %w", err)
+	}
+	if ok {
+		_ = g.store.Drop(ctx, id)
+	}
+	return ok, nil
+}
+
+// Keep stores v beside the request held under ref, under name, sealed with
+// the same key (which only the reference carries), until ttl. A decoupled
+// approval keeps its PingOne flow state and its outcome this way, so any
+// replica holding the reference can read them and no store reader can.
+func (g *Gate) Keep(ctx context.Context, ref, name string, v []byte, ttl time.Duration) error {
+	id, key, err := parseRef(ref)
+	if err != nil {
+		return ErrBadRef
+	}
+	k := keptKey(id, name)
+	sealed, err := seal(key, []byte(k), v)
+	if err != nil {
+		return err
+	}
+	if err := g.store.Hold(ctx, k, sealed, ttl); err != nil {
+		return fmt.Errorf("approve: keep: %w", err)
+	}
+	return nil
+}
+
+// Kept returns what Keep stored under ref and name: ErrExpired when there
+// is nothing, ErrBadRef when the reference's key does not open it.
+func (g *Gate) Kept(ctx context.Context, ref, name string) ([]byte, error) {
+	id, key, err := parseRef(ref)
+	if err != nil {
+		return nil, ErrBadRef
+	}
+	k := keptKey(id, name)
+	sealed, err := g.store.Held(ctx, k)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrExpired
+	}
+	if err != nil {
+		return nil, fmt.Errorf("approve: kept: %w", err)
+	}
+	plain, err := open(key, []byte(k), sealed)
+	if err != nil {
+		return nil, ErrBadRef
+	}
+	return plain, nil
+}
+
+// Mark sets a one-time token named name for the request held under ref;
+// TakeMark reports true to exactly one caller per Mark, across replicas
+// (an event that must be recorded once, such as an expiry).
+func (g *Gate) Mark(ctx context.Context, ref, name string, ttl time.Duration) error {
+	id, _, err := parseRef(ref)
+	if err != nil {
+		return ErrBadRef
+	}
+	return g.store.Approve(ctx, keptKey(id, name), ttl)
+}
+
+// TakeMark uses the token Mark set.
+func (g *Gate) TakeMark(ctx context.Context, ref, name string) (bool, error) {
+	id, _, err := parseRef(ref)
+	if err != nil {
+		return false, ErrBadRef
+	}
+	return g.store.Consume(ctx, keptKey(id, name))
+}
+
+// keptKey names a record kept beside a held request: never a held id (22
+// characters) nor a digest (64 hex characters).
+func keptKey(id, name string) string { return "kept:" + id + ":" + name }
+
+// ID is the held request's id within ref (not secret on its own: it finds
+// the sealed request, and only the reference's key opens it), or "".
+func ID(ref string) string {
+	id, _, err := parseRef(ref)
+	if err != nil {
+		return ""
+	}
+	return id
+}
+
+// ValidRef reports whether ref has the form of a reference.
+func ValidRef(ref string) bool {
+	_, _, err := parseRef(ref)
+	return err == nil
+}
+
 // Forget drops the request held under ref (a cancelled approval).
 func (g *Gate) Forget(ctx context.Context, ref string) {
 	if id, _, err := parseRef(ref); err == nil {

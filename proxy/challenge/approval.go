@@ -249,13 +249,23 @@ func (h *Handler) startRequest(w http.ResponseWriter, r *http.Request, c caller,
 	if !ok {
 		return req, "", false
 	}
+	a := ApprovalStart(held, c.user, c.client.String())
+	a.User = req.User
+	return a, held.Method + " " + held.Match, true
+}
+
+// ApprovalStart is what PingOne is asked for to approve one held request,
+// from the challenge page or from the phone alone (proxy/decoupled): a fresh
+// authentication under the rule's policy, with the transaction template
+// that names what is approved in the user's SMS, e-mail or push.
+func ApprovalStart(held *approve.Held, user, remoteIP string) mfa.StartRequest {
 	// Every approval is a fresh authentication, whatever PingOne session
 	// might exist.
-	req.ACR, req.Prompt = held.ACR, mfa.PromptLogin
+	req := mfa.StartRequest{User: user, RemoteIP: remoteIP, ACR: held.ACR, Prompt: mfa.PromptLogin}
 	if held.Tmpl != "" {
 		req.Template = &mfa.Template{Name: held.Tmpl, Variant: held.Variant, Variables: held.Vars}
 	}
-	return req, held.Method + " " + held.Match, true
+	return req
 }
 
 // finishApproval records a verified approval. A browser's held request is

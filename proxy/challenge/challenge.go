@@ -735,21 +735,11 @@ func (h *Handler) finish(w http.ResponseWriter, r *http.Request, c caller, f *se
 		h.pingOneError(w, r, c, f, err)
 		return ""
 	}
-	// A completed flow keeps answering with the same tokens until PingOne
-	// forgets it, so a replayed flow cookie could mint a new step-up with a
-	// new AuthTime. The ID token says when the user really authenticated.
-	if res.AuthTime.IsZero() || h.now().Sub(res.AuthTime) > maxCompletionAge {
+	if msg, reason := CheckCompletion(res, h.now(), h.cfg.AllowBypass); msg != "" {
 		h.m.Challenges.WithLabelValues("failed").Inc()
-		h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", "id token auth_time missing or too old (replayed completion?)"))
+		h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", reason))
 		f.Pending, f.Status, f.SentAt = mfa.Pending{}, "", time.Time{}
-		h.tell(w, r, c, f, "verification_failed", 0)
-		return ""
-	}
-	if !res.MFA && !h.cfg.AllowBypass {
-		h.m.Challenges.WithLabelValues("failed").Inc()
-		h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", "pingone completed without an mfa step (bypass)"))
-		f.Pending, f.Status, f.SentAt = mfa.Pending{}, "", time.Time{}
-		h.tell(w, r, c, f, "no_mfa_method", 0)
+		h.tell(w, r, c, f, msg, 0)
 		return ""
 	}
 	if f.Approval != "" {
@@ -784,6 +774,22 @@ func (h *Handler) finish(w http.ResponseWriter, r *http.Request, c caller, f *se
 	h.audit(r, "mfa.completed", c, f.FlowID, slog.String("acr", res.ACR), slog.String("amr", strings.Join(res.AMR, ",")),
 		slog.String("session_id", su.ID))
 	return f.ReturnPath
+}
+
+// CheckCompletion says whether a verified completion may count: "" when it
+// may, else the page's message and the audit reason. The challenge page and
+// the phone-only approval (proxy/decoupled) both ask it.
+func CheckCompletion(res *mfa.Result, now time.Time, allowBypass bool) (msg, reason string) {
+	// A completed flow keeps answering with the same tokens until PingOne
+	// forgets it, so a replayed flow cookie could mint a new step-up with a
+	// new AuthTime. The ID token says when the user really authenticated.
+	if res.AuthTime.IsZero() || now.Sub(res.AuthTime) > maxCompletionAge {
+		return "verification_failed", "id token auth_time missing or too old (replayed completion?)"
+	}
+	if !res.MFA && !allowBypass {
+		return "no_mfa_method", "pingone completed without an mfa step (bypass)"
+	}
+	return "", ""
 }
 
 func (h *Handler) complete(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow, flow *mfa.Flow) {
@@ -1037,6 +1043,9 @@ func validID(s string) bool {
 	}
 	return true
 }
+
+// NormaliseOTP is normaliseOTP, for the phone-only approval's code.
+func NormaliseOTP(s string) (string, bool) { return normaliseOTP(s) }
 
 // normaliseOTP accepts a code as people type or paste it: digits, with
 // spaces or dashes between groups ("123 456", "123-456"). It returns the

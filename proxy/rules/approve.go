@@ -15,6 +15,21 @@ const DefaultApproveTTL = 5 * time.Minute
 // user, not for later.
 const MaxApproveTTL = 30 * time.Minute
 
+// APIMode is how an approve rule answers a program (api=url|decoupled).
+type APIMode uint8
+
+const (
+	APIURL       APIMode = iota // 401 approval_required with approval_url (the default)
+	APIDecoupled                // 202 and a poll URL; stepgate pushes to the user's phone
+)
+
+func (m APIMode) String() string {
+	if m == APIDecoupled {
+		return "decoupled"
+	}
+	return "url"
+}
+
 // SourceKind says where in the request a shown value or template variable
 // is read from.
 type SourceKind uint8
@@ -121,6 +136,18 @@ func parseApprove(r Rule, opts []string, d Defaults) (Rule, error) {
 				r.Original = true
 			default:
 				err = errors.New("canonical (the default: stepgate's encoding of what it parsed) or original (the client's bytes)")
+			}
+		case "api":
+			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1] // a quoted word reads as the word
+			}
+			switch v {
+			case "url":
+				r.API = APIURL
+			case "decoupled":
+				r.API = APIDecoupled
+			default:
+				err = errors.New("url (the default: a 401 with a URL to open in a browser) or decoupled (a 202 while stepgate asks the user's phone)")
 			}
 		case "title":
 			r.Title, err = parseText(v, MaxTitleLen)
@@ -304,5 +331,8 @@ func (r Rule) writeApproveOptions(b *strings.Builder) {
 	}
 	if r.Original {
 		b.WriteString(" forward=original")
+	}
+	if r.API != APIURL {
+		b.WriteString(" api=" + r.API.String())
 	}
 }

@@ -45,6 +45,34 @@ func TestApproveRuleParsesEveryOption(t *testing.T) {
 	}
 }
 
+func TestApproveRuleAPIMode(t *testing.T) {
+	tests := []struct {
+		name, text string
+		want       APIMode
+	}{
+		{"an approve rule answers programs with a URL by default", "POST /pay approve", APIURL},
+		{"api=url is the default spelled out", "POST /pay approve api=url", APIURL},
+		{"api=decoupled asks the phone", `POST /pay approve api=decoupled title="Pay"`, APIDecoupled},
+		{"a quoted mode reads the same", `POST /pay approve api="decoupled"`, APIDecoupled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := Parse("x", tt.text, defaults)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := s.Match("POST", "/pay")
+			if r.API != tt.want {
+				t.Fatalf("api = %v, want %v", r.API, tt.want)
+			}
+			again, err := Parse("x", r.String(), defaults)
+			if err != nil || again.Match("POST", "/pay").String() != r.String() || again.Match("POST", "/pay").API != tt.want {
+				t.Fatalf("round trip of %q: %v", r.String(), err)
+			}
+		})
+	}
+}
+
 func TestApproveRuleDefaults(t *testing.T) {
 	d := defaults
 	d.ACR = "Default-Policy"
@@ -85,6 +113,10 @@ func TestApproveRuleErrorsNameTheToken(t *testing.T) {
 		{"ttl on an allow rule is refused", "/pay allow ttl=1m", "only allowed on mfa and approve"},
 		{"an unknown approve option is refused", "POST /pay approve shwo=A:form.a", `unknown key "shwo"`},
 		{"a template name with a space-like char is refused", "POST /pay approve template=a/b", "only letters"},
+		{"an unknown api mode is refused", "POST /pay approve api=ciba", "url (the default"},
+		{"api in capitals is refused", "POST /pay approve api=Decoupled", "url (the default"},
+		{"api twice is refused", "POST /pay approve api=url api=decoupled", "duplicate api"},
+		{"api on an mfa rule is refused", "/pay mfa api=decoupled", "approve option"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

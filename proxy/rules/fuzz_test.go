@@ -22,6 +22,8 @@ func FuzzParseRules(f *testing.F) {
 	for _, s := range []string{
 		`POST /pay approve title="Send a payment" template=transaction vars=sum:form.amount,currency:form.currency message="Approve ${sum} ${currency}?"`,
 		`DELETE /u/ approve title=Delete show=User:path`,
+		`DELETE /u/ approve api=decoupled show=User:path`, `POST /p approve api=url`, `POST /p approve api=Decoupled`,
+		`POST /p approve api="decoupled" api=url`,
 		`POST /p approve title="a""b"`, `POST /p approve title="a"b`, `POST /p approve title="a`, `POST /p approve t"itle="a b"`,
 		`POST /p approve title="x; /y allow`, `POST /p approve title="x # y"`, `POST /p approve template=t message="${a"`,
 		"POST /p approve title=\"a\u00a0b\"", "POST /p approve title=\"\u202eb\"", `POST /p approve show=A:form."a b"`,
@@ -46,7 +48,7 @@ func FuzzParseRules(f *testing.F) {
 			}
 			got := rs[0]
 			if !slices.Equal(got.Methods, r.Methods) || got.Path != r.Path || got.Action != r.Action || got.MaxAge != r.MaxAge || got.ACR != r.ACR ||
-				got.Title != r.Title || got.Message != r.Message || got.String() != line {
+				got.Title != r.Title || got.Message != r.Message || got.API != r.API || got.String() != line {
 				t.Fatalf("String() %q re-parsed to %+v, want %+v", line, got, r)
 			}
 			// Text shown on the page is visible and reads one way.

@@ -116,8 +116,13 @@ type Rule struct {
 	// canonical encoding of it: for a body the application verifies by a
 	// signature.
 	Original bool
-	Title    string // the page's heading ("Send a payment"); "" for the catalogue's
-	Message  string // the sentence the notification shows, with ${VAR} of Vars; "" for none
+	// API is what a program (not a browser) that hits the rule gets:
+	// APIURL (api=url, the default) a 401 with a URL a person opens in a
+	// browser; APIDecoupled (api=decoupled) a 202 while stepgate asks the
+	// user's phone itself (docs/design.md §18).
+	API     APIMode
+	Title   string // the page's heading ("Send a payment"); "" for the catalogue's
+	Message string // the sentence the notification shows, with ${VAR} of Vars; "" for none
 }
 
 // String is the canonical, re-parseable one-line form, for example
@@ -333,7 +338,7 @@ func parseRule(line string, d Defaults) (Rule, error) {
 				return Rule{}, fmt.Errorf("option %q: %w", o, err)
 			}
 			r.ACR = acr
-		case "show", "template", "variant", "vars", "ttl", "title", "message":
+		case "show", "template", "variant", "vars", "ttl", "title", "message", "api", "forward":
 			return Rule{}, fmt.Errorf("option %q: %s is an approve option, not an mfa one", o, k)
 		case "prompt":
 			if v != "login" {
