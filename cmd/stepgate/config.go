@@ -39,7 +39,7 @@ import (
 type config struct {
 	// The app: absolute `http(s)://host[:port][/base]`, no query, fragment or credentials. Not
 	// needed when stepgate only answers a front proxy (see [Front
-	// doors](../README.md#front-doors-behind-nginx-caddy-traefik-envoy-gateway-istio)).
+	// doors](front-doors.md#front-doors-behind-nginx-caddy-traefik-envoy-gateway-istio)).
 	// Default: required with the `proxy` front door.
 	Upstream string `env:"UPSTREAM"`
 
@@ -66,7 +66,7 @@ type config struct {
 
 	// Comma-separated base64 keys, 32 bytes each. The first seals, all open: prepend a new key to
 	// rotate without logging anyone out, drop the old one after `MFA_MAX_AGE` (several replicas:
-	// roll in two phases, see [Running several replicas](../README.md#running-several-replicas)).
+	// roll in two phases, see [Running several replicas](replicas.md#running-several-replicas)).
 	// Generate with `openssl rand -base64 32`.
 	CookieKeys string `env:"COOKIE_KEYS,required" secret:"true"`
 
@@ -105,7 +105,7 @@ type config struct {
 
 	// PEM private key (RSA ≥ 2048 bits → RS256, or P-256 → ES256) that signs the `request` JWT
 	// instead of HS256 with the client secret; its public JWKS is served on the admin listener at
-	// `/jwks.json`. See [PingOne request object](../README.md#pingone-request-object).
+	// `/jwks.json`. See [PingOne request object](pingone-setup.md#pingone-request-object).
 	PingOneRequestKey string `env:"PINGONE_REQUEST_KEY_FILE"`
 
 	// Window of the abuse limits `STEPGATE_LIMIT_*` ([design §8](design.md)); each answers 429 with
@@ -124,7 +124,7 @@ type config struct {
 	// Device selections and resends (each sends an SMS, e-mail or push) per user per window.
 	LimitSendsPerUser int `env:"LIMIT_SENDS_PER_USER" envDefault:"10"`
 
-	// Rules, separated by `;` or newlines (see [Rules](../README.md#rules)). Rules that protect
+	// Rules, separated by `;` or newlines (see [Rules](rules.md#rules)). Rules that protect
 	// nothing are refused unless `STEPGATE_ALLOW_UNPROTECTED=true`.
 	Rules string `env:"RULES"`
 
@@ -227,7 +227,7 @@ type config struct {
 
 	// Where the PingOne user comes from: `header:NAME` (header mode; e.g.
 	// `header:X-Forwarded-Email`) or `claim:NAME` (jwt mode; e.g. `claim:email`). See [The PingOne
-	// user](../README.md#the-pingone-user).
+	// user](getting-started.md#the-pingone-user).
 	// Default: empty: the upstream user.
 	PingOneUserFrom string `env:"PINGONE_USER_FROM"`
 
@@ -291,7 +291,7 @@ type config struct {
 	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
 
 	// One JSON access line per request. `false` drops only those lines (a few µs per request; see
-	// [Performance](../README.md#performance)), keeping audit events.
+	// [Performance](performance.md#performance)), keeping audit events.
 	AccessLog bool `env:"ACCESS_LOG" envDefault:"true"`
 
 	// After SIGTERM: readiness fails at once, traffic keeps being served this long so load
@@ -306,7 +306,7 @@ type config struct {
 
 	// Where abuse-limit counters, approvals, held requests and revocations live: `memory` (this
 	// process) or `redis` (Redis or Valkey, shared by every replica). See [Running several
-	// replicas](../README.md#running-several-replicas).
+	// replicas](replicas.md#running-several-replicas).
 	Store string `env:"STORE" envDefault:"memory"`
 
 	// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS (system CAs). Only with

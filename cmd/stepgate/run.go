@@ -138,7 +138,7 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 const usage = `stepgate: step-up MFA through PingOne in front of a web application.
 
 Usage:
-  stepgate                 serve, configured by STEPGATE_* environment variables (README.md)
+  stepgate                 serve, configured by STEPGATE_* environment variables (docs/configuration.md)
   stepgate -check-config   validate the configuration, explain it, and exit
   stepgate version         print the version, VCS revision, commit time and Go version
                            (stepgate -version does the same)
@@ -463,7 +463,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 }
 
 // requestKeyJWKS serves the public key of the request-object key, for the
-// PingOne application's jwksUrl (README, "Signing the request object").
+// PingOne application's jwksUrl (docs/pingone-setup.md, "PingOne request object").
 func requestKeyJWKS(k *mfa.RequestKey, log *slog.Logger) http.Handler {
 	log.Info("request object signed with own key", "alg", k.Alg(), "kid", k.KeyID(), "jwks_path", "/jwks.json")
 	if k.Alg() != "RS256" {
