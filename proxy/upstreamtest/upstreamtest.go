@@ -118,6 +118,17 @@ func (s *Server) Sync() {
 
 // Requests reads every request the server's app has recorded so far (Sync
 // first to be sure of the latest).
+// Saw reports whether the server has recorded a request that pred accepts
+// (without the sync request of Sync: for a test waiting on one request).
+func (s *Server) Saw(pred func(Request) bool) bool {
+	for _, r := range s.records() {
+		if pred(r) {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *Server) Requests() []Request {
 	s.t.Helper()
 	var out []Request
