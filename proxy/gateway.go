@@ -149,6 +149,7 @@ type Gateway struct {
 	identityHeaders []string // canonical forms: identity and PingOne-user headers
 	identityHeader  string   // canonical form of the identity header, header identity only
 	keepIdentity    []string // identity-family headers passed from trusted peers (canonical)
+	foldedNames     []string // tokenHeader and identityHeaders under fold (mayStrip)
 	bearer          bool
 	windowsPaths    bool
 	origin          *http.CrossOriginProtection
@@ -197,6 +198,10 @@ func New(cfg Config) (*Gateway, error) {
 		g.keepIdentity = append(g.keepIdentity, http.CanonicalHeaderKey(h))
 	}
 	g.windowsPaths = cfg.CaseInsensitivePaths
+	g.foldedNames = append(g.foldedNames, foldName(g.tokenHeader))
+	for _, h := range g.identityHeaders {
+		g.foldedNames = append(g.foldedNames, foldName(h))
+	}
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:        g.rewrite,
 		Transport:      cfg.Transport,
@@ -332,18 +337,15 @@ func (g *Gateway) decide(ctx context.Context, q *Request, d *Decision) {
 		return
 	}
 
-	// 2. Strip every header a client could use to impersonate stepgate, to
-	// steer the upstream's routing or to frame the message another way.
-	d.Removed = stripSpoofableNames(q.Header, g.tokenHeader, g.identityHeaders, d.Removed)
-	d.Removed = stripFraming(q.Header, d.Removed)
+	// 2. Resolve the client address once, for logs, limits and pi.remoteIp
+	// (from X-Forwarded-For as spelled canonically, which step 3 keeps).
+	d.Client, d.Trusted = g.cfg.ClientIP.Resolve(q.Peer, q.Header["X-Forwarded-For"])
 
-	// 3. Resolve the client address once, for logs, limits and pi.remoteIp.
-	d.Client, d.Trusted = g.cfg.ClientIP.Resolve(q.Peer, q.Header.Values("X-Forwarded-For"))
-	if !d.Trusted {
-		d.droppedIdentity = stripForwarded(q.Header, g.identityHeaders)
-	} else {
-		d.Dropped = stripIdentityFamilies(q.Header, g.keepIdentity, d.Dropped)
-	}
+	// 3. Strip every header a client could use to impersonate stepgate, to
+	// steer the upstream's routing or to frame the message another way;
+	// from an untrusted peer every forwarding and identity header too, and
+	// from a trusted one the identity families it does not pass on.
+	g.stripRequest(q.Header, d.Trusted, d)
 
 	// 4. stepgate's own endpoints are never proxied.
 	if hasReservedPrefix(p.Match) {
