@@ -213,9 +213,10 @@ func (g *Gateway) ok(d Decision, style Style, approval string) Answer {
 		}
 		if d.StepUp == nil {
 			// Nothing a client sends under these names reaches the upstream.
-			for _, n := range append([]string{g.tokenHeader}, stepUpHeaderNames...) {
-				if n != "Authorization" && !containsFold(a.Remove, n) {
-					a.Remove = append(a.Remove, strings.ToLower(n))
+			// (g.unsetNames: the list is built once, not per check.)
+			for _, n := range g.unsetNames {
+				if !containsFold(a.Remove, n) {
+					a.Remove = append(a.Remove, n)
 				}
 			}
 		}

@@ -149,7 +149,8 @@ type Gateway struct {
 	identityHeaders []string // canonical forms: identity and PingOne-user headers
 	identityHeader  string   // canonical form of the identity header, header identity only
 	keepIdentity    []string // identity-family headers passed from trusted peers (canonical)
-	foldedNames     []string // tokenHeader and identityHeaders under fold (mayStrip)
+	foldedNames     []string // tokenHeader and identityHeaders under fold (classify)
+	unsetNames      []string // lower case: the §6 headers Envoy removes when there is no step-up
 	bearer          bool
 	windowsPaths    bool
 	origin          *http.CrossOriginProtection
@@ -199,6 +200,11 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.windowsPaths = cfg.CaseInsensitivePaths
 	g.foldedNames = append(g.foldedNames, foldName(g.tokenHeader))
+	for _, n := range append([]string{g.tokenHeader}, stepUpHeaderNames...) {
+		if n != "Authorization" {
+			g.unsetNames = append(g.unsetNames, strings.ToLower(n))
+		}
+	}
 	for _, h := range g.identityHeaders {
 		g.foldedNames = append(g.foldedNames, foldName(h))
 	}
@@ -250,8 +256,12 @@ const (
 	decisionStale    = "store_unavailable"
 )
 
-// forward carries the per-request facts that Rewrite needs.
+// forward carries the per-request facts that Rewrite needs. It is itself
+// the context of the request handed to ReverseProxy (the request's own, with
+// Value(forwardKey{}) answering the forward): one allocation fewer per
+// proxied request than a context.WithValue.
 type forward struct {
+	context.Context
 	check    *checked // a front door's check (ext_authz approve rules): record, do not forward
 	path     reqpath.Path
 	client   netip.Addr
@@ -269,6 +279,13 @@ type forward struct {
 }
 
 type forwardKey struct{}
+
+func (fw *forward) Value(key any) any {
+	if key == (any)(forwardKey{}) {
+		return fw
+	}
+	return fw.Context.Value(key)
+}
 
 // ServeHTTP answers the proxy listener: the forward-auth and ext_authz doors
 // at their paths (doors_http.go), the proxy door (serve) everywhere else.
@@ -541,7 +558,8 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, fw *forward) {
 		fw.body = newClientBody(r.Body, w, g.cfg.BodyIdleTimeout)
 		r.Body = fw.body
 	}
-	ctx := context.WithValue(r.Context(), forwardKey{}, fw)
+	fw.Context = r.Context()
+	var ctx context.Context = fw
 	if !fw.until.IsZero() {
 		// The remaining freshness, measured on the gateway's clock, then
 		// counted down on the real one. When it outlasts the wait for the
@@ -633,7 +651,7 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	if fw.client.IsValid() {
 		// SetXForwarded appended the TCP peer; the resolved client is what
 		// the upstream should log, so say it explicitly as well.
-		pr.Out.Header.Set("X-Real-Ip", fw.client.String())
+		pr.Out.Header["X-Real-Ip"] = []string{fw.client.String()} // Set, without canonicalising a canonical name
 	}
 
 	g.cfg.StepUps.StripCookies(pr.Out.Header)
