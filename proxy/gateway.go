@@ -24,6 +24,8 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/stepgate/stepgate/metrics"
 	"github.com/stepgate/stepgate/proxy/approve"
 	"github.com/stepgate/stepgate/proxy/clientip"
@@ -130,6 +132,12 @@ type Config struct {
 	// BodyIdleTimeout, optional, is the longest wait for the next bytes of
 	// a request body; a body that stalls longer is answered 408. 0: none.
 	BodyIdleTimeout time.Duration
+	// Tracer, optional, records a span per request (docs/design.md §10):
+	// nil means traces are off, and then nothing on the request path pays
+	// for them. TraceUser, optional, is how a span names the user (hashed,
+	// by default, in cmd/stepgate); nil leaves the user out.
+	Tracer    trace.Tracer
+	TraceUser func(user string) string
 	// ResponseHeaderTimeout, optional, is the Transport's wait for the
 	// upstream's response headers. With it, a stepped-up request whose
 	// freshness outlasts that wait needs no timer until its response
@@ -155,6 +163,8 @@ type Gateway struct {
 	windowsPaths    bool
 	origin          *http.CrossOriginProtection
 	doors           Doors
+	tracer          trace.Tracer        // nil: traces are off
+	traceUser       func(string) string // the user as spans name it
 }
 
 // New builds a Gateway.
@@ -186,6 +196,11 @@ func New(cfg Config) (*Gateway, error) {
 		tokenHeader: http.CanonicalHeaderKey(cfg.IDTokenHeader),
 		origin:      http.NewCrossOriginProtection(),
 		doors:       cfg.Doors,
+		tracer:      cfg.Tracer,
+		traceUser:   cfg.TraceUser,
+	}
+	if g.traceUser == nil {
+		g.traceUser = func(string) string { return "" }
 	}
 	g.bearer = g.tokenHeader == "Authorization"
 	g.identityHeader = http.CanonicalHeaderKey(cfg.IdentityHeader)
@@ -293,14 +308,21 @@ func (fw *forward) Value(key any) any {
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := g.now()
 	rec := &recorder{ResponseWriter: w, code: http.StatusOK}
-	serve := g.serve
-	if door := g.door(r); door != nil { // forward-auth, ext_authz (docs/design.md §16)
-		serve = door
+	serve, door := g.serve, DoorProxy
+	if h, name := g.door(r); h != nil { // forward-auth, ext_authz (docs/design.md §16)
+		serve, door = h, name
+	}
+	var span trace.Span
+	if g.tracer != nil {
+		r, span = g.startSpan(r, r.Header, door, r.Method)
 	}
 	decision, user, client := serve(rec, r)
 	end := g.now()
 	d := end.Sub(start)
 	g.rm.observe(decision, rec.code, d)
+	if span != nil {
+		g.endSpan(span, decision, user, rec.code)
+	}
 	if g.access != nil {
 		method, path := r.Method, rec.path // a front door logs the request it was asked about
 		if path == "" {
@@ -325,8 +347,16 @@ func (g *Gateway) Decide(ctx context.Context, q Request) Decision {
 }
 
 // decide is Decide into d (a Decision is a few hundred bytes: the proxy
-// door keeps it on its stack instead of copying it around).
+// door keeps it on its stack instead of copying it around), noted on the
+// request's span when traces are on.
 func (g *Gateway) decide(ctx context.Context, q *Request, d *Decision) {
+	g.decideInto(ctx, q, d)
+	if g.tracer != nil {
+		noteDecision(ctx, d)
+	}
+}
+
+func (g *Gateway) decideInto(ctx context.Context, q *Request, d *Decision) {
 	d.req = q.req
 	if d.req == nil {
 		d.req = (&http.Request{
@@ -558,6 +588,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, fw *forward) {
 		fw.body = newClientBody(r.Body, w, g.cfg.BodyIdleTimeout)
 		r.Body = fw.body
 	}
+	if g.tracer != nil {
+		var span trace.Span
+		r, span = g.startUpstreamSpan(r)
+		defer g.endUpstreamSpan(span, w)
+	}
 	fw.Context = r.Context()
 	var ctx context.Context = fw
 	if !fw.until.IsZero() {
@@ -660,6 +695,9 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	}
 	if fw.approval != "" {
 		pr.Out.Header[HeaderApproval] = []string{fw.approval}
+	}
+	if g.tracer != nil {
+		injectTrace(pr.Out)
 	}
 }
 
