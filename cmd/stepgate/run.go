@@ -504,7 +504,7 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 	level, _ := parseLevel(cfg.LogLevel)
 	stdout, flushLogs := bufferLogs(stdout)
 	defer flushLogs()
-	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
+	log := slog.New(auditHandler{slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level})})
 	var access io.Writer // access lines are INFO lines
 	if cfg.AccessLog && level <= slog.LevelInfo {
 		access = stdout
