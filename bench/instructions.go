@@ -32,6 +32,16 @@ import (
 // syscallsPerRequest), so the kernel's share is about the same in every row
 // and the instruction ratio is close to the CPU ratio, if anything above it.
 
+// The gate, tighter than docs/design.md §13's throughput targets (which
+// allow 1.053 and 1.111): what the code reached, plus a margin above the
+// run-to-run spread (allow 1.008-1.027, stepped up 1.069-1.073 over the
+// runs of 2026-12-06), so that the next cost added to the hot path is
+// noticed here rather than once a target is missed.
+const (
+	gateAllow     = 1.035
+	gateSteppedUp = 1.090
+)
+
 const (
 	instrWarm     = 200
 	instrRequests = 2000
@@ -313,11 +323,12 @@ func countInstructions(e instrEnv) (string, error) {
 	for i, t := range targets[2:] {
 		r, base := rows[i+2], rows[t.baseline]
 		x := (r.subject + r.upstream) / (base.subject + base.upstream)
-		want := 0.95
+		want, gate := 0.95, gateAllow
 		if strings.Contains(t.name, "mfa") {
-			want = 0.90
+			want, gate = 0.90, gateSteppedUp
 		}
-		v = append(v, fmt.Sprintf("%s: %+.1f %% user-space work, so throughput ≈ %.3f × bare or better (target ≥ %.2f) %s", t.name, (x-1)*100, 1/x, want, pass(1/x >= want)))
+		v = append(v, fmt.Sprintf("%s: %+.1f %% user-space work, so throughput ≈ %.3f × bare or better (target ≥ %.2f; gate: at most %.3f × bare's work) %s",
+			t.name, (x-1)*100, 1/x, want, gate, pass(1/x >= want && x <= gate)))
 	}
 	fmt.Fprintf(&b, "\n\n- %s\n", strings.Join(v, "\n- "))
 	return b.String(), nil

@@ -13,6 +13,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Secret is a string that must never be logged (client secret, OTP, token).
@@ -56,6 +58,9 @@ type Config struct {
 	// session_reset, resume, token, jwks; code is the HTTP status or 0 on a
 	// transport error.
 	Observe func(op string, code int, d time.Duration)
+	// Tracer, optional, records a client span per PingOne call (its op,
+	// host and status; never the URL or a body): nil means traces are off.
+	Tracer trace.Tracer
 }
 
 // Status is a PingOne flow status.

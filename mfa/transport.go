@@ -13,6 +13,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // reply is a PingOne response that passed the status checks.
@@ -42,6 +46,24 @@ func (c *Client) send(ctx context.Context, op string, p *Pending, method, target
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
+	status := 0                                                             // the answer's status, for the span; 0: none
+	if c.cfg.Tracer != nil && trace.SpanContextFromContext(ctx).IsValid() { // a request's call, not a background one
+		var span trace.Span
+		ctx, span = c.cfg.Tracer.Start(ctx, "pingone "+op, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("stepgate.pingone.op", op),
+				attribute.String("http.request.method", method), attribute.String("server.address", c.base.Hostname())))
+		defer func() {
+			// The op, the host and the status only: never the URL
+			// (an authorize URL carries the signed request object).
+			if status > 0 {
+				span.SetAttributes(attribute.Int("http.response.status_code", status))
+			}
+			if status == 0 || status >= 400 {
+				span.SetStatus(codes.Error, "pingone "+op)
+			}
+			span.End()
+		}()
+	}
 
 	var rd io.Reader
 	if body != nil {
@@ -72,6 +94,7 @@ func (c *Client) send(ctx context.Context, op string, p *Pending, method, target
 		return nil, newError(op, KindUnavailable, err)
 	}
 	defer resp.Body.Close()
+	status = resp.StatusCode
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
 	d := c.cfg.Now().Sub(start)
 	c.observe(op, resp.StatusCode, d)

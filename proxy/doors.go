@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"strings"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/stepgate/stepgate/proxy/clientip"
 )
 
@@ -129,10 +131,19 @@ func (c recorded) Check(ctx context.Context, q Request, style Style, body *Body)
 	g := c.g
 	start := g.now()
 	method, target := q.Method, q.Target
+	var span trace.Span
+	if g.tracer != nil {
+		// The gRPC door put the call's own trace context (Envoy's) in
+		// ctx, if any; otherwise the checked request's is the parent.
+		ctx, span = g.startSpanContext(ctx, q.Header, DoorExtAuthzGRPC, method)
+	}
 	a := g.Check(ctx, q, style, body)
 	end := g.now()
 	d := end.Sub(start)
 	g.rm.observe(a.Decision, a.Status, d)
+	if span != nil {
+		g.endSpan(span, a.Decision, a.User, a.Status)
+	}
 	if g.access != nil {
 		path, _, _ := strings.Cut(target, "?")
 		if len(path) > 512 {
@@ -227,9 +238,10 @@ func (g *Gateway) ok(d Decision, style Style, approval string) Answer {
 		}
 		if d.StepUp == nil {
 			// Nothing a client sends under these names reaches the upstream.
-			for _, n := range append([]string{g.tokenHeader}, stepUpHeaderNames...) {
-				if n != "Authorization" && !containsFold(a.Remove, n) {
-					a.Remove = append(a.Remove, strings.ToLower(n))
+			// (g.unsetNames: the list is built once, not per check.)
+			for _, n := range g.unsetNames {
+				if !containsFold(a.Remove, n) {
+					a.Remove = append(a.Remove, n)
 				}
 			}
 		}

@@ -22,20 +22,21 @@ const (
 // door returns the handler of a front door other than the proxy for r, or
 // nil when r goes through the proxy pipeline (which serves stepgate's own
 // pages with or without the proxy door).
-func (g *Gateway) door(r *http.Request) func(http.ResponseWriter, *http.Request) (string, string, netip.Addr) {
+// The name is the door's in traces (stepgate.door).
+func (g *Gateway) door(r *http.Request) (func(http.ResponseWriter, *http.Request) (string, string, netip.Addr), string) {
 	if g.doors == (Doors{Proxy: true}) {
-		return nil
+		return nil, ""
 	}
 	path, _, _ := strings.Cut(r.RequestURI, "?")
 	switch {
 	case g.doors.ForwardAuth && path == PathForwardAuth:
-		return g.serveForwardAuth
+		return g.serveForwardAuth, DoorForwardAuth
 	case g.doors.ExtAuthz && strings.HasPrefix(r.RequestURI, PathExtAuthz+"/"):
-		return g.serveExtAuthz
+		return g.serveExtAuthz, DoorExtAuthz
 	case !g.doors.Proxy && !strings.HasPrefix(path, ReservedPrefix):
-		return g.serveNoUpstream
+		return g.serveNoUpstream, DoorProxy
 	}
-	return nil
+	return nil, ""
 }
 
 // serveForwardAuth answers a front proxy's sub-request at PathForwardAuth.

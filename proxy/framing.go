@@ -84,15 +84,22 @@ var framingHeaders = []string{
 // never forwarded).
 func stripFraming(h http.Header, removed []string) []string {
 	for name := range h {
-		for _, f := range framingHeaders {
-			if foldedEqual(name, f) && (name != f || f == "Http2-Settings") {
-				delete(h, name)
-				// A front door cannot drop them from the request it
-				// forwards itself: it is told to (ext_authz) or refuses.
-				removed = append(removed, name)
-				break
-			}
+		if isFramingVariant(name) {
+			delete(h, name)
+			// A front door cannot drop them from the request it
+			// forwards itself: it is told to (ext_authz) or refuses.
+			removed = append(removed, name)
 		}
 	}
 	return removed
+}
+
+// isFramingVariant reports whether stripFraming removes name.
+func isFramingVariant(name string) bool {
+	for _, f := range framingHeaders {
+		if foldedEqual(name, f) && (name != f || f == "Http2-Settings") {
+			return true
+		}
+	}
+	return false
 }

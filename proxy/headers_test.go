@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -178,5 +179,126 @@ func TestNginxConfClearsEveryIdentityNameStepgateLetsThrough(t *testing.T) {
 		if got := frontProxyClears(tc.name, tc.style); got != tc.want {
 			t.Errorf("frontProxyClears(%s, %d) = %v, want %v", tc.name, tc.style, got, tc.want)
 		}
+	}
+}
+
+// stripReference is what stripRequest replaced: the four walks, in order.
+func stripReference(h http.Header, trusted bool, tokenHeader string, identityHeaders, keep []string) (removed, dropped []string, droppedIdentity string) {
+	removed = stripSpoofableNames(h, tokenHeader, identityHeaders, removed)
+	removed = stripFraming(h, removed)
+	if !trusted {
+		droppedIdentity = stripForwarded(h, identityHeaders)
+	} else {
+		dropped = stripIdentityFamilies(h, keep, dropped)
+	}
+	return removed, dropped, droppedIdentity
+}
+
+// stripNames are header names every rule of stripRequest is tried on: each
+// listed name and prefix in four spellings, the configured ones, and
+// ordinary headers.
+func stripNames() []string {
+	var base []string
+	base = append(base, forwardedHeaders...)
+	base = append(base, identityNames...)
+	base = append(base, framingHeaders...)
+	for _, p := range append(append([]string{"x-stepgate-"}, forwardedPrefixes...), identityPrefixes...) {
+		base = append(base, p+"user", p+"for", p[:len(p)-1], p+"x")
+	}
+	base = append(base, "x-original-url", "x-rewrite-url", "x-http-method-override", "x-http-method",
+		"x-method-override", "X-Stepgate-Id-Token", "X-Custom-Token", "X-Forwarded-User", "X-Mapped-Login",
+		"Accept", "Accept-Encoding", "User-Agent", "Cookie", "Content-Type", "Referer", "Origin",
+		"X-Requested-With", "Sec-Fetch-Mode", "Te-Extra", "Upgrade-Insecure-Requests", "Authorization", "Host")
+	var out []string
+	for _, n := range base {
+		out = append(out, n, http.CanonicalHeaderKey(n), strings.ReplaceAll(strings.ToUpper(n), "-", "_"),
+			strings.ReplaceAll(strings.ToLower(n), "-", "."))
+	}
+	return out
+}
+
+func newStripGateway(t testing.TB, tokenHeader string, identityHeaders, pass []string) *Gateway {
+	g := &Gateway{tokenHeader: tokenHeader, identityHeaders: identityHeaders}
+	g.keepIdentity = append(slices.Clone(identityHeaders), pass...)
+	g.foldedNames = []string{foldName(tokenHeader)}
+	for _, h := range identityHeaders {
+		g.foldedNames = append(g.foldedNames, foldName(h))
+	}
+	return g
+}
+
+func TestClassifyIsTheRules(t *testing.T) {
+	for _, cfg := range []struct {
+		token    string
+		identity []string
+	}{
+		{"X-Stepgate-Id-Token", []string{"X-Forwarded-User"}},
+		{"X-Custom-Token", []string{"X-Mapped-Login", "X-Forwarded-User"}},
+		{"Authorization", []string{"Remote-User"}},
+	} {
+		g := newStripGateway(t, cfg.token, cfg.identity, nil)
+		for _, name := range append(stripNames(), cfg.identity...) {
+			if got, want := g.classify(name), g.classifySlow(name); got != want && !(got == hcSpoofable && want&hcSpoofable != 0) {
+				t.Errorf("token %s, identity %v: classify(%q) = %05b, the rules say %05b", cfg.token, cfg.identity, name, got, want)
+			}
+		}
+		for _, name := range []string{"Accept", "User-Agent", "Cookie", "Accept-Encoding", "Content-Type", "Connection", "Content-Length"} {
+			if c := g.classify(name); c != 0 {
+				t.Errorf("classify(%q) = %05b, want 0: nothing removes it", name, c)
+			}
+		}
+	}
+}
+
+func TestStripRequestIsTheFourWalks(t *testing.T) {
+	names := stripNames()
+	for _, trusted := range []bool{false, true} {
+		for i := range 200 {
+			g := newStripGateway(t, "X-Custom-Token", []string{"X-Forwarded-User", "X-Mapped-Login"}, []string{"X-Auth-Request-Email"})
+			h := http.Header{}
+			for j := range 12 {
+				h[names[(i*7+j*13+j*j)%len(names)]] = []string{"v"}
+			}
+			ref := h.Clone()
+			wantRemoved, wantDropped, wantID := stripReference(ref, trusted, g.tokenHeader, g.identityHeaders, g.keepIdentity)
+			var d Decision
+			g.stripRequest(h, trusted, &d)
+			slices.Sort(wantRemoved)
+			slices.Sort(wantDropped)
+			slices.Sort(d.Removed)
+			slices.Sort(d.Dropped)
+			if !maps.EqualFunc(h, ref, slices.Equal) || !slices.Equal(d.Removed, wantRemoved) ||
+				!slices.Equal(d.Dropped, wantDropped) || (d.droppedIdentity == "") != (wantID == "") {
+				t.Fatalf("trusted %v: stripRequest left %v, removed %v, dropped %v, identity %q; the four walks %v, %v, %v, %q",
+					trusted, h, d.Removed, d.Dropped, d.droppedIdentity, ref, wantRemoved, wantDropped, wantID)
+			}
+		}
+	}
+}
+
+func FuzzClassify(f *testing.F) {
+	for _, n := range stripNames() {
+		f.Add(n)
+	}
+	g := newStripGateway(f, "X-Stepgate-Id-Token", []string{"X-Forwarded-User", "X-Mapped-Login"}, nil)
+	f.Fuzz(func(t *testing.T, name string) {
+		// A spoofable name is removed whatever else it is: only that bit
+		// decides, and classify stops at it.
+		if got, want := g.classify(name), g.classifySlow(name); got != want && !(got == hcSpoofable && want&hcSpoofable != 0) {
+			t.Errorf("classify(%q) = %05b, the rules say %05b", name, got, want)
+		}
+	})
+}
+
+func BenchmarkStripRequest(b *testing.B) {
+	g := newStripGateway(b, "X-Stepgate-Id-Token", []string{"X-Forwarded-User"}, nil)
+	base := http.Header{
+		"Accept": {"text/html"}, "Accept-Encoding": {"gzip"}, "User-Agent": {"bench"}, "Cookie": {"a=b"},
+		"X-Forwarded-For": {"10.0.0.1"}, "X-Forwarded-User": {"alice"}, "Connection": {"keep-alive"},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		var d Decision
+		g.stripRequest(base, true, &d)
 	}
 }

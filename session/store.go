@@ -396,41 +396,58 @@ func (s *Store) Save(r *http.Request, w http.ResponseWriter, sess *sessions.Sess
 // is removed.
 func (s *Store) StripCookies(h http.Header) {
 	lines := h["Cookie"]
-	// Nothing to do (and nothing allocated) unless some line may hold one
-	// of ours: the other cookies' names start with the step-up cookie's.
-	if !slices.ContainsFunc(lines, func(l string) bool { return strings.Contains(l, s.name) }) {
-		return
+	var out []string // nil until a line changes: nothing allocated otherwise
+	for i, line := range lines {
+		// Only a line that may hold one of ours is parsed: the other
+		// cookies' names start with the step-up cookie's.
+		stripped, changed := line, false
+		if strings.Contains(line, s.name) {
+			stripped, changed = s.stripLine(line)
+		}
+		if changed && out == nil {
+			out = make([]string, 0, len(lines))
+			out = append(out, lines[:i]...)
+		}
+		if out != nil && stripped != "" {
+			out = append(out, stripped)
+		}
 	}
-	out := make([]string, 0, len(lines))
-	for _, line := range lines {
-		if !strings.Contains(line, s.name) {
-			out = append(out, line)
+	switch {
+	case out == nil:
+	case len(out) == 0:
+		delete(h, "Cookie")
+	default:
+		h["Cookie"] = out
+	}
+}
+
+// stripLine is one Cookie line without stepgate's cookies, the pairs kept
+// joined by "; ", and whether that differs from line. The pairs are
+// gathered on the stack and copied out once, at their size: a sealed
+// step-up cookie is over a kilobyte, the rest often a few bytes.
+func (s *Store) stripLine(line string) (string, bool) {
+	var buf [256]byte
+	b := buf[:0]
+	for rest := line; rest != ""; {
+		var part string
+		part, rest, _ = strings.Cut(rest, ";")
+		pair := trimOWS(part)
+		if pair == "" {
 			continue
 		}
-		var b strings.Builder
-		for part := range strings.SplitSeq(line, ";") {
-			pair := trimOWS(part)
-			if pair == "" {
-				continue
-			}
-			name, _, _ := strings.Cut(pair, "=")
-			if n := trimOWS(name); n == s.name || n == s.flowName || n == s.apprName {
-				continue
-			}
-			if b.Len() > 0 {
-				b.WriteString("; ")
-			}
-			b.WriteString(pair)
+		name := pair
+		if i := strings.IndexByte(pair, '='); i >= 0 {
+			name = pair[:i]
 		}
-		if b.Len() > 0 {
-			out = append(out, b.String())
+		if n := trimOWS(name); n == s.name || n == s.flowName || n == s.apprName {
+			continue
 		}
+		if len(b) > 0 {
+			b = append(b, "; "...)
+		}
+		b = append(b, pair...)
 	}
-	if len(out) == 0 {
-		delete(h, "Cookie")
-		return
-	}
-	h["Cookie"] = out
+	return string(b), true
 }
 
 // cookieValue finds the value of the cookie called name in h's Cookie

@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // RedisOptions configures a Redis store.
@@ -36,6 +39,9 @@ type RedisOptions struct {
 	Observe func(op string, d time.Duration, err error)
 	// Now is the clock for deadlines sent to Redis; nil means time.Now.
 	Now func() time.Time
+	// Tracer, optional, records a client span per call (its op and
+	// outcome; never a key or a value): nil means traces are off.
+	Tracer trace.Tracer
 }
 
 // Redis is the shared store: Redis or Valkey. Every call is bounded by
@@ -49,6 +55,7 @@ type Redis struct {
 	prefix   string
 	observe  func(op string, d time.Duration, err error)
 	now      func() time.Time
+	tracer   trace.Tracer
 
 	lastOK, lastErr  atomic.Int64 // UnixNano of the latest success and failure
 	lastProbe        atomic.Int64 // UnixNano of the latest limit call let try Redis while failing
@@ -139,7 +146,7 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 	opt.DisableIdentity = true // CLIENT SETINFO is not on older servers and Valkey forks
 	return &Redis{
 		c: redis.NewClient(opt), timeout: o.Timeout, maxValue: o.MaxValueBytes,
-		prefix: o.Prefix, observe: o.Observe, now: o.Now,
+		prefix: o.Prefix, observe: o.Observe, now: o.Now, tracer: o.Tracer,
 	}, nil
 }
 
@@ -164,12 +171,23 @@ func (s *Redis) Ping(ctx context.Context) error {
 // users' challenge starts refused, /readyz unready, shared limits moved to
 // each replica's own) by closing connections mid-request.
 func (s *Redis) call(parent context.Context, op string) (context.Context, func(error)) {
+	var span trace.Span
+	if s.tracer != nil && trace.SpanContextFromContext(parent).IsValid() { // a request's call, not a background one
+		parent, span = s.tracer.Start(parent, "redis "+op, trace.WithSpanKind(trace.SpanKindClient),
+			trace.WithAttributes(attribute.String("db.system.name", "redis"), attribute.String("db.operation.name", op)))
+	}
 	ctx, cancel := context.WithTimeout(parent, s.timeout)
 	start := time.Now()
 	return ctx, func(err error) {
 		cancel()
 		if errors.Is(err, redis.Nil) {
 			err = nil
+		}
+		if span != nil {
+			if err != nil {
+				span.SetStatus(codes.Error, "redis "+op)
+			}
+			span.End()
 		}
 		if err != nil && parent.Err() != nil {
 			return

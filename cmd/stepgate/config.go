@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -23,6 +25,7 @@ import (
 	"github.com/stepgate/stepgate/proxy/rules"
 	"github.com/stepgate/stepgate/session"
 	"github.com/stepgate/stepgate/store"
+	"github.com/stepgate/stepgate/tracing"
 )
 
 // config is every STEPGATE_ environment variable (docs/design.md §9). Loading (this
@@ -304,6 +307,13 @@ type config struct {
 	// Serve `/debug/pprof/` on the admin listener (never on the proxy listener).
 	Pprof bool `env:"PPROF" envDefault:"false"`
 
+	// How trace spans name the user (`stepgate.user`): `hash` (an HMAC of the name under a key
+	// derived from `STEPGATE_COOKIE_KEYS`: the same on every replica, and no name can be looked up
+	// from it without the key), `plain` (the name itself) or `omit`. Traces themselves are configured
+	// by the standard `OTEL_*` variables and are off unless an OTLP exporter is (see
+	// [Traces](operations.md#traces)).
+	TraceUser string `env:"TRACE_USER" envDefault:"hash"`
+
 	// Where abuse-limit counters, approvals, held requests and revocations live: `memory` (this
 	// process) or `redis` (Redis or Valkey, shared by every replica). See [Running several
 	// replicas](replicas.md#running-several-replicas).
@@ -332,6 +342,10 @@ type config struct {
 	// Bearer token for `POST /revoke` on the admin listener (at least 32 characters; `openssl rand
 	// -base64 32`). Without it the endpoint does not exist (404).
 	AdminToken string `env:"ADMIN_TOKEN" secret:"true"`
+
+	// otel is the OTEL_* part of the environment, read by the OpenTelemetry
+	// conventions (tracing.FromEnv) rather than by a field of its own.
+	otel []string
 }
 
 const envPrefix = "STEPGATE_"
@@ -407,6 +421,7 @@ func loadConfig(environ []string) (config, error) {
 		c = config{}
 		_ = env.ParseWithOptions(&c, env.Options{Prefix: envPrefix, Environment: vars})
 	}
+	c.otel = otelVars(environ)
 	if len(errs) > 0 {
 		return c, errs
 	}
@@ -746,6 +761,11 @@ type settings struct {
 	passIdentity []string
 	requestKey   *mfa.RequestKey // nil: the request object is HS256 with the client secret
 	redisCAs     *x509.CertPool  // STEPGATE_REDIS_CA_FILE; nil: the system's roots
+	// traces: OTEL_* (docs/design.md §10); tracesOn false: off.
+	traces   tracing.Options
+	tracesOn bool
+	// traceUser names a user in spans (STEPGATE_TRACE_USER).
+	traceUser func(string) string
 }
 
 // protectsNothing reports whether every request would be allowed: no rule
@@ -1029,10 +1049,42 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	if c.AdminToken != "" && len(c.AdminToken) < 32 {
 		bad("ADMIN_TOKEN", "too short: want at least 32 characters (for example openssl rand -base64 32)")
 	}
+	errs = append(errs, c.validateTraces(&s)...)
 	if len(errs) > 0 {
 		return s, problems(errs)
 	}
 	return s, nil
+}
+
+// otelVars is the OTEL_* part of environ.
+func otelVars(environ []string) []string {
+	var out []string
+	for _, kv := range environ {
+		if strings.HasPrefix(kv, "OTEL_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// validateTraces reads the OTEL_* variables and STEPGATE_TRACE_USER.
+func (c config) validateTraces(s *settings) []error {
+	var errs []error
+	var err error
+	if s.traces, s.tracesOn, err = tracing.FromEnv(c.otel); err != nil {
+		errs = append(errs, err)
+	}
+	var key []byte
+	if len(s.cookieKeys) > 0 {
+		// Not the cookie key itself: a key derived from it for this use.
+		m := hmac.New(sha256.New, s.cookieKeys[0])
+		m.Write([]byte("stepgate trace user"))
+		key = m.Sum(nil)
+	}
+	if s.traceUser, err = tracing.User(c.TraceUser, key); err != nil && c.TraceUser != "hash" {
+		errs = append(errs, problem{envPrefix + "TRACE_USER", "want hash, plain or omit"})
+	}
+	return errs
 }
 
 // parseMapping reads STEPGATE_PINGONE_USER_* (docs/design.md §17): FROM is

@@ -22,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
@@ -40,6 +41,7 @@ import (
 	"github.com/stepgate/stepgate/proxy/rules"
 	"github.com/stepgate/stepgate/session"
 	"github.com/stepgate/stepgate/store"
+	"github.com/stepgate/stepgate/tracing"
 )
 
 // run is the whole program; main only calls it. Tests call it with their
@@ -129,6 +131,11 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 		fmt.Fprintf(stdout, "identity: %s\n", cfg.describeIdentity())
 		fmt.Fprintf(stdout, "pingone user: %s\n", cfg.describeMapping(s.mapping))
 		printStore(stdout, cfg, s, getenv)
+		if s.tracesOn {
+			fmt.Fprintf(stdout, "traces: otlp %s to %s, service %s (users in spans: %s)\n", s.traces.Protocol, s.traces.Endpoint, s.traces.ServiceName, cfg.TraceUser)
+		} else {
+			fmt.Fprintln(stdout, "traces: off (no OTLP exporter configured by OTEL_*)")
+		}
 		return nil
 	}
 	return serve(ctx, cfg, s, stdout, nil, time.Now)
@@ -181,10 +188,10 @@ type gateway struct {
 // build wires every piece from validated settings.
 // build wires the gateway. access receives the per-request access lines
 // (nil: none); it must serialise writes with log's handler.
-func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prometheus.Registry, now func() time.Time) (*gateway, error) {
+func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prometheus.Registry, now func() time.Time, tracer trace.Tracer) (*gateway, error) {
 	m := metrics.New(reg, currentVersion().Version)
 	g := &gateway{log: log}
-	st, err := newStores(cfg, s, m, log, now)
+	st, err := newStores(cfg, s, m, log, now, tracer)
 	if err != nil {
 		return nil, err
 	}
@@ -212,6 +219,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		Logger:       log,
 		Limiter:      st.pingOneCap(cfg.PingOneRateLimit, int(2*cfg.PingOneRateLimit)+1),
 		Observe:      m.ObservePingOne,
+		Tracer:       tracer,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pingone client: %w", err)
@@ -418,6 +426,8 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		Logger:                log,
 		Metrics:               m,
 		Now:                   now,
+		Tracer:                tracer,
+		TraceUser:             s.traceUser,
 		// FlushInterval stays 0: ReverseProxy already flushes every write
 		// of a response without Content-Length or of text/event-stream;
 		// -1 would also flush (and arm a timer for) every sized response.
@@ -428,6 +438,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	g.proxy = gw
 	if cfg.AuthzGRPCListen != "" {
 		g.authz = authzgrpc.New(gw.Recorded(), s.doors.ExtAuthzBody)
+		g.authz.TraceContext = tracer != nil
 	}
 
 	admin := http.NewServeMux()
@@ -543,12 +554,30 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 	level, _ := parseLevel(cfg.LogLevel)
 	stdout, flushLogs := bufferLogs(stdout)
 	defer flushLogs()
-	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
+	log := slog.New(auditHandler{slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level})})
 	var access io.Writer // access lines are INFO lines
 	if cfg.AccessLog && level <= slog.LevelInfo {
 		access = stdout
 	}
-	g, err := build(cfg, s, log, access, prometheus.NewRegistry(), now)
+	var tracer trace.Tracer // nil: traces are off
+	if s.tracesOn {
+		tp, err := tracing.New(ctx, s.traces, currentVersion().Version)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			// Spans still batched are sent, within a bound: a collector
+			// that is down must not hold the exit up.
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tp.Shutdown(sctx); err != nil {
+				log.Warn("traces: export at shutdown failed", "error", err.Error())
+			}
+		}()
+		tracer = tp.Tracer()
+		log.Info("traces on", "protocol", s.traces.Protocol, "endpoint", s.traces.Endpoint)
+	}
+	g, err := build(cfg, s, log, access, prometheus.NewRegistry(), now, tracer)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"go.opentelemetry.io/otel/trace"
+
 	"context"
 	"fmt"
 	"io"
@@ -33,7 +35,7 @@ type stores struct {
 
 // now is the gateway's clock (step-ups' AuthTime); connections to Redis
 // run on real time.
-func newStores(cfg config, s settings, m *metrics.Metrics, log *slog.Logger, now func() time.Time) (*stores, error) {
+func newStores(cfg config, s settings, m *metrics.Metrics, log *slog.Logger, now func() time.Time, tracer trace.Tracer) (*stores, error) {
 	st := &stores{kind: cfg.Store}
 	if cfg.Store != "redis" {
 		st.approvals = store.NewMemory(store.MemoryOptions{Now: now})
@@ -43,7 +45,7 @@ func newStores(cfg config, s settings, m *metrics.Metrics, log *slog.Logger, now
 	}
 	r, err := store.NewRedis(store.RedisOptions{
 		URL: cfg.RedisURL, Password: cfg.RedisPassword, RootCAs: s.redisCAs, Timeout: cfg.RedisTimeout,
-		Observe: m.ObserveStore, Now: time.Now,
+		Observe: m.ObserveStore, Now: time.Now, Tracer: tracer,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("STEPGATE_REDIS_URL: %w", err)

@@ -29,8 +29,11 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/stepgate/stepgate/proxy"
 )
@@ -44,6 +47,10 @@ type Checker interface {
 type Server struct {
 	checker  Checker
 	withBody bool
+	// TraceContext, set when traces are on, reads the W3C trace context
+	// of the call's metadata (Envoy's ext_authz span) into each check's
+	// context, to be the parent of the check's span.
+	TraceContext bool
 }
 
 // New returns a Server. withBody says Envoy sends request bodies
@@ -106,6 +113,11 @@ func (s *Server) check(ctx context.Context, in raw) (*raw, error) {
 	if err != nil {
 		// A message that does not parse is refused like any bad request.
 		c = checkRequest{}
+	}
+	if s.TraceContext {
+		if md, ok := metadata.FromIncomingContext(ctx); ok {
+			ctx = propagation.TraceContext{}.Extract(ctx, metadataCarrier(md))
+		}
 	}
 	q, body := s.request(ctx, c)
 	out := raw(Response(s.checker.Check(ctx, q, proxy.StyleEnvoy, body)))
@@ -393,3 +405,23 @@ func headerOption(k, v string) []byte {
 
 // sortedKeys gives a deterministic order, for tests and logs.
 func sortedKeys(h http.Header) []string { return slices.Sorted(maps.Keys(h)) }
+
+// metadataCarrier reads a trace context from gRPC metadata (lower-case keys).
+type metadataCarrier metadata.MD
+
+func (m metadataCarrier) Get(k string) string {
+	if v := metadata.MD(m).Get(k); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (m metadataCarrier) Set(k, v string) { metadata.MD(m).Set(k, v) }
+
+func (m metadataCarrier) Keys() []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	return keys
+}

@@ -49,6 +49,9 @@ func Fields(src []byte, typeName, prefix string) ([]Field, error) {
 	}
 	var out []Field
 	for _, fl := range st.Fields.List {
+		if fl.Tag == nil && len(fl.Names) == 1 && !fl.Names[0].IsExported() {
+			continue // not a variable: state the loader keeps beside them
+		}
 		if fl.Tag == nil || len(fl.Names) != 1 {
 			return nil, fmt.Errorf("configdoc: %s: want one named field with an env tag", fset.Position(fl.Pos()))
 		}
