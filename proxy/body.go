@@ -50,6 +50,13 @@ func (b *clientBody) err() *clientBodyError {
 	return b.failed.Load()
 }
 
+// IdleBody is body under the idle limit of a forwarded body (see
+// clientBody), for a door that reads a body itself: each read gives the
+// sender idle more time (0: no limit), over w's connection.
+func IdleBody(body io.ReadCloser, w http.ResponseWriter, idle time.Duration) io.ReadCloser {
+	return newClientBody(body, w, idle)
+}
+
 func newClientBody(body io.ReadCloser, w http.ResponseWriter, idle time.Duration) *clientBody {
 	return &clientBody{body: body, ctl: http.NewResponseController(w), idle: idle}
 }

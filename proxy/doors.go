@@ -15,25 +15,87 @@ import (
 	"github.com/stepgate/stepgate/proxy/clientip"
 )
 
-// The front doors besides the proxy itself (docs/design.md §16), on the
-// proxy listener.
-const (
-	// PathForwardAuth answers nginx auth_request, Traefik forwardAuth and
-	// Caddy forward_auth sub-requests.
-	PathForwardAuth = "/.stepgate/auth"
-	// PathExtAuthz is the path prefix of Envoy's HTTP ext_authz service:
-	// Envoy asks at this prefix followed by the original request target.
-	PathExtAuthz = "/.stepgate/ext-authz"
-)
-
-// Doors says which front doors are open (STEPGATE_FRONT_DOORS).
+// Doors says which front doors are open (STEPGATE_FRONT_DOORS). The
+// gateway serves the proxy door itself; each other door is an adapter over
+// Check (a Door on the proxy listener, see WithDoors, or the gRPC service).
 type Doors struct {
 	Proxy       bool // forward to the upstream (the default)
-	ForwardAuth bool // PathForwardAuth
-	ExtAuthz    bool // PathExtAuthz, and the gRPC service built on Check
+	ForwardAuth bool // package forwardauth
+	ExtAuthz    bool // package extauthz, and the gRPC service (package authzgrpc)
 	// ExtAuthzBody says Envoy forwards request bodies (with_request_body):
 	// only then may approve rules be served by ext_authz.
 	ExtAuthzBody bool
+}
+
+// Door is a front door on the proxy listener besides the proxy itself
+// (docs/design.md §16): an adapter that reads a front proxy's check, asks
+// Check, and writes the answer in the front proxy's terms. The gateway
+// counts, traces and logs what it serves like any other request.
+type Door interface {
+	// Name is the door in traces (stepgate.door).
+	Name() string
+	// Owns reports whether r is for this door (by its path).
+	Owns(r *http.Request) bool
+	// ServeCheck answers r and says what it decided.
+	ServeCheck(w http.ResponseWriter, r *http.Request) Served
+}
+
+// Served is what a door did with a request, for its access line, metrics
+// and span.
+type Served struct {
+	Decision string // the decision label (Answer.Decision)
+	User     string
+	Client   netip.Addr
+	// Asked, once a door has read which request a front proxy asks about,
+	// is that request: the access line names it (without its query, which
+	// can carry secrets), not the check itself.
+	Asked *Request
+}
+
+// WithDoors returns the proxy listener's handler: each door serves the
+// requests it owns, the gateway (the proxy door and stepgate's own pages)
+// the rest. Without doors it is g.
+func (g *Gateway) WithDoors(doors ...Door) http.Handler {
+	if len(doors) == 0 {
+		return g
+	}
+	return withDoors{g: g, doors: doors}
+}
+
+type withDoors struct {
+	g     *Gateway
+	doors []Door
+}
+
+func (h withDoors) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	for _, d := range h.doors {
+		if d.Owns(r) {
+			h.g.serveDoor(w, r, d)
+			return
+		}
+	}
+	h.g.serveDoor(w, r, nil)
+}
+
+// serveNoUpstream answers, when the proxy door is off, a request that is
+// not for stepgate's own pages: there is nowhere to send it.
+func (g *Gateway) serveNoUpstream(w http.ResponseWriter, r *http.Request) (string, string, netip.Addr) {
+	client, _ := g.cfg.ClientIP.Resolve(r.RemoteAddr, r.Header.Values("X-Forwarded-For"))
+	g.cfg.Challenge.Error(w, r, http.StatusNotFound, "not_found")
+	return decisionInternal, "", client
+}
+
+// askedPath is how the access line names the request a front door was
+// asked about: its path without the query, "-" if it has none.
+func askedPath(target string) string {
+	path, _, _ := strings.Cut(target, "?")
+	if len(path) > 512 {
+		path = path[:512] + "…"
+	}
+	if path == "" {
+		path = "-"
+	}
+	return path
 }
 
 // Style is the kind of answer a front door expects.
@@ -60,9 +122,6 @@ const (
 	HeaderError = "X-Stepgate-Error"
 	// HeaderChallenge, on a 401 for a step-up, is the challenge page's URL.
 	HeaderChallenge = "X-Stepgate-Challenge"
-	// HeaderEnvoyRemove is how Envoy's HTTP ext_authz service names the
-	// request headers to remove upstream.
-	HeaderEnvoyRemove = "X-Envoy-Auth-Headers-To-Remove"
 )
 
 // Answer is a front door's answer to a check: either OK (the request goes
@@ -99,7 +158,7 @@ var errUntrustedPeer = errors.New("check from a peer outside STEPGATE_TRUSTED_PR
 // request was; any other gets 403.
 func (g *Gateway) Check(ctx context.Context, q Request, style Style, body *Body) Answer {
 	if peer, ok := clientip.ParsePeer(q.Peer); !ok || !g.cfg.ClientIP.Trusted(peer) {
-		a := g.refuse(http.StatusForbidden, "forbidden", decisionRejected)
+		a := refuse(http.StatusForbidden, "forbidden", decisionRejected)
 		a.Client = peer
 		a.Header.Set("Cache-Control", "no-store")
 		g.log.LogAttrs(ctx, slog.LevelInfo, "audit", slog.String("event", "request.rejected"),
@@ -169,7 +228,7 @@ func (g *Gateway) answer(ctx context.Context, d Decision, style Style, body *Bod
 		// spelling of a stepgate or identity header that stepgate cannot
 		// remove is refused, never passed on.
 		g.audit(d.req, "request.rejected", d.User, d.Client, slog.String("reason", "header a client may not send: "+strings.Join(removed, ", ")))
-		return g.refuse(http.StatusForbidden, "forbidden", decisionRejected)
+		return refuse(http.StatusForbidden, "forbidden", decisionRejected)
 	}
 	if style != StyleEnvoy {
 		// The front proxy, not stepgate, forwards the request: its shipped
@@ -178,7 +237,7 @@ func (g *Gateway) answer(ctx context.Context, d Decision, style Style, body *Bod
 		for _, n := range d.Dropped {
 			if !frontProxyClears(n, style) {
 				g.audit(d.req, "request.rejected", d.User, d.Client, slog.String("reason", "identity header the front proxy cannot remove: "+n))
-				return g.refuse(http.StatusForbidden, "forbidden", decisionRejected)
+				return refuse(http.StatusForbidden, "forbidden", decisionRejected)
 			}
 		}
 	}
@@ -186,21 +245,21 @@ func (g *Gateway) answer(ctx context.Context, d Decision, style Style, body *Bod
 	case Reject, Asterisk:
 		// Refused, never allowed: a front door has no 400 of its own.
 		g.audit(d.req, "request.rejected", "", d.Client, slog.String("reason", d.Reason))
-		a := g.refuse(http.StatusForbidden, "forbidden", decisionRejected)
+		a := refuse(http.StatusForbidden, "forbidden", decisionRejected)
 		return a
 	case Internal:
 		// stepgate's own paths are never forwarded to the application, in
 		// any spelling: the front proxy routes /.stepgate/ to stepgate.
-		return g.refuse(http.StatusNotFound, "not_found", decisionInternal)
+		return refuse(http.StatusNotFound, "not_found", decisionInternal)
 	case Deny:
-		return g.refuse(http.StatusForbidden, "forbidden", decisionDeny)
+		return refuse(http.StatusForbidden, "forbidden", decisionDeny)
 	case NoIdentity:
 		if d.IdentityExpired {
-			return g.refuse(http.StatusUnauthorized, "identity_expired", decisionNoIdent)
+			return refuse(http.StatusUnauthorized, "identity_expired", decisionNoIdent)
 		}
-		return g.refuse(http.StatusUnauthorized, "no_identity", decisionNoIdent)
+		return refuse(http.StatusUnauthorized, "no_identity", decisionNoIdent)
 	case Unavailable:
-		a := g.refuse(http.StatusServiceUnavailable, "store_unavailable", decisionStale)
+		a := refuse(http.StatusServiceUnavailable, "store_unavailable", decisionStale)
 		a.Header.Set("Retry-After", "5")
 		return a
 	case StepUpRequired:
@@ -212,7 +271,7 @@ func (g *Gateway) answer(ctx context.Context, d Decision, style Style, body *Bod
 			// Start-up refuses approve rules where the body does not come
 			// with the check; should one get here, it is refused.
 			g.audit(d.req, "request.rejected", d.User, d.Client, slog.String("reason", "approve rule without the request body"))
-			return g.refuse(http.StatusForbidden, "forbidden", decisionRejected)
+			return refuse(http.StatusForbidden, "forbidden", decisionRejected)
 		}
 		return g.approveCheck(ctx, d, body)
 	}
@@ -263,9 +322,17 @@ func (g *Gateway) ok(d Decision, style Style, approval string) Answer {
 	return a
 }
 
+// Refusal is a door's own refusal of a check it could not read (a body
+// that broke off): a JSON answer like the core's refusals, no-store.
+func Refusal(status int, code string) Answer {
+	a := refuse(status, code, decisionRejected)
+	a.Header.Set("Cache-Control", "no-store")
+	return a
+}
+
 // refuse is a JSON refusal with the error code in HeaderError, so that a
 // front proxy that writes its own page (nginx) can still say why.
-func (g *Gateway) refuse(status int, code, decision string) Answer {
+func refuse(status int, code, decision string) Answer {
 	h := http.Header{}
 	h.Set("Content-Type", "application/json")
 	h.Set(HeaderError, code)
@@ -313,7 +380,7 @@ func (g *Gateway) approveCheck(ctx context.Context, d Decision, body *Body) Answ
 	fw := &forward{path: d.Path, client: d.Client, trusted: d.Trusted, method: d.Method, check: &checked{}}
 	if body.Partial {
 		g.approvalEvent(r, "refused", d.User, fw, "", slog.String("reason", "body cut by the front proxy"))
-		return g.refuse(http.StatusRequestEntityTooLarge, "approve_too_large", decisionRejected)
+		return refuse(http.StatusRequestEntityTooLarge, "approve_too_large", decisionRejected)
 	}
 	r.Body = readCloser{bytes.NewReader(body.Data)}
 	r.ContentLength = int64(len(body.Data))

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net/http"
 	"testing"
+
+	"github.com/stepgate/stepgate/proxy/reqpath"
 )
 
 // FuzzDoorsDecideAlike checks docs/design.md §16's promise for any method
@@ -20,7 +22,7 @@ func FuzzDoorsDecideAlike(f *testing.F) {
 	f.Add("OPTIONS", "*", true)
 	e := newBenchEnv(f, slog.LevelWarn)
 	f.Fuzz(func(t *testing.T, method, target string, stepUp bool) {
-		if !validMethod(method) || len(target) > 1024 {
+		if !reqpath.ValidMethod(method) || len(target) > 1024 {
 			return
 		}
 		proxyReq := func() *http.Request {

@@ -324,37 +324,51 @@ func (fw *forward) Value(key any) any {
 	return fw.Context.Value(key)
 }
 
-// ServeHTTP answers the proxy listener: the forward-auth and ext_authz doors
-// at their paths (doors_http.go), the proxy door (serve) everywhere else.
+// ServeHTTP answers the proxy listener through the proxy door (serve); the
+// other doors on the listener are adapters served by WithDoors.
 // What happens to a request is decide, then the door's switch on the verdict.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.serveDoor(w, r, nil)
+}
+
+// serveDoor serves r through door (nil: the proxy door) and counts, traces
+// and logs it: every door on the proxy listener is recorded here alike.
+func (g *Gateway) serveDoor(w http.ResponseWriter, r *http.Request, door Door) {
 	start := g.now()
 	rec := &recorder{ResponseWriter: w, code: http.StatusOK}
-	serve, door := g.serve, DoorProxy
-	if h, name := g.door(r); h != nil { // forward-auth, ext_authz (docs/design.md §16)
-		serve, door = h, name
+	name := DoorProxy
+	if door != nil {
+		name = door.Name()
 	}
 	var span trace.Span
 	if g.tracer != nil {
-		r, span = g.startSpan(r, r.Header, door, r.Method)
+		r, span = g.startSpan(r, r.Header, name, r.Method)
 	}
-	decision, user, client := serve(rec, r)
+	var s Served
+	switch {
+	case door != nil: // forward-auth, ext_authz (docs/design.md §16)
+		s = door.ServeCheck(rec, r)
+	case !g.doors.Proxy && !strings.HasPrefix(r.RequestURI, ReservedPrefix):
+		s.Decision, s.User, s.Client = g.serveNoUpstream(rec, r)
+	default:
+		s.Decision, s.User, s.Client = g.serve(rec, r)
+	}
 	end := g.now()
 	d := end.Sub(start)
-	g.rm.observe(decision, rec.code, d)
+	g.rm.observe(s.Decision, rec.code, d)
 	if span != nil {
-		g.endSpan(span, decision, user, rec.code)
+		g.endSpan(span, s.Decision, s.User, rec.code)
 	}
 	if g.access != nil {
-		method, path := r.Method, rec.path // a front door logs the request it was asked about
-		if path == "" {
-			path = logPath(r)
+		method, path := r.Method, ""
+		if s.Asked != nil { // a front door logs the request it was asked about
+			method, path = s.Asked.Method, askedPath(s.Asked.Target)
 		} else {
-			method = rec.method
+			path = logPath(r)
 		}
 		g.access.write(&accessEntry{
 			time: end, method: method, path: path, status: rec.code,
-			decision: decision, user: user, client: client, duration: d,
+			decision: s.Decision, user: s.User, client: s.Client, duration: d,
 		})
 	}
 }
@@ -849,9 +863,8 @@ func errString(err error) string {
 // reach the real connection.
 type recorder struct {
 	http.ResponseWriter
-	code         int
-	wroteHeader  bool
-	method, path string // set by a front door: the request it answered about
+	code        int
+	wroteHeader bool
 }
 
 func (r *recorder) WriteHeader(code int) {

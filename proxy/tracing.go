@@ -8,6 +8,8 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/stepgate/stepgate/proxy/reqpath"
 )
 
 // Front doors as spans name them (stepgate.door).
@@ -49,7 +51,7 @@ func (g *Gateway) startSpanContext(ctx context.Context, h http.Header, door, met
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		ctx = traceContext.Extract(ctx, propagation.HeaderCarrier(h))
 	}
-	if !validMethod(method) {
+	if !reqpath.ValidMethod(method) {
 		method = "_OTHER"
 	}
 	return g.tracer.Start(ctx, "stepgate "+door, trace.WithSpanKind(trace.SpanKindServer),

@@ -21,6 +21,8 @@ import (
 	"github.com/stepgate/stepgate/mfa"
 	"github.com/stepgate/stepgate/proxy"
 	"github.com/stepgate/stepgate/proxy/clientip"
+	"github.com/stepgate/stepgate/proxy/extauthz"
+	"github.com/stepgate/stepgate/proxy/forwardauth"
 	"github.com/stepgate/stepgate/proxy/identity"
 	"github.com/stepgate/stepgate/proxy/rules"
 	"github.com/stepgate/stepgate/session"
@@ -1241,10 +1243,10 @@ func (c config) describeDoors(s settings) string {
 		out = append(out, "proxy (forwards to "+s.upstream.Redacted()+")")
 	}
 	if s.doors.ForwardAuth {
-		out = append(out, "forward-auth ("+proxy.PathForwardAuth+" on STEPGATE_LISTEN, believed only from "+c.trustedProxies()+")")
+		out = append(out, "forward-auth ("+forwardauth.Path+" on STEPGATE_LISTEN, believed only from "+c.trustedProxies()+")")
 	}
 	if s.doors.ExtAuthz {
-		e := "ext-authz (HTTP at " + proxy.PathExtAuthz + "/ on STEPGATE_LISTEN"
+		e := "ext-authz (HTTP at " + extauthz.PathPrefix + "/ on STEPGATE_LISTEN"
 		if c.AuthzGRPCListen != "" {
 			e += ", gRPC on " + c.AuthzGRPCListen
 		}

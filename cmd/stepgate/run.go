@@ -35,6 +35,8 @@ import (
 	"github.com/stepgate/stepgate/proxy/authzgrpc"
 	"github.com/stepgate/stepgate/proxy/challenge"
 	"github.com/stepgate/stepgate/proxy/decoupled"
+	"github.com/stepgate/stepgate/proxy/extauthz"
+	"github.com/stepgate/stepgate/proxy/forwardauth"
 	"github.com/stepgate/stepgate/proxy/identity"
 	"github.com/stepgate/stepgate/proxy/ratelimit"
 	"github.com/stepgate/stepgate/proxy/reqpath"
@@ -435,7 +437,22 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	if err != nil {
 		return nil, err
 	}
-	g.proxy = gw
+	// The front doors besides the proxy: adapters over gw's decision
+	// (docs/design.md §16).
+	var doors []proxy.Door
+	if s.doors.ForwardAuth {
+		doors = append(doors, forwardauth.New(gw))
+	}
+	if s.doors.ExtAuthz {
+		doors = append(doors, extauthz.New(extauthz.Config{
+			Checker:         gw,
+			ClientIP:        s.trusted,
+			WithBody:        s.doors.ExtAuthzBody,
+			MaxBody:         approvals.MaxBody(),
+			BodyIdleTimeout: cfg.BodyIdleTimeout,
+		}))
+	}
+	g.proxy = gw.WithDoors(doors...)
 	if cfg.AuthzGRPCListen != "" {
 		g.authz = authzgrpc.New(gw.Recorded(), s.doors.ExtAuthzBody)
 		g.authz.TraceContext = tracer != nil

@@ -359,3 +359,18 @@ func lookAlike(r rune) bool {
 	}
 	return false
 }
+
+// ValidMethod reports whether m is an HTTP method token (RFC 9110 §9.1) of
+// reasonable length, as a front proxy's description of a request must name.
+func ValidMethod(m string) bool {
+	if m == "" || len(m) > 32 {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		c := m[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
