@@ -13,10 +13,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/stepgate/stepgate/proxy/upstreamtest"
 	"github.com/stepgate/stepgate/store/redistest"
 )
 
@@ -38,16 +40,15 @@ func frontProxyBinary(t *testing.T, pkg string, paths ...string) string {
 	return ""
 }
 
-// freeAddr returns a loopback address nobody listens on right now.
+// freeAddr returns a loopback address reserved for a server this test
+// process starts (upstreamtest.FreePort: no other test binary takes it).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := upstreamtest.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
 }
 
 // deployFile reads a file under deploy/frontdoors and replaces each old

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -365,15 +367,50 @@ func waitListening(addr string, exited <-chan struct{}, within time.Duration) er
 	}
 }
 
-// FreePort returns a loopback port that was free a moment ago.
+// FreePort returns a loopback port for a server this test process starts.
+//
+// A port that was merely free a moment ago is not enough: go test runs
+// several test binaries at once, and between one binary's check and its
+// server's bind another binary may pick the same port — its server then
+// answers in place of ours (a "rack" that was really another binary's PHP).
+// So ports come from 20000–29999, below the kernel's ephemeral range (no
+// port-0 listener or outgoing connection is given one), and each is
+// reserved for this process's lifetime by an exclusive lock on a file
+// named for it, which every test binary respects and the kernel releases
+// when the process ends.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	dir := filepath.Join(os.TempDir(), "stepgate-test-ports")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
 		return 0, fmt.Errorf("find a free port: %w", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	for range 2000 {
+		port := 20000 + rand.IntN(10000)
+		f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+		if err != nil {
+			return 0, fmt.Errorf("find a free port: %w", err)
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close() // another test binary holds it
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			f.Close() // in use by something else
+			continue
+		}
+		l.Close()
+		reserved = append(reserved, f) // held until the process ends
+		return port, nil
+	}
+	return 0, errors.New("find a free port: none free in 20000-29999")
 }
+
+var (
+	portsMu  sync.Mutex
+	reserved []*os.File
+)
 
 func copyApps(dir string) error {
 	entries, err := apps.ReadDir("apps")

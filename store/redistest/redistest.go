@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stepgate/stepgate/proxy/upstreamtest"
 )
 
 // Server is one redis-server process.
@@ -85,13 +87,14 @@ func StartTLS(t testing.TB) *Server {
 	return s
 }
 
+// freePort is a port reserved for this test process (upstreamtest.FreePort):
+// a server restarted on it must not find another test binary's there.
 func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := upstreamtest.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 // URL is the server's redis:// URL.
