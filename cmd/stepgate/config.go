@@ -324,6 +324,12 @@ type config struct {
 	// Bearer token for `POST /revoke` on the admin listener (at least 32 characters; `openssl rand
 	// -base64 32`). Without it the endpoint does not exist (404).
 	AdminToken string `env:"ADMIN_TOKEN" secret:"true"`
+
+	// How often `STEPGATE_RULES_FILE` and the `_FILE` secrets are checked for a change (where their
+	// symlinks lead, inode, size, time: a Kubernetes ConfigMap or Secret update included); a change
+	// reloads them as SIGHUP does ([design §9.1](design.md)). `0` turns the check off; SIGHUP still
+	// reloads. 0 or 100ms–1m.
+	ReloadInterval time.Duration `env:"RELOAD_INTERVAL" envDefault:"500ms"`
 }
 
 const envPrefix = "STEPGATE_"
@@ -1011,6 +1017,9 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	}
 	if c.StoreMaxStaleness < time.Second || c.StoreMaxStaleness > 10*time.Minute {
 		bad("STORE_MAX_STALENESS", "want a duration between 1s and 10m")
+	}
+	if c.ReloadInterval != 0 && (c.ReloadInterval < 100*time.Millisecond || c.ReloadInterval > time.Minute) {
+		bad("RELOAD_INTERVAL", "want 0 (no file checks) or a duration between 100ms and 1m")
 	}
 	if c.AdminToken != "" && len(c.AdminToken) < 32 {
 		bad("ADMIN_TOKEN", "too short: want at least 32 characters (for example openssl rand -base64 32)")

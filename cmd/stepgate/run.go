@@ -15,9 +15,11 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"os/signal"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -128,7 +130,21 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 		printStore(stdout, cfg, s, getenv)
 		return nil
 	}
-	return serve(ctx, cfg, s, stdout, nil, time.Now)
+	// SIGHUP reloads the rules, cookie keys and admin token (reload.go).
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP)
+	defer signal.Stop(sig)
+	hup := make(chan struct{})
+	go func() {
+		for range sig {
+			select {
+			case hup <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return serve(ctx, cfg, s, stdout, &serveOptions{environ: environ, hup: hup}, time.Now)
 }
 
 // usage is the top of `stepgate -h`.
@@ -168,6 +184,30 @@ type gateway struct {
 	stores    *stores
 	draining  atomic.Bool
 	log       *slog.Logger
+	metrics   *metrics.Metrics
+
+	// What a reload replaces (reload.go).
+	rules      *rules.Live
+	cookies    *session.Store
+	digests    *approve.Gate
+	adminToken *adminToken
+	gw         *proxy.Gateway
+}
+
+// apply puts a reloaded configuration's rules, cookie keys and admin token
+// in force (docs/design.md §9.1). Everything is checked before anything is
+// swapped, so a refusal changes nothing.
+func (g *gateway) apply(c config, s settings) error {
+	if err := g.gw.CanServe(s.rules); err != nil {
+		return err
+	}
+	if err := g.cookies.SetKeys(s.cookieKeys); err != nil {
+		return fmt.Errorf("STEPGATE_COOKIE_KEYS: %w", err)
+	}
+	g.digests.SetKeys(approvalDigestKeys(s.cookieKeys))
+	g.rules.Store(s.rules)
+	g.adminToken.set(c.AdminToken)
+	return nil
 }
 
 // build wires every piece from validated settings.
@@ -175,7 +215,8 @@ type gateway struct {
 // (nil: none); it must serialise writes with log's handler.
 func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prometheus.Registry, now func() time.Time) (*gateway, error) {
 	m := metrics.New(reg, currentVersion().Version)
-	g := &gateway{log: log}
+	g := &gateway{log: log, metrics: m, rules: rules.NewLive(s.rules), adminToken: &adminToken{}}
+	g.adminToken.set(cfg.AdminToken)
 	st, err := newStores(cfg, s, m, log, now)
 	if err != nil {
 		return nil, err
@@ -272,15 +313,17 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		if i := strings.IndexByte(ret, '?'); i >= 0 {
 			ret = ret[:i]
 		}
+		set := g.rules.Load()
 		p, err := reqpath.Parse(method, ret)
 		if err != nil {
-			return s.rules.Match(method, "/")
+			return set.Match(method, "/")
 		}
-		return s.rules.Match(method, p.Match)
+		return set.Match(method, p.Match)
 	}
 	// Held requests and approvals (approve rules): in this process,
 	// bounded; see the store package.
 	approvals := approve.New(g.approvals, approvalDigestKeys(s.cookieKeys), cfg.ApproveMaxBody, now)
+	g.cookies, g.digests = store, approvals
 	revocations := revocationCheck{st.view}
 	chal, err := challenge.New(challenge.Config{
 		PingOne:   client,
@@ -335,7 +378,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		UpstreamHost: cfg.UpstreamHost,
 		PreserveHost: cfg.PreserveHost,
 		Transport:    newTransport(upstreamTLS, cfg.UpstreamTimeout, 512),
-		Rules:        s.rules,
+		LiveRules:    g.rules,
 		ClientIP:     s.trusted,
 		Identity:     ident,
 		StepUps:      store,
@@ -378,7 +421,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	if err != nil {
 		return nil, err
 	}
-	g.proxy = gw
+	g.proxy, g.gw = gw, gw
 	if cfg.AuthzGRPCListen != "" {
 		g.authz = authzgrpc.New(gw.Recorded(), s.doors.ExtAuthzBody)
 	}
@@ -401,9 +444,9 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	if s.requestKey != nil {
 		admin.Handle("GET /jwks.json", requestKeyJWKS(s.requestKey, log))
 	}
-	if cfg.AdminToken != "" {
-		admin.Handle("POST /revoke", revokeHandler(cfg.AdminToken, st.revoker, log))
-	}
+	// A reload may set or change the token (STEPGATE_ADMIN_TOKEN_FILE): the
+	// endpoint answers 404 while there is none.
+	admin.Handle("POST /revoke", revokeHandler(g.adminToken, st.revoker, log))
 	if cfg.Pprof {
 		admin.HandleFunc("GET /debug/pprof/", pprof.Index)
 		admin.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
@@ -490,9 +533,25 @@ type listeners struct {
 	proxy, admin, authz net.Listener
 }
 
+// serveOptions are what run, the demo and tests give serve besides the
+// configuration. The zero value listens on the configured addresses and
+// never reloads.
+type serveOptions struct {
+	listeners
+	// environ is the environment the configuration was read from: a
+	// reload reads it again (nil: no reloads).
+	environ []string
+	// hup asks for a reload, as SIGHUP does.
+	hup <-chan struct{}
+	// poll, for tests, replaces the STEPGATE_RELOAD_INTERVAL ticker.
+	poll <-chan time.Time
+	// reloaded, for tests, is told every reload's outcome.
+	reloaded func(reloadResult)
+}
+
 // serve runs the proxy and admin listeners until ctx ends, then drains and
 // shuts down gracefully (docs/design.md §10).
-func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *listeners, now func() time.Time) error {
+func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, o *serveOptions, now func() time.Time) error {
 	level, _ := parseLevel(cfg.LogLevel)
 	stdout, flushLogs := bufferLogs(stdout)
 	defer flushLogs()
@@ -505,9 +564,10 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 	if err != nil {
 		return err
 	}
-	if ls == nil {
-		ls = &listeners{}
+	if o == nil {
+		o = &serveOptions{}
 	}
+	ls := &o.listeners
 	if ls.proxy == nil {
 		if ls.proxy, err = net.Listen("tcp", cfg.Listen); err != nil {
 			return fmt.Errorf("STEPGATE_LISTEN: %w (set STEPGATE_LISTEN to a free address)", err)
@@ -559,6 +619,25 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 	storeDone := make(chan struct{})
 	go func() { defer close(storeDone); g.stores.run(keysCtx) }()
 	defer func() { stopKeys(); <-storeDone; g.stores.close() }()
+
+	if o.environ != nil {
+		rl := &reloader{environ: o.environ, target: g, log: log, metrics: g.metrics, cfg: cfg, s: s}
+		var w *fileWatch
+		poll := o.poll
+		if files := watchedFiles(cfg, o.environ); len(files) > 0 && (poll != nil || cfg.ReloadInterval > 0) {
+			w = newFileWatch(files)
+			if poll == nil {
+				t := time.NewTicker(cfg.ReloadInterval)
+				defer t.Stop()
+				poll = t.C
+			}
+			log.Info("watching files for changes", "files", files, "interval", cfg.ReloadInterval.String())
+		}
+		stopReload := make(chan struct{})
+		reloadDone := make(chan struct{})
+		go func() { defer close(reloadDone); reloadLoop(stopReload, rl, w, o.hup, poll, o.reloaded) }()
+		defer func() { close(stopReload); <-reloadDone }()
+	}
 
 	errc := make(chan error, 3)
 	if authzSrv != nil {
