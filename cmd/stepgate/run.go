@@ -176,6 +176,9 @@ type gateway struct {
 	proxy  http.Handler
 	authz  *authzgrpc.Server // ext_authz over gRPC; nil unless STEPGATE_AUTHZ_GRPC_LISTEN
 	admin  http.Handler
+	// signals serves the identity provider's events (signals.go); nil
+	// unless STEPGATE_SIGNALS_LISTEN.
+	signals http.Handler
 	client *mfa.Client
 	idKeys *jwks.Cache // upstream IdP keys, jwt identity only
 	// approvals holds requests awaiting approval and single-use approvals
@@ -455,6 +458,11 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		admin.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	g.admin = admin
+	if cfg.SignalsListen != "" {
+		if g.signals, err = signalsHandler(cfg, st.revoker, m, log, now); err != nil {
+			return nil, err
+		}
+	}
 	return g, nil
 }
 
@@ -530,7 +538,7 @@ func newTransport(tlsConfig *tls.Config, responseTimeout time.Duration, idle int
 // listeners can be handed in by tests and demo mode; nil means listen on the
 // configured addresses.
 type listeners struct {
-	proxy, admin, authz net.Listener
+	proxy, admin, authz, signals net.Listener
 }
 
 // serveOptions are what run, the demo and tests give serve besides the
@@ -577,6 +585,24 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, o *ser
 		if ls.admin, err = net.Listen("tcp", cfg.AdminListen); err != nil {
 			ls.proxy.Close()
 			return fmt.Errorf("STEPGATE_ADMIN_LISTEN: %w (set STEPGATE_ADMIN_LISTEN to a free address)", err)
+		}
+	}
+	var signalsSrv *http.Server
+	if g.signals != nil {
+		if ls.signals == nil {
+			if ls.signals, err = net.Listen("tcp", cfg.SignalsListen); err != nil {
+				ls.proxy.Close()
+				ls.admin.Close()
+				return fmt.Errorf("STEPGATE_SIGNALS_LISTEN: %w (set STEPGATE_SIGNALS_LISTEN to a free address)", err)
+			}
+		}
+		signalsSrv = &http.Server{
+			Handler:           g.signals,
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       time.Minute,
+			MaxHeaderBytes:    16 << 10,
 		}
 	}
 	var authzSrv *grpc.Server
@@ -639,7 +665,13 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, o *ser
 		defer func() { close(stopReload); <-reloadDone }()
 	}
 
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
+	if signalsSrv != nil {
+		signalsSrv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+		go func() { errc <- signalsSrv.Serve(ls.signals) }()
+		log.Info("signals receivers listening", "addr", ls.signals.Addr().String())
+		defer signalsSrv.Close()
+	}
 	if authzSrv != nil {
 		go func() { errc <- authzSrv.Serve(ls.authz) }()
 		log.Info("ext_authz gRPC listening", "addr", ls.authz.Addr().String())
@@ -681,6 +713,9 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, o *ser
 	defer cancel()
 	if authzSrv != nil {
 		stopGRPC(sctx, authzSrv)
+	}
+	if signalsSrv != nil {
+		_ = signalsSrv.Shutdown(sctx)
 	}
 	proxyErr := proxySrv.Shutdown(sctx)
 	adminErr := adminSrv.Shutdown(sctx)

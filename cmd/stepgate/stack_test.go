@@ -60,6 +60,7 @@ type stack struct {
 	Upstream *httptest.Server
 	Proxy    string // http://127.0.0.1:port
 	Admin    string
+	Signals  string // the signals listener's base URL, with STEPGATE_SIGNALS_LISTEN
 	Env      map[string]string
 	Logs     *syncBuffer
 
@@ -156,11 +157,19 @@ func newStack(t testing.TB, opts ...stackOption) *stack {
 		cfg.env["STEPGATE_UPSTREAM"] = s.Upstream.URL
 	}
 
+	o := &serveOptions{}
 	if cfg.reload != nil {
-		s.Proxy, s.Admin = serveForTestWith(t, cfg.env, s.Clock.Now, s.Logs, cfg.reload.options(environOf(cfg.env)))
-	} else {
-		s.Proxy, s.Admin = serveForTest(t, cfg.env, s.Clock.Now, s.Logs)
+		o = cfg.reload.options(environOf(cfg.env))
 	}
+	if cfg.env["STEPGATE_SIGNALS_LISTEN"] != "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.signals = ln
+		s.Signals = "http://" + ln.Addr().String()
+	}
+	s.Proxy, s.Admin = serveForTestWith(t, cfg.env, s.Clock.Now, s.Logs, o)
 	s.waitReady()
 	return s
 }
@@ -203,7 +212,7 @@ func serveForTestWith(t testing.TB, env map[string]string, now func() time.Time,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	o.listeners = listeners{proxy: pl, admin: al}
+	o.proxy, o.admin = pl, al
 	go func() { done <- serve(ctx, c, set, logs, o, now) }()
 	t.Cleanup(func() {
 		cancel()
