@@ -142,7 +142,9 @@ func ruleText(s *rules.Set) string {
 // adminToken is the bearer token of POST /revoke, replaceable by a reload.
 // It keeps only the token's SHA-256: hashing both sides makes the
 // comparison constant-time in the token's length too.
-type adminToken struct{ h atomic.Pointer[[sha256.Size]byte] }
+type adminToken struct {
+	h atomic.Pointer[[sha256.Size]byte]
+}
 
 func (t *adminToken) set(token string) {
 	if token == "" {

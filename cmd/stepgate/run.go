@@ -173,14 +173,14 @@ const (
 
 // gateway is a built, not yet serving, stepgate.
 type gateway struct {
-	proxy  http.Handler
-	authz  *authzgrpc.Server // ext_authz over gRPC; nil unless STEPGATE_AUTHZ_GRPC_LISTEN
-	admin  http.Handler
+	proxy http.Handler
+	authz *authzgrpc.Server // ext_authz over gRPC; nil unless STEPGATE_AUTHZ_GRPC_LISTEN
+	admin http.Handler
 	// signals serves the identity provider's events (signals.go); nil
 	// unless STEPGATE_SIGNALS_LISTEN.
 	signals http.Handler
-	client *mfa.Client
-	idKeys *jwks.Cache // upstream IdP keys, jwt identity only
+	client  *mfa.Client
+	idKeys  *jwks.Cache // upstream IdP keys, jwt identity only
 	// approvals holds requests awaiting approval and single-use approvals
 	// (docs/design.md §14), in the store STEPGATE_STORE chose.
 	approvals store.Approvals
