@@ -30,6 +30,10 @@ type Metrics struct {
 	PingOneUnexpected *prometheus.CounterVec
 	StoreErrors       *prometheus.CounterVec   // op
 	StoreDuration     *prometheus.HistogramVec // op
+	ConfigReloads     *prometheus.CounterVec   // result: applied, unchanged, invalid
+	// Signals counts events from the identity provider's receivers
+	// (docs/signals.md), by receiver (ssf, pingone) and result.
+	Signals *prometheus.CounterVec
 }
 
 // New registers stepgate's metrics, build info and the Go and process
@@ -88,6 +92,14 @@ func New(reg *prometheus.Registry, version string) *Metrics {
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 		}, []string{"op"}),
 	}
+	m.ConfigReloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "stepgate_config_reloads_total",
+		Help: "Reloads of rules, cookie keys and admin token (SIGHUP or a file change), by result: applied, unchanged, invalid.",
+	}, []string{"result"})
+	m.Signals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "stepgate_signals_total",
+		Help: "Security events received from an identity provider (shared signals, PingOne webhooks), by receiver and result: revoked, ignored, refused.",
+	}, []string{"receiver", "result"})
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "stepgate_build_info",
 		Help:        "Build information; the value is always 1.",
@@ -96,7 +108,7 @@ func New(reg *prometheus.Registry, version string) *Metrics {
 	buildInfo.Set(1)
 	reg.MustRegister(m.Requests, m.RequestDuration, m.Challenges, m.OTPChecks,
 		m.PingOneRequests, m.PingOneDuration, m.RateLimited, m.Approvals, m.ApprovalsWaiting, m.PingOneUnexpected,
-		m.StoreErrors, m.StoreDuration, buildInfo,
+		m.StoreErrors, m.StoreDuration, m.ConfigReloads, m.Signals, buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Pre-create the fixed label values so every family is visible (at
@@ -109,6 +121,9 @@ func New(reg *prometheus.Registry, version string) *Metrics {
 	}
 	for _, e := range []string{"required", "approved", "forwarded", "expired", "refused"} {
 		m.Approvals.WithLabelValues(e)
+	}
+	for _, r := range []string{"applied", "unchanged", "invalid"} {
+		m.ConfigReloads.WithLabelValues(r)
 	}
 	for _, w := range []string{"status", "device_type"} {
 		m.PingOneUnexpected.WithLabelValues(w)

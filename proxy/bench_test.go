@@ -296,7 +296,7 @@ func BenchmarkStageRuleMatch(b *testing.B) {
 	b.ReportAllocs()
 	defer cpuPerOp(b)()
 	for b.Loop() {
-		if e.gw.cfg.Rules.Match(http.MethodGet, "/admin/report").Action != rules.MFA {
+		if e.gw.cfg.LiveRules.Load().Match(http.MethodGet, "/admin/report").Action != rules.MFA {
 			b.Fatal("not mfa")
 		}
 	}
@@ -305,7 +305,7 @@ func BenchmarkStageRuleMatch(b *testing.B) {
 func BenchmarkStageStepUpCookie(b *testing.B) {
 	e := newBenchEnv(b, slog.LevelInfo)
 	r := e.request("/admin/report", true)
-	rule := e.gw.cfg.Rules.Match(http.MethodGet, "/admin/report")
+	rule := e.gw.cfg.LiveRules.Load().Match(http.MethodGet, "/admin/report")
 	b.ReportAllocs()
 	defer cpuPerOp(b)()
 	for b.Loop() {

@@ -93,11 +93,15 @@ type Config struct {
 	UpstreamHost string
 	PreserveHost bool
 	Transport    http.RoundTripper
-	Rules        *rules.Set
-	ClientIP     *clientip.Resolver
-	Identity     identity.Source
-	StepUps      StepUps
-	Challenge    Challenger
+	// Rules is the rule set; LiveRules, optional, replaces it with one a
+	// reload can swap (every request loads it once). With LiveRules set,
+	// Rules is ignored.
+	Rules     *rules.Set
+	LiveRules *rules.Live
+	ClientIP  *clientip.Resolver
+	Identity  identity.Source
+	StepUps   StepUps
+	Challenge Challenger
 	// Approvals, optional, serves approve rules; required when the rules
 	// have one. ApproveHoldLimit, optional, bounds the requests one user
 	// may hold (keyed "u:"+user).
@@ -196,10 +200,15 @@ func New(cfg Config) (*Gateway, error) {
 	switch {
 	case cfg.Doors.Proxy && (cfg.Upstream == nil || cfg.Upstream.Scheme == "" || cfg.Upstream.Host == ""):
 		return nil, errors.New("proxy: upstream must be an absolute URL")
-	case cfg.Rules == nil, cfg.ClientIP == nil, cfg.Identity == nil, cfg.StepUps == nil,
+	case cfg.Rules == nil && cfg.LiveRules == nil, cfg.ClientIP == nil, cfg.Identity == nil, cfg.StepUps == nil,
 		cfg.Challenge == nil, cfg.Logger == nil, cfg.Metrics == nil, cfg.Doors.Proxy && cfg.Transport == nil:
 		return nil, errors.New("proxy: incomplete configuration")
-	case cfg.Approvals == nil && slices.ContainsFunc(cfg.Rules.Rules(), func(r rules.Rule) bool { return r.Action == rules.Approve }):
+	}
+	if cfg.LiveRules == nil {
+		cfg.LiveRules = rules.NewLive(cfg.Rules)
+	}
+	cfg.Rules = nil // LiveRules is the one place the rules are read
+	if cfg.Approvals == nil && hasApprove(cfg.LiveRules.Load()) {
 		return nil, errors.New("proxy: approve rules need an approvals store")
 	}
 	if cfg.Now == nil {
@@ -257,6 +266,19 @@ func New(cfg Config) (*Gateway, error) {
 		BufferPool: &bufferPool{},
 	}
 	return g, nil
+}
+
+// CanServe reports whether set could be put in force by a reload: approve
+// rules need the approvals store this gateway was built with.
+func (g *Gateway) CanServe(set *rules.Set) error {
+	if g.cfg.Approvals == nil && hasApprove(set) {
+		return errors.New("proxy: approve rules need an approvals store")
+	}
+	return nil
+}
+
+func hasApprove(set *rules.Set) bool {
+	return slices.ContainsFunc(set.Rules(), func(r rules.Rule) bool { return r.Action == rules.Approve })
 }
 
 // bufferPool implements httputil.BufferPool. It pools *[]byte, not []byte,
@@ -422,7 +444,10 @@ func (g *Gateway) decideInto(ctx context.Context, q *Request, d *Decision) {
 
 	// 1b. The method the application will act on, after the one method
 	// override it honours: rules match that one.
-	method, reason := g.effectiveMethod(q, p)
+	// One set for the whole decision: a reload that swaps the rules now
+	// applies from the next request on (docs/design.md §9.1).
+	set := g.cfg.LiveRules.Load()
+	method, reason := g.effectiveMethod(q, p, set)
 	if reason != "" {
 		d.Client, _ = g.cfg.ClientIP.Resolve(q.Peer, q.Header.Values("X-Forwarded-For"))
 		d.set(Reject, decisionRejected, reason)
@@ -453,7 +478,7 @@ func (g *Gateway) decideInto(ctx context.Context, q *Request, d *Decision) {
 	}
 
 	// 5. Match.
-	d.Rule = g.cfg.Rules.Match(method, p.Match)
+	d.Rule = set.Match(method, p.Match)
 	switch d.Rule.Action {
 	case rules.Deny:
 		d.set(Deny, decisionDeny, "")

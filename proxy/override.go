@@ -63,7 +63,7 @@ var overrideMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", 
 
 // effectiveMethod is the method the application will act on, or a fixed
 // reason to refuse the request.
-func (g *Gateway) effectiveMethod(q *Request, p reqpath.Path) (method, reason string) {
+func (g *Gateway) effectiveMethod(q *Request, p reqpath.Path, set *rules.Set) (method, reason string) {
 	method = q.Method
 	if p.Query != "" && queryHasMethodField(p.Query) {
 		// Symfony reads _method from the query too.
@@ -85,10 +85,10 @@ func (g *Gateway) effectiveMethod(q *Request, p reqpath.Path) (method, reason st
 			return "", "two method override headers"
 		}
 	}
-	if !g.cfg.Rules.MethodMatters(p.Match) {
+	if !set.MethodMatters(p.Match) {
 		return method, ""
 	}
-	if g.cfg.Rules.Match(method, p.Match).Action == rules.Approve {
+	if set.Match(method, p.Match).Action == rules.Approve {
 		// The approve path reads this body itself, under the same
 		// grammar, and refuses a _method it was not told to honour.
 		return method, ""

@@ -122,7 +122,7 @@ func TestMalformedPlaintextUnderAValidSealIsAbsent(t *testing.T) {
 		stepUpFields(17, make([]string, 17), nil),
 		{},
 	} {
-		v := s.codec.Seal(s.CookieName(), pt)
+		v := s.keys.Load().codec.Seal(s.CookieName(), pt)
 		if got, ok := s.StepUp(requestWithCookie(s.CookieName() + "=" + v)); ok {
 			t.Errorf("StepUp() of sealed plaintext %x = %+v, true; want absent", pt, got)
 		}

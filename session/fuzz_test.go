@@ -20,7 +20,7 @@ func FuzzOpenStepUp(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	good := s.codec.Seal(s.CookieName(), pt)
+	good := s.keys.Load().codec.Seal(s.CookieName(), pt)
 	flowPT, err := marshalFlow(testFlow(c.Now()))
 	if err != nil {
 		f.Fatal(err)
@@ -65,7 +65,7 @@ func FuzzOpenStepUp(f *testing.F) {
 		}
 		// A sealed, well-formed plaintext must behave like any cookie:
 		// absent or valid, never a panic.
-		sealed := s.codec.Seal(s.CookieName(), plaintext)
+		sealed := s.keys.Load().codec.Seal(s.CookieName(), plaintext)
 		s.StepUp(requestWithCookie(s.CookieName() + "=" + sealed))
 	})
 }

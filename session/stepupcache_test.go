@@ -65,9 +65,9 @@ func TestStepUpCacheIsBounded(t *testing.T) {
 		v.ID = string(rune('a'+i%26)) + time.Duration(i).String()
 		cachedRequest(t, s, v)
 	}
-	s.stepUps.mu.RLock()
-	n := len(s.stepUps.m)
-	s.stepUps.mu.RUnlock()
+	s.keys.Load().stepUps.mu.RLock()
+	n := len(s.keys.Load().stepUps.m)
+	s.keys.Load().stepUps.mu.RUnlock()
 	if n > stepUpCacheSize {
 		t.Errorf("cache holds %d step-ups, want at most %d", n, stepUpCacheSize)
 	}

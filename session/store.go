@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/sessions"
@@ -52,7 +53,7 @@ type Options struct {
 // Cookies are always HttpOnly, SameSite=Lax, Path=/, without Domain, and
 // Secure as configured; the gorilla API cannot weaken that.
 type Store struct {
-	codec    *Codec
+	keys     atomic.Pointer[keyring] // swapped whole by SetKeys
 	name     string
 	flowName string
 	apprName string
@@ -62,7 +63,15 @@ type Store struct {
 	secure   bool
 	flowTTL  time.Duration
 	now      func() time.Time
-	stepUps  *stepUpCache // opened step-up cookies, see stepupcache.go
+}
+
+// keyring is the codec of one key list with the step-up cookies it opened:
+// a cache entry is only ever found under the keys that opened it, so a
+// key dropped by SetKeys stops opening cookies at once, even for a request
+// that opened one under the old keys while the keys were swapped.
+type keyring struct {
+	codec   *Codec
+	stepUps *stepUpCache // opened step-up cookies, see stepupcache.go
 }
 
 var _ sessions.Store = (*Store)(nil)
@@ -96,8 +105,7 @@ func NewStore(o Options) (*Store, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Store{
-		codec:    c,
+	st := &Store{
 		name:     name,
 		flowName: name + FlowSuffix,
 		apprName: name + ApprovedSuffix,
@@ -107,8 +115,22 @@ func NewStore(o Options) (*Store, error) {
 		secure:   o.Secure,
 		flowTTL:  o.FlowTTL,
 		now:      o.Now,
-		stepUps:  newStepUpCache(),
-	}, nil
+	}
+	st.keys.Store(&keyring{codec: c, stepUps: newStepUpCache()})
+	return st, nil
+}
+
+// SetKeys replaces the cookie keys (a reload, docs/design.md §9.1): keys[0]
+// seals from now on, and only keys opens. It is the same three-phase roll
+// as a restart with new keys: add the new key second, then first, then
+// drop the old one.
+func (s *Store) SetKeys(keys [][]byte) error {
+	c, err := NewCodec(keys)
+	if err != nil {
+		return err
+	}
+	s.keys.Store(&keyring{codec: c, stepUps: newStepUpCache()})
+	return nil
 }
 
 // CookieName is the step-up cookie's name.
@@ -126,12 +148,13 @@ func (s *Store) StepUp(r *http.Request) (StepUp, bool) {
 	if !ok {
 		return StepUp{}, false
 	}
-	v, ok := s.stepUps.get(value)
+	kr := s.keys.Load()
+	v, ok := kr.stepUps.get(value)
 	if !ok {
-		if v, ok = s.openStepUp(value); !ok {
+		if v, ok = openStepUp(kr.codec, s.aad, value); !ok {
 			return StepUp{}, false
 		}
-		s.stepUps.put(value, v)
+		kr.stepUps.put(value, v)
 	}
 	if !s.now().Before(v.TokenExpiry) {
 		return StepUp{}, false
@@ -140,10 +163,10 @@ func (s *Store) StepUp(r *http.Request) (StepUp, bool) {
 	return v, true
 }
 
-func (s *Store) openStepUp(value string) (StepUp, bool) {
-	bp := s.codec.bufs.Get().(*[]byte)
-	defer s.codec.bufs.Put(bp)
-	pt, err := s.codec.open(s.aad, value, *bp)
+func openStepUp(c *Codec, aad []byte, value string) (StepUp, bool) {
+	bp := c.bufs.Get().(*[]byte)
+	defer c.bufs.Put(bp)
+	pt, err := c.open(aad, value, *bp)
 	if err != nil {
 		return StepUp{}, false
 	}
@@ -193,9 +216,10 @@ func (s *Store) Flow(r *http.Request) (Flow, bool) {
 	if !ok {
 		return Flow{}, false
 	}
-	bp := s.codec.bufs.Get().(*[]byte)
-	defer s.codec.bufs.Put(bp)
-	pt, err := s.codec.open(s.flowAAD, value, *bp)
+	c := s.keys.Load().codec
+	bp := c.bufs.Get().(*[]byte)
+	defer c.bufs.Put(bp)
+	pt, err := c.open(s.flowAAD, value, *bp)
 	if err != nil {
 		return Flow{}, false
 	}
@@ -252,9 +276,10 @@ func (s *Store) Approved(r *http.Request) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	bp := s.codec.bufs.Get().(*[]byte)
-	defer s.codec.bufs.Put(bp)
-	pt, err := s.codec.open(s.apprAAD, value, *bp)
+	c := s.keys.Load().codec
+	bp := c.bufs.Get().(*[]byte)
+	defer c.bufs.Put(bp)
+	pt, err := c.open(s.apprAAD, value, *bp)
 	if err != nil || len(pt) < 9 {
 		return "", false
 	}
@@ -280,7 +305,7 @@ func (s *Store) SaveApproved(w http.ResponseWriter, ref string, ttl time.Duratio
 func (s *Store) ClearApproved(w http.ResponseWriter) { s.clear(w, s.apprName) }
 
 func (s *Store) sealedCookie(name string, aad, plaintext []byte, maxAge time.Duration) (*http.Cookie, error) {
-	value := s.codec.seal(aad, plaintext)
+	value := s.keys.Load().codec.seal(aad, plaintext)
 	if n := len(name) + 1 + len(value); n > MaxCookieSize {
 		return nil, fmt.Errorf("sealed cookie is %d bytes, more than %d", n, MaxCookieSize)
 	}

@@ -110,8 +110,11 @@ func (rr *RedisRevocations) epochKey() string { return rr.s.prefix + "rv-epoch" 
 func (rr *RedisRevocations) Revoke(ctx context.Context, r Revocation) error {
 	now := rr.view.now()
 	kind, id, stamp := "s", r.Session, now.Add(RevocationTTL)
-	if r.User != "" {
+	switch {
+	case r.User != "":
 		kind, id, stamp = "u", r.User, now
+	case r.Subject != "":
+		kind, id, stamp = "p", r.Subject, now
 	}
 	msg := kind + " " + strconv.FormatInt(stamp.UnixNano(), 10) + " " + id
 	local := rr.apply(msg)
@@ -131,7 +134,8 @@ func (rr *RedisRevocations) Revoke(ctx context.Context, r Revocation) error {
 	return local
 }
 
-// apply adds one revocation message ("u <nanos> user" or "s <nanos> id").
+// apply adds one revocation message ("u <nanos> user", "p <nanos> PingOne
+// user id" or "s <nanos> id").
 func (rr *RedisRevocations) apply(msg string) error {
 	kind, rest, _ := strings.Cut(msg, " ")
 	stamp, id, ok := strings.Cut(rest, " ")
@@ -142,6 +146,8 @@ func (rr *RedisRevocations) apply(msg string) error {
 	switch kind {
 	case "u":
 		return rr.view.addUser(id, time.Unix(0, n))
+	case "p":
+		return rr.view.addSubject(id, time.Unix(0, n))
 	case "s":
 		return rr.view.addSession(id, time.Unix(0, n))
 	}

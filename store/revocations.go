@@ -10,10 +10,15 @@ import (
 )
 
 // Revocation names what to revoke: every step-up of a user completed up to
-// now, or one step-up by its session id. Exactly one is set.
+// now, every step-up of a PingOne user (its id, the step-up's subject)
+// completed up to now, or one step-up by its session id. Exactly one is
+// set.
 type Revocation struct {
 	User    string
 	Session string
+	// Subject is a PingOne user id: what an identity provider's signal
+	// names when it knows the user only as PingOne does.
+	Subject string
 }
 
 // RevocationTTL is how long a revocation is kept: longer than any step-up
@@ -58,6 +63,7 @@ type Revocations struct {
 
 	mu       sync.RWMutex
 	users    map[string]time.Time // user -> revoked at (step-ups up to then)
+	subjects map[string]time.Time // PingOne user id -> revoked at
 	sessions map[string]time.Time // session id -> kept until
 
 	confirmed atomic.Int64 // UnixNano up to which the view is known complete
@@ -77,7 +83,7 @@ func NewRevocations(o RevocationsOptions) *Revocations {
 	}
 	return &Revocations{
 		now: o.Now, wall: o.Wall, max: o.MaxEntries, maxStale: o.MaxStaleness,
-		users: map[string]time.Time{}, sessions: map[string]time.Time{},
+		users: map[string]time.Time{}, sessions: map[string]time.Time{}, subjects: map[string]time.Time{},
 	}
 }
 
@@ -85,8 +91,11 @@ func NewRevocations(o RevocationsOptions) *Revocations {
 // step-ups completed up to now, or the session, are refused from now on.
 func (v *Revocations) Revoke(_ context.Context, r Revocation) error {
 	now := v.now()
-	if r.User != "" {
+	switch {
+	case r.User != "":
 		return v.addUser(r.User, now)
+	case r.Subject != "":
+		return v.addSubject(r.Subject, now)
 	}
 	return v.addSession(r.Session, now.Add(RevocationTTL))
 }
@@ -100,6 +109,15 @@ func (v *Revocations) Revoked(user, session string, authTime time.Time) bool {
 	_, bySession := v.sessions[session]
 	v.mu.RUnlock()
 	return bySession || byUser && !authTime.After(at)
+}
+
+// RevokedSubject reports whether the step-ups of PingOne user subject
+// completed at authTime were revoked.
+func (v *Revocations) RevokedSubject(subject string, authTime time.Time) bool {
+	v.mu.RLock()
+	at, ok := v.subjects[subject]
+	v.mu.RUnlock()
+	return ok && !authTime.After(at)
 }
 
 // Stale reports that this view cannot be trusted to hold every revocation:
@@ -128,8 +146,10 @@ func (v *Revocations) Unconfirmed() time.Duration {
 func (v *Revocations) Len() int {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	return len(v.users) + len(v.sessions)
+	return v.lenLocked()
 }
+
+func (v *Revocations) lenLocked() int { return len(v.users) + len(v.sessions) + len(v.subjects) }
 
 // confirm records that every revocation made before t is in the view.
 func (v *Revocations) confirm(t time.Time) {
@@ -158,6 +178,22 @@ func (v *Revocations) addUser(user string, at time.Time) error {
 	return nil
 }
 
+func (v *Revocations) addSubject(subject string, at time.Time) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if old, ok := v.subjects[subject]; ok {
+		if at.After(old) {
+			v.subjects[subject] = at
+		}
+		return nil
+	}
+	if !v.room() {
+		return ErrRevocationsFull
+	}
+	v.subjects[subject] = at
+	return nil
+}
+
 func (v *Revocations) addSession(id string, until time.Time) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -177,11 +213,11 @@ func (v *Revocations) addSession(id string, until time.Time) error {
 // room makes room for one more entry by dropping expired ones; when none
 // can go, the view is marked full. Called with mu held.
 func (v *Revocations) room() bool {
-	if len(v.users)+len(v.sessions) < v.max {
+	if v.lenLocked() < v.max {
 		return true
 	}
 	v.sweepLocked()
-	if len(v.users)+len(v.sessions) < v.max {
+	if v.lenLocked() < v.max {
 		return true
 	}
 	v.full.Store(true)
@@ -189,7 +225,7 @@ func (v *Revocations) room() bool {
 }
 
 // messages is every revocation kept, in the form RedisRevocations stores
-// and publishes ("u <nanos> user" or "s <nanos> id"), with how long each
+// and publishes ("u <nanos> user", "p <nanos> subject" or "s <nanos> id"), with how long each
 // still has to live.
 func (v *Revocations) messages() (msgs []string, ttls []time.Duration) {
 	now := v.now()
@@ -198,6 +234,12 @@ func (v *Revocations) messages() (msgs []string, ttls []time.Duration) {
 	for u, at := range v.users {
 		if ttl := RevocationTTL - now.Sub(at); ttl > 0 {
 			msgs = append(msgs, "u "+strconv.FormatInt(at.UnixNano(), 10)+" "+u)
+			ttls = append(ttls, ttl)
+		}
+	}
+	for p, at := range v.subjects {
+		if ttl := RevocationTTL - now.Sub(at); ttl > 0 {
+			msgs = append(msgs, "p "+strconv.FormatInt(at.UnixNano(), 10)+" "+p)
 			ttls = append(ttls, ttl)
 		}
 	}
@@ -225,12 +267,17 @@ func (v *Revocations) sweepLocked() {
 			delete(v.users, u)
 		}
 	}
+	for p, at := range v.subjects {
+		if now.Sub(at) > RevocationTTL {
+			delete(v.subjects, p)
+		}
+	}
 	for s, until := range v.sessions {
 		if now.After(until) {
 			delete(v.sessions, s)
 		}
 	}
-	if len(v.users)+len(v.sessions) < v.max {
+	if v.lenLocked() < v.max {
 		v.full.Store(false)
 	}
 }

@@ -345,6 +345,29 @@ type config struct {
 	// -base64 32`). Without it the endpoint does not exist (404).
 	AdminToken string `env:"ADMIN_TOKEN" secret:"true"`
 
+	// How often `STEPGATE_RULES_FILE` and the `_FILE` secrets are checked for a change (where their
+	// symlinks lead, inode, size, time: a Kubernetes ConfigMap or Secret update included); a change
+	// reloads them as SIGHUP does ([design §9.1](design.md)). `0` turns the check off; SIGHUP still
+	// reloads. 0 or 100ms–1m.
+	ReloadInterval time.Duration `env:"RELOAD_INTERVAL" envDefault:"500ms"`
+
+	// Listener for the identity provider's security events ([signals](signals.md)): only
+	// `POST /signals/pingone` is served there, so it can be exposed to the provider alone, apart from
+	// the admin listener (never public) and the application's origin.
+	// Default: empty: no receivers.
+	SignalsListen string `env:"SIGNALS_LISTEN"`
+
+	// Shared secret PingOne sends in `STEPGATE_PINGONE_WEBHOOK_HEADER` (set in the webhook's
+	// headers; at least 32 characters). Turns on `POST /signals/pingone`.
+	PingOneWebhookSecret string `env:"PINGONE_WEBHOOK_SECRET" secret:"true"`
+
+	// Header carrying the webhook secret, compared in constant time.
+	PingOneWebhookHeader string `env:"PINGONE_WEBHOOK_HEADER" envDefault:"X-Stepgate-Webhook-Secret"`
+
+	// Comma-separated PingOne action types that end the user's step-ups (see
+	// [signals](signals.md#pingone) for which names are confirmed).
+	PingOneWebhookActions string `env:"PINGONE_WEBHOOK_ACTIONS" envDefault:"USER.DELETED,USER.LOCKED,PASSWORD.RESET,DEVICE.DELETED,DEVICE.BLOCKED,SESSION.DELETED"`
+
 	// otel is the OTEL_* part of the environment, read by the OpenTelemetry
 	// conventions (tracing.FromEnv) rather than by a field of its own.
 	otel []string
@@ -366,7 +389,7 @@ func (c config) trustedProxies() string {
 
 // secretVars may be given as NAME or NAME_FILE (a path whose content,
 // without a trailing newline, is the value).
-var secretVars = []string{"PINGONE_CLIENT_SECRET", "COOKIE_KEYS", "REDIS_URL", "REDIS_PASSWORD", "ADMIN_TOKEN"}
+var secretVars = []string{"PINGONE_CLIENT_SECRET", "COOKIE_KEYS", "REDIS_URL", "REDIS_PASSWORD", "ADMIN_TOKEN", "PINGONE_WEBHOOK_SECRET"}
 
 // loadConfig reads the STEPGATE_ variables of environ (os.Environ's
 // "NAME=value" form; the first of two equal names wins, as with os.Getenv).
@@ -1047,6 +1070,27 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	}
 	if c.StoreMaxStaleness < time.Second || c.StoreMaxStaleness > 10*time.Minute {
 		bad("STORE_MAX_STALENESS", "want a duration between 1s and 10m")
+	}
+	switch {
+	case c.PingOneWebhookSecret != "" && c.SignalsListen == "":
+		bad("PINGONE_WEBHOOK_SECRET", "set, but STEPGATE_SIGNALS_LISTEN is not: the receiver listens there")
+	case c.SignalsListen != "" && c.PingOneWebhookSecret == "":
+		bad("SIGNALS_LISTEN", "set, but no receiver is configured (STEPGATE_PINGONE_WEBHOOK_SECRET)")
+	case c.PingOneWebhookSecret != "" && len(c.PingOneWebhookSecret) < 32:
+		bad("PINGONE_WEBHOOK_SECRET", "too short: want at least 32 characters (for example openssl rand -base64 32)")
+	case c.PingOneWebhookSecret != "" && !validHeaderName(c.PingOneWebhookHeader):
+		bad("PINGONE_WEBHOOK_HEADER", "want a header name")
+	}
+	if c.PingOneWebhookSecret != "" {
+		for _, a := range strings.Split(c.PingOneWebhookActions, ",") {
+			if a = strings.TrimSpace(a); a == "" || strings.ToUpper(a) != a || !strings.Contains(a, ".") {
+				bad("PINGONE_WEBHOOK_ACTIONS", "want comma-separated PingOne action types such as USER.DELETED,DEVICE.DELETED")
+				break
+			}
+		}
+	}
+	if c.ReloadInterval != 0 && (c.ReloadInterval < 100*time.Millisecond || c.ReloadInterval > time.Minute) {
+		bad("RELOAD_INTERVAL", "want 0 (no file checks) or a duration between 100ms and 1m")
 	}
 	if c.AdminToken != "" && len(c.AdminToken) < 32 {
 		bad("ADMIN_TOKEN", "too short: want at least 32 characters (for example openssl rand -base64 32)")

@@ -114,7 +114,9 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	go func() { errc <- serveUntil(ctx, appLn, demoActions(demoApp())) }()
 	go func() { errc <- serveUntil(ctx, idpLn, standInIdP(proxyLn.Addr().String())) }()
 	cfg.ShutdownDrain = 0
-	go func() { errc <- serve(ctx, cfg, s, stdout, &listeners{proxy: proxyLn, admin: adminLn}, clock.Now) }()
+	go func() {
+		errc <- serve(ctx, cfg, s, stdout, &serveOptions{listeners: listeners{proxy: proxyLn, admin: adminLn}}, clock.Now)
+	}()
 
 	fmt.Fprintf(stderr, `
 stepgate demo is running.

@@ -651,7 +651,9 @@ func TestPhoneApprovalWaitingClientIsAnsweredAtShutdown(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	served := make(chan error, 1)
-	go func() { served <- serve(ctx, c, set, &syncBuffer{}, &listeners{proxy: pl, admin: al}, base.Clock.Now) }()
+	go func() {
+		served <- serve(ctx, c, set, &syncBuffer{}, &serveOptions{listeners: listeners{proxy: pl, admin: al}}, base.Clock.Now)
+	}()
 	s := &stack{t: t, Sim: base.Sim, Clock: base.Clock, Proxy: "http://" + pl.Addr().String(), Admin: "http://" + al.Addr().String(), Logs: &syncBuffer{}}
 	s.waitReady()
 

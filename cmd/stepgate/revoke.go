@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"github.com/stepgate/stepgate/proxy/identity"
@@ -18,16 +16,18 @@ import (
 // revokeHandler serves POST /revoke on the admin listener (docs/design.md §15):
 // {"user":"…"} refuses every step-up of that user completed until now,
 // {"session":"…"} one step-up by its session id (logged at completion as
-// session_id). It is only mounted when STEPGATE_ADMIN_TOKEN is set.
-func revokeHandler(token string, rv store.Revoker, log *slog.Logger) http.HandlerFunc {
-	want := sha256.Sum256([]byte(token))
+// session_id). Without STEPGATE_ADMIN_TOKEN it does not exist (404); the
+// token is read at each request, so a reload changes it at once.
+func revokeHandler(token *adminToken, rv store.Revoker, log *slog.Logger) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
-		// Hashing both sides first makes the comparison constant-time in
-		// the token's length too.
-		given, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		got := sha256.Sum256([]byte(given))
-		if !ok || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+		given, bearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		configured, ok := token.check(given)
+		if !configured {
+			http.NotFound(w, r)
+			return
+		}
+		if !bearer || !ok {
 			log.LogAttrs(r.Context(), slog.LevelWarn, "audit", slog.String("event", "admin.unauthorized"),
 				slog.String("path", "/revoke"), slog.String("peer", r.RemoteAddr))
 			w.Header().Set("WWW-Authenticate", `Bearer realm="stepgate-admin"`)

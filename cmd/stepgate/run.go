@@ -15,9 +15,11 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"os/signal"
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -140,7 +142,21 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 		}
 		return nil
 	}
-	return serve(ctx, cfg, s, stdout, nil, time.Now)
+	// SIGHUP reloads the rules, cookie keys and admin token (reload.go).
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGHUP)
+	defer signal.Stop(sig)
+	hup := make(chan struct{})
+	go func() {
+		for range sig {
+			select {
+			case hup <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return serve(ctx, cfg, s, stdout, &serveOptions{environ: environ, hup: hup}, time.Now)
 }
 
 // usage is the top of `stepgate -h`.
@@ -172,11 +188,14 @@ const (
 
 // gateway is a built, not yet serving, stepgate.
 type gateway struct {
-	proxy  http.Handler
-	authz  *authzgrpc.Server // ext_authz over gRPC; nil unless STEPGATE_AUTHZ_GRPC_LISTEN
-	admin  http.Handler
-	client *mfa.Client
-	idKeys *jwks.Cache // upstream IdP keys, jwt identity only
+	proxy http.Handler
+	authz *authzgrpc.Server // ext_authz over gRPC; nil unless STEPGATE_AUTHZ_GRPC_LISTEN
+	admin http.Handler
+	// signals serves the identity provider's events (signals.go); nil
+	// unless STEPGATE_SIGNALS_LISTEN.
+	signals http.Handler
+	client  *mfa.Client
+	idKeys  *jwks.Cache // upstream IdP keys, jwt identity only
 	// approvals holds requests awaiting approval and single-use approvals
 	// (docs/design.md §14), in the store STEPGATE_STORE chose.
 	approvals store.Approvals
@@ -185,6 +204,30 @@ type gateway struct {
 	phone    *decoupled.Service
 	draining atomic.Bool
 	log      *slog.Logger
+	metrics  *metrics.Metrics
+
+	// What a reload replaces (reload.go).
+	rules      *rules.Live
+	cookies    *session.Store
+	digests    *approve.Gate
+	adminToken *adminToken
+	gw         *proxy.Gateway
+}
+
+// apply puts a reloaded configuration's rules, cookie keys and admin token
+// in force (docs/design.md §9.1). Everything is checked before anything is
+// swapped, so a refusal changes nothing.
+func (g *gateway) apply(c config, s settings) error {
+	if err := g.gw.CanServe(s.rules); err != nil {
+		return err
+	}
+	if err := g.cookies.SetKeys(s.cookieKeys); err != nil {
+		return fmt.Errorf("STEPGATE_COOKIE_KEYS: %w", err)
+	}
+	g.digests.SetKeys(approvalDigestKeys(s.cookieKeys))
+	g.rules.Store(s.rules)
+	g.adminToken.set(c.AdminToken)
+	return nil
 }
 
 // build wires every piece from validated settings.
@@ -192,7 +235,8 @@ type gateway struct {
 // (nil: none); it must serialise writes with log's handler.
 func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prometheus.Registry, now func() time.Time, tracer trace.Tracer) (*gateway, error) {
 	m := metrics.New(reg, currentVersion().Version)
-	g := &gateway{log: log}
+	g := &gateway{log: log, metrics: m, rules: rules.NewLive(s.rules), adminToken: &adminToken{}}
+	g.adminToken.set(cfg.AdminToken)
 	st, err := newStores(cfg, s, m, log, now, tracer)
 	if err != nil {
 		return nil, err
@@ -290,15 +334,17 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		if i := strings.IndexByte(ret, '?'); i >= 0 {
 			ret = ret[:i]
 		}
+		set := g.rules.Load()
 		p, err := reqpath.Parse(method, ret)
 		if err != nil {
-			return s.rules.Match(method, "/")
+			return set.Match(method, "/")
 		}
-		return s.rules.Match(method, p.Match)
+		return set.Match(method, p.Match)
 	}
 	// Held requests and approvals (approve rules): in this process,
 	// bounded; see the store package.
 	approvals := approve.New(g.approvals, approvalDigestKeys(s.cookieKeys), cfg.ApproveMaxBody, now)
+	g.cookies, g.digests = store, approvals
 	revocations := revocationCheck{st.view}
 	chal, err := challenge.New(challenge.Config{
 		PingOne:   client,
@@ -386,7 +432,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		UpstreamHost: cfg.UpstreamHost,
 		PreserveHost: cfg.PreserveHost,
 		Transport:    newTransport(upstreamTLS, cfg.UpstreamTimeout, 512),
-		Rules:        s.rules,
+		LiveRules:    g.rules,
 		ClientIP:     s.trusted,
 		Identity:     ident,
 		StepUps:      store,
@@ -452,7 +498,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 			BodyIdleTimeout: cfg.BodyIdleTimeout,
 		}))
 	}
-	g.proxy = gw.WithDoors(doors...)
+	g.proxy, g.gw = gw.WithDoors(doors...), gw
 	if cfg.AuthzGRPCListen != "" {
 		g.authz = authzgrpc.New(gw.Recorded(), s.doors.ExtAuthzBody)
 		g.authz.TraceContext = tracer != nil
@@ -476,9 +522,9 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	if s.requestKey != nil {
 		admin.Handle("GET /jwks.json", requestKeyJWKS(s.requestKey, log))
 	}
-	if cfg.AdminToken != "" {
-		admin.Handle("POST /revoke", revokeHandler(cfg.AdminToken, st.revoker, log))
-	}
+	// A reload may set or change the token (STEPGATE_ADMIN_TOKEN_FILE): the
+	// endpoint answers 404 while there is none.
+	admin.Handle("POST /revoke", revokeHandler(g.adminToken, st.revoker, log))
 	if cfg.Pprof {
 		admin.HandleFunc("GET /debug/pprof/", pprof.Index)
 		admin.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
@@ -487,6 +533,11 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 		admin.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	g.admin = admin
+	if cfg.SignalsListen != "" {
+		if g.signals, err = signalsHandler(cfg, st.revoker, m, log, now); err != nil {
+			return nil, err
+		}
+	}
 	return g, nil
 }
 
@@ -562,12 +613,28 @@ func newTransport(tlsConfig *tls.Config, responseTimeout time.Duration, idle int
 // listeners can be handed in by tests and demo mode; nil means listen on the
 // configured addresses.
 type listeners struct {
-	proxy, admin, authz net.Listener
+	proxy, admin, authz, signals net.Listener
+}
+
+// serveOptions are what run, the demo and tests give serve besides the
+// configuration. The zero value listens on the configured addresses and
+// never reloads.
+type serveOptions struct {
+	listeners
+	// environ is the environment the configuration was read from: a
+	// reload reads it again (nil: no reloads).
+	environ []string
+	// hup asks for a reload, as SIGHUP does.
+	hup <-chan struct{}
+	// poll, for tests, replaces the STEPGATE_RELOAD_INTERVAL ticker.
+	poll <-chan time.Time
+	// reloaded, for tests, is told every reload's outcome.
+	reloaded func(reloadResult)
 }
 
 // serve runs the proxy and admin listeners until ctx ends, then drains and
 // shuts down gracefully (docs/design.md §10).
-func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *listeners, now func() time.Time) error {
+func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, o *serveOptions, now func() time.Time) error {
 	level, _ := parseLevel(cfg.LogLevel)
 	stdout, flushLogs := bufferLogs(stdout)
 	defer flushLogs()
@@ -601,9 +668,10 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 	if g.phone != nil {
 		defer g.phone.Close()
 	}
-	if ls == nil {
-		ls = &listeners{}
+	if o == nil {
+		o = &serveOptions{}
 	}
+	ls := &o.listeners
 	if ls.proxy == nil {
 		if ls.proxy, err = net.Listen("tcp", cfg.Listen); err != nil {
 			return fmt.Errorf("STEPGATE_LISTEN: %w (set STEPGATE_LISTEN to a free address)", err)
@@ -613,6 +681,24 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 		if ls.admin, err = net.Listen("tcp", cfg.AdminListen); err != nil {
 			ls.proxy.Close()
 			return fmt.Errorf("STEPGATE_ADMIN_LISTEN: %w (set STEPGATE_ADMIN_LISTEN to a free address)", err)
+		}
+	}
+	var signalsSrv *http.Server
+	if g.signals != nil {
+		if ls.signals == nil {
+			if ls.signals, err = net.Listen("tcp", cfg.SignalsListen); err != nil {
+				ls.proxy.Close()
+				ls.admin.Close()
+				return fmt.Errorf("STEPGATE_SIGNALS_LISTEN: %w (set STEPGATE_SIGNALS_LISTEN to a free address)", err)
+			}
+		}
+		signalsSrv = &http.Server{
+			Handler:           g.signals,
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			IdleTimeout:       time.Minute,
+			MaxHeaderBytes:    16 << 10,
 		}
 	}
 	var authzSrv *grpc.Server
@@ -656,7 +742,32 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 	go func() { defer close(storeDone); g.stores.run(keysCtx) }()
 	defer func() { stopKeys(); <-storeDone; g.stores.close() }()
 
-	errc := make(chan error, 3)
+	if o.environ != nil {
+		rl := &reloader{environ: o.environ, target: g, log: log, metrics: g.metrics, cfg: cfg, s: s}
+		var w *fileWatch
+		poll := o.poll
+		if files := watchedFiles(cfg, o.environ); len(files) > 0 && (poll != nil || cfg.ReloadInterval > 0) {
+			w = newFileWatch(files)
+			if poll == nil {
+				t := time.NewTicker(cfg.ReloadInterval)
+				defer t.Stop()
+				poll = t.C
+			}
+			log.Info("watching files for changes", "files", files, "interval", cfg.ReloadInterval.String())
+		}
+		stopReload := make(chan struct{})
+		reloadDone := make(chan struct{})
+		go func() { defer close(reloadDone); reloadLoop(stopReload, rl, w, o.hup, poll, o.reloaded) }()
+		defer func() { close(stopReload); <-reloadDone }()
+	}
+
+	errc := make(chan error, 4)
+	if signalsSrv != nil {
+		signalsSrv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+		go func() { errc <- signalsSrv.Serve(ls.signals) }()
+		log.Info("signals receivers listening", "addr", ls.signals.Addr().String())
+		defer signalsSrv.Close()
+	}
 	if authzSrv != nil {
 		go func() { errc <- authzSrv.Serve(ls.authz) }()
 		log.Info("ext_authz gRPC listening", "addr", ls.authz.Addr().String())
@@ -705,6 +816,9 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, ls *li
 		// approval lives on in the store, and its next poll goes to a
 		// replica that is not stopping (docs/agents.md).
 		g.phone.Close()
+	}
+	if signalsSrv != nil {
+		_ = signalsSrv.Shutdown(sctx)
 	}
 	proxyErr := proxySrv.Shutdown(sctx)
 	adminErr := adminSrv.Shutdown(sctx)

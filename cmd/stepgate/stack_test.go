@@ -60,6 +60,7 @@ type stack struct {
 	Upstream *httptest.Server
 	Proxy    string // http://127.0.0.1:port
 	Admin    string
+	Signals  string // the signals listener's base URL, with STEPGATE_SIGNALS_LISTEN
 	Env      map[string]string
 	Logs     *syncBuffer
 
@@ -77,6 +78,7 @@ type stackConfig struct {
 	sim      *pingonesim.Server // share a simulator between gateways
 	clock    *pingonesim.Clock
 	simURL   string
+	reload   *reloadHooks
 }
 
 func withEnv(kv ...string) stackOption {
@@ -158,7 +160,19 @@ func newStack(t testing.TB, opts ...stackOption) *stack {
 		cfg.env["STEPGATE_UPSTREAM"] = s.Upstream.URL
 	}
 
-	s.Proxy, s.Admin = serveForTest(t, cfg.env, s.Clock.Now, s.Logs)
+	o := &serveOptions{}
+	if cfg.reload != nil {
+		o = cfg.reload.options(environOf(cfg.env))
+	}
+	if cfg.env["STEPGATE_SIGNALS_LISTEN"] != "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		o.signals = ln
+		s.Signals = "http://" + ln.Addr().String()
+	}
+	s.Proxy, s.Admin = serveForTestWith(t, cfg.env, s.Clock.Now, s.Logs, o)
 	s.waitReady()
 	return s
 }
@@ -175,6 +189,13 @@ func (s *stack) waitReady() {
 // to logs, and returns the proxy and admin base URLs (not waiting for
 // readiness). The listen addresses in env are ignored: always 127.0.0.1:0.
 func serveForTest(t testing.TB, env map[string]string, now func() time.Time, logs io.Writer) (proxyURL, adminURL string) {
+	t.Helper()
+	return serveForTestWith(t, env, now, logs, &serveOptions{})
+}
+
+// serveForTestWith is serveForTest with serve's options (reload hooks);
+// its listeners are replaced by loopback ones.
+func serveForTestWith(t testing.TB, env map[string]string, now func() time.Time, logs io.Writer, o *serveOptions) (proxyURL, adminURL string) {
 	t.Helper()
 	c, err := loadConfig(environOf(env))
 	if err != nil {
@@ -194,7 +215,8 @@ func serveForTest(t testing.TB, env map[string]string, now func() time.Time, log
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, c, set, logs, &listeners{proxy: pl, admin: al}, now) }()
+	o.proxy, o.admin = pl, al
+	go func() { done <- serve(ctx, c, set, logs, o, now) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -431,14 +453,42 @@ func getStatus(t testing.TB, u string, h http.Header) int {
 
 // syncBuffer collects logs written concurrently.
 type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	wake chan struct{} // closed by the next Write (waitEvent)
 }
 
 func (b *syncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.wake != nil {
+		close(b.wake)
+		b.wake = nil
+	}
 	return b.buf.Write(p)
+}
+
+// waitEvent waits, woken by each write, for the first audit line of
+// event; within only turns a hang into a failure.
+func (b *syncBuffer) waitEvent(t testing.TB, event string, within time.Duration) map[string]any {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		b.mu.Lock()
+		if b.wake == nil {
+			b.wake = make(chan struct{})
+		}
+		wake := b.wake
+		b.mu.Unlock()
+		if ev := b.Events(event); len(ev) > 0 {
+			return ev[0]
+		}
+		select {
+		case <-wake:
+		case <-deadline:
+			t.Fatalf("no %s audit line within %v; log:\n%s", event, within, b.String())
+		}
+	}
 }
 
 func (b *syncBuffer) String() string {

@@ -135,7 +135,8 @@ func (st *stores) status() string {
 type revocationCheck struct{ v *store.Revocations }
 
 func (c revocationCheck) Revoked(su session.StepUp) bool {
-	return c.v.Stale() || c.v.Revoked(su.User, su.ID, su.AuthTime)
+	return c.v.Stale() || c.v.Revoked(su.User, su.ID, su.AuthTime) ||
+		su.Subject != "" && c.v.RevokedSubject(su.Subject, su.AuthTime)
 }
 
 func (c revocationCheck) Stale() bool { return c.v.Stale() }

@@ -25,6 +25,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -50,7 +51,7 @@ var (
 // encoding. It is keyed (HMAC-SHA256), because it is logged and sent to the
 // upstream: a plain hash over mostly known fields would let anyone with a
 // log line try amounts until one matched.
-func (g *Gate) Digest(q *Request) string { return digest(g.keys[0], q) }
+func (g *Gate) Digest(q *Request) string { return digest((*g.keys.Load())[0], q) }
 
 func digest(key []byte, q *Request) string {
 	body := sha256.Sum256(q.Body)
@@ -106,7 +107,7 @@ func (h *Held) ReqPath() reqpath.Path {
 // Gate reads, holds and releases approve-rule requests.
 type Gate struct {
 	store   store.Approvals
-	keys    [][]byte // the first keys new digests; the others still match
+	keys    atomic.Pointer[[][]byte] // the first keys new digests; the others still match
 	maxBody int64
 	now     func() time.Time
 }
@@ -126,7 +127,17 @@ func New(s store.Approvals, keys [][]byte, maxBody int64, now func() time.Time) 
 	if now == nil {
 		now = time.Now
 	}
-	return &Gate{store: s, keys: keys, maxBody: maxBody, now: now}
+	g := &Gate{store: s, maxBody: maxBody, now: now}
+	g.keys.Store(&keys)
+	return g
+}
+
+// SetKeys replaces the digest keys (a reload of the cookie keys they are
+// derived from); an empty list is ignored.
+func (g *Gate) SetKeys(keys [][]byte) {
+	if len(keys) > 0 {
+		g.keys.Store(&keys)
+	}
 }
 
 // MaxBody is the largest body an approve rule holds.
@@ -161,7 +172,7 @@ func (g *Gate) Read(r *http.Request, user string, p reqpath.Path) (*Request, err
 
 // Consume uses the approval of q, if there is one, and returns its digest.
 func (g *Gate) Consume(ctx context.Context, q *Request) (used bool, digestUsed string, err error) {
-	for _, k := range g.keys {
+	for _, k := range *g.keys.Load() {
 		d := digest(k, q)
 		ok, err := g.store.Consume(ctx, d)
 		if err != nil || ok {
