@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"io"
+	"math"
 	"net/netip"
 	"strconv"
 	"sync"
@@ -54,7 +55,7 @@ func (l *accessLog) write(e *accessEntry) {
 
 // appendAccessLine appends e as slog.JSONHandler would format
 // LogAttrs(ctx, slog.LevelInfo, "request", method, path, status, decision,
-// user, client_ip, duration).
+// user, client_ip, duration, duration_ms).
 func appendAccessLine(b []byte, e *accessEntry) []byte {
 	b = append(b, `{"time":"`...)
 	b = e.time.AppendFormat(b, time.RFC3339Nano)
@@ -72,9 +73,30 @@ func appendAccessLine(b []byte, e *accessEntry) []byte {
 	if e.client.IsValid() {
 		b = e.client.AppendTo(b) // an address needs no escaping
 	}
+	// duration is in nanoseconds and says no unit: kept for one minor
+	// version beside duration_ms (docs/operations.md), then dropped.
 	b = append(b, `","duration":`...)
 	b = strconv.AppendInt(b, int64(e.duration), 10)
+	b = append(b, `,"duration_ms":`...)
+	b = appendJSONFloat(b, float64(e.duration)/1e6)
 	return append(b, "}\n"...)
+}
+
+// appendJSONFloat appends f as encoding/json (and so slog) writes it:
+// plain decimals, exponents only outside [1e-6, 1e21).
+func appendJSONFloat(b []byte, f float64) []byte {
+	format := byte('f')
+	if a := math.Abs(f); a != 0 && (a < 1e-6 || a >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' { // e-09 to e-9, as encoding/json does
+		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b
 }
 
 // appendJSONString appends s quoted with slog's JSON escaping: quotes,

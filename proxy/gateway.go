@@ -792,12 +792,16 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	g.cfg.Challenge.Error(w, r, status, msg)
 }
 
+// audit writes one audit line; its path is the request's unless attrs name
+// another (the held request's).
 func (g *Gateway) audit(r *http.Request, event, user string, client netip.Addr, attrs ...slog.Attr) {
 	attrs = append(attrs,
 		slog.String("event", event),
 		slog.String("user", user),
-		slog.String("client_ip", addrString(client)),
-		slog.String("path", logPath(r)))
+		slog.String("client_ip", addrString(client)))
+	if !slices.ContainsFunc(attrs, func(a slog.Attr) bool { return a.Key == "path" }) {
+		attrs = append(attrs, slog.String("path", logPath(r)))
+	}
 	g.log.LogAttrs(r.Context(), slog.LevelInfo, "audit", attrs...)
 }
 
