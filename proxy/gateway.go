@@ -312,6 +312,7 @@ type forward struct {
 	cutLater bool          // until is armed by cutStreams, for streams only
 	rule     rules.Rule    // the mfa rule, to challenge again once until passed
 	method   string        // the method the application acts on (Decision.Method)
+	traced   bool          // under a recording span: the upstream gets stepgate's traceparent
 	in       *http.Request // the request as received, for that challenge
 }
 
@@ -637,10 +638,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, fw *forward) {
 		fw.body = newClientBody(r.Body, w, g.cfg.BodyIdleTimeout)
 		r.Body = fw.body
 	}
-	if g.tracer != nil {
+	if g.tracer != nil && trace.SpanFromContext(r.Context()).IsRecording() {
 		var span trace.Span
 		r, span = g.startUpstreamSpan(r)
 		defer g.endUpstreamSpan(span, w)
+		fw.traced = true
 	}
 	fw.Context = r.Context()
 	var ctx context.Context = fw
@@ -745,7 +747,7 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	if fw.approval != "" {
 		pr.Out.Header[HeaderApproval] = []string{fw.approval}
 	}
-	if g.tracer != nil {
+	if fw.traced {
 		injectTrace(pr.Out)
 	}
 }
