@@ -27,7 +27,8 @@ func slogAccessLine(t testing.TB, e *accessEntry) []byte {
 		slog.String("decision", e.decision),
 		slog.String("user", e.user),
 		slog.String("client_ip", client),
-		slog.Duration("duration", e.duration))
+		slog.Duration("duration", e.duration),
+		slog.Float64("duration_ms", float64(e.duration.Microseconds())/1000))
 	if err := slog.NewJSONHandler(&buf, nil).Handle(context.Background(), rec); err != nil {
 		t.Fatal(err)
 	}
@@ -57,6 +58,13 @@ func TestAccessLineIsSlogJSON(t *testing.T) {
 		"whole-second time":   func(e *accessEntry) { e.time = e.time.Truncate(time.Second) },
 		"odd status":          func(e *accessEntry) { e.status = 499 },
 		"zero duration":       func(e *accessEntry) { e.duration = 0 },
+		"one nanosecond":      func(e *accessEntry) { e.duration = 1 },
+		"long duration":       func(e *accessEntry) { e.duration = 36 * time.Hour },
+		"negative duration":   func(e *accessEntry) { e.duration = -1500 }, // a clock stepped back
+		"negative below 1 ms": func(e *accessEntry) { e.duration = -500 * time.Microsecond },
+		"round milliseconds":  func(e *accessEntry) { e.duration = 120 * time.Millisecond },
+		"trailing zero":       func(e *accessEntry) { e.duration = 1230 * time.Microsecond },
+		"beyond float64":      func(e *accessEntry) { e.duration = time.Duration(1<<62 + 12345) },
 		"truncated long path": func(e *accessEntry) { e.path = string(bytes.Repeat([]byte("a"), 512)) + "…" },
 	}
 	for name, change := range cases {

@@ -39,7 +39,7 @@ func (g *Gateway) approve(w http.ResponseWriter, r *http.Request, rule rules.Rul
 	// A cross-site page must not be able to make anyone's phone ring: the
 	// refusal comes before anything is held or sent to PingOne.
 	if err := g.origin.Check(r); err != nil {
-		g.approvalEvent(r, "refused", user, fw, "", slog.String("reason", "cross-site request"))
+		g.approvalEvent(r, "refused", user, fw, "", "", slog.String("reason", "cross-site request"))
 		g.cfg.Challenge.Error(w, r, http.StatusForbidden, "approve_cross_site")
 		return decisionRejected, user
 	}
@@ -57,7 +57,7 @@ func (g *Gateway) approve(w http.ResponseWriter, r *http.Request, rule rules.Rul
 		g.cfg.Challenge.Error(w, r, http.StatusRequestTimeout, "request_timeout")
 		return decisionRejected, user
 	case errors.Is(err, approve.ErrTooLarge):
-		g.approvalEvent(r, "refused", user, fw, "", slog.String("reason", "body over STEPGATE_APPROVE_MAX_BODY"))
+		g.approvalEvent(r, "refused", user, fw, "", "", slog.String("reason", "body over STEPGATE_APPROVE_MAX_BODY"))
 		g.cfg.Challenge.Error(w, r, http.StatusRequestEntityTooLarge, "approve_too_large")
 		return decisionRejected, user
 	case err != nil:
@@ -76,7 +76,7 @@ func (g *Gateway) approve(w http.ResponseWriter, r *http.Request, rule rules.Rul
 	}
 	original := rule.Original || fw.check != nil
 	if err := q.Canonicalize(r.Header, append(slices.Clip(rule.Show), rule.Vars...), original); err != nil {
-		g.approvalEvent(r, "refused", user, fw, "", slog.String("reason", approve.Reason(err)))
+		g.approvalEvent(r, "refused", user, fw, "", "", slog.String("reason", approve.Reason(err)))
 		g.cfg.Challenge.Error(w, r, http.StatusBadRequest, "approve_ambiguous")
 		return decisionRejected, user
 	}
@@ -84,14 +84,14 @@ func (g *Gateway) approve(w http.ResponseWriter, r *http.Request, rule rules.Rul
 		q.Apply(r)
 		fw.path.Query = q.RawQuery
 	}
-	used, digest, err := g.cfg.Approvals.Consume(r.Context(), q)
+	used, digest, id, err := g.cfg.Approvals.Consume(r.Context(), q)
 	if err != nil {
 		g.storeDown(w, r, err)
 		return decisionApprovalRequired, user
 	}
 	if used {
 		// An API client's retry of the request the user approved.
-		g.approvalEvent(r, "forwarded", user, fw, digest)
+		g.approvalEvent(r, "forwarded", user, fw, digest, id)
 		fw.approval = digest
 		g.forward(w, r, fw)
 		return decisionApproved, user
@@ -101,7 +101,7 @@ func (g *Gateway) approve(w http.ResponseWriter, r *http.Request, rule rules.Rul
 	if lim := g.cfg.ApproveHoldLimit; lim != nil {
 		if ok, wait := lim.Allow("u:" + user); !ok {
 			g.cfg.Metrics.RateLimited.WithLabelValues("hold_user").Inc()
-			g.approvalEvent(r, "refused", user, fw, "", slog.String("reason", "too many held requests"))
+			g.approvalEvent(r, "refused", user, fw, "", "", slog.String("reason", "too many held requests"))
 			w.Header().Set("Retry-After", strconv.Itoa(int(max(wait, time.Second)/time.Second)))
 			g.cfg.Challenge.Error(w, r, http.StatusTooManyRequests, "rate_limited")
 			return decisionRejected, user
@@ -112,7 +112,7 @@ func (g *Gateway) approve(w http.ResponseWriter, r *http.Request, rule rules.Rul
 	api := fw.check != nil || g.cfg.Challenge.IsAPI(r)
 	ref, h, err := g.cfg.Approvals.Hold(r.Context(), q, r, rule, api)
 	if errors.Is(err, approve.ErrTooLarge) {
-		g.approvalEvent(r, "refused", user, fw, "", slog.String("reason", "held request over its size bound"))
+		g.approvalEvent(r, "refused", user, fw, "", "", slog.String("reason", "held request over its size bound"))
 		g.cfg.Challenge.Error(w, r, http.StatusRequestEntityTooLarge, "approve_too_large")
 		return decisionRejected, user
 	}
@@ -120,7 +120,7 @@ func (g *Gateway) approve(w http.ResponseWriter, r *http.Request, rule rules.Rul
 		g.storeDown(w, r, err)
 		return decisionApprovalRequired, user
 	}
-	g.approvalEvent(r, "required", user, fw, h.Digest)
+	g.approvalEvent(r, "required", user, fw, h.Digest, approve.ID(ref))
 	if rule.API == rules.APIDecoupled && g.cfg.Decoupled != nil && fw.check == nil && api {
 		// A program on an api=decoupled rule: stepgate asks the phone
 		// itself and answers 202 with a poll URL (docs/design.md §18).
@@ -146,7 +146,13 @@ func (g *Gateway) replay(w http.ResponseWriter, r *http.Request, ref string, fw 
 	switch {
 	case errors.Is(err, approve.ErrExpired), errors.Is(err, approve.ErrBadRef):
 		g.cfg.StepUps.ClearApproved(w)
-		g.approvalEvent(r, "expired", user, fw, "")
+		var attrs []slog.Attr
+		digest := ""
+		if h != nil { // what the audit record still says of it: the GET may be of any URL
+			digest = h.Digest
+			attrs = append(attrs, slog.String("method", h.Method), slog.String("path", h.Match))
+		}
+		g.approvalEvent(r, "expired", user, fw, digest, approve.ID(ref), attrs...)
 		return "", user, false
 	case err != nil:
 		// The store is unreachable: keep the cookie for a retry, and do
@@ -163,7 +169,7 @@ func (g *Gateway) replay(w http.ResponseWriter, r *http.Request, ref string, fw 
 	// From here the cookie is used, whatever happens next.
 	g.cfg.StepUps.ClearApproved(w)
 	if h.User != user || h.API {
-		g.approvalEvent(r, "refused", user, fw, h.Digest, slog.String("reason", "approved request opened by another user or at another path"))
+		g.approvalEvent(r, "refused", user, fw, h.Digest, approve.ID(ref), slog.String("reason", "approved request opened by another user or at another path"))
 		return "", user, false
 	}
 	ok, err := g.cfg.Approvals.Release(r.Context(), ref, h)
@@ -174,9 +180,11 @@ func (g *Gateway) replay(w http.ResponseWriter, r *http.Request, ref string, fw 
 	if !ok {
 		return "", user, false
 	}
-	g.approvalEvent(r, "forwarded", user, fw, h.Digest)
+	g.approvalEvent(r, "forwarded", user, fw, h.Digest, approve.ID(ref), slog.String("method", h.Method))
 	fw.path, fw.approval = h.ReqPath(), h.Digest
-	g.forward(w, h.Forward(r), fw)
+	out := h.Forward(r)
+	forwardedAs(w, out) // the access line names what the upstream received, not the GET
+	g.forward(w, out, fw)
 	return decisionApproved, user, true
 }
 
@@ -187,6 +195,7 @@ func (g *Gateway) forwardHeld(client netip.Addr, trusted bool) decoupled.Forward
 	return func(w http.ResponseWriter, r *http.Request, h *approve.Held) {
 		out := h.Forward(r)
 		dropWaitPreference(out.Header) // stepgate's to honour, not the upstream's
+		forwardedAs(w, out)
 		g.forward(w, out, &forward{path: h.ReqPath(), client: client, trusted: trusted, approval: h.Digest})
 	}
 }
@@ -238,10 +247,34 @@ func (g *Gateway) storeDown(w http.ResponseWriter, r *http.Request, err error) {
 	g.cfg.Challenge.Error(w, r, http.StatusServiceUnavailable, "store_unavailable")
 }
 
-func (g *Gateway) approvalEvent(r *http.Request, event, user string, fw *forward, digest string, attrs ...slog.Attr) {
+// approvalEvent is one approval.* audit line and its metric. id is the held
+// request's id (approve.ID: never the reference, whose key opens it): two
+// identical requests share a digest, and the id tells their approvals and
+// forwards apart.
+func (g *Gateway) approvalEvent(r *http.Request, event, user string, fw *forward, digest, id string, attrs ...slog.Attr) {
 	g.cfg.Metrics.Approvals.WithLabelValues(event).Inc()
 	if digest != "" {
 		attrs = append(attrs, slog.String("digest", digest))
 	}
+	if id != "" {
+		attrs = append(attrs, slog.String("approval_id", id))
+	}
 	g.audit(r, "approval."+event, user, fw.client, attrs...)
+}
+
+// forwardedAs makes the access line of w name out's method and path: a
+// held request replayed in answer to a GET (or a poll) is what the upstream
+// received and acted on.
+func forwardedAs(w http.ResponseWriter, out *http.Request) {
+	for {
+		switch v := w.(type) {
+		case *recorder:
+			v.method, v.path = out.Method, logPath(out)
+			return
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = v.Unwrap()
+		default:
+			return
+		}
+	}
 }

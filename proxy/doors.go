@@ -379,7 +379,7 @@ func (g *Gateway) approveCheck(ctx context.Context, d Decision, body *Body) Answ
 	r := d.req
 	fw := &forward{path: d.Path, client: d.Client, trusted: d.Trusted, method: d.Method, check: &checked{}}
 	if body.Partial {
-		g.approvalEvent(r, "refused", d.User, fw, "", slog.String("reason", "body cut by the front proxy"))
+		g.approvalEvent(r, "refused", d.User, fw, "", "", slog.String("reason", "body cut by the front proxy"))
 		return refuse(http.StatusRequestEntityTooLarge, "approve_too_large", decisionRejected)
 	}
 	r.Body = readCloser{bytes.NewReader(body.Data)}

@@ -334,6 +334,7 @@ type forward struct {
 	cutLater bool          // until is armed by cutStreams, for streams only
 	rule     rules.Rule    // the mfa rule, to challenge again once until passed
 	method   string        // the method the application acts on (Decision.Method)
+	traced   bool          // under a recording span: the upstream gets stepgate's traceparent
 	in       *http.Request // the request as received, for that challenge
 }
 
@@ -383,9 +384,12 @@ func (g *Gateway) serveDoor(w http.ResponseWriter, r *http.Request, door Door) {
 	}
 	if g.access != nil {
 		method, path := r.Method, ""
-		if s.Asked != nil { // a front door logs the request it was asked about
+		switch {
+		case s.Asked != nil: // a front door logs the request it was asked about
 			method, path = s.Asked.Method, askedPath(s.Asked.Target)
-		} else {
+		case rec.method != "": // a held request replayed: what the upstream acted on
+			method, path = rec.method, rec.path
+		default:
 			path = logPath(r)
 		}
 		g.access.write(&accessEntry{
@@ -676,10 +680,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, fw *forward) {
 		fw.body = newClientBody(r.Body, w, g.cfg.BodyIdleTimeout)
 		r.Body = fw.body
 	}
-	if g.tracer != nil {
+	if g.tracer != nil && trace.SpanFromContext(r.Context()).IsRecording() {
 		var span trace.Span
 		r, span = g.startUpstreamSpan(r)
 		defer g.endUpstreamSpan(span, w)
+		fw.traced = true
 	}
 	fw.Context = r.Context()
 	var ctx context.Context = fw
@@ -784,7 +789,7 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	if fw.approval != "" {
 		pr.Out.Header[HeaderApproval] = []string{fw.approval}
 	}
-	if g.tracer != nil {
+	if fw.traced {
 		injectTrace(pr.Out)
 	}
 }
@@ -831,12 +836,16 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	g.cfg.Challenge.Error(w, r, status, msg)
 }
 
+// audit writes one audit line; its path is the request's unless attrs name
+// another (the held request's).
 func (g *Gateway) audit(r *http.Request, event, user string, client netip.Addr, attrs ...slog.Attr) {
 	attrs = append(attrs,
 		slog.String("event", event),
 		slog.String("user", user),
-		slog.String("client_ip", addrString(client)),
-		slog.String("path", logPath(r)))
+		slog.String("client_ip", addrString(client)))
+	if !slices.ContainsFunc(attrs, func(a slog.Attr) bool { return a.Key == "path" }) {
+		attrs = append(attrs, slog.String("path", logPath(r)))
+	}
 	g.log.LogAttrs(r.Context(), slog.LevelInfo, "audit", attrs...)
 }
 
@@ -890,6 +899,9 @@ type recorder struct {
 	http.ResponseWriter
 	code        int
 	wroteHeader bool
+	// method and path, when set (forwardedAs), are what the upstream
+	// received in place of the request: a replayed held request.
+	method, path string
 }
 
 func (r *recorder) WriteHeader(code int) {

@@ -51,11 +51,33 @@ func (g *Gateway) startSpanContext(ctx context.Context, h http.Header, door, met
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		ctx = traceContext.Extract(ctx, propagation.HeaderCarrier(h))
 	}
-	if !reqpath.ValidMethod(method) {
-		method = "_OTHER"
+	ctx, span := g.tracer.Start(ctx, spanName(door), serverSpan...)
+	// A span that is not recording (not sampled) takes no attributes:
+	// building them cost a request as much as the span itself.
+	if span.IsRecording() {
+		if !reqpath.ValidMethod(method) {
+			method = "_OTHER"
+		}
+		span.SetAttributes(attribute.String(attrDoor, door), attribute.String(attrMethod, method))
 	}
-	return g.tracer.Start(ctx, "stepgate "+door, trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(attribute.String(attrDoor, door), attribute.String(attrMethod, method)))
+	return ctx, span
+}
+
+var serverSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+
+// spanName is a door's span name, without a concatenation per request.
+func spanName(door string) string {
+	switch door {
+	case DoorProxy:
+		return "stepgate " + DoorProxy
+	case DoorForwardAuth:
+		return "stepgate " + DoorForwardAuth
+	case DoorExtAuthz:
+		return "stepgate " + DoorExtAuthz
+	case DoorExtAuthzGRPC:
+		return "stepgate " + DoorExtAuthzGRPC
+	}
+	return "stepgate " + door
 }
 
 // noteDecision records the rule a decision matched on the request's span.
@@ -108,6 +130,11 @@ func outcome(decision string) string {
 }
 
 // startUpstreamSpan starts the client span of the call to the upstream.
+// Only under a recording span: a request whose trace is not sampled goes to
+// the upstream without a span of its own and without stepgate's
+// traceparent (the client's trace context, if any, passes through as it
+// came, sampled flag and all), which saves the span, a copy of the request
+// and the header written and parsed again upstream.
 func (g *Gateway) startUpstreamSpan(r *http.Request) (*http.Request, trace.Span) {
 	ctx, span := g.tracer.Start(r.Context(), "upstream", trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(attribute.String(attrMethod, r.Method)))

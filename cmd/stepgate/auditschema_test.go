@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/stepgate/stepgate/proxy/challenge"
 )
 
 // The audit schema (docs/audit.schema.json) is held to every audit line the
@@ -120,6 +122,21 @@ func checkAuditLines(t testing.TB, logs string) {
 		}
 		if errs := s.validate("audit", m); len(errs) > 0 {
 			t.Errorf("an audit line breaks docs/audit.schema.json: %s\n  %s", strings.Join(errs, "; "), line)
+		}
+		if m["event"] == "mfa.failed" && !slices.Contains(challenge.FailReasons, fmt.Sprint(m["reason"])) {
+			t.Errorf("mfa.failed with reason %q, not one of the codes of docs/audit.md: %s", m["reason"], line)
+		}
+	}
+}
+
+func TestEveryMFAFailedReasonIsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/audit.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, code := range challenge.FailReasons {
+		if !strings.Contains(string(doc), "| `"+code+"` |") {
+			t.Errorf("docs/audit.md does not list the mfa.failed reason %s (a row | `%s` | …)", code, code)
 		}
 	}
 }

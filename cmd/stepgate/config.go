@@ -295,6 +295,12 @@ type config struct {
 	// `debug`, `info`, `warn`, `error`. Audit events are `info`: below it they are lost.
 	LogLevel string `env:"LOG_LEVEL" envDefault:"info"`
 
+	// How audit events are written: `json` (stepgate's own lines, `"schema":"stepgate.audit/1"`,
+	// [Audit log](audit.md)) or `ocsf` (one OCSF 1.1 event per line, for SIEMs that ingest OCSF:
+	// Authentication for step-ups and approvals, HTTP Activity for held, forwarded and refused
+	// requests; the mapping is in [Audit log](audit.md#ocsf)). Access lines are the same in both.
+	AuditFormat string `env:"AUDIT_FORMAT" envDefault:"json"`
+
 	// One JSON access line per request. `false` drops only those lines (a few µs per request; see
 	// [Performance](performance.md#performance)), keeping audit events.
 	AccessLog bool `env:"ACCESS_LOG" envDefault:"true"`
@@ -1032,6 +1038,9 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		bad("LOG_LEVEL", "%q is not debug, info, warn or error", c.LogLevel)
+	}
+	if c.AuditFormat != "json" && c.AuditFormat != "ocsf" {
+		bad("AUDIT_FORMAT", "%q is not json or ocsf", c.AuditFormat)
 	}
 	if c.PingOneRequestKey != "" {
 		if b, err := readFile(c.PingOneRequestKey); err != nil {

@@ -72,6 +72,7 @@ func TestInvalidConfigurationNamesTheVariable(t *testing.T) {
 		{"unknown method override", "STEPGATE_METHOD_OVERRIDE", "query", "STEPGATE_METHOD_OVERRIDE"},
 		{"jwt identity without JWKS", "STEPGATE_IDENTITY", "jwt", "STEPGATE_IDENTITY"},
 		{"bad log level", "STEPGATE_LOG_LEVEL", "loud", "STEPGATE_LOG_LEVEL"},
+		{"unknown audit format", "STEPGATE_AUDIT_FORMAT", "cef", "STEPGATE_AUDIT_FORMAT"},
 		{"zero start limit", "STEPGATE_LIMIT_STARTS_PER_USER", "0", "STEPGATE_LIMIT_STARTS_PER_USER"},
 		{"non-numeric OTP limit", "STEPGATE_LIMIT_OTP_PER_USER", "ten", "STEPGATE_LIMIT_OTP_PER_USER"},
 		{"tiny limit window", "STEPGATE_LIMIT_WINDOW", "1ms", "STEPGATE_LIMIT_WINDOW"},

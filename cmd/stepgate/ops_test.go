@@ -431,7 +431,7 @@ func TestLogsCarryAuditEventsButNoSecrets(t *testing.T) {
 				continue
 			}
 			n++
-			for _, k := range []string{"method", "path", "status", "decision", "user", "client_ip", "duration"} {
+			for _, k := range []string{"method", "path", "status", "decision", "user", "client_ip", "duration", "duration_ms"} {
 				if _, ok := m[k]; !ok {
 					t.Errorf("access line without %s: %s", k, line)
 				}

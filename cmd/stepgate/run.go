@@ -638,7 +638,11 @@ func serve(ctx context.Context, cfg config, s settings, stdout io.Writer, o *ser
 	level, _ := parseLevel(cfg.LogLevel)
 	stdout, flushLogs := bufferLogs(stdout)
 	defer flushLogs()
-	log := slog.New(auditHandler{slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level})})
+	audit := auditHandler{Handler: slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level})}
+	if cfg.AuditFormat == "ocsf" {
+		audit.ocsf = &ocsfWriter{w: stdout, version: currentVersion().Version}
+	}
+	log := slog.New(audit)
 	var access io.Writer // access lines are INFO lines
 	if cfg.AccessLog && level <= slog.LevelInfo {
 		access = stdout

@@ -125,9 +125,10 @@ func newStack(t testing.TB, opts ...stackOption) *stack {
 		o(cfg)
 	}
 	s := &stack{t: t, Logs: &syncBuffer{}, Env: cfg.env}
-	// Every audit line a stack wrote must fit docs/audit.schema.json
-	// (registered first, so it runs after the gateway has stopped).
-	t.Cleanup(func() { checkAuditLines(t, s.Logs.String()) })
+	// Every audit line a stack wrote must fit docs/audit.schema.json and
+	// map to a sound OCSF event (registered first, so it runs after the
+	// gateway has stopped).
+	t.Cleanup(func() { checkAuditLines(t, s.Logs.String()); checkOCSFLines(t, s.Logs.String()) })
 
 	if cfg.sim != nil {
 		s.Sim, s.Clock, s.SimURL = cfg.sim, cfg.clock, cfg.simURL

@@ -6,6 +6,7 @@ package main
 
 import (
 	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -322,5 +323,55 @@ func TestTracesAreOffUnlessConfigured(t *testing.T) {
 	}
 	if strings.Contains(s.Logs.String(), "traces on") {
 		t.Error("traces on without configuration")
+	}
+}
+
+// TestATraceNotSampledCostsTheUpstreamNothing: with traces on but the
+// request not sampled, stepgate records nothing, starts no upstream span
+// and writes no traceparent of its own: the client's passes as it came,
+// with its sampled flag, so the upstream follows the client's decision.
+func TestATraceNotSampledCostsTheUpstreamNothing(t *testing.T) {
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
+	rcv := newOTLPReceiver(t)
+	s := newStack(t, withEnv(
+		"OTEL_EXPORTER_OTLP_ENDPOINT", rcv.URL,
+		"OTEL_TRACES_SAMPLER", "parentbased_always_on",
+	))
+	tp, tid, _ := traceparent(t)
+	notSampled := strings.TrimSuffix(tp, "-01") + "-00"
+	b := s.browser("bob")
+	for _, h := range []string{notSampled, ""} {
+		b.header = http.Header{}
+		if h != "" {
+			b.header.Set("Traceparent", h)
+		}
+		if r := b.get("/app/"); r.StatusCode != http.StatusOK {
+			t.Fatalf("GET: %d", r.StatusCode)
+		}
+		if h == "" {
+			continue // sampled by parentbased_always_on: stepgate's own context goes up
+		}
+		if got := s.LastRequest().Header.Get("Traceparent"); got != notSampled {
+			t.Errorf("upstream got traceparent %q, want the client's not-sampled %q untouched", got, notSampled)
+		}
+	}
+	if got := s.LastRequest().Header.Get("Traceparent"); got == "" || strings.Contains(got, fmt.Sprintf("%x", tid)) {
+		t.Errorf("a sampled request's upstream traceparent = %q, want stepgate's", got)
+	}
+	// Once the sampled request's spans are exported, the earlier request's
+	// would have been too.
+	parts := strings.Split(s.LastRequest().Header.Get("Traceparent"), "-")
+	sampled, err := hex.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rcv.trace(t, sampled, 2); len(got) != 2 {
+		t.Fatalf("the sampled request exported %d spans, want 2", len(got))
+	}
+	spans, _ := rcv.all()
+	for _, sp := range spans {
+		if string(sp.TraceId) == string(tid) {
+			t.Errorf("a not-sampled request exported span %q", sp.Name)
+		}
 	}
 }

@@ -170,17 +170,55 @@ func (g *Gate) Read(r *http.Request, user string, p reqpath.Path) (*Request, err
 	}, nil
 }
 
-// Consume uses the approval of q, if there is one, and returns its digest.
-func (g *Gate) Consume(ctx context.Context, q *Request) (used bool, digestUsed string, err error) {
+// Consume uses the approval of q, if there is one, and returns its digest
+// and the id of the held request that was approved (for the audit line;
+// "" when the store no longer says).
+func (g *Gate) Consume(ctx context.Context, q *Request) (used bool, digestUsed, id string, err error) {
 	for _, k := range *g.keys.Load() {
 		d := digest(k, q)
 		ok, err := g.store.Consume(ctx, d)
 		if err != nil || ok {
-			return ok, d, err
+			if ok {
+				id = g.approvedID(ctx, d)
+			}
+			return ok, d, id, err
 		}
 	}
-	return false, "", nil
+	return false, "", "", nil
 }
+
+// approvedID is the id of the held request whose approval of digest was
+// just used: two identical requests share a digest, and only the id tells
+// the audit which approval a forward used. Best effort: it only names.
+func (g *Gate) approvedID(ctx context.Context, digest string) string {
+	b, err := g.store.Held(ctx, approvedKey(digest))
+	if err != nil || len(b) != idLen {
+		return ""
+	}
+	_ = g.store.Drop(ctx, approvedKey(digest))
+	return string(b)
+}
+
+// approvedKey names the record, beside an approval of digest, of the held
+// request that was approved: never a held id (22 characters) nor a kept key.
+func approvedKey(digest string) string { return "approved:" + digest }
+
+// idLen is the length of a held request's id.
+const idLen = 22
+
+// auditRecord is what the audit needs of a held request once it is gone
+// (its expiry is noticed when the user comes back): its digest, method and
+// path, which the audit lines carry anyway. Never a value, a header or the
+// body. It is kept in clear beside the sealed request, a while longer.
+type auditRecord struct {
+	Digest string `json:"d"`
+	Method string `json:"m"`
+	Path   string `json:"p"`
+}
+
+// auditRetention is how long an audit record outlives its held request:
+// as long as a flow cookie that could still come back to it.
+const auditRetention = 15 * time.Minute
 
 // Hold keeps q with what rule says to show and send, and returns the
 // reference that finds and opens it. The reference holds the only copy of
@@ -215,6 +253,9 @@ func (g *Gate) Hold(ctx context.Context, q *Request, r *http.Request, rule rules
 	}
 	if err := g.store.Hold(ctx, string(id), sealed, rule.TTL); err != nil {
 		return "", nil, fmt.Errorf("approve: hold: %w", err)
+	}
+	if rec, err := json.Marshal(auditRecord{Digest: h.Digest, Method: h.Method, Path: h.Match}); err == nil {
+		_ = g.store.Hold(ctx, keptKey(string(id), "audit"), rec, rule.TTL+auditRetention) // best effort: it only names
 	}
 	// One approval per held request: a second completion of the flow
 	// (a kept flow cookie, a reload racing the push poll) finds this token
@@ -273,7 +314,9 @@ func cutBytes(s string, n int) string {
 	return s[:n]
 }
 
-// Open finds and opens the request held under ref.
+// Open finds and opens the request held under ref. With ErrExpired it may
+// return, in place of the request, what the audit line needs of it: its
+// Digest, Method and Match, nothing else.
 func (g *Gate) Open(ctx context.Context, ref string) (*Held, error) {
 	id, key, err := parseRef(ref)
 	if err != nil {
@@ -281,7 +324,7 @@ func (g *Gate) Open(ctx context.Context, ref string) (*Held, error) {
 	}
 	sealed, err := g.store.Held(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, ErrExpired
+		return g.gone(ctx, id), ErrExpired
 	}
 	if err != nil {
 		return nil, fmt.Errorf("approve: open: %w", err)
@@ -295,9 +338,23 @@ func (g *Gate) Open(ctx context.Context, ref string) (*Held, error) {
 		return nil, fmt.Errorf("approve: open: %w", err)
 	}
 	if !g.now().Before(h.Created.Add(h.TTL)) {
-		return nil, ErrExpired
+		return &Held{Request: Request{Method: h.Method, Match: h.Match}, Digest: h.Digest}, ErrExpired
 	}
 	return &h, nil
+}
+
+// gone is what the audit record of the expired request held under id says,
+// or nil.
+func (g *Gate) gone(ctx context.Context, id string) *Held {
+	b, err := g.store.Held(ctx, keptKey(id, "audit"))
+	if err != nil {
+		return nil
+	}
+	var rec auditRecord
+	if json.Unmarshal(b, &rec) != nil {
+		return nil
+	}
+	return &Held{Request: Request{Method: rec.Method, Match: rec.Path}, Digest: rec.Digest}
 }
 
 // Approve records the approval of h (held under ref), usable once within
@@ -315,7 +372,13 @@ func (g *Gate) Approve(ctx context.Context, ref string, h *Held) error {
 	if !ok {
 		return ErrExpired // approved once already, or expired
 	}
-	return g.store.Approve(ctx, h.Digest, h.TTL)
+	if err := g.store.Approve(ctx, h.Digest, h.TTL); err != nil {
+		return err
+	}
+	// An API client's retry finds the approval by its digest alone: this
+	// says which held request it was, for the forward's audit line.
+	_ = g.store.Hold(ctx, approvedKey(h.Digest), []byte(id), h.TTL) // best effort: it only names
+	return nil
 }
 
 // Release uses the approval of h and forgets it: true for exactly one caller.
@@ -470,7 +533,7 @@ func randomKey(n int) []byte {
 
 func parseRef(ref string) (id string, key []byte, err error) {
 	id, k, ok := strings.Cut(ref, ".")
-	if !ok || len(id) != 22 || len(k) != 43 {
+	if !ok || len(id) != idLen || len(k) != 43 {
 		return "", nil, ErrBadRef
 	}
 	key, err = base64.RawURLEncoding.DecodeString(k)

@@ -304,13 +304,55 @@ func TestAHeldRequestIsApprovedOnce(t *testing.T) {
 	if err := g.Approve(ctx, ref, h); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _, _ := g.Consume(ctx, &h.Request); !ok {
+	if ok, _, _, _ := g.Consume(ctx, &h.Request); !ok {
 		t.Fatal("the approval was not usable")
 	}
 	if err := g.Approve(ctx, ref, h); !errors.Is(err, ErrExpired) {
 		t.Fatalf("a second approval of one held request: err = %v, want ErrExpired", err)
 	}
-	if ok, _, _ := g.Consume(ctx, &h.Request); ok {
+	if ok, _, _, _ := g.Consume(ctx, &h.Request); ok {
 		t.Fatal("the request was usable a second time")
+	}
+}
+
+func TestAUsedApprovalNamesTheHeldRequestItApproved(t *testing.T) {
+	g := newGate(nil)
+	ctx := context.Background()
+	// Two identical requests share a digest: only the id tells them apart.
+	ref1, h1 := heldRequest(t, g, "amount=500")
+	ref2, h2 := heldRequest(t, g, "amount=500")
+	if h1.Digest != h2.Digest || ID(ref1) == ID(ref2) {
+		t.Fatalf("identical requests: digests %s %s, ids %s %s", h1.Digest, h2.Digest, ID(ref1), ID(ref2))
+	}
+	if err := g.Approve(ctx, ref2, h2); err != nil {
+		t.Fatal(err)
+	}
+	ok, digest, id, err := g.Consume(ctx, &h1.Request)
+	if err != nil || !ok || digest != h1.Digest {
+		t.Fatalf("Consume = %v %s %v", ok, digest, err)
+	}
+	if id != ID(ref2) {
+		t.Errorf("Consume named held request %q, want the approved one %q", id, ID(ref2))
+	}
+	if strings.Contains(id, ".") || strings.Contains(ref2, id+".") == false {
+		t.Errorf("id %q is not the id part of the reference", id)
+	}
+}
+
+func TestAnExpiredHeldRequestStillNamesItsDigestAndPath(t *testing.T) {
+	now := time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	g := newGate(clock)
+	ref, h := heldRequest(t, g, "amount=500")
+	now = now.Add(2 * time.Minute) // past the rule's ttl: the store has dropped it
+	got, err := g.Open(context.Background(), ref)
+	if !errors.Is(err, ErrExpired) {
+		t.Fatalf("Open after the ttl: err = %v, want ErrExpired", err)
+	}
+	if got == nil || got.Digest != h.Digest || got.Method != "POST" || got.Match != "/pay" {
+		t.Fatalf("Open after the ttl = %+v, want the digest, method and path for the audit", got)
+	}
+	if len(got.Body) != 0 || got.Header != nil || got.Show != nil {
+		t.Errorf("an expired request gave more than the audit needs: %+v", got)
 	}
 }

@@ -425,11 +425,11 @@ func TestAnApprovalOutlivesADigestKeyRoll(t *testing.T) {
 		t.Fatal(err)
 	}
 	after := New(s, [][]byte{newKey, oldKey}, 0, nil)
-	ok, d, err := after.Consume(ctx, q)
+	ok, d, _, err := after.Consume(ctx, q)
 	if err != nil || !ok || d != before.Digest(q) {
 		t.Fatalf("after the roll: used %v, digest %q, err %v", ok, d, err)
 	}
-	if ok, _, _ := after.Consume(ctx, q); ok {
+	if ok, _, _, _ := after.Consume(ctx, q); ok {
 		t.Fatal("the approval was used twice")
 	}
 }

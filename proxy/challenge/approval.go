@@ -84,7 +84,7 @@ func (h *Handler) adoptApproval(w http.ResponseWriter, r *http.Request, c caller
 	switch {
 	case errors.Is(err, approve.ErrExpired), errors.Is(err, approve.ErrBadRef):
 		h.m.Approvals.WithLabelValues("expired").Inc()
-		h.audit(r, "approval.expired", c, "")
+		h.audit(r, "approval.expired", c, "", heldAttrs(ref, held)...)
 		h.showDone(w, r, doneExpired)
 		return
 	case err != nil:
@@ -94,7 +94,7 @@ func (h *Handler) adoptApproval(w http.ResponseWriter, r *http.Request, c caller
 		return
 	case held.User != c.user:
 		h.m.Approvals.WithLabelValues("refused").Inc()
-		h.audit(r, "approval.refused", c, "", slog.String("reason", "held request of another user"))
+		h.audit(r, "approval.refused", c, "", append(heldAttrs(ref, nil), slog.String("reason", "held request of another user"))...)
 		h.showDone(w, r, doneRefused)
 		return
 	}
@@ -124,7 +124,11 @@ func (h *Handler) openApproval(w http.ResponseWriter, r *http.Request, c caller,
 	switch {
 	case errors.Is(err, approve.ErrExpired), errors.Is(err, approve.ErrBadRef):
 		h.m.Approvals.WithLabelValues("expired").Inc()
-		h.audit(r, "approval.expired", c, "")
+		flowID := ""
+		if f != nil {
+			flowID = f.FlowID
+		}
+		h.audit(r, "approval.expired", c, flowID, heldAttrs(ref, held)...)
 		h.endApproval(w, r, doneExpired)
 		return nil, false
 	case err != nil:
@@ -138,7 +142,7 @@ func (h *Handler) openApproval(w http.ResponseWriter, r *http.Request, c caller,
 		return nil, false
 	case held.User != c.user:
 		h.m.Approvals.WithLabelValues("refused").Inc()
-		h.audit(r, "approval.refused", c, "", slog.String("reason", "held request of another user"))
+		h.audit(r, "approval.refused", c, "", append(heldAttrs(ref, nil), slog.String("reason", "held request of another user"))...)
 		h.endApproval(w, r, doneRefused)
 		return nil, false
 	}
@@ -282,7 +286,7 @@ func (h *Handler) finishApproval(w http.ResponseWriter, r *http.Request, c calle
 		// Approved once already (a kept flow cookie, a reload racing the
 		// push poll): a completion never approves twice.
 		h.m.Approvals.WithLabelValues("refused").Inc()
-		h.audit(r, "approval.refused", c, f.FlowID, slog.String("reason", "held request already approved"))
+		h.audit(r, "approval.refused", c, f.FlowID, append(heldAttrs(f.Approval, held), slog.String("reason", "held request already approved"))...)
 		h.endApproval(w, r, doneExpired)
 		return ""
 	case err != nil:
@@ -294,8 +298,7 @@ func (h *Handler) finishApproval(w http.ResponseWriter, r *http.Request, c calle
 	h.cfg.Store.ClearFlow(w)
 	h.m.Challenges.WithLabelValues("completed").Inc()
 	h.m.Approvals.WithLabelValues("approved").Inc()
-	h.audit(r, "approval.approved", c, f.FlowID, slog.String("digest", held.Digest),
-		slog.String("method", held.Method), slog.String("path", held.Match))
+	h.audit(r, "approval.approved", c, f.FlowID, heldAttrs(f.Approval, held)...)
 	if held.API {
 		return PathChallenge + "?done=" + doneApproved
 	}
@@ -304,6 +307,20 @@ func (h *Handler) finishApproval(w http.ResponseWriter, r *http.Request, c calle
 		return ""
 	}
 	return held.Target()
+}
+
+// heldAttrs are what an approval.* line says of the request held under ref:
+// its id (never the reference, whose key opens it) and, when known, its
+// digest, method and path.
+func heldAttrs(ref string, held *approve.Held) []slog.Attr {
+	var attrs []slog.Attr
+	if id := approve.ID(ref); id != "" {
+		attrs = append(attrs, slog.String("approval_id", id))
+	}
+	if held != nil {
+		attrs = append(attrs, slog.String("digest", held.Digest), slog.String("method", held.Method), slog.String("path", held.Match))
+	}
+	return attrs
 }
 
 // ttlText is a ttl in whole minutes or seconds, for the page.

@@ -304,7 +304,7 @@ func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 		if h.cfg.Approvals != nil {
 			h.cfg.Approvals.Forget(r.Context(), f.Approval)
 		}
-		h.audit(r, "approval.cancelled", c, f.FlowID, slog.String("reason", "a step-up was asked for"))
+		h.audit(r, "approval.cancelled", c, f.FlowID, append(heldAttrs(f.Approval, nil), slog.String("reason", "a step-up was asked for"))...)
 		ok = false
 	}
 	if !ok || f.User != c.user {
@@ -359,7 +359,7 @@ func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 			h.pushDenied(w, r, c, &f)
 			return
 		}
-		h.failed(w, r, c, &f, "flow_failed")
+		h.failed(w, r, c, &f, FailFlowFailed)
 		return
 	case mfa.StatusPushConfirmationRequired:
 		if f.Status != statusPick {
@@ -368,6 +368,8 @@ func (h *Handler) show(w http.ResponseWriter, r *http.Request, c caller) {
 				f.Status = statusPushMany
 			}
 		}
+	case mfa.StatusPushConfirmationTimedOut:
+		h.pushTimedOut(r, c, &f)
 	}
 	if err := h.cfg.Store.SaveFlow(w, f); err != nil {
 		h.internal(w, r, c, fmt.Errorf("challenge: save flow: %w", err))
@@ -451,6 +453,9 @@ const statusPush = "push"
 // statusPushMany is statusPush for a user with other methods: the page
 // after a denial offers them.
 const statusPushMany = "push+"
+
+// statusPushTimedOut marks a push whose time-out was recorded.
+const statusPushTimedOut = "push-"
 
 // tell answers with a message. After a POST (or for the push poll) the
 // message goes into the flow cookie and the browser gets a 303 to the page,
@@ -619,7 +624,7 @@ func (h *Handler) checkOTP(w http.ResponseWriter, r *http.Request, c caller, f *
 		h.m.OTPChecks.WithLabelValues("wrong").Inc()
 		h.audit(r, "mfa.otp_failed", c, f.FlowID, slog.Int("attempts_remaining", pe.AttemptsRemaining))
 		if pe.AttemptsRemaining == 0 {
-			h.failed(w, r, c, f, "otp_limit")
+			h.failed(w, r, c, f, FailOTPLimit)
 			return
 		}
 		h.tell(w, r, c, f, "otp_wrong", max(pe.AttemptsRemaining, 0))
@@ -637,7 +642,8 @@ func (h *Handler) checkOTP(w http.ResponseWriter, r *http.Request, c caller, f *
 func (h *Handler) checkAssertion(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow) {
 	origin, assertion := r.PostForm.Get("origin"), r.PostForm.Get("assertion")
 	if origin != requestOrigin(r) || assertion == "" || len(assertion) > 32<<10 || !json.Valid([]byte(assertion)) {
-		h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", "malformed assertion or foreign origin"))
+		h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", FailAssertionMalformed),
+			slog.String("detail", "malformed assertion or foreign origin"))
 		h.tell(w, r, c, f, "assertion_bad", 0)
 		return
 	}
@@ -646,7 +652,8 @@ func (h *Handler) checkAssertion(w http.ResponseWriter, r *http.Request, c calle
 	if errors.As(err, &pe) && pe.Kind == mfa.KindInvalid {
 		// PingOne refuses an assertion from a key it does not know for
 		// this user; the flow stays open for another key or method.
-		h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", "assertion refused"), slog.String("code", pe.DetailCode))
+		h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", FailAssertionRefused),
+			slog.String("detail", "pingone refused the assertion"), slog.String("code", pe.DetailCode))
 		h.tell(w, r, c, f, "assertion_unknown_key", 0)
 		return
 	}
@@ -670,7 +677,7 @@ func (h *Handler) cancel(w http.ResponseWriter, r *http.Request, c caller, f *se
 		if h.cfg.Approvals != nil {
 			h.cfg.Approvals.Forget(r.Context(), f.Approval)
 		}
-		h.audit(r, "approval.cancelled", c, f.FlowID)
+		h.audit(r, "approval.cancelled", c, f.FlowID, heldAttrs(f.Approval, nil)...)
 		h.cfg.Store.ClearFlow(w)
 		setNoStore(w.Header())
 		http.Redirect(w, r, homeFor(f), http.StatusSeeOther)
@@ -701,7 +708,7 @@ func (h *Handler) afterAction(w http.ResponseWriter, r *http.Request, c caller, 
 	case mfa.StatusCompleted:
 		h.complete(w, r, c, f, flow)
 	case mfa.StatusFailed:
-		h.failed(w, r, c, f, "flow_failed")
+		h.failed(w, r, c, f, FailFlowFailed)
 	default:
 		h.saveAndContinue(w, r, c, f)
 	}
@@ -735,9 +742,9 @@ func (h *Handler) finish(w http.ResponseWriter, r *http.Request, c caller, f *se
 		h.pingOneError(w, r, c, f, err)
 		return ""
 	}
-	if msg, reason := CheckCompletion(res, h.now(), h.cfg.AllowBypass); msg != "" {
+	if msg, reason, detail := CheckCompletion(res, h.now(), h.cfg.AllowBypass); msg != "" {
 		h.m.Challenges.WithLabelValues("failed").Inc()
-		h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", reason))
+		h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", reason), slog.String("detail", detail))
 		f.Pending, f.Status, f.SentAt = mfa.Pending{}, "", time.Time{}
 		h.tell(w, r, c, f, msg, 0)
 		return ""
@@ -777,20 +784,40 @@ func (h *Handler) finish(w http.ResponseWriter, r *http.Request, c caller, f *se
 }
 
 // CheckCompletion says whether a verified completion may count: "" when it
-// may, else the page's message and the audit reason. The challenge page and
-// the phone-only approval (proxy/decoupled) both ask it.
-func CheckCompletion(res *mfa.Result, now time.Time, allowBypass bool) (msg, reason string) {
+// may, else the page's message, the audit reason (a Fail* code) and a
+// sentence for people. The challenge page and the phone-only approval
+// (proxy/decoupled) both ask it.
+func CheckCompletion(res *mfa.Result, now time.Time, allowBypass bool) (msg, reason, detail string) {
 	// A completed flow keeps answering with the same tokens until PingOne
 	// forgets it, so a replayed flow cookie could mint a new step-up with a
 	// new AuthTime. The ID token says when the user really authenticated.
 	if res.AuthTime.IsZero() || now.Sub(res.AuthTime) > maxCompletionAge {
-		return "verification_failed", "id token auth_time missing or too old (replayed completion?)"
+		return "verification_failed", FailAuthTimeStale, "id token auth_time missing or too old (replayed completion?)"
 	}
 	if !res.MFA && !allowBypass {
-		return "no_mfa_method", "pingone completed without an mfa step (bypass)"
+		return "no_mfa_method", FailNoMFAStep, "pingone completed without an mfa step (bypass)"
 	}
-	return "", ""
+	return "", "", ""
 }
+
+// The reasons of an mfa.failed audit line: a fixed set of codes
+// (docs/audit.md lists them; a new one is a minor schema change). A
+// sentence for people goes in "detail".
+const (
+	FailFlowFailed         = "flow_failed"         // PingOne failed the flow
+	FailOTPLimit           = "otp_limit"           // the last wrong code
+	FailPushDenied         = "push_denied"         // the push was denied on the phone
+	FailPushTimedOut       = "push_timed_out"      // nobody answered the push in time
+	FailAssertionMalformed = "assertion_malformed" // a passkey answer stepgate could not read, or from another origin
+	FailAssertionRefused   = "assertion_refused"   // PingOne refused the passkey's assertion
+	FailAuthTimeStale      = "auth_time_stale"     // the ID token's auth_time missing or too old (a replayed completion)
+	FailNoMFAStep          = "no_mfa_step"         // PingOne completed without an MFA step (a bypass policy)
+	FailIDTokenRejected    = "id_token_rejected"   // the ID token did not verify
+)
+
+// FailReasons is every reason an mfa.failed line can give.
+var FailReasons = []string{FailFlowFailed, FailOTPLimit, FailPushDenied, FailPushTimedOut,
+	FailAssertionMalformed, FailAssertionRefused, FailAuthTimeStale, FailNoMFAStep, FailIDTokenRejected}
 
 func (h *Handler) complete(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow, flow *mfa.Flow) {
 	if next := h.finish(w, r, c, f, flow); next != "" {
@@ -815,9 +842,21 @@ func (h *Handler) pushDenied(w http.ResponseWriter, r *http.Request, c caller, f
 		others = 1
 	}
 	h.m.Challenges.WithLabelValues("failed").Inc()
-	h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", "push_denied"))
+	h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", FailPushDenied))
 	f.Pending, f.Status, f.SentAt = mfa.Pending{}, "", time.Time{}
 	h.tell(w, r, c, f, "push_denied", others)
+}
+
+// pushTimedOut records, once per push, that nobody answered it in time:
+// the poll and the page both see the time-out, and a reload sees it again.
+// The flow stays open (the page offers to push again), like after a denial.
+func (h *Handler) pushTimedOut(r *http.Request, c caller, f *session.Flow) {
+	if f.Status == statusPushTimedOut || f.Status == statusPick {
+		return // recorded already, or the user is choosing another method
+	}
+	h.m.Challenges.WithLabelValues("failed").Inc()
+	h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", FailPushTimedOut))
+	f.Status = statusPushTimedOut
 }
 
 // status is the JSON endpoint the push page polls.
@@ -861,6 +900,10 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request, c caller) {
 	case mfa.StatusPushConfirmationRequired:
 		_ = h.cfg.Store.SaveFlow(w, f)
 		writeJSON(w, http.StatusOK, map[string]string{"status": string(flow.Status)})
+	case mfa.StatusPushConfirmationTimedOut:
+		h.pushTimedOut(r, c, &f)
+		_ = h.cfg.Store.SaveFlow(w, f)
+		writeJSON(w, http.StatusOK, map[string]string{"status": string(flow.Status), "next": PathChallenge})
 	default:
 		_ = h.cfg.Store.SaveFlow(w, f)
 		writeJSON(w, http.StatusOK, map[string]string{"status": string(flow.Status), "next": PathChallenge})
@@ -921,10 +964,10 @@ func (h *Handler) pingOneError(w http.ResponseWriter, r *http.Request, c caller,
 	case mfa.KindUnavailable:
 		h.tell(w, r, c, f, "unavailable", 0)
 	case mfa.KindFlowFailed:
-		h.failed(w, r, c, f, "flow_failed")
+		h.failed(w, r, c, f, FailFlowFailed)
 	case mfa.KindTokenInvalid:
 		h.m.Challenges.WithLabelValues("failed").Inc()
-		h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", "id token rejected"))
+		h.audit(r, "mfa.failed", c, f.FlowID, slog.String("reason", FailIDTokenRejected))
 		f.Pending, f.Status, f.SentAt = mfa.Pending{}, "", time.Time{}
 		h.tell(w, r, c, f, "verification_failed", 0)
 	default: // KindInvalid, KindWrongOTP outside an OTP check

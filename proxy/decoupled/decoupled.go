@@ -222,7 +222,7 @@ func (s *Service) Begin(w http.ResponseWriter, r *http.Request, ref string, h *a
 	if lim := s.cfg.Limits.StartPerUser; lim != nil {
 		if ok, wait := lim.Allow("u:" + user); !ok {
 			s.m.RateLimited.WithLabelValues("start_user").Inc()
-			s.event(r, "refused", user, client, h.Digest, "", slog.String("reason", "too many approvals started"))
+			s.event(r, ref, "refused", user, client, h.Digest, "", slog.String("reason", "too many approvals started"))
 			_, _ = s.cfg.Gate.Withdraw(r.Context(), ref)
 			writeError(w, http.StatusTooManyRequests, "rate_limited", "Too many approvals were started; try again later.", wait)
 			return "rejected"
@@ -238,7 +238,7 @@ func (s *Service) Begin(w http.ResponseWriter, r *http.Request, ref string, h *a
 		var err error
 		if req.User, err = m.PingOneUser(r, user); err != nil {
 			_, _ = s.cfg.Gate.Withdraw(r.Context(), ref)
-			s.event(r, "refused", user, client, h.Digest, "", slog.String("reason", "pingone user not set up: "+err.Error()),
+			s.event(r, ref, "refused", user, client, h.Digest, "", slog.String("reason", "pingone user not set up: "+err.Error()),
 				slog.String("pingone_user_source", m.Source()))
 			writeError(w, http.StatusForbidden, "not_set_up", "Your account is not set up for approvals.", 0)
 			return "rejected"
@@ -247,13 +247,13 @@ func (s *Service) Begin(w http.ResponseWriter, r *http.Request, ref string, h *a
 	flow, pending, err := s.cfg.PingOne.Start(r.Context(), req)
 	if err != nil {
 		_, _ = s.cfg.Gate.Withdraw(r.Context(), ref)
-		s.pingOneError(w, r, user, client, h.Digest, "", err)
+		s.pingOneError(w, r, ref, user, client, h.Digest, "", err)
 		return "approval_required"
 	}
 	flow, dev, err := s.pickDevice(r, user, pending, flow)
 	if err != nil {
 		_, _ = s.cfg.Gate.Withdraw(r.Context(), ref)
-		s.pingOneError(w, r, user, client, h.Digest, pending.FlowID, err)
+		s.pingOneError(w, r, ref, user, client, h.Digest, pending.FlowID, err)
 		return "approval_required"
 	}
 	st := &state{
@@ -276,7 +276,7 @@ func (s *Service) Begin(w http.ResponseWriter, r *http.Request, ref string, h *a
 		// Nothing a phone alone can answer (a FIDO2 key, no device):
 		// the person approves in a browser, as with api=url.
 		_, _ = s.cfg.PingOne.Reset(r.Context(), pending)
-		s.event(r, "refused", user, client, h.Digest, pending.FlowID, slog.String("reason", "no device usable without a browser"),
+		s.event(r, ref, "refused", user, client, h.Digest, pending.FlowID, slog.String("reason", "no device usable without a browser"),
 			slog.String("status", string(flow.Status)))
 		writeJSONStatus(w, http.StatusUnauthorized, map[string]any{
 			"error":        "approval_required",
@@ -294,11 +294,11 @@ func (s *Service) Begin(w http.ResponseWriter, r *http.Request, ref string, h *a
 		return "approval_required"
 	}
 	_ = s.cfg.Gate.Mark(r.Context(), ref, markExpired, ttl)
-	s.event(r, "requested", user, client, h.Digest, pending.FlowID, slog.String("method", st.Method))
+	s.event(r, ref, "requested", user, client, h.Digest, pending.FlowID, slog.String("method", st.Method))
 	if st.Method == "push" {
-		s.event(r, "pushed", user, client, h.Digest, pending.FlowID, slog.Bool("number_matching", st.Number != ""))
+		s.event(r, ref, "pushed", user, client, h.Digest, pending.FlowID, slog.Bool("number_matching", st.Number != ""))
 	} else if st.Method != "" {
-		s.event(r, "code_sent", user, client, h.Digest, pending.FlowID, slog.String("method", st.Method))
+		s.event(r, ref, "code_sent", user, client, h.Digest, pending.FlowID, slog.String("method", st.Method))
 	}
 	// A number to match and a code to type must reach the person before
 	// any wait: the first answer is then the 202, at once.
@@ -544,7 +544,7 @@ func (s *Service) decide(w http.ResponseWriter, r *http.Request, ref string, st 
 			s.logPingOne(r, st.User, st.Flow.FlowID, err)
 			return true, s.deciding(w)
 		}
-		if _, reason := challenge.CheckCompletion(res, s.now(), s.cfg.AllowBypass); reason != "" {
+		if _, _, reason := challenge.CheckCompletion(res, s.now(), s.cfg.AllowBypass); reason != "" {
 			return true, s.end(w, r, ref, st, client, outcomeFailed, reason)
 		}
 		switch err := s.cfg.Gate.Approve(r.Context(), ref, held); {
@@ -556,7 +556,7 @@ func (s *Service) decide(w http.ResponseWriter, r *http.Request, ref string, st 
 			s.storeDown(w, r, err)
 			return true, "store_unavailable"
 		}
-		s.event(r, "approved", st.User, client, st.Digest, st.Flow.FlowID, slog.String("acr", res.ACR),
+		s.event(r, ref, "approved", st.User, client, st.Digest, st.Flow.FlowID, slog.String("acr", res.ACR),
 			slog.String("amr", strings.Join(res.AMR, ",")), slog.String("method", held.Method), slog.String("path", held.Match))
 		ok, err := s.cfg.Gate.Release(r.Context(), ref, held)
 		if err != nil {
@@ -592,7 +592,7 @@ func (s *Service) forward(w http.ResponseWriter, r *http.Request, ref string, st
 		s.log.LogAttrs(r.Context(), slog.LevelError, "approval store: outcome not kept", slog.String("error", err.Error()))
 	}
 	s.w.notify(ref)
-	s.event(r, "forwarded", st.User, client, st.Digest, st.Flow.FlowID)
+	s.event(r, ref, "forwarded", st.User, client, st.Digest, st.Flow.FlowID)
 	w.Header().Set(HeaderStatus, outcomeForwarded)
 	forward(w, r, held)
 	return "approved"
@@ -622,7 +622,7 @@ func (s *Service) end(w http.ResponseWriter, r *http.Request, ref string, st *st
 	if outcome == outcomeFailed {
 		event = "refused"
 	}
-	s.event(r, event, st.User, client, st.Digest, st.Flow.FlowID, slog.String("reason", reason))
+	s.event(r, ref, event, st.User, client, st.Digest, st.Flow.FlowID, slog.String("reason", reason))
 	return s.answerOutcome(w, st)
 }
 
@@ -631,7 +631,7 @@ func (s *Service) expire(w http.ResponseWriter, r *http.Request, ref string, st 
 	if ok, _ := s.cfg.Gate.TakeMark(r.Context(), ref, markExpired); ok {
 		_, _ = s.cfg.Gate.Withdraw(r.Context(), ref)
 		_, _ = s.cfg.PingOne.Reset(r.Context(), &st.Flow)
-		s.event(r, "expired", st.User, client, st.Digest, st.Flow.FlowID)
+		s.event(r, ref, "expired", st.User, client, st.Digest, st.Flow.FlowID)
 	}
 	st.Outcome = outcomeExpired
 	return s.answerOutcome(w, st)
@@ -682,7 +682,7 @@ func (s *Service) code(w http.ResponseWriter, r *http.Request, ref, user string,
 	if lim := s.cfg.Limits.OTPPerUser; lim != nil {
 		if ok, wait := lim.Allow("u:" + user); !ok {
 			s.m.RateLimited.WithLabelValues("otp_user").Inc()
-			s.event(r, "refused", user, client, st.Digest, st.Flow.FlowID, slog.String("reason", "too many codes"))
+			s.event(r, ref, "refused", user, client, st.Digest, st.Flow.FlowID, slog.String("reason", "too many codes"))
 			writeError(w, http.StatusTooManyRequests, "rate_limited", "Too many codes; wait for Retry-After.", wait)
 			return "rejected"
 		}
@@ -705,7 +705,7 @@ func (s *Service) code(w http.ResponseWriter, r *http.Request, ref, user string,
 		if errors.As(err, &pe) && pe.Kind == mfa.KindFlowFailed {
 			return s.end(w, r, ref, st, client, outcomeFailed, "flow failed")
 		}
-		s.pingOneError(w, r, user, client, st.Digest, st.Flow.FlowID, err)
+		s.pingOneError(w, r, ref, user, client, st.Digest, st.Flow.FlowID, err)
 		return "rejected"
 	}
 	s.m.OTPChecks.WithLabelValues("ok").Inc()
@@ -745,7 +745,7 @@ func (s *Service) cancel(w http.ResponseWriter, r *http.Request, ref, user strin
 	}
 	_, _ = s.cfg.PingOne.Reset(r.Context(), &st.Flow) // best effort: the phone's push goes stale
 	s.w.notify(ref)
-	s.event(r, "cancelled", user, client, st.Digest, st.Flow.FlowID)
+	s.event(r, ref, "cancelled", user, client, st.Digest, st.Flow.FlowID)
 	w.WriteHeader(http.StatusNoContent)
 	return "stepgate"
 }
@@ -871,7 +871,7 @@ func (s *Service) check(ctx context.Context, ref string) (bool, *mfa.Flow) {
 	return false, nil
 }
 
-func (s *Service) pingOneError(w http.ResponseWriter, r *http.Request, user string, client netip.Addr, digest, flowID string, err error) {
+func (s *Service) pingOneError(w http.ResponseWriter, r *http.Request, ref, user string, client netip.Addr, digest, flowID string, err error) {
 	s.logPingOne(r, user, flowID, err)
 	var pe *mfa.Error
 	if !errors.As(err, &pe) {
@@ -880,7 +880,7 @@ func (s *Service) pingOneError(w http.ResponseWriter, r *http.Request, user stri
 	}
 	switch {
 	case pe.UserRefused():
-		s.event(r, "refused", user, client, digest, flowID, slog.String("reason", "pingone user not set up"))
+		s.event(r, ref, "refused", user, client, digest, flowID, slog.String("reason", "pingone user not set up"))
 		writeError(w, http.StatusForbidden, "not_set_up", "Your account is not set up for approvals.", 0)
 	case pe.Kind == mfa.KindRateLimited:
 		s.m.RateLimited.WithLabelValues("pingone").Inc()
@@ -909,10 +909,14 @@ func (s *Service) storeDown(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // event is one approval.* audit line and its metric. Values of the request
-// are never in it: the digest says which request.
-func (s *Service) event(r *http.Request, event, user string, client netip.Addr, digest, flowID string, attrs ...slog.Attr) {
+// are never in it: the digest says which request, the held request's id
+// which of two identical ones.
+func (s *Service) event(r *http.Request, ref, event, user string, client netip.Addr, digest, flowID string, attrs ...slog.Attr) {
 	s.m.Approvals.WithLabelValues(event).Inc()
 	attrs = append(attrs, slog.String("digest", digest), slog.String("api", "decoupled"))
+	if id := approve.ID(ref); id != "" { // the id, never the reference: its key opens the request
+		attrs = append(attrs, slog.String("approval_id", id))
+	}
 	s.audit(r, "approval."+event, user, client, flowID, attrs...)
 }
 
