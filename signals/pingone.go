@@ -274,6 +274,10 @@ func (s *seenIDs) has(id string) bool {
 func (s *seenIDs) add(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.addLocked(id)
+}
+
+func (s *seenIDs) addLocked(id string) {
 	now := s.now()
 	if len(s.m) >= s.max {
 		for k, at := range s.m {
@@ -286,4 +290,23 @@ func (s *seenIDs) add(id string) {
 		}
 	}
 	s.m[id] = now
+}
+
+// addIfAbsent remembers id and reports true, or reports false when id is
+// already remembered: one check for two deliveries arriving at once.
+func (s *seenIDs) addIfAbsent(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if at, ok := s.m[id]; ok && s.now().Sub(at) < s.ttl {
+		return false
+	}
+	s.addLocked(id)
+	return true
+}
+
+// remove forgets id (its revocation was not stored after all).
+func (s *seenIDs) remove(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, id)
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/stepgate/stepgate/proxy/identity"
 	"github.com/stepgate/stepgate/proxy/rules"
 	"github.com/stepgate/stepgate/session"
+	"github.com/stepgate/stepgate/signals"
 	"github.com/stepgate/stepgate/store"
 	"github.com/stepgate/stepgate/tracing"
 )
@@ -358,7 +359,7 @@ type config struct {
 	ReloadInterval time.Duration `env:"RELOAD_INTERVAL" envDefault:"500ms"`
 
 	// Listener for the identity provider's security events ([signals](signals.md)): only
-	// `POST /signals/pingone` is served there, so it can be exposed to the provider alone, apart from
+	// `POST /signals/pingone` and `POST /signals/ssf` are served there, so it can be exposed to the provider alone, apart from
 	// the admin listener (never public) and the application's origin.
 	// Default: empty: no receivers.
 	SignalsListen string `env:"SIGNALS_LISTEN"`
@@ -373,6 +374,34 @@ type config struct {
 	// Comma-separated PingOne action types that end the user's step-ups (see
 	// [signals](signals.md#pingone) for which names are confirmed).
 	PingOneWebhookActions string `env:"PINGONE_WEBHOOK_ACTIONS" envDefault:"USER.DELETED,USER.LOCKED,PASSWORD.RESET,DEVICE.DELETED,DEVICE.BLOCKED,SESSION.DELETED"`
+
+	// Issuer of the OpenID Shared Signals (SSF 1.0) transmitter whose Security Event Tokens stepgate
+	// receives at `POST /signals/ssf` ([signals](signals.md#openid-shared-signals-ssf-10-caep-10)):
+	// a SET's `iss` must equal it. Turns the receiver on, with `STEPGATE_SSF_AUDIENCE`.
+	SSFIssuer string `env:"SSF_ISSUER"`
+
+	// The audience stepgate expects in a SET's `aud` (the stream's `aud`, as the transmitter
+	// configured it).
+	// Default: empty; required with `STEPGATE_SSF_ISSUER`.
+	SSFAudience string `env:"SSF_AUDIENCE"`
+
+	// The transmitter's JWKS. SETs are verified with ES256 or RS256 only.
+	// Default: empty: the `jwks_uri` of the issuer's `/.well-known/ssf-configuration`.
+	SSFJWKSURL string `env:"SSF_JWKS_URL"`
+
+	// Bearer token the transmitter sends in `Authorization` (the stream's
+	// `delivery.authorization_header`, without `Bearer `), compared in constant time; at least 32
+	// characters.
+	// Default: empty: none required (the SET's signature still is).
+	SSFBearerToken string `env:"SSF_BEARER_TOKEN" secret:"true"`
+
+	// Comma-separated transforms from a SET's `email` or `opaque` subject to the upstream user, in
+	// order: `lower`, `strip-domain` (cut at the last `@`).
+	// Default: empty: the subject is the upstream user as it is.
+	SSFUserTransform string `env:"SSF_USER_TRANSFORM"`
+
+	// How old a SET's `iat` may be; one minute of clock skew is allowed the other way. 1m–24h.
+	SSFMaxAge time.Duration `env:"SSF_MAX_AGE" envDefault:"1h"`
 
 	// otel is the OTEL_* part of the environment, read by the OpenTelemetry
 	// conventions (tracing.FromEnv) rather than by a field of its own.
@@ -1083,13 +1112,14 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	switch {
 	case c.PingOneWebhookSecret != "" && c.SignalsListen == "":
 		bad("PINGONE_WEBHOOK_SECRET", "set, but STEPGATE_SIGNALS_LISTEN is not: the receiver listens there")
-	case c.SignalsListen != "" && c.PingOneWebhookSecret == "":
-		bad("SIGNALS_LISTEN", "set, but no receiver is configured (STEPGATE_PINGONE_WEBHOOK_SECRET)")
+	case c.SignalsListen != "" && c.PingOneWebhookSecret == "" && c.SSFIssuer == "":
+		bad("SIGNALS_LISTEN", "set, but no receiver is configured (STEPGATE_PINGONE_WEBHOOK_SECRET or STEPGATE_SSF_ISSUER)")
 	case c.PingOneWebhookSecret != "" && len(c.PingOneWebhookSecret) < 32:
 		bad("PINGONE_WEBHOOK_SECRET", "too short: want at least 32 characters (for example openssl rand -base64 32)")
 	case c.PingOneWebhookSecret != "" && !validHeaderName(c.PingOneWebhookHeader):
 		bad("PINGONE_WEBHOOK_HEADER", "want a header name")
 	}
+	c.validateSSF(bad)
 	if c.PingOneWebhookSecret != "" {
 		for _, a := range strings.Split(c.PingOneWebhookActions, ",") {
 			if a = strings.TrimSpace(a); a == "" || strings.ToUpper(a) != a || !strings.Contains(a, ".") {
@@ -1334,4 +1364,52 @@ func validHeaderName(h string) bool {
 		}
 	}
 	return true
+}
+
+// validateSSF checks the shared signals receiver's settings.
+func (c config) validateSSF(bad func(name, format string, args ...any)) {
+	switch {
+	case c.SSFIssuer == "":
+		for _, kv := range [][2]string{{"SSF_AUDIENCE", c.SSFAudience}, {"SSF_JWKS_URL", c.SSFJWKSURL},
+			{"SSF_BEARER_TOKEN", c.SSFBearerToken}, {"SSF_USER_TRANSFORM", c.SSFUserTransform}} {
+			if kv[1] != "" {
+				bad(kv[0], "set, but STEPGATE_SSF_ISSUER is not: it names the transmitter")
+			}
+		}
+		return
+	case c.SignalsListen == "":
+		bad("SSF_ISSUER", "set, but STEPGATE_SIGNALS_LISTEN is not: the receiver listens there")
+	case c.SSFAudience == "":
+		bad("SSF_AUDIENCE", "required with STEPGATE_SSF_ISSUER: the aud the transmitter puts in its SETs")
+	}
+	if _, err := signals.WellKnown(c.SSFIssuer); err != nil && c.SSFJWKSURL == "" {
+		bad("SSF_ISSUER", "want an https URL (its /.well-known/ssf-configuration names the keys), or set STEPGATE_SSF_JWKS_URL")
+	}
+	if u, err := url.Parse(c.SSFJWKSURL); c.SSFJWKSURL != "" && (err != nil || u.Host == "" || u.Scheme != "https" && u.Scheme != "http") {
+		bad("SSF_JWKS_URL", "want an https URL")
+	}
+	if c.SSFBearerToken != "" && len(c.SSFBearerToken) < 32 {
+		bad("SSF_BEARER_TOKEN", "too short: want at least 32 characters (for example openssl rand -base64 32)")
+	}
+	if _, err := ssfTransforms(c.SSFUserTransform); err != nil {
+		bad("SSF_USER_TRANSFORM", "%v", err)
+	}
+	if c.SSFMaxAge < time.Minute || c.SSFMaxAge > 24*time.Hour {
+		bad("SSF_MAX_AGE", "want a duration between 1m and 24h")
+	}
+}
+
+// ssfTransforms parses STEPGATE_SSF_USER_TRANSFORM.
+func ssfTransforms(v string) ([]identity.Transform, error) {
+	var ts []identity.Transform
+	if v == "" {
+		return nil, nil
+	}
+	for _, t := range strings.Split(v, ",") {
+		ts = append(ts, identity.Transform(strings.TrimSpace(t)))
+	}
+	if _, err := identity.NewMapping(identity.MappingOptions{Transforms: ts}); err != nil {
+		return nil, err
+	}
+	return ts, nil
 }

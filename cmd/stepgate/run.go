@@ -534,7 +534,7 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	}
 	g.admin = admin
 	if cfg.SignalsListen != "" {
-		if g.signals, err = signalsHandler(cfg, st.revoker, m, log, now); err != nil {
+		if g.signals, err = signalsHandler(cfg, st.revoker, m, log, now, client.Issuer()); err != nil {
 			return nil, err
 		}
 	}

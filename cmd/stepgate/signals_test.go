@@ -7,13 +7,22 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/stepgate/stepgate/mfa/pingonesim"
 	"github.com/stepgate/stepgate/store/redistest"
@@ -167,5 +176,272 @@ func TestPingOneWebhookRefusesWhatItCannotBelieveAndChangesNothing(t *testing.T)
 	}
 	if ev := s.Logs.Events("session.revoked"); len(ev) != 0 {
 		t.Errorf("a refused webhook revoked: %v", ev)
+	}
+}
+
+// ssfTransmitter is an OpenID Shared Signals transmitter on loopback: it
+// serves its SSF configuration and JWKS, and signs SETs with an ES256 key
+// and an RS256 key.
+type ssfTransmitter struct {
+	*httptest.Server
+	ec  *ecdsa.PrivateKey
+	rsa *rsa.PrivateKey
+}
+
+const ssfAudience = "https://stepgate.example.com/signals/ssf"
+
+func newSSFTransmitter(t *testing.T) *ssfTransmitter {
+	t.Helper()
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rk, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &ssfTransmitter{ec: ec, rsa: rk}
+	b64 := base64.RawURLEncoding.EncodeToString
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/ssf-configuration", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{
+			"spec_version": "1_0", "issuer": tr.URL, "jwks_uri": tr.URL + "/jwks",
+			"delivery_methods_supported": []string{"urn:ietf:rfc:8935"},
+		})
+	})
+	mux.HandleFunc("GET /jwks", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"keys": []any{
+			map[string]any{"kty": "EC", "kid": "es", "use": "sig", "alg": "ES256", "crv": "P-256",
+				"x": b64(ec.X.FillBytes(make([]byte, 32))), "y": b64(ec.Y.FillBytes(make([]byte, 32)))},
+			map[string]any{"kty": "RSA", "kid": "rs", "use": "sig", "alg": "RS256",
+				"n": b64(rk.N.Bytes()), "e": b64(big.NewInt(int64(rk.E)).Bytes())},
+		}})
+	})
+	tr.Server = httptest.NewServer(mux)
+	t.Cleanup(tr.Close)
+	return tr
+}
+
+// set returns a session-revoked SET for alice by e-mail, issued now by
+// the transmitter for stepgate, to be changed by the caller.
+func (tr *ssfTransmitter) set(now time.Time, jti string) jwt.MapClaims {
+	return jwt.MapClaims{
+		"iss": tr.URL, "aud": []string{ssfAudience}, "iat": now.Unix(), "jti": jti,
+		"sub_id": map[string]any{"format": "email", "email": "Alice@Example.com"},
+		"events": map[string]any{"https://schemas.openid.net/secevent/caep/event-type/session-revoked": map[string]any{
+			"event_timestamp": now.Unix(), "initiating_entity": "admin"}},
+	}
+}
+
+// sign signs claims with the ES256 key ("ES256"), the RS256 key ("RS256")
+// or a key the transmitter does not publish ("ES256-other").
+func (tr *ssfTransmitter) sign(t *testing.T, alg, kid string, claims jwt.MapClaims) string {
+	t.Helper()
+	var tok *jwt.Token
+	var key any
+	switch alg {
+	case "ES256":
+		tok, key = jwt.NewWithClaims(jwt.SigningMethodES256, claims), tr.ec
+	case "ES256-other":
+		other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tok, key = jwt.NewWithClaims(jwt.SigningMethodES256, claims), other
+	case "RS256":
+		tok, key = jwt.NewWithClaims(jwt.SigningMethodRS256, claims), tr.rsa
+	case "none":
+		tok, key = jwt.NewWithClaims(jwt.SigningMethodNone, claims), jwt.UnsafeAllowNoneSignatureType
+	}
+	tok.Header["kid"] = kid
+	tok.Header["typ"] = "secevent+jwt"
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+const testSSFBearer = "ssf-bearer-0123456789abcdefghijklmnopqrstuv"
+
+func postSET(t *testing.T, s *stack, contentType, bearer, set string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, s.Signals+"/signals/ssf", strings.NewReader(set))
+	req.Header.Set("Content-Type", contentType)
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	if resp.StatusCode != http.StatusAccepted {
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatalf("answer is not JSON: %d %q", resp.StatusCode, b)
+		}
+	}
+	return resp.StatusCode, m
+}
+
+func ssfStacks(t *testing.T) ([]*stack, *ssfTransmitter) {
+	tr := newSSFTransmitter(t)
+	srv := redistest.Start(t)
+	return redisStacks(t, srv, 2, "STEPGATE_SIGNALS_LISTEN", "127.0.0.1:0",
+		"STEPGATE_SSF_ISSUER", tr.URL, "STEPGATE_SSF_AUDIENCE", ssfAudience,
+		"STEPGATE_SSF_BEARER_TOKEN", testSSFBearer, "STEPGATE_SSF_USER_TRANSFORM", "lower,strip-domain"), tr
+}
+
+func TestSSFSessionRevokedChallengesTheUserAgainOnBothReplicas(t *testing.T) {
+	stacks, tr := ssfStacks(t)
+	pingOneIssuer := stacks[0].SimURL + "/" + stacks[0].Env["STEPGATE_PINGONE_ENV_ID"] + "/as"
+	complexPingOne := map[string]any{"format": "complex",
+		"user":    map[string]any{"format": "iss_sub", "iss": pingOneIssuer, "sub": pingonesim.DemoAliceID},
+		"session": map[string]any{"format": "opaque", "id": "sess-1"}}
+	tests := []struct {
+		name   string
+		alg    string
+		kid    string
+		event  string
+		sub    any
+		audit  string // the audit line's user or subject
+		reason string
+	}{
+		{"session-revoked by e-mail, ES256", "ES256", "es", "session-revoked",
+			map[string]any{"format": "email", "email": "Alice@Example.com"}, "alice", ""},
+		{"credential-change by opaque id, RS256", "RS256", "rs", "credential-change",
+			map[string]any{"format": "opaque", "id": "alice"}, "alice", ""},
+		{"session-revoked for a PingOne iss_sub in a complex subject", "ES256", "es", "session-revoked",
+			complexPingOne, pingonesim.DemoAliceID, ""},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stacks[0].Clock.Advance(2 * time.Second) // a step-up after the last revocation
+			alice := stacks[0].stepUpAlice("/admin/")
+			for i, s := range stacks {
+				if r := alice.on(s).get("/admin/"); r.StatusCode != http.StatusOK {
+					t.Fatalf("before the SET, replica %d: %d", i, r.StatusCode)
+				}
+			}
+			claims := tr.set(stacks[0].Clock.Now(), fmt.Sprintf("jti-%d", i))
+			claims["sub_id"] = tt.sub
+			claims["events"] = map[string]any{"https://schemas.openid.net/secevent/caep/event-type/" + tt.event: map[string]any{}}
+			code, ans := postSET(t, stacks[1], "application/secevent+jwt", testSSFBearer, tr.sign(t, tt.alg, tt.kid, claims))
+			if code != http.StatusAccepted {
+				t.Fatalf("SET: %d %v, want 202", code, ans)
+			}
+			took := waitRefused(t, alice, stacks, "/admin/", http.StatusFound, 10*time.Second)
+			t.Logf("refused on both replicas %v after the SET", took)
+			ev := stacks[1].Logs.Events("session.revoked")
+			if len(ev) != i+1 || ev[i]["by"] != "ssf" || ev[i]["event_id"] != claims["jti"] ||
+				(ev[i]["user"] != tt.audit && ev[i]["subject"] != tt.audit) {
+				t.Errorf("session.revoked audit lines: %v", ev)
+			}
+		})
+	}
+
+	t.Run("an event type stepgate does not act on is accepted and ignored", func(t *testing.T) {
+		stacks[0].Clock.Advance(2 * time.Second)
+		alice := stacks[0].stepUpAlice("/admin/")
+		claims := tr.set(stacks[0].Clock.Now(), "jti-ignored")
+		claims["events"] = map[string]any{"https://schemas.openid.net/secevent/caep/event-type/assurance-level-change": map[string]any{}}
+		if code, ans := postSET(t, stacks[0], "application/secevent+jwt", testSSFBearer, tr.sign(t, "ES256", "es", claims)); code != http.StatusAccepted {
+			t.Fatalf("SET: %d %v, want 202", code, ans)
+		}
+		if ev := stacks[0].Logs.Events("signal.ignored"); len(ev) != 1 || ev[0]["receiver"] != "ssf" {
+			t.Errorf("signal.ignored audit lines: %v", ev)
+		}
+		for i, s := range stacks {
+			if r := alice.on(s).get("/admin/"); r.StatusCode != http.StatusOK {
+				t.Errorf("after an ignored SET, replica %d: %d, want 200", i, r.StatusCode)
+			}
+		}
+	})
+}
+
+func TestSSFRefusesWhatItCannotBelieveAndChangesNothing(t *testing.T) {
+	stacks, tr := ssfStacks(t)
+	s := stacks[0]
+	alice := s.stepUpAlice("/admin/")
+	now := s.Clock.Now()
+	// A SET stepgate accepts and ignores, so that its jti is known.
+	seen := tr.set(now, "jti-seen")
+	seen["events"] = map[string]any{"https://schemas.openid.net/secevent/ssf/event-type/verification": map[string]any{"state": "x"}}
+	if code, ans := postSET(t, s, "application/secevent+jwt", testSSFBearer, tr.sign(t, "ES256", "es", seen)); code != http.StatusAccepted {
+		t.Fatalf("a verification SET: %d %v, want 202", code, ans)
+	}
+	with := func(jti string, change func(jwt.MapClaims)) jwt.MapClaims {
+		c := tr.set(now, jti)
+		change(c)
+		return c
+	}
+	good := func(jti string) jwt.MapClaims { return tr.set(now, jti) }
+	tests := []struct {
+		name        string
+		contentType string
+		bearer      string
+		set         string
+		err         string
+		reason      string
+	}{
+		{"a bad signature", "", "", tr.sign(t, "ES256-other", "es", good("j1")), "invalid_key", "bad_signature"},
+		{"an unknown kid", "", "", tr.sign(t, "ES256", "nobody", good("j2")), "invalid_key", "unknown_key"},
+		{"alg none", "", "", tr.sign(t, "none", "es", good("j3")), "invalid_request", "alg"},
+		{"a wrong iss", "", "", tr.sign(t, "ES256", "es", with("j4", func(c jwt.MapClaims) { c["iss"] = "https://evil.example" })), "invalid_issuer", "issuer"},
+		{"a wrong aud", "", "", tr.sign(t, "RS256", "rs", with("j5", func(c jwt.MapClaims) { c["aud"] = "https://other.example" })), "invalid_audience", "audience"},
+		{"an iat two hours old", "", "", tr.sign(t, "ES256", "es", with("j6", func(c jwt.MapClaims) { c["iat"] = now.Add(-2 * time.Hour).Unix() })), "invalid_request", "iat_old"},
+		{"an iat ten minutes ahead", "", "", tr.sign(t, "ES256", "es", with("j7", func(c jwt.MapClaims) { c["iat"] = now.Add(10 * time.Minute).Unix() })), "invalid_request", "iat_future"},
+		{"a replayed jti", "", "", tr.sign(t, "ES256", "es", good("jti-seen")), "invalid_request", "jti_replayed"},
+		{"the same SET again", "", "", tr.sign(t, "ES256", "es", seen), "invalid_request", "jti_replayed"},
+		{"no jti", "", "", tr.sign(t, "ES256", "es", with("", func(c jwt.MapClaims) { delete(c, "jti") })), "invalid_request", "jti_missing"},
+		{"a wrong content type", "application/json", "", tr.sign(t, "ES256", "es", good("j8")), "invalid_request", "content_type"},
+		{"no bearer token", "", "-", tr.sign(t, "ES256", "es", good("j9")), "authentication_failed", "bearer"},
+		{"a wrong bearer token", "", testSSFBearer + "x", tr.sign(t, "ES256", "es", good("j10")), "authentication_failed", "bearer"},
+		{"a phone number subject", "", "", tr.sign(t, "ES256", "es", with("j11", func(c jwt.MapClaims) {
+			c["sub_id"] = map[string]any{"format": "phone_number", "phone_number": "+12065550100"}
+		})), "invalid_request", "unknown_subject"},
+		{"an iss_sub of an unknown issuer", "", "", tr.sign(t, "ES256", "es", with("j12", func(c jwt.MapClaims) {
+			c["sub_id"] = map[string]any{"format": "iss_sub", "iss": "https://elsewhere.example", "sub": "alice"}
+		})), "invalid_request", "unknown_subject"},
+		{"a wrong typ", "", "", func() string {
+			tok := jwt.NewWithClaims(jwt.SigningMethodES256, good("j13"))
+			tok.Header["kid"], tok.Header["typ"] = "es", "JWT"
+			v, _ := tok.SignedString(tr.ec)
+			return v
+		}(), "invalid_request", "typ"},
+		{"not a JWT", "", "", "hello", "invalid_request", "malformed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ct, bearer := tt.contentType, tt.bearer
+			if ct == "" {
+				ct = "application/secevent+jwt"
+			}
+			switch bearer {
+			case "":
+				bearer = testSSFBearer
+			case "-":
+				bearer = ""
+			}
+			before := len(s.Logs.Events("signal.refused"))
+			code, ans := postSET(t, s, ct, bearer, tt.set)
+			if code != http.StatusBadRequest || ans["err"] != tt.err || ans["description"] == "" {
+				t.Errorf("got %d %v, want 400 %q with a description", code, ans, tt.err)
+			}
+			ev := s.Logs.Events("signal.refused")
+			if len(ev) != before+1 || ev[len(ev)-1]["receiver"] != "ssf" || ev[len(ev)-1]["reason"] != tt.reason {
+				t.Errorf("signal.refused audit lines: %v, want one new with reason %q", ev[before:], tt.reason)
+			}
+		})
+	}
+	// Nothing above changed anything: alice is still stepped up on both.
+	for i, st := range stacks {
+		if r := alice.on(st).get("/admin/"); r.StatusCode != http.StatusOK {
+			t.Errorf("after refused SETs, replica %d: %d, want 200", i, r.StatusCode)
+		}
+	}
+	if ev := s.Logs.Events("session.revoked"); len(ev) != 0 {
+		t.Errorf("a refused SET revoked: %v", ev)
 	}
 }

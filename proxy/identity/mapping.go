@@ -172,8 +172,12 @@ func (m *Mapping) PingOneUser(r *http.Request, user string) (string, error) {
 	return v, nil
 }
 
-func (m *Mapping) apply(v string) string {
-	for _, t := range m.transforms {
+func (m *Mapping) apply(v string) string { return ApplyTransforms(v, m.transforms) }
+
+// ApplyTransforms applies ts to v in order. A shared signal's e-mail or
+// opaque subject reaches the upstream user through the same transforms.
+func ApplyTransforms(v string, ts []Transform) string {
+	for _, t := range ts {
 		switch t {
 		case Lower:
 			v = strings.ToLower(v)
