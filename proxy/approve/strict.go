@@ -644,7 +644,8 @@ func onlyUTF8(params [][2]string) error {
 // digits (PHP keeps it, Go refuses it), a control character or a raw byte
 // outside ASCII, a name or value that is not UTF-8 once decoded, an empty or
 // space-padded name (PHP drops leading spaces), a NUL (PHP cuts the name
-// there), a field without '=' (Rack reads it as nil, the rest as ""). Empty
+// there), a field without '=' (Rack reads it as nil, the rest as ""), a
+// "]=" after the first '=' (qs splits there). Empty
 // pairs ("a=1&&b=2") are dropped.
 func parseURLEncoded(s string) ([]field, error) {
 	var out []field
@@ -659,6 +660,11 @@ func parseURLEncoded(s string) ([]field, error) {
 			if c := part[i]; c < 0x20 || c >= 0x7f || c == ';' {
 				return nil, refusal("a form or query with a ';', a control character or a raw byte outside ASCII")
 			}
+		}
+		if i := strings.Index(part, "]="); i >= 0 && i+1 != strings.IndexByte(part, '=') {
+			// qs ends a name at the first "]=" if there is one: it reads
+			// "amount=]=" as the field "amount=]".
+			return nil, refusal("a form or query field with ']=' after its '='")
 		}
 		k, v, ok := strings.Cut(part, "=")
 		if !ok {
