@@ -719,3 +719,41 @@ func TestALinkWithAForeignOrStaleApprovalLeavesTheFlowInProgressAlone(t *testing
 		t.Error("a link with a bad approval reference changed the flow in progress")
 	}
 }
+
+// TestARevocationEndsTheUsersHeldRequests: a revocation (here POST /revoke;
+// a PingOne webhook or a shared signal takes the same path) ends the
+// user's pending approvals as well as their step-ups: a payment held before
+// it is neither approved nor forwarded, even when the user then passes the
+// challenge.
+func TestARevocationEndsTheUsersHeldRequests(t *testing.T) {
+	s, up := newApproveStack(t, withEnv("STEPGATE_ADMIN_TOKEN", testAdminToken))
+	b := s.browser("alice")
+	r := b.follow(b.send("/payments/transfer", transfer))
+	if !strings.Contains(r.Body, "Send a payment") {
+		t.Fatalf("not held: %d %s", r.StatusCode, r.Body)
+	}
+	s.Clock.Advance(2 * time.Second) // the revocation comes after the hold
+	if code, body := revoke(t, s, testAdminToken, `{"user":"alice"}`); code != http.StatusOK {
+		t.Fatalf("revoke: %d %s", code, body)
+	}
+	s.Clock.Advance(2 * time.Second)
+	r = b.passChallenge(s, r)
+	for i := 0; i < 3 && (r.StatusCode == http.StatusSeeOther || r.StatusCode == http.StatusFound); i++ {
+		r = b.follow(r)
+	}
+	if r.StatusCode != http.StatusGone || !strings.Contains(r.Body, "has expired") {
+		t.Errorf("after the challenge: %d, want the 410 expired page: %s", r.StatusCode, r.Body)
+	}
+	if n := up.count("POST", "/payments/transfer"); n != 0 {
+		t.Fatalf("a request held before its user was revoked reached the upstream %d times", n)
+	}
+	if got := len(s.Logs.Events("approval.approved")); got != 0 {
+		t.Errorf("approval.approved events = %d, want 0", got)
+	}
+	// A new request after the revocation is held and approved as usual.
+	r = b.follow(b.send("/payments/transfer", transfer))
+	b.follow(b.passChallenge(s, r))
+	if n := up.count("POST", "/payments/transfer"); n != 1 {
+		t.Fatalf("a payment held after the revocation was forwarded %d times, want 1", n)
+	}
+}

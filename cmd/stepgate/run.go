@@ -346,6 +346,8 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	approvals := approve.New(g.approvals, approvalDigestKeys(s.cookieKeys), cfg.ApproveMaxBody, now)
 	g.cookies, g.digests = store, approvals
 	revocations := revocationCheck{st.view}
+	// A revocation ends the user's held requests too, not only step-ups.
+	approvals.SetRevoked(func(user string, at time.Time) bool { return st.view.Revoked(user, "", at) })
 	chal, err := challenge.New(challenge.Config{
 		PingOne:   client,
 		Store:     store,

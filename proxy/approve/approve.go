@@ -110,6 +110,7 @@ type Gate struct {
 	keys    atomic.Pointer[[][]byte] // the first keys new digests; the others still match
 	maxBody int64
 	now     func() time.Time
+	revoked func(user string, at time.Time) bool // nil: nothing is revoked
 }
 
 // New returns a Gate. keys key the digest (every replica sharing a store
@@ -365,6 +366,9 @@ func (g *Gate) Approve(ctx context.Context, ref string, h *Held) error {
 	if err != nil {
 		return ErrBadRef
 	}
+	if g.endedByRevocation(ctx, id, h) {
+		return ErrExpired
+	}
 	ok, err := g.store.Consume(ctx, approvableKey(id))
 	if err != nil {
 		return fmt.Errorf("approve: approve: %w", err)
@@ -383,6 +387,9 @@ func (g *Gate) Approve(ctx context.Context, ref string, h *Held) error {
 
 // Release uses the approval of h and forgets it: true for exactly one caller.
 func (g *Gate) Release(ctx context.Context, ref string, h *Held) (bool, error) {
+	if id, _, err := parseRef(ref); err == nil && g.endedByRevocation(ctx, id, h) {
+		return false, nil
+	}
 	ok, err := g.store.Consume(ctx, h.Digest)
 	if err != nil || !ok {
 		return false, err
@@ -391,6 +398,22 @@ func (g *Gate) Release(ctx context.Context, ref string, h *Held) (bool, error) {
 		_ = g.store.Drop(ctx, id)
 	}
 	return true, nil
+}
+
+// SetRevoked gives the gate the revocation view (docs/design.md §15): a
+// request held by a user whose step-ups were revoked at or after it was
+// held — by POST /revoke, a logout, a PingOne webhook or a shared signal —
+// is neither approved nor forwarded, on every replica. Set before serving.
+func (g *Gate) SetRevoked(revoked func(user string, at time.Time) bool) { g.revoked = revoked }
+
+// endedByRevocation drops the request held under id when its user was
+// revoked since it was held.
+func (g *Gate) endedByRevocation(ctx context.Context, id string, h *Held) bool {
+	if g.revoked == nil || !g.revoked(h.User, h.Created) {
+		return false
+	}
+	_ = g.store.Drop(ctx, id)
+	return true
 }
 
 // Withdraw makes the request held under ref unapprovable and drops it: a
