@@ -347,7 +347,9 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	g.cookies, g.digests = store, approvals
 	revocations := revocationCheck{st.view}
 	// A revocation ends the user's held requests too, not only step-ups.
-	approvals.SetRevoked(func(user string, at time.Time) bool { return st.view.Revoked(user, "", at) })
+	approvals.SetRevoked(func(user, subject string, at time.Time) bool {
+		return st.view.Revoked(user, "", at) || subject != "" && st.view.RevokedSubject(subject, at)
+	})
 	chal, err := challenge.New(challenge.Config{
 		PingOne:   client,
 		Store:     store,

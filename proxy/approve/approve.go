@@ -110,7 +110,7 @@ type Gate struct {
 	keys    atomic.Pointer[[][]byte] // the first keys new digests; the others still match
 	maxBody int64
 	now     func() time.Time
-	revoked func(user string, at time.Time) bool // nil: nothing is revoked
+	revoked func(user, subject string, at time.Time) bool // nil: nothing is revoked
 }
 
 // New returns a Gate. keys key the digest (every replica sharing a store
@@ -362,11 +362,18 @@ func (g *Gate) gone(ctx context.Context, id string) *Held {
 // its ttl. A held request is approved at most once: a second call answers
 // ErrExpired.
 func (g *Gate) Approve(ctx context.Context, ref string, h *Held) error {
+	return g.ApproveAs(ctx, ref, h, "")
+}
+
+// ApproveAs is Approve by the PingOne user subject who passed the MFA:
+// a revocation of that subject since the request was held (a PingOne
+// webhook, a shared signal) ends it too.
+func (g *Gate) ApproveAs(ctx context.Context, ref string, h *Held, subject string) error {
 	id, _, err := parseRef(ref)
 	if err != nil {
 		return ErrBadRef
 	}
-	if g.endedByRevocation(ctx, id, h) {
+	if g.endedByRevocation(ctx, id, h, subject) {
 		return ErrExpired
 	}
 	ok, err := g.store.Consume(ctx, approvableKey(id))
@@ -387,7 +394,7 @@ func (g *Gate) Approve(ctx context.Context, ref string, h *Held) error {
 
 // Release uses the approval of h and forgets it: true for exactly one caller.
 func (g *Gate) Release(ctx context.Context, ref string, h *Held) (bool, error) {
-	if id, _, err := parseRef(ref); err == nil && g.endedByRevocation(ctx, id, h) {
+	if id, _, err := parseRef(ref); err == nil && g.endedByRevocation(ctx, id, h, "") {
 		return false, nil
 	}
 	ok, err := g.store.Consume(ctx, h.Digest)
@@ -402,14 +409,15 @@ func (g *Gate) Release(ctx context.Context, ref string, h *Held) (bool, error) {
 
 // SetRevoked gives the gate the revocation view (docs/design.md §15): a
 // request held by a user whose step-ups were revoked at or after it was
-// held — by POST /revoke, a logout, a PingOne webhook or a shared signal —
-// is neither approved nor forwarded, on every replica. Set before serving.
-func (g *Gate) SetRevoked(revoked func(user string, at time.Time) bool) { g.revoked = revoked }
+// held — by POST /revoke, a PingOne webhook or a shared signal, by user or
+// (once the approving MFA names it) by PingOne subject — is neither
+// approved nor forwarded, on every replica. Set before serving.
+func (g *Gate) SetRevoked(revoked func(user, subject string, at time.Time) bool) { g.revoked = revoked }
 
-// endedByRevocation drops the request held under id when its user was
-// revoked since it was held.
-func (g *Gate) endedByRevocation(ctx context.Context, id string, h *Held) bool {
-	if g.revoked == nil || !g.revoked(h.User, h.Created) {
+// endedByRevocation drops the request held under id when its user (or the
+// subject approving it) was revoked since it was held.
+func (g *Gate) endedByRevocation(ctx context.Context, id string, h *Held, subject string) bool {
+	if g.revoked == nil || !g.revoked(h.User, subject, h.Created) {
 		return false
 	}
 	_ = g.store.Drop(ctx, id)

@@ -356,3 +356,41 @@ func TestAnExpiredHeldRequestStillNamesItsDigestAndPath(t *testing.T) {
 		t.Errorf("an expired request gave more than the audit needs: %+v", got)
 	}
 }
+
+func TestARevokedUserOrSubjectEndsAHeldRequest(t *testing.T) {
+	revokedAt := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		name             string
+		user, subject    string
+		created          time.Time
+		wantApproved     bool
+		wantReleasedOnce bool
+	}{
+		{"a held request of another user", "bob", "sub-bob", revokedAt.Add(-time.Minute), true, true},
+		{"a request held before its user's revocation", "alice", "sub-alice", revokedAt.Add(-time.Minute), false, false},
+		{"a request held after it", "alice", "sub-alice", revokedAt.Add(time.Minute), true, true},
+		{"approved by a PingOne subject revoked since the hold", "carol", "sub-revoked", revokedAt.Add(-time.Minute), false, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			g := newGate(nil)
+			g.SetRevoked(func(user, subject string, at time.Time) bool {
+				return (user == "alice" || subject == "sub-revoked") && !at.After(revokedAt)
+			})
+			ref, h := heldRequest(t, g, "amount=500")
+			h.User, h.Created = tt.user, tt.created
+			err := g.ApproveAs(context.Background(), ref, h, tt.subject)
+			if (err == nil) != tt.wantApproved {
+				t.Fatalf("ApproveAs = %v, want approved %v", err, tt.wantApproved)
+			}
+			if !tt.wantApproved {
+				if _, err := g.Open(context.Background(), ref); !errors.Is(err, ErrExpired) {
+					t.Errorf("the ended request can still be opened: %v", err)
+				}
+				return
+			}
+			if ok, _ := g.Release(context.Background(), ref, h); ok != tt.wantReleasedOnce {
+				t.Errorf("Release = %v", ok)
+			}
+		})
+	}
+}

@@ -20,7 +20,8 @@ import (
 // Approvals is what the challenge needs from the approve gate.
 type Approvals interface {
 	Open(ctx context.Context, ref string) (*approve.Held, error)
-	Approve(ctx context.Context, ref string, h *approve.Held) error
+	// ApproveAs approves h for the PingOne subject who passed the MFA.
+	ApproveAs(ctx context.Context, ref string, h *approve.Held, subject string) error
 	Forget(ctx context.Context, ref string)
 }
 
@@ -276,17 +277,17 @@ func ApprovalStart(held *approve.Held, user, remoteIP string) mfa.StartRequest {
 // forwarded when the browser, sent back to the original URL, fetches it;
 // a program retries the request itself. It returns where to go next, or
 // renders a page and returns "".
-func (h *Handler) finishApproval(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow) string {
+func (h *Handler) finishApproval(w http.ResponseWriter, r *http.Request, c caller, f *session.Flow, subject string) string {
 	held, ok := h.openApproval(w, r, c, f, f.Approval)
 	if !ok {
 		return ""
 	}
-	switch err := h.cfg.Approvals.Approve(r.Context(), f.Approval, held); {
+	switch err := h.cfg.Approvals.ApproveAs(r.Context(), f.Approval, held, subject); {
 	case errors.Is(err, approve.ErrExpired), errors.Is(err, approve.ErrBadRef):
 		// Approved once already (a kept flow cookie, a reload racing the
 		// push poll): a completion never approves twice.
 		h.m.Approvals.WithLabelValues("refused").Inc()
-		h.audit(r, "approval.refused", c, f.FlowID, append(heldAttrs(f.Approval, held), slog.String("reason", "held request already approved"))...)
+		h.audit(r, "approval.refused", c, f.FlowID, append(heldAttrs(f.Approval, held), slog.String("reason", "held request already approved, expired or its user revoked"))...)
 		h.endApproval(w, r, doneExpired)
 		return ""
 	case err != nil:

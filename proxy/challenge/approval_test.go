@@ -30,8 +30,8 @@ func (a *heldApprovals) Open(_ context.Context, ref string) (*approve.Held, erro
 	h := a.held
 	return &h, nil
 }
-func (*heldApprovals) Approve(context.Context, string, *approve.Held) error { return nil }
-func (*heldApprovals) Forget(context.Context, string)                       {}
+func (*heldApprovals) ApproveAs(context.Context, string, *approve.Held, string) error { return nil }
+func (*heldApprovals) Forget(context.Context, string)                                 {}
 
 var heldAt = time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
 

@@ -751,7 +751,7 @@ func (h *Handler) finish(w http.ResponseWriter, r *http.Request, c caller, f *se
 	}
 	if f.Approval != "" {
 		// An approval is for one request: it never becomes a step-up.
-		return h.finishApproval(w, r, c, f)
+		return h.finishApproval(w, r, c, f, res.Subject)
 	}
 	// Freshness counts from the MFA itself. A completed flow can be read
 	// again with a kept copy of its flow cookie (for the cookie's 15

@@ -66,7 +66,8 @@ type PingOne interface {
 // Gate is what a phone approval needs from the approve gate.
 type Gate interface {
 	Open(ctx context.Context, ref string) (*approve.Held, error)
-	Approve(ctx context.Context, ref string, h *approve.Held) error
+	// ApproveAs approves h for the PingOne subject who passed the MFA.
+	ApproveAs(ctx context.Context, ref string, h *approve.Held, subject string) error
 	Release(ctx context.Context, ref string, h *approve.Held) (bool, error)
 	Withdraw(ctx context.Context, ref string) (bool, error)
 	Keep(ctx context.Context, ref, name string, v []byte, ttl time.Duration) error
@@ -547,7 +548,7 @@ func (s *Service) decide(w http.ResponseWriter, r *http.Request, ref string, st 
 		if _, _, reason := challenge.CheckCompletion(res, s.now(), s.cfg.AllowBypass); reason != "" {
 			return true, s.end(w, r, ref, st, client, outcomeFailed, reason)
 		}
-		switch err := s.cfg.Gate.Approve(r.Context(), ref, held); {
+		switch err := s.cfg.Gate.ApproveAs(r.Context(), ref, held, res.Subject); {
 		case errors.Is(err, approve.ErrExpired), errors.Is(err, approve.ErrBadRef):
 			// Another poll approved it, or it was cancelled: its outcome
 			// answers the next poll.
