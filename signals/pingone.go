@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/stepgate/stepgate/proxy/identity"
 	"github.com/stepgate/stepgate/store"
 )
 
@@ -205,7 +206,7 @@ func (p *PingOne) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // user is the PingOne user id the event is about: its USER resource.
 func (e pingOneEvent) user() string {
 	for _, r := range e.Resources {
-		if strings.EqualFold(r.Type, "USER") && isUUID(r.ID) {
+		if strings.EqualFold(r.Type, "USER") && identity.IsUUID(r.ID) {
 			return strings.ToLower(r.ID)
 		}
 	}
@@ -225,28 +226,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-// isUUID reports whether s is a UUID in its 8-4-4-4-12 hex form (a PingOne
-// user id).
-func isUUID(s string) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // seenIDs remembers event ids (PingOne's, or SETs' jti) for ttl, bounded:

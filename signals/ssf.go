@@ -390,7 +390,7 @@ func (s *SSF) subject(set securityEvent, typ string) (store.Revocation, string, 
 		case id.Iss == "" || id.Sub == "":
 			return unknown("iss_sub without iss and sub")
 		case s.o.PingOneIssuer != "" && id.Iss == s.o.PingOneIssuer:
-			if !isUUID(id.Sub) {
+			if !identity.IsUUID(id.Sub) {
 				return unknown("iss_sub of PingOne whose sub is not a user id")
 			}
 			return store.Revocation{Subject: strings.ToLower(id.Sub)}, id.Format, nil

@@ -1049,7 +1049,7 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 	for _, h := range strings.Split(c.PassIdentityHeaders, ",") {
 		switch h = strings.TrimSpace(h); {
 		case h == "" && strings.TrimSpace(c.PassIdentityHeaders) == "":
-		case !validHeaderName(h):
+		case !identity.ValidHeaderName(h):
 			bad("PASS_IDENTITY_HEADERS", "want a comma-separated list of header names, e.g. Remote-User,X-Auth-Request-Email")
 		case strings.HasPrefix(strings.ToLower(h), "x-stepgate-") || strings.EqualFold(h, c.IDTokenHeader):
 			bad("PASS_IDENTITY_HEADERS", "must not name a header stepgate sets (%s)", h)
@@ -1116,7 +1116,7 @@ func (c config) validate(readFile func(string) ([]byte, error)) (settings, error
 		bad("SIGNALS_LISTEN", "set, but no receiver is configured (STEPGATE_PINGONE_WEBHOOK_SECRET or STEPGATE_SSF_ISSUER)")
 	case c.PingOneWebhookSecret != "" && len(c.PingOneWebhookSecret) < 32:
 		bad("PINGONE_WEBHOOK_SECRET", "too short: want at least 32 characters (for example openssl rand -base64 32)")
-	case c.PingOneWebhookSecret != "" && !validHeaderName(c.PingOneWebhookHeader):
+	case c.PingOneWebhookSecret != "" && !identity.ValidHeaderName(c.PingOneWebhookHeader):
 		bad("PINGONE_WEBHOOK_HEADER", "want a header name")
 	}
 	c.validateSSF(bad)
@@ -1349,21 +1349,6 @@ func isLoopbackHost(host string) bool {
 	}
 	a, err := netip.ParseAddr(host)
 	return err == nil && a.IsLoopback()
-}
-
-// validHeaderName reports whether h is an HTTP field name (RFC 9110 §5.1: a
-// token).
-func validHeaderName(h string) bool {
-	if h == "" {
-		return false
-	}
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return true
 }
 
 // validateSSF checks the shared signals receiver's settings.

@@ -440,22 +440,33 @@ func (s *Service) save(ctx context.Context, ref string, st *state, ttl time.Dura
 	return s.cfg.Gate.Keep(ctx, ref, keptState, b, ttl)
 }
 
+// loadPending loads user's approval under ref while it is pending; else it
+// answers (404 unknown or another user's, 503 the store, or the decided
+// outcome) and returns nil with the answer's label.
+func (s *Service) loadPending(w http.ResponseWriter, r *http.Request, ref, user string) (*state, string) {
+	st, err := s.load(r.Context(), ref, user)
+	switch {
+	case errors.Is(err, errNotFound):
+		writeError(w, http.StatusNotFound, "not_found", "No such approval.", 0)
+		return nil, "stepgate"
+	case err != nil:
+		s.storeDown(w, r, err)
+		return nil, "store_unavailable"
+	}
+	if !st.pending() {
+		return nil, s.answerOutcome(w, st)
+	}
+	return st, ""
+}
+
 // poll answers the approval's state; seen, when not nil, is a flow the
 // watcher just read (no second read). With wait > 0 a pending approval is
 // waited on, up to wait, before the 202.
 func (s *Service) poll(w http.ResponseWriter, r *http.Request, ref, user string, client netip.Addr, forward ForwardFunc, seen *mfa.Flow, wait time.Duration) string {
 	for {
-		st, err := s.load(r.Context(), ref, user)
-		switch {
-		case errors.Is(err, errNotFound):
-			writeError(w, http.StatusNotFound, "not_found", "No such approval.", 0)
-			return "stepgate"
-		case err != nil:
-			s.storeDown(w, r, err)
-			return "store_unavailable"
-		}
-		if !st.pending() {
-			return s.answerOutcome(w, st)
+		st, label := s.loadPending(w, r, ref, user)
+		if st == nil {
+			return label
 		}
 		held, err := s.cfg.Gate.Open(r.Context(), ref)
 		switch {
@@ -648,17 +659,9 @@ func (s *Service) code(w http.ResponseWriter, r *http.Request, ref, user string,
 		writeError(w, http.StatusBadRequest, "bad_request", `Send {"otp": "123456"}.`, 0)
 		return "rejected"
 	}
-	st, err := s.load(r.Context(), ref, user)
-	switch {
-	case errors.Is(err, errNotFound):
-		writeError(w, http.StatusNotFound, "not_found", "No such approval.", 0)
-		return "stepgate"
-	case err != nil:
-		s.storeDown(w, r, err)
-		return "store_unavailable"
-	}
-	if !st.pending() {
-		return s.answerOutcome(w, st)
+	st, label := s.loadPending(w, r, ref, user)
+	if st == nil {
+		return label
 	}
 	if st.Method == "push" || st.Method == "" {
 		writeError(w, http.StatusConflict, "no_code_expected", "This approval waits for a push on the phone, not a code.", 0)
@@ -719,17 +722,9 @@ func (s *Service) code(w http.ResponseWriter, r *http.Request, ref, user string,
 
 // cancel answers DELETE: the approval is withdrawn unless it was decided.
 func (s *Service) cancel(w http.ResponseWriter, r *http.Request, ref, user string, client netip.Addr) string {
-	st, err := s.load(r.Context(), ref, user)
-	switch {
-	case errors.Is(err, errNotFound):
-		writeError(w, http.StatusNotFound, "not_found", "No such approval.", 0)
-		return "stepgate"
-	case err != nil:
-		s.storeDown(w, r, err)
-		return "store_unavailable"
-	}
-	if !st.pending() {
-		return s.answerOutcome(w, st)
+	st, label := s.loadPending(w, r, ref, user)
+	if st == nil {
+		return label
 	}
 	ok, err := s.cfg.Gate.Withdraw(r.Context(), ref)
 	if err != nil {

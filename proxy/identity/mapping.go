@@ -97,7 +97,7 @@ func NewMapping(o MappingOptions) (*Mapping, error) {
 	case o.Header != "" && o.Claim != "":
 		return nil, errors.New("identity: mapping: set a header or a claim, not both")
 	case o.Header != "":
-		if !validHeaderName(o.Header) {
+		if !ValidHeaderName(o.Header) {
 			return nil, fmt.Errorf("identity: mapping: %q is not a header name", o.Header)
 		}
 		m.header = textproto.CanonicalMIMEHeaderKey(o.Header)
@@ -166,7 +166,7 @@ func (m *Mapping) PingOneUser(r *http.Request, user string) (string, error) {
 	if !ValidUser(v) {
 		return "", fmt.Errorf("%w: %s is not an acceptable user", ErrNotMapped, m.Source())
 	}
-	if m.kind == KindID && !isUUID(v) {
+	if m.kind == KindID && !IsUUID(v) {
 		return "", fmt.Errorf("%w: %s is not a PingOne user id (a UUID)", ErrNotMapped, m.Source())
 	}
 	return v, nil
@@ -190,8 +190,9 @@ func ApplyTransforms(v string, ts []Transform) string {
 	return v
 }
 
-// isUUID reports whether s is a UUID in its 8-4-4-4-12 hex form.
-func isUUID(s string) bool {
+// IsUUID reports whether s is a UUID in its 8-4-4-4-12 hex form (a PingOne
+// user id).
+func IsUUID(s string) bool {
 	if len(s) != 36 {
 		return false
 	}
@@ -211,8 +212,8 @@ func isUUID(s string) bool {
 	return true
 }
 
-// validHeaderName reports whether s is an HTTP token (RFC 9110 §5.1).
-func validHeaderName(s string) bool {
+// ValidHeaderName reports whether s is an HTTP token (RFC 9110 §5.1).
+func ValidHeaderName(s string) bool {
 	if s == "" {
 		return false
 	}
