@@ -65,9 +65,9 @@ func disagreements(reps []parsertest.Report, ss []shown) []string {
 			var prefixes []string
 			switch s.src.Kind {
 			case rules.FromForm:
-				prefixes = []string{"post.", "request."}
+				prefixes = []string{"post.", "request.", "input."}
 			case rules.FromQuery:
-				prefixes = []string{"get."}
+				prefixes = []string{"get.", "input."}
 			case rules.FromJSON:
 				prefixes = []string{"json.", "jsonmap."}
 			default:

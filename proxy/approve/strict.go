@@ -267,6 +267,15 @@ func (p *parsed) check(fields []rules.Field, override string) error {
 				return refusal("a form field shown from a body that is not a form")
 			}
 			key := foldString(f.From.Name)
+			if obj, ok := p.json.(map[string]any); ok && inQuery {
+				// Laravel's input() and Rails' params read a JSON body's
+				// member over, or in place of, the query's field.
+				for k := range obj {
+					if slices.Contains(nameKeys(k), key) {
+						return refusal("a shown query field is also a JSON member")
+					}
+				}
+			}
 			n := countKey(all, key)
 			if n == 0 {
 				continue

@@ -203,6 +203,9 @@ func strictCorpus() []strictCase {
 		{name: "a form field only in the query", query: "amount=9999", ctype: form, body: "payee=ACME", fields: []string{"form.amount"}},
 		{name: "a query field also in the body", query: "ref=1", ctype: form, body: "ref=2", fields: []string{"query.ref"}},
 		{name: "a JSON member also in the query", query: "amount=9999", ctype: js, body: `{"amount":5}`, fields: []string{"json./amount"}},
+		{name: "a shown query field also a JSON member (Laravel's input() takes the body's)", query: "ref=INV-7", ctype: js, body: `{"REF":"EVIL"}`, fields: []string{"query.ref"}},
+		{name: "a shown query field absent but a JSON member (Laravel's input() reads it)", ctype: js, body: `{"ref":"EVIL"}`, fields: []string{"query.ref"}},
+		{name: "a shown query field beside an unrelated JSON body", query: "ref=INV-7", ctype: js, body: `{"amount":5}`, fields: []string{"query.ref"}, want: []string{"INV-7"}},
 		{name: "a form field from a JSON body", ctype: js, body: `{"amount":9999}`, fields: []string{"form.amount"}},
 		{name: "a JSON value from a form body", ctype: form, body: "amount=9999", fields: []string{"json./amount"}},
 

@@ -46,7 +46,9 @@ var kinds = map[string]kind{
 	// reported, as Report.Warning. Two workers, so parallel requests are
 	// not serialised.
 	"php": {
-		form: []string{"post", "request"}, query: []string{"get"}, json: []string{"json"},
+		// input: Laravel's $request->input(), which merges a JSON body (or
+		// $_POST) over the query.
+		form: []string{"post", "request", "input"}, query: []string{"get", "input"}, json: []string{"json"},
 		check: func() (string, string) { return program("php", "php-cli") },
 		command: func(apps string, port int) *exec.Cmd {
 			cmd := exec.Command("php", "-n", "-d", "request_order=GP", "-d", "variables_order=EGPCS",

@@ -103,9 +103,31 @@ foreach ($spec["form"] ?? [] as $n) {
         $vals["request." . $n] = report($_REQUEST[$n]);
     }
 }
+// Laravel's $request->input(NAME): the input source (a JSON body's
+// members when the type says JSON, else $_POST) + the query, the body's
+// value winning (PHP's array union keeps the left side's keys).
+function laravelInput() {
+    $ct = $_SERVER["CONTENT_TYPE"] ?? "";
+    if (stripos($ct, "/json") !== false || stripos($ct, "+json") !== false) {
+        $d = json_decode(file_get_contents("php://input"), true);
+        $src = is_array($d) ? $d : [];
+    } else {
+        $src = $_POST;
+    }
+    return $src + $_GET;
+}
+$input = laravelInput();
+foreach ($spec["form"] ?? [] as $n) {
+    if (array_key_exists($n, $input)) {
+        $vals["input." . $n] = report($input[$n]);
+    }
+}
 foreach ($spec["query"] ?? [] as $n) {
     if (array_key_exists($n, $_GET)) {
         $vals["get." . $n] = report($_GET[$n]);
+    }
+    if (array_key_exists($n, $input)) {
+        $vals["input." . $n] = report($input[$n]);
     }
 }
 if (!empty($spec["json"])) {
