@@ -670,9 +670,10 @@ func parseURLEncoded(s string) ([]field, error) {
 				return nil, refusal("a form or query with a ';', a control character or a raw byte outside ASCII")
 			}
 		}
-		if i := strings.Index(part, "]="); i >= 0 && i+1 != strings.IndexByte(part, '=') {
-			// qs ends a name at the first "]=" if there is one: it reads
-			// "amount=]=" as the field "amount=]".
+		// qs reads %5B and %5D as brackets before it splits, and ends a
+		// name at the first "]=" if there is one: it reads "amount=]=" and
+		// "amount=x%5D=y" as fields named "amount=]" and "amount=x]".
+		if qs := qsBrackets.Replace(part); strings.Contains(qs, "]=") && strings.Index(qs, "]=")+1 != strings.IndexByte(qs, '=') {
 			return nil, refusal("a form or query field with ']=' after its '='")
 		}
 		k, v, ok := strings.Cut(part, "=")
@@ -698,6 +699,8 @@ func parseURLEncoded(s string) ([]field, error) {
 	}
 	return out, nil
 }
+
+var qsBrackets = strings.NewReplacer("%5B", "[", "%5b", "[", "%5D", "]", "%5d", "]")
 
 func formUnescape(s string) (string, error) {
 	if strings.IndexByte(s, '%') < 0 && strings.IndexByte(s, '+') < 0 {

@@ -238,6 +238,7 @@ func strictCorpus() []strictCase {
 		{name: "a raw control byte", ctype: form, body: "amount=5\x01", fields: []string{"form.amount"}},
 		{name: "a field without = (Rack reads nil)", ctype: form, body: "amount", fields: []string{"form.amount"}},
 		{name: "a ]= after the = (qs ends the name there)", ctype: form, body: "amount=]=", fields: []string{"form.amount"}},
+		{name: "an escaped ]= after the = (qs unescapes brackets first)", ctype: form, body: "amount=5Bamount%5D=9999", fields: []string{"form.amount"}},
 
 		// Numbers are shown as the application reads them, or refused.
 		{name: "5e3", ctype: form, body: "amount=5e3", fields: []string{"form.amount"}},
