@@ -309,7 +309,7 @@ func BenchmarkStageStepUpCookie(b *testing.B) {
 	b.ReportAllocs()
 	defer cpuPerOp(b)()
 	for b.Loop() {
-		su, ok := e.store.StepUp(r)
+		su, ok := e.store.Lookup(r)
 		if !ok || !e.gw.fresh(su, "alice", rule) {
 			b.Fatal("no fresh step-up")
 		}
@@ -321,12 +321,12 @@ func BenchmarkStageStepUpCookie(b *testing.B) {
 func BenchmarkStageRewrite(b *testing.B) {
 	e := newBenchEnv(b, slog.LevelInfo)
 	in := e.request("/admin/report", true)
-	su, ok := e.store.StepUp(in)
+	su, ok := e.store.Lookup(in)
 	if !ok {
 		b.Fatal("no step-up")
 	}
 	p, _ := reqpath.Parse(in.Method, in.RequestURI)
-	fw := &forward{path: p, client: netip.MustParseAddr("203.0.113.7"), trusted: true, stepUp: &su}
+	fw := &forward{path: p, client: netip.MustParseAddr("203.0.113.7"), trusted: true, stepUp: su}
 	in = in.WithContext(context.WithValue(in.Context(), forwardKey{}, fw))
 	b.ReportAllocs()
 	defer cpuPerOp(b)()

@@ -3,8 +3,6 @@ package proxy
 import (
 	"net/http"
 	"net/netip"
-	"strconv"
-	"strings"
 
 	"github.com/stepgate/stepgate/proxy/reqpath"
 	"github.com/stepgate/stepgate/proxy/rules"
@@ -103,18 +101,17 @@ func (d *Decision) set(v Verdict, label, reason string) {
 
 // setStepUpHeaders writes the §6 headers of su into h. Keys are canonical
 // constants (tokenHeader is canonicalised in New), so the map is written
-// directly; the six values share one backing array. Header.Set would
-// canonicalise each key and allocate a slice per header, on every
-// stepped-up request.
+// directly, and the values are the ones the session store rendered once
+// for this step-up (shared, never written to; a slice's capacity ends at
+// its one value, so an append copies). Header.Set would canonicalise each
+// key and allocate a slice per header, on every stepped-up request.
 func (g *Gateway) setStepUpHeaders(h http.Header, su *session.StepUp) {
-	v := make([]string, 6)
-	v[0] = su.IDToken
+	v := su.HeaderValues()
 	if g.bearer {
-		v[0] = "Bearer " + su.IDToken
+		h[g.tokenHeader] = []string{"Bearer " + v[0]}
+	} else {
+		h[g.tokenHeader] = v[0:1:1]
 	}
-	v[1], v[2], v[3], v[4] = su.Subject, su.User, strconv.FormatInt(su.AuthTime.Unix(), 10), su.ACR
-	v[5] = strings.Join(su.AMR, ",")
-	h[g.tokenHeader] = v[0:1:1]
 	h[HeaderSubject] = v[1:2:2]
 	h[HeaderUser] = v[2:3:3]
 	h[HeaderAuthTime] = v[3:4:4]

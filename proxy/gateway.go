@@ -42,7 +42,9 @@ const ReservedPrefix = "/.stepgate/"
 
 // StepUps is what the gateway needs from the session store.
 type StepUps interface {
-	StepUp(r *http.Request) (session.StepUp, bool)
+	// Lookup returns the request's valid step-up, shared with every
+	// request that carries the same cookie: read only (session.Store.Lookup).
+	Lookup(r *http.Request) (*session.StepUp, bool)
 	StripCookies(h http.Header)
 	// Approved returns the reference of a request the user has approved
 	// and that waits to be forwarded (approve rules); ClearApproved drops it.
@@ -490,11 +492,11 @@ func (g *Gateway) decideInto(ctx context.Context, q *Request, d *Decision) {
 	case rules.Allow:
 		// Headers describe a valid step-up on every path that has one; the
 		// identity is only worked out when a step-up cookie is present.
-		if su, ok := g.cfg.StepUps.StepUp(d.req); ok {
+		if su, ok := g.cfg.StepUps.Lookup(d.req); ok {
 			if user, err := g.cfg.Identity.User(d.req, d.Trusted); err == nil {
 				d.User = user
 				if g.fresh(su, user, rules.Rule{}) {
-					d.StepUp = &su
+					d.StepUp = su
 				}
 			}
 		} else if vs := q.Header[g.identityHeader]; g.identityHeader != "" && d.Trusted && len(vs) == 1 && identity.ValidUser(vs[0]) {
@@ -532,12 +534,12 @@ func (g *Gateway) decideInto(ctx context.Context, q *Request, d *Decision) {
 		d.set(Unavailable, decisionStale, "")
 		return
 	}
-	su, ok := g.cfg.StepUps.StepUp(d.req)
+	su, ok := g.cfg.StepUps.Lookup(d.req)
 	if !ok || !g.fresh(su, user, d.Rule) {
 		d.set(StepUpRequired, decisionRequired, "")
 		return
 	}
-	d.StepUp = &su
+	d.StepUp = su
 	d.set(Forward, decisionStepUp, "")
 }
 
@@ -620,11 +622,11 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 
 // fresh reports whether a step-up is valid for this user and rule (docs/design.md §5).
 // A zero rule (allow path) asks only that the step-up is still valid at all.
-func (g *Gateway) fresh(su session.StepUp, user string, rule rules.Rule) bool {
-	if g.cfg.Revocations != nil && g.cfg.Revocations.Revoked(su) {
+func (g *Gateway) fresh(su *session.StepUp, user string, rule rules.Rule) bool {
+	if g.cfg.Revocations != nil && g.cfg.Revocations.Revoked(*su) {
 		return false
 	}
-	return Fresh(su, user, rule, g.now())
+	return Fresh(*su, user, rule, g.now())
 }
 
 // Fresh reports whether a step-up is valid at now for this user and rule

@@ -67,11 +67,11 @@ func (stubChallenger) IsAPI(*http.Request) bool { return false }
 // test-only header X-Test-Stepped-Up (a stand-in for a good cookie).
 type headerStepUps struct{ now time.Time }
 
-func (s headerStepUps) StepUp(r *http.Request) (session.StepUp, bool) {
+func (s headerStepUps) Lookup(r *http.Request) (*session.StepUp, bool) {
 	if r.Header.Get("X-Test-Stepped-Up") == "" {
-		return session.StepUp{}, false
+		return nil, false
 	}
-	return session.StepUp{ID: "s", User: "alice", Subject: "sub-alice", AuthTime: s.now, ACR: "MFA-Only",
+	return &session.StepUp{ID: "s", User: "alice", Subject: "sub-alice", AuthTime: s.now, ACR: "MFA-Only",
 		AMR: []string{"otp"}, IDToken: "id.token.sig", TokenExpiry: s.now.Add(time.Hour)}, true
 }
 func (headerStepUps) StripCookies(h http.Header)            {}

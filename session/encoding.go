@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/stepgate/stepgate/mfa"
@@ -21,6 +23,25 @@ type StepUp struct {
 	AMR         []string
 	IDToken     string    // raw verified ID token (up to ~2 KiB)
 	TokenExpiry time.Time // ID token exp; the cookie is invalid from then on
+
+	// header is HeaderValues, rendered once for a step-up the cache
+	// shares (Store.Lookup); nil on any other value, which may be changed.
+	header []string
+}
+
+// HeaderValues are the values of the forwarded headers of
+// docs/design.md §6, in this order: the ID token, subject, user, auth_time
+// in Unix seconds, acr and the comma-separated amr. For a step-up from
+// Store.Lookup they were rendered once and are shared: read only.
+func (v *StepUp) HeaderValues() []string {
+	if v.header != nil {
+		return v.header
+	}
+	return v.renderHeader()
+}
+
+func (v *StepUp) renderHeader() []string {
+	return []string{v.IDToken, v.Subject, v.User, strconv.FormatInt(v.AuthTime.Unix(), 10), v.ACR, strings.Join(v.AMR, ",")}
 }
 
 // LogValue keeps the ID token out of logs.

@@ -81,7 +81,8 @@ func FuzzStripCookies(f *testing.F) {
 	f.Fuzz(func(t *testing.T, line1, line2 string) {
 		h := http.Header{"Cookie": {line1, line2}}
 		s.StripCookies(h)
-		for _, name := range []string{s.CookieName(), s.FlowCookieName()} {
+		ours := []string{s.CookieName(), s.FlowCookieName(), s.apprName}
+		for _, name := range ours {
 			for _, line := range h["Cookie"] {
 				for part := range strings.SplitSeq(line, ";") {
 					n, _, _ := strings.Cut(part, "=")
@@ -96,7 +97,7 @@ func FuzzStripCookies(f *testing.F) {
 			for part := range strings.SplitSeq(line, ";") {
 				p := trimOWS(part)
 				n, _, _ := strings.Cut(p, "=")
-				if p != "" && trimOWS(n) != s.CookieName() && trimOWS(n) != s.FlowCookieName() {
+				if p != "" && !slices.Contains(ours, trimOWS(n)) {
 					want = append(want, p)
 				}
 			}
@@ -110,6 +111,62 @@ func FuzzStripCookies(f *testing.F) {
 		}
 		if !slices.Equal(got, want) {
 			t.Fatalf("other cookies = %q, want %q", got, want)
+		}
+	})
+}
+
+// splitCookieValue is cookieValue as cookie parsers read a line, and as it
+// was written before it searched instead of splitting: pairs cut at ';',
+// the name before the first '=', spaces and tabs trimmed.
+func splitCookieValue(lines []string, name string) (string, bool) {
+	var value string
+	found := 0
+	for _, line := range lines {
+		for part := range strings.SplitSeq(line, ";") {
+			n, v, ok := strings.Cut(part, "=")
+			if ok && trimOWS(n) == name {
+				found++
+				value = trimOWS(v)
+			}
+		}
+	}
+	if found != 1 {
+		return "", false
+	}
+	return value, true
+}
+
+// FuzzCookieValue holds the search-based cookieValue (and the check that
+// decides whether StripCookies rebuilds a line) to the splitting reader:
+// a cookie found where a parser sees none, or missed where it sees one,
+// would be a step-up read from another cookie's value.
+func FuzzCookieValue(f *testing.F) {
+	s, _ := newTestStore(f, Options{Secure: true})
+	f.Add("a=1; __Host-stepgate=x; b=2", "__Host-stepgate-flow=y")
+	f.Add(" __Host-stepgate =x ;;; ;", "\t__Host-stepgate")
+	f.Add(`q="v; __Host-stepgate=1"`, "x__Host-stepgate=2; __Host-stepgatex=3")
+	f.Add("a=__Host-stepgate=1; b=c __Host-stepgate=2", "__Host-stepgate-approved =r")
+	f.Add("__Host-stepgate=1;__Host-stepgate=2", "")
+	f.Fuzz(func(t *testing.T, line1, line2 string) {
+		lines := []string{line1, line2}
+		for _, name := range []string{s.CookieName(), s.FlowCookieName(), s.apprName} {
+			got, gotOK := cookieValue(http.Header{"Cookie": lines}, name)
+			want, wantOK := splitCookieValue(lines, name)
+			if got != want || gotOK != wantOK {
+				t.Fatalf("cookieValue(%q, %q) = %q, %v; splitting reads %q, %v", lines, name, got, gotOK, want, wantOK)
+			}
+		}
+		for _, line := range lines {
+			want := false
+			for part := range strings.SplitSeq(line, ";") {
+				n, _, _ := strings.Cut(part, "=")
+				if n = trimOWS(n); n == s.CookieName() || n == s.FlowCookieName() || n == s.apprName {
+					want = true
+				}
+			}
+			if got := s.hasOurs(line); got != want {
+				t.Fatalf("hasOurs(%q) = %v; splitting reads %v", line, got, want)
+			}
 		}
 	})
 }

@@ -21,14 +21,14 @@ const stepUpCacheSize = 1024
 // cached: StepUp checks it on every hit.
 type stepUpCache struct {
 	mu sync.RWMutex
-	m  map[string]StepUp
+	m  map[string]*StepUp
 }
 
 func newStepUpCache() *stepUpCache {
-	return &stepUpCache{m: make(map[string]StepUp)}
+	return &stepUpCache{m: make(map[string]*StepUp)}
 }
 
-func (c *stepUpCache) get(value string) (StepUp, bool) {
+func (c *stepUpCache) get(value string) (*StepUp, bool) {
 	c.mu.RLock()
 	v, ok := c.m[value]
 	c.mu.RUnlock()
@@ -37,7 +37,7 @@ func (c *stepUpCache) get(value string) (StepUp, bool) {
 
 // put stores v under value. When full it starts over: cheaper than LRU
 // bookkeeping on every hit, and a miss only costs one decode.
-func (c *stepUpCache) put(value string, v StepUp) {
+func (c *stepUpCache) put(value string, v *StepUp) {
 	// value points into the request's Cookie header; copy it so the cache
 	// does not keep whole headers alive.
 	value = strings.Clone(value)

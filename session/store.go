@@ -143,23 +143,41 @@ func (s *Store) FlowCookieName() string { return s.flowName }
 // that opens, decodes and whose ID token has not expired. Every other case
 // is "no step-up": there is no error that a caller could mistake for valid.
 // Checking the user, max_age and acr against the rule is the caller's job.
+// The value is the caller's to change; Lookup is the same without a copy.
 func (s *Store) StepUp(r *http.Request) (StepUp, bool) {
-	value, ok := cookieValue(r.Header, s.name)
+	p, ok := s.Lookup(r)
 	if !ok {
 		return StepUp{}, false
+	}
+	v := *p
+	v.AMR = slices.Clone(v.AMR)
+	v.header = nil // a copy may be changed: its headers are rendered anew
+	return v, true
+}
+
+// Lookup is StepUp without the copy: the step-up is shared by every request
+// that carries the same cookie, so the caller must not change it (nor its
+// AMR, nor HeaderValues' slice). It is what the gateway's hot path reads.
+func (s *Store) Lookup(r *http.Request) (*StepUp, bool) {
+	value, ok := cookieValue(r.Header, s.name)
+	if !ok {
+		return nil, false
 	}
 	kr := s.keys.Load()
 	v, ok := kr.stepUps.get(value)
 	if !ok {
-		if v, ok = openStepUp(kr.codec, s.aad, value); !ok {
-			return StepUp{}, false
+		opened, ok := openStepUp(kr.codec, s.aad, value)
+		if !ok {
+			return nil, false
 		}
+		v = new(StepUp) // only now: a cookie that does not open costs no allocation
+		*v = opened
+		v.header = v.renderHeader()
 		kr.stepUps.put(value, v)
 	}
 	if !s.now().Before(v.TokenExpiry) {
-		return StepUp{}, false
+		return nil, false
 	}
-	v.AMR = slices.Clone(v.AMR) // the cached value stays the caller's to change
 	return v, true
 }
 
@@ -423,10 +441,10 @@ func (s *Store) StripCookies(h http.Header) {
 	lines := h["Cookie"]
 	var out []string // nil until a line changes: nothing allocated otherwise
 	for i, line := range lines {
-		// Only a line that may hold one of ours is parsed: the other
+		// Only a line that holds one of ours is rebuilt: the other
 		// cookies' names start with the step-up cookie's.
 		stripped, changed := line, false
-		if strings.Contains(line, s.name) {
+		if s.hasOurs(line) {
 			stripped, changed = s.stripLine(line)
 		}
 		if changed && out == nil {
@@ -483,21 +501,80 @@ func cookieValue(h http.Header, name string) (string, bool) {
 	var value string
 	found := 0
 	for _, line := range h["Cookie"] {
-		for len(line) > 0 {
-			var part string
-			part, line, _ = strings.Cut(line, ";")
-			n, v, ok := strings.Cut(part, "=")
-			if !ok || trimOWS(n) != name {
+		for from := 0; ; {
+			i := strings.Index(line[from:], name)
+			if i < 0 {
+				break
+			}
+			i += from
+			from = i + len(name)
+			if !pairStart(line, i) {
 				continue
 			}
+			eq, ok := pairNameEnd(line, from)
+			if !ok || eq == len(line) || line[eq] != '=' {
+				continue // another name, or ours without a value
+			}
 			found++
-			value = trimOWS(v)
+			end := len(line)
+			if j := strings.IndexByte(line[eq:], ';'); j >= 0 {
+				end = eq + j
+			}
+			value = trimOWS(line[eq+1 : end])
 		}
 	}
 	if found != 1 {
 		return "", false
 	}
 	return value, true
+}
+
+// The pair finders below read a Cookie line exactly as splitting it on ';'
+// and trimming spaces and tabs around the name would (how cookie parsers,
+// ours before them included, read it), with strings.Index doing the search:
+// a 1.6 KiB step-up cookie is scanned once, not cut into pairs.
+
+// pairStart reports whether the name found at line[i:] starts a pair: only
+// spaces or tabs stand between it and the line's start or a ';'.
+func pairStart(line string, i int) bool {
+	for i > 0 && (line[i-1] == ' ' || line[i-1] == '\t') {
+		i--
+	}
+	return i == 0 || line[i-1] == ';'
+}
+
+// pairNameEnd reports whether the name that ends before line[j] ends the
+// pair's name: only spaces or tabs stand between it and '=', ';' or the
+// line's end, whose index it returns.
+func pairNameEnd(line string, j int) (int, bool) {
+	for j < len(line) && (line[j] == ' ' || line[j] == '\t') {
+		j++
+	}
+	return j, j == len(line) || line[j] == '=' || line[j] == ';'
+}
+
+// hasOurs reports whether line holds a pair named as one of stepgate's
+// cookies, with or without a value.
+func (s *Store) hasOurs(line string) bool {
+	for from := 0; ; {
+		i := strings.Index(line[from:], s.name)
+		if i < 0 {
+			return false
+		}
+		i += from
+		from = i + len(s.name)
+		if !pairStart(line, i) {
+			continue
+		}
+		rest := line[from:]
+		for _, suffix := range [...]string{"", FlowSuffix, ApprovedSuffix} {
+			if strings.HasPrefix(rest, suffix) {
+				if _, ok := pairNameEnd(line, from+len(suffix)); ok {
+					return true
+				}
+			}
+		}
+	}
 }
 
 // trimOWS trims spaces and tabs, as cookie parsers do around pairs.
