@@ -334,7 +334,6 @@ type forward struct {
 	// cut then, so a stream opened just in time cannot outlive max_age.
 	until    time.Time
 	cutLater bool          // until is armed by cutStreams, for streams only
-	rule     rules.Rule    // the mfa rule, to challenge again once until passed
 	method   string        // the method the application acts on (Decision.Method)
 	traced   bool          // under a recording span: the upstream gets stepgate's traceparent
 	in       *http.Request // the request as received, for that challenge
@@ -614,7 +613,7 @@ func (g *Gateway) serve(w http.ResponseWriter, r *http.Request) (decision, user 
 	if d.Label == decisionStepUp {
 		// Cut the response (streams included) when the step-up stops being
 		// fresh for this rule.
-		fw.until, fw.rule, fw.in = freshUntil(*d.StepUp, d.Rule), d.Rule, r
+		fw.until, fw.in = freshUntil(*d.StepUp, d.Rule), r
 	}
 	g.forward(w, r, fw)
 	return d.Label, d.User, d.Client
@@ -813,7 +812,11 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		// The step-up stopped being fresh before the upstream answered:
 		// not the upstream's fault; the client needs a new step-up.
 		g.log.LogAttrs(r.Context(), slog.LevelInfo, "step-up expired during the request", slog.String("path", logPath(r)))
-		g.cfg.Challenge.Require(w, fw.in, fw.rule)
+		// The rule is matched again rather than carried on every
+		// forwarded request (a rule is a few hundred bytes): should a
+		// reload have changed it meanwhile, the challenge asks for the
+		// rule in force.
+		g.cfg.Challenge.Require(w, fw.in, g.cfg.LiveRules.Load().Match(fw.method, fw.path.Match))
 		return
 	}
 	status, msg := http.StatusBadGateway, "upstream_unavailable"
