@@ -94,6 +94,7 @@ func main() {
 	flag.BoolVar(&o.noPin, "no-pin", false, "do not pin processes with taskset")
 	flag.BoolVar(&o.skipLarge, "skip-64k", false, "measure only the 1 KiB response")
 	flag.StringVar(&o.instr, "instructions", "on", "count instructions per request under valgrind: on, off, or only (no wrk or open-loop runs; exits 1 when a target is missed, as CI's gate)")
+	flag.IntVar(&instrRequests, "instructions-requests", instrRequests, "requests each instruction count is taken over")
 	flag.StringVar(&o.cgDir, "callgrind-dir", "", "keep the callgrind dumps of the instruction counts here, one per target and process, for callgrind_annotate")
 	flag.BoolVar(&o.hold, "hold", false, "start everything, print each target's wrk command and pprof address, and wait for Ctrl-C instead of measuring")
 	flag.Parse()
