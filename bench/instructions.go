@@ -57,6 +57,7 @@ var errNoValgrind = errors.New("valgrind not found (apt-get install -y valgrind)
 
 type instrTarget struct {
 	name     string
+	gated    bool // a row with a target and CI's gate (traces' rows are reported only)
 	base     string
 	path     string
 	headers  []string
@@ -204,6 +205,7 @@ type instrEnv struct {
 	core        string
 	noPin       bool
 	keepDir     string             // where the callgrind dumps are kept ("": removed)
+	traces      bool               // also count stepgate with traces on, not sampled and sampled
 	syscalls    map[string]float64 // subject system calls per request, by target name (strace; may be empty)
 }
 
@@ -262,13 +264,45 @@ func countInstructions(e instrEnv) (string, error) {
 		return "", err
 	}
 	procs = append(procs, bare)
-	pa, aa := freeAddr(), freeAddr()
-	sg, err := startCallgrind(dir, "stepgate", e.core, e.noPin, e.stepgateEnv("info", upURL, pa, aa), nil, e.bin)
-	if err != nil {
-		return "", err
+	// Each stepgate: the default (traces off), and with -traces one whose
+	// spans are never sampled and one that samples and exports every
+	// request to a collector on loopback that accepts and drops them.
+	type gateway struct {
+		label, addr, admin string
+		env                []string
+		proc               *callgrind
 	}
-	procs = append(procs, sg)
-	for _, u := range []string{upURL + "/1k", bareURL + "/1k", "http://" + aa + "/readyz"} {
+	gws := []*gateway{{label: "log info"}}
+	if e.traces {
+		sink := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/x-protobuf")
+			w.WriteHeader(http.StatusOK) // an empty ExportTraceServiceResponse
+		}), ReadHeaderTimeout: 10 * time.Second}
+		sinkLn, sinkURL, err := listen()
+		if err != nil {
+			return "", err
+		}
+		go func() { _ = sink.Serve(sinkLn) }()
+		defer sink.Close()
+		endpoint := "OTEL_EXPORTER_OTLP_ENDPOINT=" + sinkURL
+		gws = append(gws,
+			&gateway{label: "traces on, not sampled", env: []string{endpoint, "OTEL_TRACES_SAMPLER=always_off"}},
+			&gateway{label: "traces on, every request sampled", env: []string{endpoint, "OTEL_TRACES_SAMPLER=always_on"}})
+	}
+	ready := []string{upURL + "/1k", bareURL + "/1k"}
+	for i, g := range gws {
+		g.addr, g.admin = freeAddr(), freeAddr()
+		env := append(e.stepgateEnv("info", upURL, g.addr, g.admin), g.env...)
+		p, err := startCallgrind(dir, fmt.Sprintf("stepgate-%d", i), e.core, e.noPin, env, nil, e.bin)
+		if err != nil {
+			return "", err
+		}
+		procs = append(procs, p)
+		g.proc = p
+		ready = append(ready, "http://"+g.admin+"/readyz")
+	}
+	for _, u := range ready {
 		if err := waitReady(u, 2*time.Minute); err != nil {
 			return "", fmt.Errorf("under valgrind: %w", err)
 		}
@@ -276,7 +310,7 @@ func countInstructions(e instrEnv) (string, error) {
 
 	// Instrumentation stays on from here (each callgrind_control call is a
 	// ptrace round trip; fewer is steadier); counters are zeroed per target.
-	for _, p := range []*callgrind{up, bare, sg} {
+	for _, p := range procs {
 		if err := p.control("-i", "on"); err != nil {
 			return "", err
 		}
@@ -284,8 +318,11 @@ func countInstructions(e instrEnv) (string, error) {
 	targets := []instrTarget{
 		{name: "bare ReverseProxy", base: bareURL, path: "/app/", headers: e.ident, subject: bare, baseline: 0},
 		{name: "bare ReverseProxy, with the step-up cookie", base: bareURL, path: "/admin/", headers: e.withCookie, subject: bare, baseline: 1},
-		{name: "stepgate allow (log info)", base: "http://" + pa, path: "/app/", headers: e.ident, subject: sg, baseline: 0},
-		{name: "stepgate mfa, stepped up (log info)", base: "http://" + pa, path: "/admin/", headers: e.withCookie, subject: sg, baseline: 1},
+	}
+	for i, g := range gws {
+		targets = append(targets,
+			instrTarget{name: "stepgate allow (" + g.label + ")", gated: i == 0, base: "http://" + g.addr, path: "/app/", headers: e.ident, subject: g.proc, baseline: 0},
+			instrTarget{name: "stepgate mfa, stepped up (" + g.label + ")", gated: i == 0, base: "http://" + g.addr, path: "/admin/", headers: e.withCookie, subject: g.proc, baseline: 1})
 	}
 	rows := make([]instrRow, len(targets))
 	for i, t := range targets {
@@ -325,8 +362,11 @@ func countInstructions(e instrEnv) (string, error) {
 	}
 	fmt.Fprintf(&b, "\nFrom the counts (kernel work per request being about the same in every row): ")
 	var v []string
-	for i, t := range targets[2:] {
-		r, base := rows[i+2], rows[t.baseline]
+	for i, t := range targets {
+		if !t.gated {
+			continue
+		}
+		r, base := rows[i], rows[t.baseline]
 		x := (r.subject + r.upstream) / (base.subject + base.upstream)
 		want, gate := 0.95, gateAllow
 		if strings.Contains(t.name, "mfa") {

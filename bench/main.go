@@ -64,6 +64,7 @@ type options struct {
 	runs64k   int
 	openRuns  int
 	cgDir     string
+	traces    bool
 }
 
 func main() {
@@ -94,6 +95,7 @@ func main() {
 	flag.BoolVar(&o.noPin, "no-pin", false, "do not pin processes with taskset")
 	flag.BoolVar(&o.skipLarge, "skip-64k", false, "measure only the 1 KiB response")
 	flag.StringVar(&o.instr, "instructions", "on", "count instructions per request under valgrind: on, off, or only (no wrk or open-loop runs; exits 1 when a target is missed, as CI's gate)")
+	flag.BoolVar(&o.traces, "traces", false, "also count instructions with traces on (OTEL_*), not sampled and every request sampled, to a collector on loopback (rows reported, not gated)")
 	flag.IntVar(&instrRequests, "instructions-requests", instrRequests, "requests each instruction count is taken over")
 	flag.StringVar(&o.cgDir, "callgrind-dir", "", "keep the callgrind dumps of the instruction counts here, one per target and process, for callgrind_annotate")
 	flag.BoolVar(&o.hold, "hold", false, "start everything, print each target's wrk command and pprof address, and wait for Ctrl-C instead of measuring")
@@ -331,7 +333,7 @@ func run(o options) error {
 			}
 		}
 		instrTable, err = countInstructions(instrEnv{self: self, bin: bin, stepgateEnv: stepgateEnv,
-			withCookie: withCookie, ident: ident, core: o.subjCore, noPin: o.noPin, keepDir: o.cgDir, syscalls: syscalls})
+			withCookie: withCookie, ident: ident, core: o.subjCore, noPin: o.noPin, keepDir: o.cgDir, syscalls: syscalls, traces: o.traces})
 		switch {
 		case errors.Is(err, errNoValgrind) && o.instr == "on":
 			fmt.Fprintf(os.Stderr, "instruction counts skipped: %v\n", err)

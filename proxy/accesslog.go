@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -27,8 +28,19 @@ type accessEntry struct {
 // saves its Record, its caller lookup and its attribute handling, which
 // together cost ~4 µs on every proxied request.
 type accessLog struct {
-	w    io.Writer
-	bufs sync.Pool // *[]byte
+	w     io.Writer
+	bufs  sync.Pool // *[]byte
+	stamp atomic.Pointer[stamp]
+}
+
+// stamp is the latest access line's time to the second, formatted: every
+// line within that second reuses it and formats only its fraction (the
+// date and time cost most of a line's formatting).
+type stamp struct {
+	sec    int64
+	loc    *time.Location
+	prefix []byte // "2006-01-02T15:04:05"
+	zone   []byte // "Z" or "+01:00"
 }
 
 func newAccessLog(w io.Writer) *accessLog {
@@ -44,7 +56,7 @@ func (l *accessLog) write(e *accessEntry) {
 		b := make([]byte, 0, 512)
 		bp = &b
 	}
-	b := appendAccessLine((*bp)[:0], e)
+	b := appendAccessLine((*bp)[:0], e, &l.stamp)
 	_, _ = l.w.Write(b) // as slog does: a log line that cannot be written is dropped
 	if cap(b) <= 4<<10 {
 		*bp = b
@@ -54,10 +66,11 @@ func (l *accessLog) write(e *accessEntry) {
 
 // appendAccessLine appends e as slog.JSONHandler would format
 // LogAttrs(ctx, slog.LevelInfo, "request", method, path, status, decision,
-// user, client_ip, duration, duration_ms).
-func appendAccessLine(b []byte, e *accessEntry) []byte {
+// user, client_ip, duration, duration_ms), its time through last (nil: no
+// reuse).
+func appendAccessLine(b []byte, e *accessEntry, last *atomic.Pointer[stamp]) []byte {
 	b = append(b, `{"time":"`...)
-	b = e.time.AppendFormat(b, time.RFC3339Nano)
+	b = appendTime(b, e.time, last)
 	b = append(b, `","level":"INFO","msg":"request","method":`...)
 	b = appendJSONString(b, e.method)
 	b = append(b, `,"path":`...)
@@ -79,6 +92,40 @@ func appendAccessLine(b []byte, e *accessEntry) []byte {
 	b = append(b, `,"duration_ms":`...)
 	b = appendMillis(b, e.duration)
 	return append(b, "}\n"...)
+}
+
+// appendTime appends t as t.AppendFormat(b, time.RFC3339Nano) does, the
+// part to the second and the zone taken from last when t falls in the same
+// second and location (and kept there for the next line when not).
+func appendTime(b []byte, t time.Time, last *atomic.Pointer[stamp]) []byte {
+	if last == nil {
+		return t.AppendFormat(b, time.RFC3339Nano)
+	}
+	sec, loc := t.Unix(), t.Location()
+	s := last.Load()
+	if s == nil || s.sec != sec || s.loc != loc {
+		whole := t.Truncate(time.Second).AppendFormat(nil, time.RFC3339)
+		if y := t.Year(); y < 0 || y > 9999 || len(whole) < 20 {
+			return t.AppendFormat(b, time.RFC3339Nano) // beyond RFC 3339's years: as the library prints
+		}
+		s = &stamp{sec: sec, loc: loc, prefix: whole[:19], zone: whole[19:]}
+		last.Store(s)
+	}
+	b = append(b, s.prefix...)
+	if ns := t.Nanosecond(); ns != 0 {
+		var frac [10]byte
+		frac[0] = '.'
+		for i := 9; i > 0; i-- {
+			frac[i] = byte('0' + ns%10)
+			ns /= 10
+		}
+		n := 10
+		for frac[n-1] == '0' {
+			n--
+		}
+		b = append(b, frac[:n]...)
+	}
+	return append(b, s.zone...)
 }
 
 // appendMillis appends d in milliseconds to the microsecond, as

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -67,13 +68,19 @@ func TestAccessLineIsSlogJSON(t *testing.T) {
 		"beyond float64":      func(e *accessEntry) { e.duration = time.Duration(1<<62 + 12345) },
 		"truncated long path": func(e *accessEntry) { e.path = string(bytes.Repeat([]byte("a"), 512)) + "…" },
 	}
+	var last atomic.Pointer[stamp] // reused across the cases, as the gateway does across lines
 	for name, change := range cases {
 		t.Run(name, func(t *testing.T) {
 			e := base
 			change(&e)
-			got := appendAccessLine(nil, &e)
+			got := appendAccessLine(nil, &e, nil)
 			if want := slogAccessLine(t, &e); !bytes.Equal(got, want) {
 				t.Fatalf("access line differs from slog's:\n got %s\nwant %s", got, want)
+			}
+			for range 2 { // formatting the stamp, then reusing it
+				if again := appendAccessLine(nil, &e, &last); !bytes.Equal(again, got) {
+					t.Fatalf("with the stamp reused:\n got %s\nwant %s", again, got)
+				}
 			}
 			var v map[string]any
 			if err := json.Unmarshal(got, &v); err != nil {
@@ -88,13 +95,24 @@ func TestAccessLineIsSlogJSON(t *testing.T) {
 func FuzzAccessLine(f *testing.F) {
 	f.Add("GET", "/admin/", "alice", 200, int64(1500))
 	f.Add("P\"OST", "/\xff\u2028<>&\\", "\x00\x1f\x7f", 599, int64(-1))
+	// One reused time stamp across the whole run, as the gateway keeps
+	// one: every line, whether its second and zone are the last line's or
+	// not, must still print as slog does.
+	var last atomic.Pointer[stamp]
+	zones := []*time.Location{time.UTC, time.FixedZone("", 3600), time.FixedZone("", -(9*3600 + 30*60)), time.FixedZone("", 0)}
 	f.Fuzz(func(t *testing.T, method, path, user string, status int, ns int64) {
+		at := time.Unix(1795000000+ns%3, ns%1e9).In(zones[uint64(ns)%uint64(len(zones))])
+		if ns%17 == 0 {
+			at = time.Unix(ns, 0).UTC() // any second, years beyond 9999 included
+		}
 		e := &accessEntry{
-			time: time.Unix(1795000000, ns%1e9).UTC(), method: method, path: path, status: status,
+			time: at, method: method, path: path, status: status,
 			decision: decisionAllow, user: user, client: netip.MustParseAddr("2001:db8::7"), duration: time.Duration(ns),
 		}
-		if got, want := appendAccessLine(nil, e), slogAccessLine(t, e); !bytes.Equal(got, want) {
-			t.Fatalf("access line differs from slog's:\n got %q\nwant %q", got, want)
+		for _, reuse := range []*atomic.Pointer[stamp]{nil, &last} {
+			if got, want := appendAccessLine(nil, e, reuse), slogAccessLine(t, e); !bytes.Equal(got, want) {
+				t.Fatalf("access line differs from slog's:\n got %q\nwant %q", got, want)
+			}
 		}
 	})
 }
