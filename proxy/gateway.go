@@ -187,6 +187,7 @@ type Gateway struct {
 	foldedNames     []string // tokenHeader and identityHeaders under fold (classify)
 	unsetNames      []string // lower case: the §6 headers Envoy removes when there is no step-up
 	bearer          bool
+	upstreamRawPath string // the upstream URL's escaped path, worked out once
 	windowsPaths    bool
 	origin          *http.CrossOriginProtection
 	doors           Doors
@@ -235,6 +236,9 @@ func New(cfg Config) (*Gateway, error) {
 		g.traceUser = func(string) string { return "" }
 	}
 	g.bearer = g.tokenHeader == "Authorization"
+	if cfg.Upstream != nil {
+		g.upstreamRawPath = cfg.Upstream.EscapedPath()
+	}
 	g.identityHeader = http.CanonicalHeaderKey(cfg.IdentityHeader)
 	for _, h := range []string{cfg.IdentityHeader, cfg.PingOneUserHeader} {
 		if h != "" {
@@ -337,6 +341,7 @@ type forward struct {
 	method   string        // the method the application acts on (Decision.Method)
 	traced   bool          // under a recording span: the upstream gets stepgate's traceparent
 	in       *http.Request // the request as received, for that challenge
+	realIP   [1]string     // the X-Real-Ip header's value, in the forward's own allocation
 }
 
 type forwardKey struct{}
@@ -755,7 +760,7 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.Scheme = u.Scheme
 	pr.Out.URL.Host = u.Host
 	pr.Out.URL.Path = joinPath(u.Path, fw.path.Match)
-	pr.Out.URL.RawPath = joinPath(u.EscapedPath(), fw.path.Escaped)
+	pr.Out.URL.RawPath = joinPath(g.upstreamRawPath, fw.path.Escaped)
 	pr.Out.URL.RawQuery = pr.In.URL.RawQuery
 	pr.Out.Host = g.cfg.UpstreamHost // "": the upstream URL's host
 	if g.cfg.PreserveHost {
@@ -780,7 +785,8 @@ func (g *Gateway) rewrite(pr *httputil.ProxyRequest) {
 	if fw.client.IsValid() {
 		// SetXForwarded appended the TCP peer; the resolved client is what
 		// the upstream should log, so say it explicitly as well.
-		pr.Out.Header["X-Real-Ip"] = []string{fw.client.String()} // Set, without canonicalising a canonical name
+		fw.realIP[0] = fw.client.String()
+		pr.Out.Header["X-Real-Ip"] = fw.realIP[:] // Set, without canonicalising a canonical name or allocating a slice
 	}
 
 	g.cfg.StepUps.StripCookies(pr.Out.Header)
