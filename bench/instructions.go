@@ -206,6 +206,7 @@ type instrEnv struct {
 	noPin       bool
 	keepDir     string             // where the callgrind dumps are kept ("": removed)
 	traces      bool               // also count stepgate with traces on, not sampled and sampled
+	contract    []string           // the step-up's §6 header values, for the bare proxy that sends them
 	syscalls    map[string]float64 // subject system calls per request, by target name (strace; may be empty)
 }
 
@@ -264,6 +265,19 @@ func countInstructions(e instrEnv) (string, error) {
 		return "", err
 	}
 	procs = append(procs, bare)
+	// The bare proxy again, sending what stepgate's contract sends on a
+	// stepped-up request: the floor under stepgate's stepped-up row.
+	floorLn, floorURL, err := listen()
+	if err != nil {
+		return "", err
+	}
+	floor, err := startCallgrind(dir, "bare-contract", e.core, e.noPin, goEnv, floorLn, append([]string{e.self, "-mode=bare-contract", upURL}, e.contract...)...)
+	floorLn.Close()
+	if err != nil {
+		return "", err
+	}
+	procs = append(procs, floor)
+
 	// Each stepgate: the default (traces off), and with -traces one whose
 	// spans are never sampled and one that samples and exports every
 	// request to a collector on loopback that accepts and drops them.
@@ -290,7 +304,7 @@ func countInstructions(e instrEnv) (string, error) {
 			&gateway{label: "traces on, not sampled", env: []string{endpoint, "OTEL_TRACES_SAMPLER=always_off"}},
 			&gateway{label: "traces on, every request sampled", env: []string{endpoint, "OTEL_TRACES_SAMPLER=always_on"}})
 	}
-	ready := []string{upURL + "/1k", bareURL + "/1k"}
+	ready := []string{upURL + "/1k", bareURL + "/1k", floorURL + "/1k"}
 	for i, g := range gws {
 		g.addr, g.admin = freeAddr(), freeAddr()
 		env := append(e.stepgateEnv("info", upURL, g.addr, g.admin), g.env...)
@@ -318,6 +332,7 @@ func countInstructions(e instrEnv) (string, error) {
 	targets := []instrTarget{
 		{name: "bare ReverseProxy", base: bareURL, path: "/app/", headers: e.ident, subject: bare, baseline: 0},
 		{name: "bare ReverseProxy, with the step-up cookie", base: bareURL, path: "/admin/", headers: e.withCookie, subject: bare, baseline: 1},
+		{name: "bare ReverseProxy, with the step-up cookie, sending stepgate's §6 headers, X-Real-Ip and the Cookie without the step-up cookie", base: floorURL, path: "/admin/", headers: e.withCookie, subject: floor, baseline: 1},
 	}
 	for i, g := range gws {
 		targets = append(targets,

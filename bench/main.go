@@ -19,6 +19,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -44,6 +45,7 @@ import (
 	"time"
 
 	"github.com/stepgate/stepgate/mfa/pingonesim"
+	"github.com/stepgate/stepgate/session"
 )
 
 type options struct {
@@ -68,16 +70,6 @@ type options struct {
 }
 
 func main() {
-	if len(os.Args) > 1 {
-		switch os.Args[1] {
-		case "-mode=upstream":
-			serveUpstream()
-			return
-		case "-mode=bare":
-			serveBare(os.Args[2])
-			return
-		}
-	}
 	var o options
 	var levels string
 	flag.StringVar(&o.src, "src", ".", "stepgate module directory to build (e.g. a git worktree of an older commit)")
@@ -169,9 +161,15 @@ func run(o options) error {
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("build stepgate: %w", err)
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
+	// The upstream and the bare proxy are their own small program, built
+	// from the standard library alone: compiled into this one, they would
+	// carry the simulator and the session store, whose globals and heap
+	// the collector would scan in the baseline too.
+	self := filepath.Join(tmp, "baseline")
+	build = exec.Command("go", "build", "-trimpath", "-o", self, "./bench/baseline")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("build the baseline (run the bench from the repository's root): %w", err)
 	}
 
 	var procs []*exec.Cmd
@@ -288,6 +286,10 @@ func run(o options) error {
 	}
 	fmt.Fprintf(os.Stderr, "minted a step-up cookie through the challenge (%d bytes)\n", len(cookie))
 
+	contract, err := contractValues(cookieKey, cookie)
+	if err != nil {
+		return fmt.Errorf("the step-up's §6 header values: %w", err)
+	}
 	ident := []string{"X-Forwarded-User: alice"}
 	withCookie := []string{"X-Forwarded-User: alice", "Cookie: theme=dark; " + cookie + "; lang=en"}
 	targets := []target{
@@ -333,7 +335,7 @@ func run(o options) error {
 			}
 		}
 		instrTable, err = countInstructions(instrEnv{self: self, bin: bin, stepgateEnv: stepgateEnv,
-			withCookie: withCookie, ident: ident, core: o.subjCore, noPin: o.noPin, keepDir: o.cgDir, syscalls: syscalls, traces: o.traces})
+			withCookie: withCookie, ident: ident, core: o.subjCore, noPin: o.noPin, keepDir: o.cgDir, syscalls: syscalls, traces: o.traces, contract: contract})
 		switch {
 		case errors.Is(err, errNoValgrind) && o.instr == "on":
 			fmt.Fprintf(os.Stderr, "instruction counts skipped: %v\n", err)
@@ -982,36 +984,23 @@ func loadAvg() string {
 	return firstLoad + " / " + now
 }
 
-// serveUpstream is the upstream process: fixed bodies of 1 KiB and 64 KiB
-// on a listener inherited as fd 3.
-func serveUpstream() {
-	ln, err := net.FileListener(os.NewFile(3, "listener"))
+// contractValues are the §6 header values stepgate forwards for the bench's
+// step-up cookie (name=value), opened with the bench's cookie key as
+// stepgate opens it.
+func contractValues(key, cookie string) ([]string, error) {
+	k, err := base64.StdEncoding.DecodeString(key)
 	if err != nil {
-		log.Fatal(err)
+		return nil, err
 	}
-	small, large := bytes.Repeat([]byte("a"), 1024), bytes.Repeat([]byte("b"), 64<<10)
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body := small
-		if strings.HasSuffix(r.URL.Path, "64k") {
-			body = large
-		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-		_, _ = w.Write(body)
-	})
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: log.New(io.Discard, "", 0)}
-	log.Fatal(srv.Serve(ln))
-}
-
-// serveBare is the baseline: httputil.ReverseProxy with its defaults except
-// the transport, which is tuned like stepgate's (idle connections per host
-// ≫ 2), because Go's default collapses under load.
-func serveBare(upstream string) {
-	ln, err := net.FileListener(os.NewFile(3, "listener"))
+	store, err := session.NewStore(session.Options{Keys: [][]byte{k}})
 	if err != nil {
-		log.Fatal(err)
+		return nil, err
 	}
-	srv := &http.Server{Handler: bareProxy(upstream), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog: log.New(io.Discard, "", 0)}
-	log.Fatal(srv.Serve(ln))
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.Header.Set("Cookie", cookie)
+	su, ok := store.Lookup(r)
+	if !ok {
+		return nil, errors.New("the minted cookie does not open")
+	}
+	return slices.Clone(su.HeaderValues()), nil
 }
