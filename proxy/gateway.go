@@ -185,6 +185,7 @@ type Gateway struct {
 	identityHeader  string   // canonical form of the identity header, header identity only
 	keepIdentity    []string // identity-family headers passed from trusted peers (canonical)
 	foldedNames     []string // tokenHeader and identityHeaders under fold (classify)
+	plainOff        bool     // a configured header folds to one of plainNames
 	unsetNames      []string // lower case: the §6 headers Envoy removes when there is no step-up
 	bearer          bool
 	upstreamRawPath string // the upstream URL's escaped path, worked out once
@@ -259,6 +260,7 @@ func New(cfg Config) (*Gateway, error) {
 	for _, h := range g.identityHeaders {
 		g.foldedNames = append(g.foldedNames, foldName(h))
 	}
+	g.notePlainCollisions()
 	g.proxy = &httputil.ReverseProxy{
 		Rewrite:        g.rewrite,
 		Transport:      cfg.Transport,

@@ -301,6 +301,9 @@ const maxFolded = 64
 // removes. It folds the name once and looks it up; g.foldedNames are the
 // configured ID-token and identity headers, folded.
 func (g *Gateway) classify(name string) headerClass {
+	if !g.plainOff && plainName(name) {
+		return 0
+	}
 	if len(name) > maxFolded {
 		return g.classifySlow(name)
 	}
@@ -349,6 +352,38 @@ func (g *Gateway) classify(name string) headerClass {
 		}
 	}
 	return c
+}
+
+// plainNames are headers browsers send on most requests, as net/http
+// spells them, that no rule removes: classify answers them without folding
+// (most of a request's headers are these), unless a configured header folds
+// to one of them (g.plainOff). plainName is the same list as a switch.
+var plainNames = []string{"Accept", "Accept-Encoding", "Accept-Language", "Cache-Control", "Cookie",
+	"Dnt", "If-Modified-Since", "If-None-Match", "Origin", "Pragma", "Priority", "Referer",
+	"Sec-Ch-Ua", "Sec-Ch-Ua-Mobile", "Sec-Ch-Ua-Platform", "Sec-Fetch-Dest", "Sec-Fetch-Mode",
+	"Sec-Fetch-Site", "Sec-Fetch-User", "Upgrade-Insecure-Requests", "User-Agent"}
+
+func plainName(name string) bool {
+	switch name {
+	case "Accept", "Accept-Encoding", "Accept-Language", "Cache-Control", "Cookie",
+		"Dnt", "If-Modified-Since", "If-None-Match", "Origin", "Pragma", "Priority", "Referer",
+		"Sec-Ch-Ua", "Sec-Ch-Ua-Mobile", "Sec-Ch-Ua-Platform", "Sec-Fetch-Dest", "Sec-Fetch-Mode",
+		"Sec-Fetch-Site", "Sec-Fetch-User", "Upgrade-Insecure-Requests", "User-Agent":
+		return true
+	}
+	return false
+}
+
+// notePlainCollisions turns classify's shortcut off when a configured
+// header (the ID-token or an identity header, g.foldedNames) folds to one
+// of plainNames: those must be classified by the rules.
+func (g *Gateway) notePlainCollisions() {
+	g.plainOff = false
+	for _, n := range plainNames {
+		if slices.Contains(g.foldedNames, foldName(n)) {
+			g.plainOff = true
+		}
+	}
 }
 
 // classifySlow is classify by the rules themselves.
