@@ -34,12 +34,15 @@ import (
 
 // The gate, tighter than docs/design.md §13's throughput targets (which
 // allow 1.053 and 1.111): what the code reached, plus a margin above the
-// run-to-run spread (allow 1.008-1.027, stepped up 1.069-1.073 over the
-// runs of 2026-12-06), so that the next cost added to the hot path is
-// noticed here rather than once a target is missed.
+// run-to-run spread (allow 1.037-1.042, stepped up 1.084-1.091 over the
+// runs of 2026-12-06 against the standard-library baseline of
+// bench/baseline), so that the next cost added to the hot path is noticed
+// here rather than once a target is missed. (The gate was 1.035 and 1.090
+// against a baseline that carried the simulator, which counted about 3 %
+// more than a bare proxy: these are tighter.)
 const (
-	gateAllow     = 1.035
-	gateSteppedUp = 1.090
+	gateAllow     = 1.052
+	gateSteppedUp = 1.102
 )
 
 const (
@@ -332,7 +335,7 @@ func countInstructions(e instrEnv) (string, error) {
 	targets := []instrTarget{
 		{name: "bare ReverseProxy", base: bareURL, path: "/app/", headers: e.ident, subject: bare, baseline: 0},
 		{name: "bare ReverseProxy, with the step-up cookie", base: bareURL, path: "/admin/", headers: e.withCookie, subject: bare, baseline: 1},
-		{name: "bare ReverseProxy, with the step-up cookie, sending stepgate's §6 headers, X-Real-Ip and the Cookie without the step-up cookie", base: floorURL, path: "/admin/", headers: e.withCookie, subject: floor, baseline: 1},
+		{name: "bare ReverseProxy, with the step-up cookie, sending what stepgate sends (§6 headers, X-Real-Ip, Cookie without ours)", base: floorURL, path: "/admin/", headers: e.withCookie, subject: floor, baseline: 1},
 	}
 	for i, g := range gws {
 		targets = append(targets,
@@ -350,7 +353,7 @@ func countInstructions(e instrEnv) (string, error) {
 		}
 		rows[i] = instrRow{subject: n[0] / float64(instrRequests), upstream: n[1] / float64(instrRequests)}
 		if e.keepDir != "" {
-			slug := strings.NewReplacer(" ", "-", ",", "", "(", "", ")", "").Replace(t.name)
+			slug := strings.Trim(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.name, "-"), "-")
 			if err := os.Rename(t.subject.lastDump, filepath.Join(dir, fmt.Sprintf("%d-%s.callgrind", i+1, slug))); err != nil {
 				return "", err
 			}
