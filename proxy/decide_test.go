@@ -64,3 +64,26 @@ func TestDecideOverADescriptionOfTheRequest(t *testing.T) {
 		})
 	}
 }
+
+func TestACRSatisfies(t *testing.T) {
+	for _, tt := range []struct {
+		got, want string
+		ok        bool
+	}{
+		{"MFA-Only", "", true},
+		{"MFA-Only", "MFA-Only", true},
+		{"MFA-Only", "Single_Factor MFA-Only", true},
+		{"MFA-Only", "MFA-Only Single_Factor", true},
+		{"MFA-Only", "MFA", false},
+		{"MFA", "MFA-Only", false},
+		{"", "MFA-Only", false},
+		// acr_values is a space-separated list: a policy name with a
+		// space in it is two names, and neither is the step-up's.
+		{"MFA Only", "MFA Only", false},
+		{"MFA\tOnly", "MFA\tOnly", false},
+	} {
+		if got := acrSatisfies(tt.got, tt.want); got != tt.ok {
+			t.Errorf("acrSatisfies(%q, %q) = %v, want %v", tt.got, tt.want, got, tt.ok)
+		}
+	}
+}

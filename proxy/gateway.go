@@ -23,6 +23,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"go.opentelemetry.io/otel/trace"
 
@@ -657,6 +658,9 @@ func acrSatisfies(got, want string) bool {
 	if want == "" {
 		return true
 	}
+	if want == got && strings.IndexFunc(got, unicode.IsSpace) < 0 {
+		return true // the one policy asked for (the common case), without splitting
+	}
 	for name := range strings.FieldsSeq(want) {
 		if name == got {
 			return true
@@ -724,8 +728,10 @@ func (g *Gateway) cutStreams(resp *http.Response) error {
 	if fw == nil || !fw.cutLater {
 		return nil
 	}
+	// The transport's header keys are canonical: read the map directly.
+	ct := resp.Header["Content-Type"]
 	stream := resp.StatusCode == http.StatusSwitchingProtocols || resp.ContentLength < 0 ||
-		strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+		len(ct) > 0 && strings.HasPrefix(ct[0], "text/event-stream")
 	if !stream {
 		return nil
 	}
