@@ -290,15 +290,24 @@ func hasApprove(set *rules.Set) bool {
 	return slices.ContainsFunc(set.Rules(), func(r rules.Rule) bool { return r.Action == rules.Approve })
 }
 
-// bufferPool implements httputil.BufferPool. It pools *[]byte, not []byte,
-// so that Put does not allocate a slice header each time.
-type bufferPool struct{ p sync.Pool }
+// bufferPool implements httputil.BufferPool. sync.Pool holds pointers
+// (a []byte put in it would be boxed, an allocation per Put), and the
+// interface hands out slices: so the *[]byte a buffer came in goes to a
+// second pool when the buffer is handed out, and carries a buffer back in
+// on Put. In a steady state neither allocates.
+type bufferPool struct {
+	p       sync.Pool // *[]byte holding a buffer
+	holders sync.Pool // *[]byte holding nothing
+}
 
 const copyBufferSize = 32 << 10 // ReverseProxy's own default
 
 func (b *bufferPool) Get() []byte {
 	if bp, ok := b.p.Get().(*[]byte); ok {
-		return *bp
+		buf := *bp
+		*bp = nil
+		b.holders.Put(bp)
+		return buf
 	}
 	return make([]byte, copyBufferSize)
 }
@@ -307,8 +316,12 @@ func (b *bufferPool) Put(buf []byte) {
 	if cap(buf) != copyBufferSize {
 		return
 	}
-	buf = buf[:copyBufferSize]
-	b.p.Put(&buf)
+	bp, ok := b.holders.Get().(*[]byte)
+	if !ok {
+		bp = new([]byte)
+	}
+	*bp = buf[:copyBufferSize]
+	b.p.Put(bp)
 }
 
 // decision labels for metrics and logs.
