@@ -566,7 +566,13 @@ func QueryNamesMethod(raw string) bool {
 // parameter names come back in lower case.
 func parseMediaType(s string) (string, [][2]string, error) {
 	bad := refusal("a Content-Type that does not parse")
-	mt, rest, _ := strings.Cut(s, ";")
+	mt, rest, semi := strings.Cut(s, ";")
+	if semi && strings.Trim(rest, " \t") == "" {
+		// "text/plain;" and "text/plain; ": an empty parameter, refused
+		// as one after a parameter is. Rack 2.2 fails on it (a 500) where
+		// the other parsers ignore it.
+		return "", nil, bad
+	}
 	mt = strings.ToLower(strings.TrimSpace(mt))
 	typ, sub, ok := strings.Cut(mt, "/")
 	if !ok || !isToken(typ) || !isToken(sub) {

@@ -185,6 +185,8 @@ func strictCorpus() []strictCase {
 		{name: "a transfer encoding Go decodes", ctype: mpCT, body: string(mp("XyZ", "Content-Disposition: form-data; name=\"amount\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n=39999")), fields: []string{"form.amount"}},
 		{name: "two dispositions in one part", ctype: mpCT, body: string(mp("XyZ", "Content-Disposition: form-data; name=\"amount\"\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n5")), fields: []string{"form.amount"}},
 		{name: "a value part in another charset", ctype: mpCT, body: string(mp("XyZ", "Content-Disposition: form-data; name=\"payee\"\r\nContent-Type: text/plain; charset=utf-7\r\n\r\nACME")), fields: []string{"form.payee"}},
+		{name: "a part's Content-Type with an empty parameter (Rack 2.2 answers 500)", ctype: mpCT, body: string(mp("XyZ", "Content-Disposition: form-data; name=\"amount\"\r\nContent-Type: text/plain; \r\n\r\n5")), fields: []string{"form.amount"}},
+		{name: "a Content-Type ending in ';'", ctype: []string{formType + ";"}, body: "amount=5", fields: []string{"form.amount"}},
 		{name: "a folded part header", ctype: mpCT, body: string(mp("XyZ", "Content-Disposition: form-data;\r\n name=\"amount\"\r\n\r\n5")), fields: []string{"form.amount"}},
 		{name: "a preamble", ctype: mpCT, body: "junk\r\n" + string(mp("XyZ", `Content-Disposition: form-data; name="amount"`+"\r\n\r\n5")), fields: []string{"form.amount"}},
 		{name: "data after the closing boundary", ctype: mpCT, body: string(mp("XyZ", `Content-Disposition: form-data; name="amount"`+"\r\n\r\n5")) + "--XyZ\r\nContent-Disposition: form-data; name=\"amount\"\r\n\r\n9999", fields: []string{"form.amount"}},
