@@ -104,10 +104,10 @@ func appendTime(b []byte, t time.Time, last *atomic.Pointer[stamp]) []byte {
 	sec, loc := t.Unix(), t.Location()
 	s := last.Load()
 	if s == nil || s.sec != sec || s.loc != loc {
-		whole := t.Truncate(time.Second).AppendFormat(nil, time.RFC3339)
-		if y := t.Year(); y < 0 || y > 9999 || len(whole) < 20 {
+		if y := t.Year(); y < 0 || y > 9999 {
 			return t.AppendFormat(b, time.RFC3339Nano) // beyond RFC 3339's years: as the library prints
 		}
+		whole := t.AppendFormat(nil, time.RFC3339) // to the second: "2006-01-02T15:04:05" and the zone
 		s = &stamp{sec: sec, loc: loc, prefix: whole[:19], zone: whole[19:]}
 		last.Store(s)
 	}

@@ -354,15 +354,10 @@ func (g *Gateway) classify(name string) headerClass {
 	return c
 }
 
-// plainNames are headers browsers send on most requests, as net/http
-// spells them, that no rule removes: classify answers them without folding
-// (most of a request's headers are these), unless a configured header folds
-// to one of them (g.plainOff). plainName is the same list as a switch.
-var plainNames = []string{"Accept", "Accept-Encoding", "Accept-Language", "Cache-Control", "Cookie",
-	"Dnt", "If-Modified-Since", "If-None-Match", "Origin", "Pragma", "Priority", "Referer",
-	"Sec-Ch-Ua", "Sec-Ch-Ua-Mobile", "Sec-Ch-Ua-Platform", "Sec-Fetch-Dest", "Sec-Fetch-Mode",
-	"Sec-Fetch-Site", "Sec-Fetch-User", "Upgrade-Insecure-Requests", "User-Agent"}
-
+// plainName reports the headers browsers send on most requests, as
+// net/http spells them, that no rule removes: classify answers them without
+// folding (most of a request's headers are these), unless a configured
+// header folds to one of them (g.plainOff).
 func plainName(name string) bool {
 	switch name {
 	case "Accept", "Accept-Encoding", "Accept-Language", "Cache-Control", "Cookie",
@@ -376,14 +371,13 @@ func plainName(name string) bool {
 
 // notePlainCollisions turns classify's shortcut off when a configured
 // header (the ID-token or an identity header, g.foldedNames) folds to one
-// of plainNames: those must be classified by the rules.
+// of plainName's: those must be classified by the rules. A plain name is
+// canonical and spelled with '-' only, so a folded name that is one folds
+// back to it by canonicalising.
 func (g *Gateway) notePlainCollisions() {
-	g.plainOff = false
-	for _, n := range plainNames {
-		if slices.Contains(g.foldedNames, foldName(n)) {
-			g.plainOff = true
-		}
-	}
+	g.plainOff = slices.ContainsFunc(g.foldedNames, func(f string) bool {
+		return plainName(http.CanonicalHeaderKey(f))
+	})
 }
 
 // classifySlow is classify by the rules themselves.

@@ -116,8 +116,8 @@ func FuzzStripCookies(f *testing.F) {
 }
 
 // splitCookieValue is cookieValue as cookie parsers read a line, and as it
-// was written before it searched instead of splitting: pairs cut at ';',
-// the name before the first '=', spaces and tabs trimmed.
+// was written before nextPair: pairs cut at ';', the name before the first
+// '=', spaces and tabs trimmed.
 func splitCookieValue(lines []string, name string) (string, bool) {
 	var value string
 	found := 0
@@ -136,8 +136,9 @@ func splitCookieValue(lines []string, name string) (string, bool) {
 	return value, true
 }
 
-// FuzzCookieValue holds the search-based cookieValue (and the check that
-// decides whether StripCookies rebuilds a line) to the splitting reader:
+// FuzzCookieValue holds cookieValue (and stripLine's answer to whether a
+// line holds one of ours, which decides whether it is rebuilt) to the
+// splitting reader:
 // a cookie found where a parser sees none, or missed where it sees one,
 // would be a step-up read from another cookie's value.
 func FuzzCookieValue(f *testing.F) {
