@@ -119,6 +119,9 @@ func (c *callgrind) control(args ...string) error {
 	return nil
 }
 
+// notSlug is what a dump's file name replaces in a target's name.
+var notSlug = regexp.MustCompile(`[^A-Za-z0-9]+`)
+
 var callgrindTotal = regexp.MustCompile(`(?m)^(?:summary|totals):\s+(\d+)`)
 
 // measureAll zeroes the counters of procs (instrumentation is on), runs fn,
@@ -201,16 +204,16 @@ func drive(t instrTarget, n int) error {
 }
 
 type instrEnv struct {
-	self, bin   string
-	stepgateEnv func(level, upstream, listen, admin string) []string
-	withCookie  []string
-	ident       []string
-	core        string
-	noPin       bool
-	keepDir     string             // where the callgrind dumps are kept ("": removed)
-	traces      bool               // also count stepgate with traces on, not sampled and sampled
-	contract    []string           // the step-up's §6 header values, for the bare proxy that sends them
-	syscalls    map[string]float64 // subject system calls per request, by target name (strace; may be empty)
+	baseline, bin string // the baseline program (bench/baseline) and stepgate
+	stepgateEnv   func(level, upstream, listen, admin string) []string
+	withCookie    []string
+	ident         []string
+	core          string
+	noPin         bool
+	keepDir       string             // where the callgrind dumps are kept ("": removed)
+	traces        bool               // also count stepgate with traces on, not sampled and sampled
+	contract      []string           // the step-up's §6 header values, for the bare proxy that sends them
+	syscalls      map[string]float64 // subject system calls per request, by target name (strace; may be empty)
 }
 
 // countInstructions starts a second upstream, bare proxy and stepgate (log
@@ -252,7 +255,7 @@ func countInstructions(e instrEnv) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	up, err := startCallgrind(dir, "upstream", e.core, e.noPin, goEnv, upLn, e.self, "-mode=upstream")
+	up, err := startCallgrind(dir, "upstream", e.core, e.noPin, goEnv, upLn, e.baseline, "-mode=upstream")
 	upLn.Close()
 	if err != nil {
 		return "", err
@@ -262,7 +265,7 @@ func countInstructions(e instrEnv) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	bare, err := startCallgrind(dir, "bare", e.core, e.noPin, goEnv, bareLn, e.self, "-mode=bare", upURL)
+	bare, err := startCallgrind(dir, "bare", e.core, e.noPin, goEnv, bareLn, e.baseline, "-mode=bare", upURL)
 	bareLn.Close()
 	if err != nil {
 		return "", err
@@ -274,7 +277,7 @@ func countInstructions(e instrEnv) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	floor, err := startCallgrind(dir, "bare-contract", e.core, e.noPin, goEnv, floorLn, append([]string{e.self, "-mode=bare-contract", upURL}, e.contract...)...)
+	floor, err := startCallgrind(dir, "bare-contract", e.core, e.noPin, goEnv, floorLn, append([]string{e.baseline, "-mode=bare-contract", upURL}, e.contract...)...)
 	floorLn.Close()
 	if err != nil {
 		return "", err
@@ -353,7 +356,7 @@ func countInstructions(e instrEnv) (string, error) {
 		}
 		rows[i] = instrRow{subject: n[0] / float64(instrRequests), upstream: n[1] / float64(instrRequests)}
 		if e.keepDir != "" {
-			slug := strings.Trim(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.name, "-"), "-")
+			slug := strings.Trim(notSlug.ReplaceAllString(t.name, "-"), "-")
 			if err := os.Rename(t.subject.lastDump, filepath.Join(dir, fmt.Sprintf("%d-%s.callgrind", i+1, slug))); err != nil {
 				return "", err
 			}

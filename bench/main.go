@@ -165,8 +165,8 @@ func run(o options) error {
 	// from the standard library alone: compiled into this one, they would
 	// carry the simulator and the session store, whose globals and heap
 	// the collector would scan in the baseline too.
-	self := filepath.Join(tmp, "baseline")
-	build = exec.Command("go", "build", "-trimpath", "-o", self, "./bench/baseline")
+	baseline := filepath.Join(tmp, "baseline")
+	build = exec.Command("go", "build", "-trimpath", "-o", baseline, "./bench/baseline")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("build the baseline (run the bench from the repository's root): %w", err)
@@ -197,7 +197,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	up := pin(self, "-mode=upstream")
+	up := pin(baseline, "-mode=upstream")
 	up.Env = append(os.Environ(), "GOMAXPROCS=1")
 	if up.ExtraFiles, err = lnFiles(upLn); err != nil {
 		return err
@@ -214,7 +214,7 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	bare := pin(self, "-mode=bare", upURL)
+	bare := pin(baseline, "-mode=bare", upURL)
 	bare.Env = append(os.Environ(), "GOMAXPROCS=1")
 	if bare.ExtraFiles, err = lnFiles(bareLn); err != nil {
 		return err
@@ -334,7 +334,7 @@ func run(o options) error {
 				syscalls[t.name] = n
 			}
 		}
-		instrTable, err = countInstructions(instrEnv{self: self, bin: bin, stepgateEnv: stepgateEnv,
+		instrTable, err = countInstructions(instrEnv{baseline: baseline, bin: bin, stepgateEnv: stepgateEnv,
 			withCookie: withCookie, ident: ident, core: o.subjCore, noPin: o.noPin, keepDir: o.cgDir, syscalls: syscalls, traces: o.traces, contract: contract})
 		switch {
 		case errors.Is(err, errNoValgrind) && o.instr == "on":
