@@ -95,8 +95,13 @@ func FromEnv(environ []string) (o Options, ok bool, err error) {
 	default:
 		return o, false, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL=%q: want http/protobuf or grpc", o.Protocol)
 	}
-	if u, err := url.Parse(o.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return o, false, fmt.Errorf("OTLP traces endpoint %q: want an http:// or https:// URL", o.Endpoint)
+	u, err := url.Parse(o.Endpoint)
+	switch {
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		return o, false, errors.New("OTLP traces endpoint: want an http:// or https:// URL")
+	case u.User != nil:
+		// It would be logged at start-up with the endpoint.
+		return o, false, fmt.Errorf("OTLP traces endpoint %s: credentials go in OTEL_EXPORTER_OTLP_HEADERS, not in the URL", u.Redacted())
 	}
 	if o.Headers, err = keyValues(first(env["OTEL_EXPORTER_OTLP_TRACES_HEADERS"], env["OTEL_EXPORTER_OTLP_HEADERS"])); err != nil {
 		return o, false, fmt.Errorf("OTEL_EXPORTER_OTLP_HEADERS: %w", err)
@@ -137,7 +142,8 @@ func sampler(name, arg string) (sdktrace.Sampler, error) {
 		}
 		return r, nil
 	}
-	switch strings.ToLower(name) {
+	name = strings.ToLower(name)
+	switch name {
 	case "", "parentbased_always_on":
 		return sdktrace.ParentBased(sdktrace.AlwaysSample()), nil
 	case "parentbased_always_off":
@@ -163,19 +169,23 @@ func sampler(name, arg string) (sdktrace.Sampler, error) {
 // OTEL_RESOURCE_ATTRIBUTES and OTEL_EXPORTER_OTLP_HEADERS (values
 // percent-decoded).
 func keyValues(s string) (map[string]string, error) {
+	// Errors name an item by position and key, never by value: the
+	// exporter's headers carry credentials.
 	out := map[string]string{}
+	i := 0
 	for item := range strings.SplitSeq(s, ",") {
+		i++
 		if strings.TrimSpace(item) == "" {
 			continue
 		}
 		k, v, ok := strings.Cut(item, "=")
 		k = strings.TrimSpace(k)
 		if !ok || k == "" {
-			return nil, fmt.Errorf("%q is not key=value", item)
+			return nil, fmt.Errorf("item %d is not key=value", i)
 		}
 		dv, err := url.PathUnescape(strings.TrimSpace(v))
 		if err != nil {
-			return nil, fmt.Errorf("%q: %w", item, err)
+			return nil, fmt.Errorf("item %d (key %q): the value has a bad %%-escape", i, k)
 		}
 		out[k] = dv
 	}
