@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -111,9 +112,16 @@ func (v *Revocations) Revoked(user, session string, authTime time.Time) bool {
 	return bySession || byUser && !authTime.After(at)
 }
 
+// subjectKey is how a PingOne user id is kept and looked up: in lower case.
+// It is a UUID, which the signal receivers and the ID token may spell in
+// either case; compared as spelt, a revocation could miss the step-up it
+// was meant for.
+func subjectKey(subject string) string { return strings.ToLower(subject) }
+
 // RevokedSubject reports whether the step-ups of PingOne user subject
 // completed at authTime were revoked.
 func (v *Revocations) RevokedSubject(subject string, authTime time.Time) bool {
+	subject = subjectKey(subject)
 	v.mu.RLock()
 	at, ok := v.subjects[subject]
 	v.mu.RUnlock()
@@ -179,6 +187,7 @@ func (v *Revocations) addUser(user string, at time.Time) error {
 }
 
 func (v *Revocations) addSubject(subject string, at time.Time) error {
+	subject = subjectKey(subject)
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if old, ok := v.subjects[subject]; ok {
