@@ -785,3 +785,19 @@ func TestPhoneApprovalForUsersThePhoneCannotServe(t *testing.T) {
 		t.Fatalf("HEAD: %d", a.Status)
 	}
 }
+
+// A user's flow starts are one budget, spent on the challenge page or by
+// the phone flow alike: without Redis each was once a budget of its own.
+func TestPhoneApprovalSharesTheUsersStartBudgetWithThePage(t *testing.T) {
+	s, _ := newPhoneStack(t, withEnv("STEPGATE_LIMIT_STARTS_PER_USER", "1", "STEPGATE_LIMIT_WINDOW", "1m"))
+	payByPhone(t, s, "alice") // the phone flow's start
+	b := s.browser("alice")
+	b.get("/.stepgate/challenge?return=/")
+	r := b.post("action", "start")
+	if r.StatusCode == http.StatusSeeOther && r.Header.Get("Retry-After") != "" {
+		r = b.follow(r) // refused: the 429 page
+	}
+	if r.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a page start after the phone flow's, within one start per window: %d, want 429", r.StatusCode)
+	}
+}

@@ -350,18 +350,24 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 	approvals.SetRevoked(func(user, subject string, at time.Time) bool {
 		return st.view.Revoked(user, "", at) || subject != "" && st.view.RevokedSubject(subject, at)
 	})
+	// A user's budgets are one each, whether spent on the challenge page
+	// or on the phone flow: built once and handed to both (in memory,
+	// limiter builds a new bucket set on every call).
+	startPerUser := limiter("start_user", cfg.LimitStartsPerUser, cfg.LimitWindow)
+	sendPerUser := limiter("send_user", cfg.LimitSendsPerUser, cfg.LimitWindow)
+	otpPerUser := limiter("otp_user", cfg.LimitOTPPerUser, cfg.LimitWindow)
 	chal, err := challenge.New(challenge.Config{
 		PingOne:   client,
 		Store:     store,
 		Approvals: approvals,
 		RuleFor:   ruleFor,
 		Limits: challenge.Limits{
-			StartPerUser: limiter("start_user", cfg.LimitStartsPerUser, cfg.LimitWindow),
+			StartPerUser: startPerUser,
 			StartPerIP:   limiter("start_ip", cfg.LimitStartsPerIP, cfg.LimitWindow),
-			OTPPerUser:   limiter("otp_user", cfg.LimitOTPPerUser, cfg.LimitWindow),
+			OTPPerUser:   otpPerUser,
 			// Polls stay per replica: they only pace one browser's page.
 			PollPerFlow: ratelimit.New(ratelimit.Options{Limit: 1, Burst: 3, MaxKeys: maxKeys, Now: now}),
-			SendPerUser: limiter("send_user", cfg.LimitSendsPerUser, cfg.LimitWindow),
+			SendPerUser: sendPerUser,
 			// Page loads of a pending flow: a person needs a handful per
 			// flow (one after each action, a no-JS push page every 4 s).
 			ReadPerFlow: limiter("read_flow", pageReadsPerFlow, time.Minute),
@@ -396,9 +402,9 @@ func build(cfg config, s settings, log *slog.Logger, access io.Writer, reg *prom
 			Gate:    approvals,
 			Mapping: mapping,
 			Limits: decoupled.Limits{
-				StartPerUser: limiter("start_user", cfg.LimitStartsPerUser, cfg.LimitWindow),
-				SendPerUser:  limiter("send_user", cfg.LimitSendsPerUser, cfg.LimitWindow),
-				OTPPerUser:   limiter("otp_user", cfg.LimitOTPPerUser, cfg.LimitWindow),
+				StartPerUser: startPerUser,
+				SendPerUser:  sendPerUser,
+				OTPPerUser:   otpPerUser,
 				// A client polls every Retry-After (2 s); a burst of 10
 				// leaves room for retries, and every replica counts
 				// against one bucket with Redis.
