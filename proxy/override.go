@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/stepgate/stepgate/proxy/approve"
@@ -76,8 +77,10 @@ func (g *Gateway) effectiveMethod(q *Request, p reqpath.Path, set *rules.Set) (m
 		switch vs := q.Header[headerMethodOverride]; len(vs) {
 		case 0:
 		case 1:
-			m := strings.ToUpper(strings.TrimSpace(vs[0]))
-			if !validOverride(m) {
+			// Header values lose their surrounding whitespace in every
+			// server; letters only, and folded as ASCII, as in the form.
+			m := approve.OverrideMethod(strings.TrimSpace(vs[0]))
+			if !slices.Contains(overrideMethods, m) {
 				return "", "a method override header naming no method"
 			}
 			method = m
@@ -118,8 +121,8 @@ func (g *Gateway) effectiveMethod(q *Request, p reqpath.Path, set *rules.Set) (m
 	case g.cfg.MethodOverride != MethodOverrideForm:
 		return "", "a _method override the application is not set to honour"
 	}
-	m := strings.ToUpper(v)
-	if !validOverride(m) {
+	m := approve.OverrideMethod(v)
+	if !slices.Contains(overrideMethods, m) {
 		return "", "a _method naming no method"
 	}
 	return m, ""
@@ -155,15 +158,6 @@ func (g *Gateway) readOverrideBody(q *Request) ([]byte, string) {
 	r.TransferEncoding = nil
 	r.Header.Del("Transfer-Encoding")
 	return b, ""
-}
-
-func validOverride(m string) bool {
-	for _, o := range overrideMethods {
-		if m == o {
-			return true
-		}
-	}
-	return false
 }
 
 func isFormType(mt string) bool {

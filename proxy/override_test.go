@@ -79,6 +79,11 @@ func TestMethodOverrideCannotSlipPastARuleThatNamesMethods(t *testing.T) {
 	bodyPatch := parsertest.Request{Path: "/users/42", ContentType: form, Header: user, Body: []byte("name=x&_method=patch")}
 	steppedDelete := parsertest.Request{Path: "/users/42", ContentType: form, Header: with(user, "X-Test-Stepped-Up", "1"), Body: []byte("name=x&_method=DELETE")}
 	elsewhere := parsertest.Request{Path: "/notes/7", ContentType: form, Header: user, Body: []byte("_method=DELETE")}
+	// Rack and Express neither trim _method nor fold it as Go does: to
+	// them these stay POST, while a trimmed or Unicode-upper-cased
+	// reading names another method.
+	paddedDelete := parsertest.Request{Path: "/users/42", ContentType: form, Header: user, Body: []byte("name=x&_method=DELETE%20")}
+	longSOptions := parsertest.Request{Path: "/users/42", ContentType: form, Header: user, Body: []byte("name=x&_method=OPTION%C5%BF")}
 
 	tests := []struct {
 		name string
@@ -104,6 +109,8 @@ func TestMethodOverrideCannotSlipPastARuleThatNamesMethods(t *testing.T) {
 		{"form: a stepped-up DELETE is forwarded", MethodOverrideForm, steppedDelete, []string{"php", "rack", "express"}, 0, "DELETE"},
 		{"form: the override header is stripped", MethodOverrideForm, headerDelete, []string{"php", "rack", "express"}, 0, "POST"},
 		{"form: _method in the query is refused", MethodOverrideForm, queryDelete, []string{"php"}, http.StatusBadRequest, ""},
+		{"form: a _method padded with a space is refused", MethodOverrideForm, paddedDelete, nil, http.StatusBadRequest, ""},
+		{"form: a _method that is OPTIONS only under Unicode folding is refused", MethodOverrideForm, longSOptions, nil, http.StatusBadRequest, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -247,7 +247,7 @@ func (p *parsed) check(fields []rules.Field, override string) error {
 		// The one override the gateway honoured (STEPGATE_METHOD_OVERRIDE
 		// =form) may stay: the rule matched the method it names.
 		if i := slices.IndexFunc(p.form, func(f field) bool { return f.name == "_method" && !f.file }); override == "" || n > 1 || i < 0 ||
-			!strings.EqualFold(strings.TrimSpace(p.form[i].value), override) {
+			OverrideMethod(p.form[i].value) != override {
 			return refusal("a _method override field")
 		}
 	}
@@ -524,11 +524,32 @@ func MethodField(contentType string, body []byte) (value string, found bool, err
 	case 1:
 		for _, f := range p.form {
 			if f.name == "_method" && !f.file {
-				return strings.TrimSpace(f.value), true, nil
+				return f.value, true, nil // as sent: Rack and Express do not trim it
 			}
 		}
 	}
 	return "", false, refusal("a _method override field named twice or in another spelling")
+}
+
+// OverrideMethod is the method a _method value names, upper-cased, or ""
+// when it is not ASCII letters alone: Rack and Express neither trim it nor
+// fold it as Go does ("GET " and "OPTIONſ" stay POST to them, while
+// strings.ToUpper and EqualFold would read GET and OPTIONS).
+func OverrideMethod(v string) string {
+	if v == "" || len(v) > 16 {
+		return ""
+	}
+	b := []byte(v)
+	for i, c := range b {
+		switch {
+		case 'A' <= c && c <= 'Z':
+		case 'a' <= c && c <= 'z':
+			b[i] = c - ('a' - 'A')
+		default:
+			return ""
+		}
+	}
+	return string(b)
 }
 
 // QueryNamesMethod reports whether any parser would read a field of the
@@ -862,8 +883,11 @@ func escapeTo(b *strings.Builder, s string) {
 // the closing delimiter at most a CRLF. Whatever a lenient parser would
 // read another way is refused rather than skipped.
 func parseMultipart(body []byte, boundary string) ([]field, error) {
-	if len(boundary) > 70 || strings.TrimRight(boundary, " ") != boundary {
-		return nil, refusal("a multipart boundary over 70 characters or ending in a space")
+	if len(boundary) > 70 || !isToken(boundary) {
+		// Rack 2.2 ends a quoted boundary at ';' or ',' (boundary="X;Y"
+		// is X to it): a part could hide the delimiter it reads. Browsers,
+		// curl and the common clients send token boundaries.
+		return nil, refusal("a multipart boundary over 70 characters or not a token")
 	}
 	delim := []byte("--" + boundary)
 	bad := func(why string) error { return refusal("multipart: " + why) }

@@ -196,6 +196,8 @@ func strictCorpus() []strictCase {
 
 		// 3. Boundary confusion.
 		{name: "a parameter containing boundary before boundary", ctype: []string{"multipart/form-data; xboundary=AAA; boundary=XyZ"}, body: string(mp("XyZ", `Content-Disposition: form-data; name="amount"`+"\r\n\r\n5")), fields: []string{"form.amount"}},
+		{name: "a quoted boundary with ';' (Rack reads the part before it)", ctype: []string{`multipart/form-data; boundary="X;Y"`}, body: "--X;Y\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n--X\r\nContent-Disposition: form-data; name=\"amount\"\r\n\r\n9999\r\n--X--\r\n--X;Y\r\nContent-Disposition: form-data; name=\"amount\"\r\n\r\n5\r\n--X;Y--\r\n", fields: []string{"form.amount"}},
+		{name: "a quoted boundary with ','", ctype: []string{`multipart/form-data; boundary="X,Y"`}, body: "--X,Y\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n--X\r\nContent-Disposition: form-data; name=\"amount\"\r\n\r\n9999\r\n--X--\r\n--X,Y\r\nContent-Disposition: form-data; name=\"amount\"\r\n\r\n5\r\n--X,Y--\r\n", fields: []string{"form.amount"}},
 		{name: "two boundaries", ctype: []string{"multipart/form-data; boundary=XyZ; boundary=AAA"}, body: string(mp("XyZ", `Content-Disposition: form-data; name="amount"`+"\r\n\r\n5")), fields: []string{"form.amount"}},
 		{name: "a charset beside the boundary", ctype: []string{"multipart/form-data; charset=utf-8; boundary=XyZ"}, body: string(mp("XyZ", `Content-Disposition: form-data; name="amount"`+"\r\n\r\n5")), fields: []string{"form.amount"}},
 		{name: "multipart/mixed", ctype: []string{"multipart/mixed; boundary=XyZ"}, body: string(mp("XyZ", `Content-Disposition: form-data; name="amount"`+"\r\n\r\n5")), fields: []string{"path"}},
