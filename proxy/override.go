@@ -97,11 +97,13 @@ func (g *Gateway) effectiveMethod(q *Request, p reqpath.Path, set *rules.Set) (m
 		return method, ""
 	}
 	ct := q.Header.Get("Content-Type")
-	if mt, _, _ := strings.Cut(ct, ";"); !isFormType(mt) {
+	mt, _, _ := strings.Cut(ct, ";")
+	form := isFormType(mt)
+	if !form && !approve.ReadAsJSON(mt) {
 		return method, ""
 	}
 	if q.req == nil || q.req.Body == nil || q.req.Body == http.NoBody {
-		if g.cfg.MethodOverride == MethodOverrideForm && q.req == nil {
+		if form && g.cfg.MethodOverride == MethodOverrideForm && q.req == nil {
 			// A front door's check without the body: the method cannot
 			// be known, and the rules say it matters.
 			return "", "a form POST whose _method stepgate cannot see"
@@ -111,6 +113,14 @@ func (g *Gateway) effectiveMethod(q *Request, p reqpath.Path, set *rules.Set) (m
 	body, reason := g.readOverrideBody(q)
 	if reason != "" {
 		return "", reason
+	}
+	if !form {
+		// Laravel and Express's method-override (on req.body) take a JSON
+		// _method too; stepgate honours none, so it refuses one.
+		if approve.JSONNamesMethod(ct, body) != nil {
+			return "", "a JSON body that names a _method, or that does not parse strictly"
+		}
+		return method, ""
 	}
 	v, found, err := approve.MethodField(ct, body)
 	switch {

@@ -84,6 +84,10 @@ func TestMethodOverrideCannotSlipPastARuleThatNamesMethods(t *testing.T) {
 	// reading names another method.
 	paddedDelete := parsertest.Request{Path: "/users/42", ContentType: form, Header: user, Body: []byte("name=x&_method=DELETE%20")}
 	longSOptions := parsertest.Request{Path: "/users/42", ContentType: form, Header: user, Body: []byte("name=x&_method=OPTION%C5%BF")}
+	// Express's method-override on req.body (and Laravel's input()) take
+	// _method from a JSON body too.
+	jsonDelete := parsertest.Request{Path: "/users/42", ContentType: "application/json", Header: user, Body: []byte(`{"name":"x","_method":"DELETE"}`)}
+	jsonPlain := parsertest.Request{Path: "/users/42", ContentType: "application/json", Header: user, Body: []byte(`{"name":"x"}`)}
 
 	tests := []struct {
 		name string
@@ -109,6 +113,9 @@ func TestMethodOverrideCannotSlipPastARuleThatNamesMethods(t *testing.T) {
 		{"form: a stepped-up DELETE is forwarded", MethodOverrideForm, steppedDelete, []string{"php", "rack", "express"}, 0, "DELETE"},
 		{"form: the override header is stripped", MethodOverrideForm, headerDelete, []string{"php", "rack", "express"}, 0, "POST"},
 		{"form: _method in the query is refused", MethodOverrideForm, queryDelete, []string{"php"}, http.StatusBadRequest, ""},
+		{"none: _method in a JSON body is refused", MethodOverrideNone, jsonDelete, []string{"express"}, http.StatusBadRequest, ""},
+		{"form: _method in a JSON body is refused", MethodOverrideForm, jsonDelete, []string{"express"}, http.StatusBadRequest, ""},
+		{"form: a JSON body without _method goes on as POST", MethodOverrideForm, jsonPlain, nil, 0, "POST"},
 		{"form: a _method padded with a space is refused", MethodOverrideForm, paddedDelete, nil, http.StatusBadRequest, ""},
 		{"form: a _method that is OPTIONS only under Unicode folding is refused", MethodOverrideForm, longSOptions, nil, http.StatusBadRequest, ""},
 	}

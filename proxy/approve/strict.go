@@ -251,13 +251,8 @@ func (p *parsed) check(fields []rules.Field, override string) error {
 			return refusal("a _method override field")
 		}
 	}
-	if obj, ok := p.json.(map[string]any); ok {
-		// Laravel and Symfony read _method from a JSON body too.
-		for k := range obj {
-			if slices.Contains(nameKeys(k), "_method") {
-				return refusal("a _method override field")
-			}
-		}
+	if jsonHasMethod(p.json) {
+		return refusal("a _method override field")
 	}
 	for _, f := range fields {
 		switch f.From.Kind {
@@ -550,6 +545,45 @@ func OverrideMethod(v string) string {
 		}
 	}
 	return string(b)
+}
+
+// jsonHasMethod reports whether a JSON body has a top-level member that
+// Laravel's input() or Express's method-override (reading req.body) takes
+// as _method.
+func jsonHasMethod(v any) bool {
+	obj, _ := v.(map[string]any)
+	for k := range obj {
+		if slices.Contains(nameKeys(k), "_method") {
+			return true
+		}
+	}
+	return false
+}
+
+// ReadAsJSON reports whether Laravel reads a body of media type mt as
+// JSON: the type contains "/json" or "+json", in any case.
+func ReadAsJSON(mt string) bool {
+	mt = strings.ToLower(mt)
+	return strings.Contains(mt, "/json") || strings.Contains(mt, "+json")
+}
+
+// JSONNamesMethod refuses a body that an application reads as JSON
+// (Laravel: a media type containing "/json" or "+json") and that names a
+// method with a _method member, or that does not parse strictly (it cannot
+// then be shown not to). Other bodies, and an empty one, pass.
+func JSONNamesMethod(contentType string, body []byte) error {
+	mt, _, _ := strings.Cut(contentType, ";")
+	if len(body) == 0 || !ReadAsJSON(mt) {
+		return nil
+	}
+	p, _, err := parseRequest("", "application/json", body, "")
+	if err != nil {
+		return err
+	}
+	if jsonHasMethod(p.json) {
+		return refusal("a _method member in a JSON body")
+	}
+	return nil
 }
 
 // QueryNamesMethod reports whether any parser would read a field of the
