@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -149,7 +150,9 @@ func (s *SSF) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.o.Logger.LogAttrs(r.Context(), slog.LevelError, "ssf: transmitter keys unavailable",
 				slog.String("detail", e.description))
 			w.Header().Set("Retry-After", "30")
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"err": "temporarily_unavailable", "description": e.description})
+			// The detail (URLs, dial errors) stays in the log: the caller
+			// may not be the transmitter.
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"err": "temporarily_unavailable", "description": "the transmitter's keys cannot be fetched now"})
 			s.o.Count("refused")
 			return
 		}
@@ -414,23 +417,48 @@ func (s *SSF) keySet(ctx context.Context) (*jwks.Cache, error) {
 	if !s.lastDiscover.IsZero() && now.Sub(s.lastDiscover) < time.Minute {
 		return nil, fmt.Errorf("ssf configuration: %w", s.discoverErr)
 	}
-	s.lastDiscover = now
 	u, err := s.discover(ctx)
 	if err != nil {
-		s.discoverErr = err
+		if ctx.Err() == nil {
+			// Held off for a minute only when the transmitter failed, not
+			// when the caller hung up (anyone may POST to the receiver).
+			s.lastDiscover, s.discoverErr = now, err
+		}
 		return nil, fmt.Errorf("ssf configuration: %w", err)
 	}
 	s.keys = s.cache(u)
 	return s.keys, nil
 }
 
+// KeyURL parses where the transmitter's configuration or keys are fetched
+// from: https, or http only on loopback (a local transmitter, tests). Keys
+// fetched in the clear would let anyone on the path sign revocations.
+func KeyURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("%q is not an absolute URL", s)
+	}
+	switch {
+	case u.Scheme == "https":
+	case u.Scheme == "http" && (strings.EqualFold(u.Hostname(), "localhost") || isLoopbackIP(u.Hostname())):
+	default:
+		return nil, fmt.Errorf("%q: want https (http only on loopback)", u.Redacted())
+	}
+	return u, nil
+}
+
+func isLoopbackIP(host string) bool {
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
 // WellKnown is where the SSF configuration of issuer lives: the well-known
 // name goes between the host and the issuer's path (SSF 1.0 §7.2.1, as in
 // RFC 8414 §3.1).
 func WellKnown(issuer string) (string, error) {
-	u, err := url.Parse(issuer)
-	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return "", fmt.Errorf("issuer %q is not an http(s) URL", issuer)
+	u, err := KeyURL(issuer)
+	if err != nil {
+		return "", fmt.Errorf("issuer: %w", err)
 	}
 	u.Path = "/.well-known/ssf-configuration" + strings.TrimSuffix(u.Path, "/")
 	u.RawPath, u.RawQuery, u.Fragment = "", "", ""
@@ -468,8 +496,8 @@ func (s *SSF) discover(ctx context.Context) (string, error) {
 	if doc.Issuer != s.o.Issuer {
 		return "", fmt.Errorf("GET %s: issuer %q is not the configured one", wk, doc.Issuer)
 	}
-	if u, err := url.Parse(doc.JWKSURI); err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return "", fmt.Errorf("GET %s: jwks_uri %q is not an http(s) URL", wk, doc.JWKSURI)
+	if _, err := KeyURL(doc.JWKSURI); err != nil {
+		return "", fmt.Errorf("GET %s: jwks_uri: %w", wk, err)
 	}
 	return doc.JWKSURI, nil
 }

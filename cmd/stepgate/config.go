@@ -1368,10 +1368,10 @@ func (c config) validateSSF(bad func(name, format string, args ...any)) {
 		bad("SSF_AUDIENCE", "required with STEPGATE_SSF_ISSUER: the aud the transmitter puts in its SETs")
 	}
 	if _, err := signals.WellKnown(c.SSFIssuer); err != nil && c.SSFJWKSURL == "" {
-		bad("SSF_ISSUER", "want an https URL (its /.well-known/ssf-configuration names the keys), or set STEPGATE_SSF_JWKS_URL")
+		bad("SSF_ISSUER", "want an https URL (its /.well-known/ssf-configuration names the keys; http only on loopback), or set STEPGATE_SSF_JWKS_URL")
 	}
-	if u, err := url.Parse(c.SSFJWKSURL); c.SSFJWKSURL != "" && (err != nil || u.Host == "" || u.Scheme != "https" && u.Scheme != "http") {
-		bad("SSF_JWKS_URL", "want an https URL")
+	if _, err := signals.KeyURL(c.SSFJWKSURL); c.SSFJWKSURL != "" && err != nil {
+		bad("SSF_JWKS_URL", "want an https URL (http only on loopback)")
 	}
 	if c.SSFBearerToken != "" && len(c.SSFBearerToken) < 32 {
 		bad("SSF_BEARER_TOKEN", "too short: want at least 32 characters (for example openssl rand -base64 32)")

@@ -291,3 +291,31 @@ func TestStoreConfiguration(t *testing.T) {
 		})
 	}
 }
+
+// The transmitter's keys decide who may revoke every user's step-up:
+// fetched in the clear, anyone on the path could sign revocations.
+func TestSSFKeysAreFetchedOverHTTPSOrOnLoopback(t *testing.T) {
+	for _, tt := range []struct {
+		issuer, jwks string
+		ok           bool
+	}{
+		{"https://transmitter.example", "", true},
+		{"http://transmitter.example", "", false},
+		{"http://transmitter.example", "https://transmitter.example/jwks", true},
+		{"https://transmitter.example", "http://transmitter.example/jwks", false},
+		{"http://127.0.0.1:9000", "", true},
+		{"https://transmitter.example", "http://localhost:9000/jwks", true},
+	} {
+		env := validEnv()
+		env["STEPGATE_SIGNALS_LISTEN"] = "127.0.0.1:0"
+		env["STEPGATE_SSF_ISSUER"] = tt.issuer
+		env["STEPGATE_SSF_AUDIENCE"] = "https://stepgate.example"
+		if tt.jwks != "" {
+			env["STEPGATE_SSF_JWKS_URL"] = tt.jwks
+		}
+		_, stderr, err := runWith(t, env, "-check-config")
+		if got := err == nil; got != tt.ok || !tt.ok && !strings.Contains(stderr+err.Error(), "STEPGATE_SSF_") {
+			t.Errorf("issuer %s, keys %q: %v %s; want ok %v", tt.issuer, tt.jwks, err, stderr, tt.ok)
+		}
+	}
+}

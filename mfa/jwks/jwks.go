@@ -108,12 +108,20 @@ func (c *Cache) Refresh(ctx context.Context) error {
 
 func (c *Cache) fetchLocked(ctx context.Context) error {
 	c.mu.Lock()
+	prevAttempt, prevErr := c.lastAttempt, c.lastErr
 	c.lastAttempt = c.o.Now()
 	c.mu.Unlock()
 
 	keys, err := c.fetch(ctx)
 	c.mu.Lock()
 	c.lastErr = err
+	if err != nil && ctx.Err() != nil {
+		// The caller went away (a client that hung up, or its own
+		// deadline): that says nothing about the key set, and must not
+		// hold off the next miss for MinRefreshInterval (an anonymous
+		// caller could otherwise keep the keys unfetched).
+		c.lastAttempt, c.lastErr = prevAttempt, prevErr
+	}
 	c.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("jwks: fetch %s: %w: %w", c.o.URL, ErrUnavailable, err)

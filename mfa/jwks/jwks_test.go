@@ -483,3 +483,21 @@ func TestUnavailableKeySetIsToldApartFromAnUnknownKey(t *testing.T) {
 		t.Fatalf("known key during the outage: %v", err)
 	}
 }
+
+// A caller that goes away mid-fetch (a client hanging up on a receiver
+// that verifies on its request's context) says nothing about the key set:
+// the next miss fetches at once instead of waiting out the refetch limit.
+func TestACancelledFetchDoesNotHoldOffTheNext(t *testing.T) {
+	a, _ := rsaKeys(t)
+	f := newFixture(t)
+	f.srv.setKeys(t, rsaJWK("k", &a.PublicKey))
+	tok := sign(t, jwt.SigningMethodRS256, a, "k")
+	gone, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := jwt.Parse(tok, f.cache.Keyfunc(gone)); err == nil {
+		t.Fatal("a token verified on a cancelled fetch")
+	}
+	if err := f.parse(tok); err != nil {
+		t.Fatalf("the next caller, at once: %v; want the key fetched", err)
+	}
+}
