@@ -48,6 +48,7 @@ func (o *ocsfWriter) write(fields map[string]any) error {
 
 // OCSF classes, categories and enumerations used here.
 const (
+	classBase           = 0 // Base Event: an event with no class of its own here
 	classAuthentication = 3002
 	classHTTPActivity   = 4002
 
@@ -85,9 +86,9 @@ type ocsfMapping struct {
 }
 
 // ocsfMappings is the table of docs/audit.md#ocsf, event by event. An
-// event not in it (added later, before its row) is mapped as an
-// Authentication event of activity Other with status Unknown: never
-// dropped.
+// event not in it (stepgate's own configuration and signal events, or one
+// added later, before its row) is a Base Event of activity Other with
+// status Unknown: never dropped, and never passed off as a sign-in.
 var ocsfMappings = map[string]ocsfMapping{
 	"mfa.started":         {class: classAuthentication, activity: activityLogon, status: statusOther},
 	"mfa.device_selected": {class: classAuthentication, activity: activityLogon, status: statusOther},
@@ -121,8 +122,8 @@ var ocsfMappings = map[string]ocsfMapping{
 }
 
 var (
-	ocsfClassNames    = map[int]string{classAuthentication: "Authentication", classHTTPActivity: "HTTP Activity"}
-	ocsfCategoryNames = map[int]string{3: "Identity & Access Management", 4: "Network Activity"}
+	ocsfClassNames    = map[int]string{classBase: "Base Event", classAuthentication: "Authentication", classHTTPActivity: "HTTP Activity"}
+	ocsfCategoryNames = map[int]string{0: "Uncategorized", 3: "Identity & Access Management", 4: "Network Activity"}
 	ocsfStatusNames   = map[int]string{statusUnknown: "Unknown", statusSuccess: "Success", statusFailure: "Failure", statusOther: "Other"}
 	ocsfAuthActivity  = map[int]string{activityLogon: "Logon", activityLogoff: "Logoff", activityOther: "Other"}
 	ocsfSeverityNames = map[int]string{severityInformational: "Informational", severityLow: "Low", severityMedium: "Medium"}
@@ -148,7 +149,7 @@ func ocsfEvent(f map[string]any, version string) map[string]any {
 	event := str("event")
 	m, ok := ocsfMappings[event]
 	if !ok {
-		m = ocsfMapping{class: classAuthentication, activity: activityOther, status: statusUnknown}
+		m = ocsfMapping{class: classBase, activity: activityOther, status: statusUnknown}
 	}
 	category := m.class / 1000
 
@@ -217,6 +218,8 @@ func ocsfEvent(f map[string]any, version string) map[string]any {
 
 	activity, activityName := m.activity, ""
 	switch m.class {
+	case classBase:
+		activityName = "Other"
 	case classAuthentication:
 		activityName = ocsfAuthActivity[activity]
 		out["user"] = user
@@ -249,7 +252,9 @@ func ocsfEvent(f map[string]any, version string) map[string]any {
 
 	unmapped := map[string]any{}
 	for k, v := range f {
-		if !ocsfMapped[k] {
+		// A Base Event has no attribute for the user, method or path:
+		// they stay in unmapped.
+		if !ocsfMapped[k] || m.class == classBase && k != "time" && k != "level" && k != "msg" && k != "event" && k != "client_ip" {
 			unmapped[k] = v
 		}
 	}

@@ -213,3 +213,22 @@ func TestOCSFModeTiesAnApprovalToItsForward(t *testing.T) {
 		t.Error("a value of the held request in the OCSF events")
 	}
 }
+
+// An event without a row of its own is a Base Event: a configuration
+// reload or a refused signal passed off as an MFA sign-in would mislead
+// every SIEM's authentication views.
+func TestOCSFAnEventWithoutARowIsABaseEvent(t *testing.T) {
+	for _, event := range []string{"config.reloaded", "signal.refused", "some.future_event"} {
+		e := ocsfEvent(map[string]any{"time": "2026-12-06T09:00:00Z", "level": "INFO", "msg": "audit", "event": event,
+			"user": "alice", "client_ip": "192.0.2.7", "changed": []any{"rules"}}, "dev")
+		if e["class_uid"] != classBase || e["type_uid"] != 99 || e["category_uid"] != 0 {
+			t.Errorf("%s: class %v, type %v, category %v; want a Base Event (0, 99, 0)", event, e["class_uid"], e["type_uid"], e["category_uid"])
+		}
+		if _, ok := e["is_mfa"]; ok {
+			t.Errorf("%s: carries is_mfa", event)
+		}
+		if u, _ := e["unmapped"].(map[string]any); u["user"] != "alice" || u["changed"] == nil {
+			t.Errorf("%s: unmapped = %v; want the user and the event's own fields there", event, u)
+		}
+	}
+}
