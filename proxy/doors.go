@@ -194,7 +194,7 @@ func (c recorded) Check(ctx context.Context, q Request, style Style, body *Body)
 	if g.tracer != nil {
 		// The gRPC door put the call's own trace context (Envoy's) in
 		// ctx, if any; otherwise the checked request's is the parent.
-		ctx, span = g.startSpanContext(ctx, q.Header, DoorExtAuthzGRPC, method)
+		ctx, span = g.startSpanContext(ctx, q.Header, q.Peer, DoorExtAuthzGRPC, method)
 	}
 	a := g.Check(ctx, q, style, body)
 	end := g.now()

@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/stepgate/stepgate/proxy/clientip"
 	"github.com/stepgate/stepgate/proxy/reqpath"
 )
 
@@ -41,17 +42,25 @@ var traceContext = propagation.TraceContext{}
 // parent is the W3C trace context in h (the request's own, or, for a
 // front proxy's check, the original request's as the proxy passed it).
 func (g *Gateway) startSpan(r *http.Request, h http.Header, door, method string) (*http.Request, trace.Span) {
-	ctx, span := g.startSpanContext(r.Context(), h, door, method)
+	ctx, span := g.startSpanContext(r.Context(), h, r.RemoteAddr, door, method)
 	return r.WithContext(ctx), span
 }
 
 // startSpanContext is startSpan on a context: a span context already in ctx
-// is the parent, else the one in h.
-func (g *Gateway) startSpanContext(ctx context.Context, h http.Header, door, method string) (context.Context, trace.Span) {
-	if !trace.SpanContextFromContext(ctx).IsValid() {
-		ctx = traceContext.Extract(ctx, propagation.HeaderCarrier(h))
+// is the parent, else the one in h — when peer is inside
+// STEPGATE_TRUSTED_PROXIES. From any other peer (stepgate at the edge)
+// the trace starts anew, linked to the client's: a client must not pick
+// the trace its spans join, nor turn sampling on or off.
+func (g *Gateway) startSpanContext(ctx context.Context, h http.Header, peer, door, method string) (context.Context, trace.Span) {
+	opts := serverSpan
+	if !trace.SpanContextFromContext(ctx).IsValid() && h.Get("Traceparent") != "" {
+		if p, ok := clientip.ParsePeer(peer); ok && g.cfg.ClientIP.Trusted(p) {
+			ctx = traceContext.Extract(ctx, propagation.HeaderCarrier(h))
+		} else if sc := trace.SpanContextFromContext(traceContext.Extract(ctx, propagation.HeaderCarrier(h))); sc.IsValid() {
+			opts = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer), trace.WithNewRoot(), trace.WithLinks(trace.Link{SpanContext: sc})}
+		}
 	}
-	ctx, span := g.tracer.Start(ctx, spanName(door), serverSpan...)
+	ctx, span := g.tracer.Start(ctx, spanName(door), opts...)
 	// A span that is not recording (not sampled) takes no attributes:
 	// building them cost a request as much as the span itself.
 	if span.IsRecording() {

@@ -375,3 +375,47 @@ func TestATraceNotSampledCostsTheUpstreamNothing(t *testing.T) {
 		}
 	}
 }
+
+// A client that reaches stepgate directly (a peer outside
+// STEPGATE_TRUSTED_PROXIES) does not choose the trace its request joins,
+// nor whether it is sampled: the trace starts anew, linked to the client's.
+func TestAnUntrustedClientsTraceparentIsALinkNotTheParent(t *testing.T) {
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "20")
+	rcv := newOTLPReceiver(t)
+	s := newStack(t, withEnv(
+		"STEPGATE_TRUSTED_PROXIES", "10.0.0.0/8", // the test's loopback client is not a trusted proxy
+		"OTEL_EXPORTER_OTLP_ENDPOINT", rcv.URL,
+	))
+	for _, flags := range []string{"01", "00"} { // sampled, and a try to turn sampling off
+		tp, tid, _ := traceparent(t)
+		tp = tp[:len(tp)-2] + flags
+		req, _ := http.NewRequest(http.MethodGet, s.Proxy+"/", nil)
+		req.Header.Set("Traceparent", tp)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		var span *tracepb.Span
+		deadline := time.Now().Add(10 * time.Second)
+		for span == nil && time.Now().Before(deadline) {
+			spans, _ := rcv.all()
+			for _, sp := range spans {
+				for _, l := range sp.Links {
+					if sp.Kind == tracepb.Span_SPAN_KIND_SERVER && string(l.TraceId) == string(tid) {
+						span = sp
+					}
+				}
+			}
+			if span == nil {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		if span == nil {
+			t.Fatalf("flags %s: no server span linked to the client's trace", flags)
+		}
+		if string(span.TraceId) == string(tid) || len(span.ParentSpanId) != 0 {
+			t.Errorf("flags %s: the span is in trace %x under %x; want a new root, the client's trace only a link", flags, span.TraceId, span.ParentSpanId)
+		}
+	}
+}
