@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"slices"
 	"time"
@@ -70,6 +71,23 @@ func auditFields(r slog.Record, pre []slog.Attr) map[string]any {
 			m[a.Key] = v.Float64()
 		case slog.KindBool:
 			m[a.Key] = v.Bool()
+		case slog.KindDuration:
+			m[a.Key] = float64(v.Duration()) // nanoseconds, as slog writes it
+		case slog.KindTime:
+			m[a.Key] = v.Time().Format(time.RFC3339Nano)
+		case slog.KindAny:
+			// As slog's JSON handler: an error's message, anything else
+			// marshalled (a []string is an array, not "[a b]").
+			if err, ok := v.Any().(error); ok {
+				m[a.Key] = err.Error()
+				break
+			}
+			var decoded any
+			if b, err := json.Marshal(v.Any()); err == nil && json.Unmarshal(b, &decoded) == nil {
+				m[a.Key] = decoded
+			} else {
+				m[a.Key] = v.String()
+			}
 		default:
 			m[a.Key] = v.String()
 		}

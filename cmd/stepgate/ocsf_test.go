@@ -2,14 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 var updateOCSF = flag.Bool("update-ocsf", false, "rewrite testdata/ocsf/*.json from docs/audit.md's samples")
@@ -230,5 +235,30 @@ func TestOCSFAnEventWithoutARowIsABaseEvent(t *testing.T) {
 		if u, _ := e["unmapped"].(map[string]any); u["user"] != "alice" || u["changed"] == nil {
 			t.Errorf("%s: unmapped = %v; want the user and the event's own fields there", event, u)
 		}
+	}
+}
+
+// auditFields is an audit line as its JSON decodes, whatever the kinds of
+// its attributes: the OCSF form's unmapped fields are what the JSON line
+// says (an array stays an array, an error its message).
+func TestAuditFieldsAreTheDecodedJSONLine(t *testing.T) {
+	r := slog.NewRecord(time.Time{}, slog.LevelInfo, "audit", 0)
+	r.AddAttrs(slog.String("event", "config.reloaded"), slog.Any("changed", []string{"rules", "cookie keys"}),
+		slog.Duration("took", 1500*time.Millisecond), slog.Any("error", errors.New("store down")),
+		slog.Time("at", time.Date(2026, 12, 6, 9, 0, 0, 5, time.UTC)), slog.Int("n", 3), slog.Bool("ok", true),
+		slog.Any("limits", map[string]int{"otp": 5}))
+	var buf bytes.Buffer
+	if err := slog.NewJSONHandler(&buf, nil).Handle(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	var want map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &want); err != nil {
+		t.Fatal(err)
+	}
+	got := auditFields(r, nil)
+	delete(got, "time") // the record's own time: a zero one, which slog omits
+	delete(got, "schema")
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("auditFields = %v\nthe JSON line decodes to %v", got, want)
 	}
 }
