@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/stepgate/stepgate/proxy/approve"
@@ -194,31 +193,9 @@ func (g *Gateway) replay(w http.ResponseWriter, r *http.Request, ref string, fw 
 func (g *Gateway) forwardHeld(client netip.Addr, trusted bool) decoupled.ForwardFunc {
 	return func(w http.ResponseWriter, r *http.Request, h *approve.Held) {
 		out := h.Forward(r)
-		dropWaitPreference(out.Header) // stepgate's to honour, not the upstream's
+		decoupled.DropWait(out.Header) // stepgate's to honour, not the upstream's
 		forwardedAs(w, out)
 		g.forward(w, out, &forward{path: h.ReqPath(), client: client, trusted: trusted, approval: h.Digest})
-	}
-}
-
-// dropWaitPreference removes the wait preference (RFC 7240 §4.3) from
-// Prefer, keeping any other.
-func dropWaitPreference(h http.Header) {
-	vs := h.Values("Prefer")
-	if len(vs) == 0 {
-		return
-	}
-	var keep []string
-	for _, v := range vs {
-		for p := range strings.SplitSeq(v, ",") {
-			name, _, _ := strings.Cut(strings.TrimSpace(p), "=")
-			if name != "" && !strings.EqualFold(strings.TrimSpace(name), "wait") {
-				keep = append(keep, strings.TrimSpace(p))
-			}
-		}
-	}
-	h.Del("Prefer")
-	if len(keep) > 0 {
-		h.Set("Prefer", strings.Join(keep, ", "))
 	}
 }
 

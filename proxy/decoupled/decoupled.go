@@ -931,8 +931,8 @@ func preferWait(r *http.Request, maxWait time.Duration) time.Duration {
 	for _, v := range r.Header.Values("Prefer") {
 		for pref := range strings.SplitSeq(v, ",") {
 			pref, _, _ = strings.Cut(pref, ";")
-			k, val, ok := strings.Cut(strings.TrimSpace(pref), "=")
-			if !ok || !strings.EqualFold(strings.TrimSpace(k), "wait") {
+			_, val, ok := strings.Cut(strings.TrimSpace(pref), "=")
+			if !ok || !isWait(pref) {
 				continue
 			}
 			n, err := strconv.Atoi(strings.Trim(strings.TrimSpace(val), `"`))
@@ -943,6 +943,37 @@ func preferWait(r *http.Request, maxWait time.Duration) time.Duration {
 		}
 	}
 	return 0
+}
+
+// isWait reports whether one preference of a Prefer header (RFC 7240
+// §2: name, then "=value" or ";param"s) is wait.
+func isWait(pref string) bool {
+	name := strings.TrimSpace(pref)
+	if i := strings.IndexAny(name, "=;"); i >= 0 {
+		name = strings.TrimSpace(name[:i])
+	}
+	return strings.EqualFold(name, "wait")
+}
+
+// DropWait removes the wait preference from h's Prefer, keeping any
+// other: the upstream is not asked to wait for what stepgate waited on.
+func DropWait(h http.Header) {
+	vs := h.Values("Prefer")
+	if len(vs) == 0 {
+		return
+	}
+	var keep []string
+	for _, v := range vs {
+		for p := range strings.SplitSeq(v, ",") {
+			if p = strings.TrimSpace(p); p != "" && !isWait(p) {
+				keep = append(keep, p)
+			}
+		}
+	}
+	h.Del("Prefer")
+	if len(keep) > 0 {
+		h.Set("Prefer", strings.Join(keep, ", "))
+	}
 }
 
 func writeOutcome(w http.ResponseWriter, status int, st *state, code, msg string) {

@@ -269,3 +269,19 @@ func BenchmarkWaitingClients(b *testing.B) {
 		}
 	}
 }
+
+func TestDropWaitKeepsOtherPreferences(t *testing.T) {
+	for _, tt := range []struct{ in, want string }{
+		{"wait=10", ""},
+		{"respond-async, wait=10", "respond-async"},
+		{"wait;x=1, return=minimal", "return=minimal"}, // a wait with a parameter and no value
+		{"WAIT = 5 ,handling=lenient", "handling=lenient"},
+		{"waiting=1", "waiting=1"},
+	} {
+		h := http.Header{"Prefer": {tt.in}}
+		DropWait(h)
+		if got := h.Get("Prefer"); got != tt.want {
+			t.Errorf("DropWait(%q) leaves %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
