@@ -423,8 +423,19 @@ func (c config) trustedProxies() string {
 }
 
 // secretVars may be given as NAME or NAME_FILE (a path whose content,
-// without a trailing newline, is the value).
-var secretVars = []string{"PINGONE_CLIENT_SECRET", "COOKIE_KEYS", "REDIS_URL", "REDIS_PASSWORD", "ADMIN_TOKEN", "PINGONE_WEBHOOK_SECRET"}
+// without a trailing newline, is the value): the fields tagged
+// secret:"true", which docs/configuration.md says so of too (a list kept
+// by hand here once missed SSF_BEARER_TOKEN).
+var secretVars = func() (names []string) {
+	t := reflect.TypeFor[config]()
+	for i := range t.NumField() {
+		if f := t.Field(i); f.Tag.Get("secret") == "true" {
+			name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+			names = append(names, name)
+		}
+	}
+	return names
+}()
 
 // loadConfig reads the STEPGATE_ variables of environ (os.Environ's
 // "NAME=value" form; the first of two equal names wins, as with os.Getenv).

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -316,6 +317,32 @@ func TestSSFKeysAreFetchedOverHTTPSOrOnLoopback(t *testing.T) {
 		_, stderr, err := runWith(t, env, "-check-config")
 		if got := err == nil; got != tt.ok || !tt.ok && !strings.Contains(stderr+err.Error(), "STEPGATE_SSF_") {
 			t.Errorf("issuer %s, keys %q: %v %s; want ok %v", tt.issuer, tt.jwks, err, stderr, tt.ok)
+		}
+	}
+}
+
+// Every variable the configuration reference calls a secret is read from
+// NAME_FILE too (SSF_BEARER_TOKEN was documented so, and refused).
+func TestEverySecretIsReadFromAFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(path, []byte("a-secret-of-forty-characters-0123456789ab\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile("../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := regexp.MustCompile("also as `STEPGATE_([A-Z_]+)_FILE`").FindAllSubmatch(doc, -1)
+	if len(names) < 7 {
+		t.Fatalf("found %d secrets in docs/configuration.md, want at least 7", len(names))
+	}
+	for _, m := range names {
+		name := "STEPGATE_" + string(m[1])
+		env := validEnv()
+		delete(env, name)
+		env[name+"_FILE"] = path
+		if _, err := loadConfig(environOf(env)); err != nil && strings.Contains(err.Error(), name) {
+			t.Errorf("%s_FILE: %v", name, err)
 		}
 	}
 }

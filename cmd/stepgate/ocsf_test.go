@@ -98,8 +98,10 @@ func checkOCSF(t testing.TB, ev map[string]any, from string) {
 		return -1
 	}
 	class, activity := num("class_uid"), num("activity_id")
-	if class != 3002 && class != 4002 {
-		t.Errorf("class_uid %d, want Authentication (3002) or HTTP Activity (4002): %s", class, from)
+	md0, _ := ev["metadata"].(map[string]any)
+	event, _ := md0["event_code"].(string)
+	if m, ok := ocsfMappings[event]; ok && class != m.class || !ok && class != classBase {
+		t.Errorf("class_uid %d for %q, want its row's class (Authentication 3002, HTTP Activity 4002), or Base Event (0) without a row: %s", class, event, from)
 	}
 	if got := num("type_uid"); got != class*100+activity {
 		t.Errorf("type_uid %d, want class_uid*100+activity_id = %d: %s", got, class*100+activity, from)
