@@ -146,15 +146,16 @@ func (p *PingOne) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	events := make([]pingOneEvent, len(raw))
 	for i, m := range raw {
-		if err := json.Unmarshal(m, &events[i]); err != nil || events[i].ID == "" {
+		if err := json.Unmarshal(m, &events[i]); err != nil || events[i].ID == "" || len(events[i].ID) > maxEventID {
 			p.refuse(w, r, http.StatusBadRequest, "malformed", fmt.Sprintf("event %d is not an ACTIVITY event with an id", i), len(raw))
 			return
 		}
 	}
 
 	ans := pingOneAnswer{}
-	var revoke []string // PingOne user ids, in batch order, once each
-	var ids []string    // event ids to remember once recorded
+	var revoke []string        // PingOne user ids, in batch order, once each
+	var ids []string           // event ids to remember once recorded
+	var revoked []pingOneEvent // audited once the store took the revocations
 	for _, e := range events {
 		switch {
 		case p.seen.has(e.ID) || slices.Contains(ids, e.ID):
@@ -178,11 +179,7 @@ func (p *PingOne) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				revoke = append(revoke, user)
 			}
 			ids = append(ids, e.ID)
-			ans.Revoked++
-			p.o.Count("revoked")
-			p.o.Logger.LogAttrs(r.Context(), slog.LevelInfo, "audit", slog.String("event", "session.revoked"),
-				slog.String("by", "pingone"), slog.String("subject", user), slog.String("action", e.Action.Type),
-				slog.String("event_id", e.ID))
+			revoked = append(revoked, e)
 		}
 	}
 	for _, user := range revoke {
@@ -196,6 +193,13 @@ func (p *PingOne) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				"message": "the store did not take the revocation: send the batch again"})
 			return
 		}
+	}
+	for _, e := range revoked {
+		ans.Revoked++
+		p.o.Count("revoked")
+		p.o.Logger.LogAttrs(r.Context(), slog.LevelInfo, "audit", slog.String("event", "session.revoked"),
+			slog.String("by", "pingone"), slog.String("subject", e.user()), slog.String("action", e.Action.Type),
+			slog.String("event_id", e.ID))
 	}
 	for _, id := range ids {
 		p.seen.add(id)
@@ -230,14 +234,23 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // seenIDs remembers event ids (PingOne's, or SETs' jti) for ttl, bounded:
 // a redelivered event is answered 200 and changes nothing. When full, the
-// oldest half is dropped.
+// oldest is dropped.
 type seenIDs struct {
-	mu  sync.Mutex
-	m   map[string]time.Time
-	max int
-	ttl time.Duration
-	now func() time.Time
+	mu    sync.Mutex
+	m     map[string]time.Time
+	order []seenID // as added, oldest first: every id lives ttl, so the oldest goes first
+	max   int
+	ttl   time.Duration
+	now   func() time.Time
 }
+
+type seenID struct {
+	id string
+	at time.Time
+}
+
+// maxEventID bounds an event id kept in memory (PingOne's are UUIDs).
+const maxEventID = 256
 
 func newSeenIDs(max int, ttl time.Duration, now func() time.Time) *seenIDs {
 	return &seenIDs{m: map[string]time.Time{}, max: max, ttl: ttl, now: now}
@@ -258,17 +271,17 @@ func (s *seenIDs) add(id string) {
 
 func (s *seenIDs) addLocked(id string) {
 	now := s.now()
-	if len(s.m) >= s.max {
-		for k, at := range s.m {
-			if now.Sub(at) >= s.ttl/2 || len(s.m) >= s.max {
-				delete(s.m, k)
-			}
-			if len(s.m) < s.max/2 {
-				break
-			}
+	// Expired ids go, and when full the oldest: never a random one (an
+	// id forgotten early could be replayed), and no walk of the map.
+	for len(s.order) > 0 && (len(s.m) >= s.max || now.Sub(s.order[0].at) >= s.ttl) {
+		e := s.order[0]
+		s.order = s.order[1:]
+		if at, ok := s.m[e.id]; ok && at.Equal(e.at) { // not re-added since
+			delete(s.m, e.id)
 		}
 	}
 	s.m[id] = now
+	s.order = append(s.order, seenID{id, now})
 }
 
 // addIfAbsent remembers id and reports true, or reports false when id is
