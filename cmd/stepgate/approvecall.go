@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/stepgate/stepgate/proxy/decoupled"
 )
 
 // approveCallUsage is `stepgate approve-call -h`.
@@ -166,6 +168,12 @@ func (c *approveCaller) send(ctx context.Context, method, target string, body []
 	return a, nil
 }
 
+// forwarded reports whether the answer is the upstream's (the held request
+// was forwarded), not stepgate's.
+func (a *callAnswer) forwarded() bool {
+	return a.header.Get(decoupled.HeaderStatus) == "forwarded"
+}
+
 // describe says on stderr what the person is being asked.
 func (c *approveCaller) describe(a *callAnswer, base *url.URL) {
 	what := a.str("message")
@@ -195,8 +203,10 @@ func (c *approveCaller) describe(a *callAnswer, base *url.URL) {
 // await polls (or sends the code) until the answer is not a 202.
 func (c *approveCaller) await(ctx context.Context, poll string, first *callAnswer) (*callAnswer, error) {
 	a := first
-	for a.status == http.StatusAccepted || a.status == http.StatusTooManyRequests ||
-		(a.status == http.StatusBadRequest && a.str("error") == "otp_wrong") {
+	// The upstream's own answer ends the wait whatever its status (a 202
+	// or 429 of the app's is its answer, not "poll again").
+	for !a.forwarded() && (a.status == http.StatusAccepted || a.status == http.StatusTooManyRequests ||
+		(a.status == http.StatusBadRequest && a.str("error") == "otp_wrong")) {
 		if a.status == http.StatusBadRequest {
 			fmt.Fprintf(c.stderr, "that code is not right (%v attempts left)\n", a.json["attempts_remaining"])
 		}
@@ -246,7 +256,7 @@ func (c *approveCaller) readCode(ctx context.Context) (string, error) {
 // finish prints the final answer: the upstream's (status on stderr, body on
 // stdout) or stepgate's refusal.
 func (c *approveCaller) finish(a *callAnswer) error {
-	if a.header.Get("Stepgate-Approval-Status") == "forwarded" {
+	if a.forwarded() {
 		fmt.Fprintf(c.stderr, "approved; the upstream answered %d %s\n", a.status, http.StatusText(a.status))
 	} else if e := a.str("error"); e != "" {
 		fmt.Fprintf(c.stderr, "stepgate: %d %s: %s\n", a.status, e, a.str("message"))

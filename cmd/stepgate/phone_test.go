@@ -801,3 +801,30 @@ func TestPhoneApprovalSharesTheUsersStartBudgetWithThePage(t *testing.T) {
 		t.Fatalf("a page start after the phone flow's, within one start per window: %d, want 429", r.StatusCode)
 	}
 }
+
+// An application's own 202 (it queued the payment) is its answer to the
+// approved request, not stepgate's "poll again": approve-call prints it
+// and stops, instead of polling an approval already used.
+func TestApproveCallPrintsAnUpstreams202AndStops(t *testing.T) {
+	queued := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusAccepted)
+		_, _ = io.WriteString(w, "queued")
+	})
+	s := newStack(t, withUpstream(queued), withEnv("STEPGATE_RULES", phoneRules))
+	sent := s.Sim.Subscribe()
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- runApproveCall(context.Background(), []string{"-H", "X-Forwarded-User: bob", "-d", apiPaymentBody,
+			"POST", s.Proxy + "/api/payments"}, strings.NewReader(""), &stdout, &stderr)
+	}()
+	if err := s.Sim.Push((<-sent).FlowID, pingonesim.PushApprove); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("approve-call: %v\n%s", err, stderr.String())
+	}
+	if stdout.String() != "queued" || !strings.Contains(stderr.String(), "approved; the upstream answered 202") {
+		t.Errorf("stdout %q, stderr:\n%s\nwant the upstream's 202 and its body", stdout.String(), stderr.String())
+	}
+}
