@@ -21,17 +21,20 @@ import (
 func TestWhatTheUserApprovesIsWhatTheAppActsOn(t *testing.T) {
 	form := "application/x-www-form-urlencoded"
 	fields := parsertest.Fields{Form: []string{"amount", "currency", "payee"}}
-	attacks := []struct{ name, ctype, body string }{
-		{"a name PHP cuts at NUL", form, "amount=5&currency=EUR&payee=ACME&amount%00x=9999"},
-		{"a name PHP reads as an array of amount", form, "amount=5&currency=EUR&payee=ACME&amount[x]=9999"},
-		{"a name Rack and qs read as amount", form, "amount=5&currency=EUR&payee=ACME&%5Bamount%5D=9999"},
-		{"a repeat Django and PHP take the last of", form, "amount=5&currency=EUR&payee=ACME&amount=9999"},
+	attacks := []struct {
+		name, ctype, body string
+		numeric           bool // the text read is the same ("5e3"); what differs is PHP's arithmetic on it
+	}{
+		{"a name PHP cuts at NUL", form, "amount=5&currency=EUR&payee=ACME&amount%00x=9999", false},
+		{"a name PHP reads as an array of amount", form, "amount=5&currency=EUR&payee=ACME&amount[x]=9999", false},
+		{"a name Rack and qs read as amount", form, "amount=5&currency=EUR&payee=ACME&%5Bamount%5D=9999", false},
+		{"a repeat Django and PHP take the last of", form, "amount=5&currency=EUR&payee=ACME&amount=9999", false},
 		{"a part the old reader skipped", "multipart/form-data; boundary=B", "--B\r\nContent-Disposition: form-data; name=\"amount\"\r\n\r\n5\r\n--B\r\n" +
 			"Content-Disposition: form-data; name=\"currency\"\r\n\r\nEUR\r\n--B\r\nContent-Disposition: form-data; name=\"payee\"\r\n\r\nACME\r\n--B\r\n" +
-			"Content-Disposition: form-data; name=\"x\"; name=\"amount\"\r\n\r\n9999\r\n--B--\r\n"},
-		{"an exponent PHP reads as 5000", form, "amount=5e3&currency=EUR&payee=ACME"},
+			"Content-Disposition: form-data; name=\"x\"; name=\"amount\"\r\n\r\n9999\r\n--B--\r\n", false},
+		{"an exponent PHP reads as 5000", form, "amount=5e3&currency=EUR&payee=ACME", true},
 	}
-	for _, p := range parsertest.Start(t, "php", "flask", "express", "rack") {
+	for _, p := range parsertest.Start(t) { // every parser: PHP, Flask, Django, Express, Rack and Go
 		t.Run(p.Name(), func(t *testing.T) {
 			s := newStack(t, withEnv("STEPGATE_UPSTREAM", "http://"+p.Addr()), withEnv("STEPGATE_RULES", approveTestRules))
 			b := s.browser("alice")
@@ -43,7 +46,7 @@ func TestWhatTheUserApprovesIsWhatTheAppActsOn(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if v := direct.Values["post.amount"]; v.Text != "5" {
+				if v := direct.Values["post.amount"]; v.Text != "5" && !a.numeric {
 					hostile++ // this parser acts on another amount than 5: the attack works on it
 				}
 				req, _ := http.NewRequest(http.MethodPost, b.base+"/payments/transfer", strings.NewReader(a.body))
@@ -54,7 +57,13 @@ func TestWhatTheUserApprovesIsWhatTheAppActsOn(t *testing.T) {
 					t.Errorf("%s: stepgate answered %d, want 400", a.name, r.StatusCode)
 				}
 			}
-			if hostile == 0 {
+			// The control: on these parsers some attack above changes the
+			// amount the app acts on, so stepgate's refusal is what keeps
+			// it at what was shown. Flask and Go read each of these forms
+			// as 5 (their attacks are the query merge and JSON case,
+			// in the matrix tests); for them this test shows the approved
+			// values arrive as shown.
+			if hostile == 0 && p.Name() != "flask" && p.Name() != "go" {
 				t.Fatalf("control: no attack changes the amount %s acts on; the test proves nothing", p.Name())
 			}
 			if n := len(s.Sim.Inbox("alice")); n != 0 {
