@@ -459,6 +459,25 @@ func (s *Service) loadPending(w http.ResponseWriter, r *http.Request, ref, user 
 	return st, ""
 }
 
+// openHeld opens the held request of a pending approval, or answers and
+// returns nil and the label: gone and past its time, it expires; gone
+// before (released or withdrawn by another poll, which writes the outcome
+// next), the client asks again in a second; the store down, 503.
+func (s *Service) openHeld(w http.ResponseWriter, r *http.Request, ref string, st *state, client netip.Addr) (*approve.Held, string) {
+	held, err := s.cfg.Gate.Open(r.Context(), ref)
+	switch {
+	case errors.Is(err, approve.ErrExpired) || errors.Is(err, approve.ErrBadRef):
+		if !s.now().Before(st.Expires) {
+			return nil, s.expire(w, r, ref, st, client)
+		}
+		return nil, s.deciding(w)
+	case err != nil:
+		s.storeDown(w, r, err)
+		return nil, "store_unavailable"
+	}
+	return held, ""
+}
+
 // poll answers the approval's state; seen, when not nil, is a flow the
 // watcher just read (no second read). With wait > 0 a pending approval is
 // waited on, up to wait, before the 202.
@@ -468,18 +487,9 @@ func (s *Service) poll(w http.ResponseWriter, r *http.Request, ref, user string,
 		if st == nil {
 			return label
 		}
-		held, err := s.cfg.Gate.Open(r.Context(), ref)
-		switch {
-		case errors.Is(err, approve.ErrExpired) || errors.Is(err, approve.ErrBadRef):
-			if !s.now().Before(st.Expires) {
-				return s.expire(w, r, ref, st, client)
-			}
-			// Released or withdrawn by another poll, which writes the
-			// outcome next: ask again in a second.
-			return s.deciding(w)
-		case err != nil:
-			s.storeDown(w, r, err)
-			return "store_unavailable"
+		held, label := s.openHeld(w, r, ref, st, client)
+		if held == nil {
+			return label
 		}
 		// Approved in a browser (the approval_url fallback): the digest
 		// approval is there to use.
@@ -492,6 +502,7 @@ func (s *Service) poll(w http.ResponseWriter, r *http.Request, ref, user string,
 		flow := seen
 		seen = nil
 		if flow == nil {
+			var err error
 			flow, err = s.cfg.PingOne.Read(r.Context(), &st.Flow)
 			if err != nil {
 				var pe *mfa.Error
@@ -672,16 +683,9 @@ func (s *Service) code(w http.ResponseWriter, r *http.Request, ref, user string,
 		writeError(w, http.StatusBadRequest, "otp_format", "A code is 4 to 12 digits.", 0)
 		return "rejected"
 	}
-	held, err := s.cfg.Gate.Open(r.Context(), ref)
-	switch {
-	case errors.Is(err, approve.ErrExpired) || errors.Is(err, approve.ErrBadRef):
-		if !s.now().Before(st.Expires) {
-			return s.expire(w, r, ref, st, client)
-		}
-		return s.deciding(w)
-	case err != nil:
-		s.storeDown(w, r, err)
-		return "store_unavailable"
+	held, label := s.openHeld(w, r, ref, st, client)
+	if held == nil {
+		return label
 	}
 	if lim := s.cfg.Limits.OTPPerUser; lim != nil {
 		if ok, wait := lim.Allow("u:" + user); !ok {
