@@ -204,12 +204,8 @@ func (c recorded) Check(ctx context.Context, q Request, style Style, body *Body)
 		g.endSpan(span, a.Decision, a.User, a.Status)
 	}
 	if g.access != nil {
-		path, _, _ := strings.Cut(target, "?")
-		if len(path) > 512 {
-			path = path[:512] + "…"
-		}
 		g.access.write(&accessEntry{
-			time: end, method: method, path: path, status: a.Status,
+			time: end, method: method, path: askedPath(target), status: a.Status,
 			decision: a.Decision, user: a.User, client: a.Client, duration: d,
 		})
 	}

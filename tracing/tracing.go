@@ -24,16 +24,10 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 )
-
-// Propagator is the W3C trace context (traceparent, tracestate): an
-// incoming one is the parent of stepgate's span, and the upstream receives
-// stepgate's.
-var Propagator propagation.TextMapPropagator = propagation.TraceContext{}
 
 // Options are the OTEL_* variables stepgate reads.
 type Options struct {
