@@ -89,6 +89,7 @@ func main() {
 	flag.StringVar(&o.instr, "instructions", "on", "count instructions per request under valgrind: on, off, or only (no wrk or open-loop runs; exits 1 when a target is missed, as CI's gate)")
 	flag.BoolVar(&o.traces, "traces", false, "also count instructions with traces on (OTEL_*), not sampled and every request sampled, to a collector on loopback (rows reported, not gated)")
 	flag.IntVar(&instrRequests, "instructions-requests", instrRequests, "requests each instruction count is taken over")
+	flag.IntVar(&instrRounds, "instructions-rounds", instrRounds, "rounds of counts per target, interleaved and averaged")
 	flag.StringVar(&o.cgDir, "callgrind-dir", "", "keep the callgrind dumps of the instruction counts here, one per target and process, for callgrind_annotate")
 	flag.BoolVar(&o.hold, "hold", false, "start everything, print each target's wrk command and pprof address, and wait for Ctrl-C instead of measuring")
 	flag.Parse()
